@@ -1,0 +1,1 @@
+//! gelunet client crate (work in progress).

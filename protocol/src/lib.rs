@@ -1,0 +1,1 @@
+//! gelunet protocol crate (work in progress).

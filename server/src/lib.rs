@@ -1,0 +1,1 @@
+//! gelunet server crate (work in progress).
