@@ -174,30 +174,6 @@ pub(crate) fn from_gmp(x: &rug::Integer) -> BigUint {
     BigUint::new(x.to_digits::<u32>(rug::integer::Order::Lsf))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_matches_plain_arithmetic() {
-        let m = BigUint::from(1_000_003u64) * BigUint::from(999_983u64);
-        let md = Modulus::new(&m);
-        let a = BigUint::from(123_456_789_012u64);
-        let b = BigUint::from(987_654_321u64);
-        let (ea, eb) = (md.elem(&a), md.elem(&b));
-        assert_eq!(md.to_biguint(&md.mul(&ea, &eb)), (&a * &b) % &m);
-        let mut s = ea.clone();
-        md.square_assign(&mut s);
-        assert_eq!(md.to_biguint(&s), (&a * &a) % &m);
-        let e = BigUint::from(65_537u32);
-        assert_eq!(md.to_biguint(&md.pow_vartime(&ea, &e)), a.modpow(&e, &m));
-        assert_eq!(md.to_biguint(&md.pow_secret(&ea, &e)), a.modpow(&e, &m));
-        let inv = md.inv(&ea).map(|x| md.to_biguint(&x));
-        assert_eq!(inv.map(|i| (i * &a) % &m), Some(BigUint::from(1u32)));
-        assert!(md.inv(&md.elem(&BigUint::from(1_000_003u64))).is_none());
-    }
-}
-
 /// Overwrites the limbs of `x` with zeros in place (best effort: the allocation is reused,
 /// so the old digits are gone from it). Used by the `Drop` of everything that holds a
 /// secret or a value reduced modulo a secret.
@@ -224,5 +200,29 @@ impl Drop for Modulus {
         wipe_biguint(&mut self.m);
         #[cfg(feature = "gmp")]
         wipe(&mut self.mg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_matches_plain_arithmetic() {
+        let m = BigUint::from(1_000_003u64) * BigUint::from(999_983u64);
+        let md = Modulus::new(&m);
+        let a = BigUint::from(123_456_789_012u64);
+        let b = BigUint::from(987_654_321u64);
+        let (ea, eb) = (md.elem(&a), md.elem(&b));
+        assert_eq!(md.to_biguint(&md.mul(&ea, &eb)), (&a * &b) % &m);
+        let mut s = ea.clone();
+        md.square_assign(&mut s);
+        assert_eq!(md.to_biguint(&s), (&a * &a) % &m);
+        let e = BigUint::from(65_537u32);
+        assert_eq!(md.to_biguint(&md.pow_vartime(&ea, &e)), a.modpow(&e, &m));
+        assert_eq!(md.to_biguint(&md.pow_secret(&ea, &e)), a.modpow(&e, &m));
+        let inv = md.inv(&ea).map(|x| md.to_biguint(&x));
+        assert_eq!(inv.map(|i| (i * &a) % &m), Some(BigUint::from(1u32)));
+        assert!(md.inv(&md.elem(&BigUint::from(1_000_003u64))).is_none());
     }
 }

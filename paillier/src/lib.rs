@@ -108,3 +108,8 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
         PublicKey::from_n(n).map_err(serde::de::Error::custom)
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,36 @@
+//! Baselines that GELU-Net is compared with.
+//!
+//! GELU-Net (Zhang et al., IJCAI-18) evaluates the linear layers of a network under
+//! Paillier and outsources the non-linear activation to the data owner, who applies it
+//! in plaintext. The systems it is compared with keep the *whole* network on the
+//! server and therefore replace the activation by a polynomial:
+//!
+//! - **CryptoNets** (Gilad-Bachrach et al., ICML 2016) uses the square `x²` and
+//!   evaluates the network under a leveled homomorphic scheme (YASHE' in the paper; BFV
+//!   here, through Tancrède Lepoint's `fhe.rs`), packing one sample per SIMD slot.
+//! - **BGN-Net** (Yuan and Yu 2014, as cited in the GELU-Net paper §5) uses Taylor
+//!   expansions of the sigmoid of order 3 or 5.
+//!
+//! Modules:
+//!
+//! - [`poly`]: the polynomial activations on `f64` (square, Taylor-3, Taylor-5) with
+//!   their derivatives, for the plaintext training baselines.
+//! - [`square_net`]: a one-hidden-layer square-activation network on fixed-point
+//!   integers, with an exact plaintext evaluation.
+//! - [`bfv`]: CryptoNets-style encrypted inference of that network under BFV.
+//! - [`measure`]: per-operation timings (square, degree-5 polynomial, encrypt and
+//!   decrypt, whole-batch inference) for the paper's Table 1 comparison.
+//! - [`error`]: the crate's error type [`BaselineError`].
+
+pub mod bfv;
+pub mod error;
+pub mod measure;
+pub mod poly;
+pub mod square_net;
+
+pub use bfv::{
+    BfvConfig, BfvContext, BfvDescription, EncryptedBatch, EncryptedOutput, ServerKey, SquareNetBfv,
+};
+pub use error::{BaselineError, Result};
+pub use poly::PolyActivation;
+pub use square_net::{SquareNet, SquareScales};
