@@ -130,25 +130,6 @@ impl Modulus {
         }
     }
 
-    /// `a^e mod m` for a secret exponent. With `gmp` this is GMP's side-channel-silent
-    /// `mpz_powm_sec`; with num-bigint it is the same variable-time `modpow` (see the
-    /// crate docs, "Side channels").
-    pub(crate) fn pow_secret(&self, a: &Elem, e: &BigUint) -> Elem {
-        #[cfg(not(feature = "gmp"))]
-        {
-            a.modpow(e, &self.m)
-        }
-        #[cfg(feature = "gmp")]
-        {
-            // mpz_powm_sec needs a positive exponent and an odd modulus.
-            if e.bits() == 0 || self.mg.is_even() {
-                return self.pow_vartime(a, e);
-            }
-            let e = to_gmp(e);
-            rug::Integer::from(a.secure_pow_mod_ref(&e, &self.mg))
-        }
-    }
-
     /// `a^{-1} mod m`, or `None` when `gcd(a, m) ≠ 1`.
     pub(crate) fn inv(&self, a: &Elem) -> Option<Elem> {
         #[cfg(not(feature = "gmp"))]
@@ -220,7 +201,6 @@ mod tests {
         assert_eq!(md.to_biguint(&s), (&a * &a) % &m);
         let e = BigUint::from(65_537u32);
         assert_eq!(md.to_biguint(&md.pow_vartime(&ea, &e)), a.modpow(&e, &m));
-        assert_eq!(md.to_biguint(&md.pow_secret(&ea, &e)), a.modpow(&e, &m));
         let inv = md.inv(&ea).map(|x| md.to_biguint(&x));
         assert_eq!(inv.map(|i| (i * &a) % &m), Some(BigUint::from(1u32)));
         assert!(md.inv(&md.elem(&BigUint::from(1_000_003u64))).is_none());

@@ -656,7 +656,7 @@ impl PrivateKey {
     }
 
     fn half(md: &Modulus, c: &BigUint, prime: &BigUint, exp: &BigUint, h: &BigUint) -> BigUint {
-        let x = md.to_biguint(&md.pow_secret(&md.elem(c), exp));
+        let x = md.to_biguint(&md.pow_vartime(&md.elem(c), exp));
         let l = (x - 1u32) / prime;
         (l * h) % prime
     }
@@ -687,7 +687,7 @@ impl PrivateKey {
         self.public.check_range(c)?;
         let md = self.public.modulus();
         let n = self.public.n();
-        let x = md.to_biguint(&md.pow_secret(&md.elem(c.value()), &self.secrets.lambda));
+        let x = md.to_biguint(&md.pow_vartime(&md.elem(c.value()), &self.secrets.lambda));
         let l = (x - 1u32) / n;
         Ok((l * &self.secrets.mu) % n)
     }
