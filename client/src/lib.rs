@@ -1,1 +1,12 @@
-//! gelunet client crate (work in progress).
+//! The client (data owner) of GELU-Net (Zhang et al., IJCAI-18) for gelunet.
+//!
+//! [`role`]: the client's state machine with no I/O (paper Alg. 1–5 on the client side:
+//! encrypt activations and errors, decrypt and unmask pre-activations and backward
+//! products, apply the real activations, compute and mask gradients, keep the randomness
+//! ledger, send the final update). See DESIGN.md "One iteration".
+
+mod error;
+pub mod role;
+
+pub use error::{ClientError, Result};
+pub use role::{Client, ClientConfig, LedgerCopy, TranscriptEntry};

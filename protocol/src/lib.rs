@@ -1,1 +1,39 @@
-//! gelunet protocol crate (work in progress).
+//! The shared core of GELU-Net (Zhang et al., IJCAI-18) for gelunet: model specification,
+//! fixed-point codec, the plaintext network math in exact integers, gradient masks,
+//! session scheduling, the messages of the two parties, and the plaintext reference
+//! trainer.
+//!
+//! The server and client state machines (crates `gelunet-server`, `gelunet-client`) are
+//! built on these pieces; they share every line of plaintext math with
+//! [`reference::ReferenceTrainer`], which is what makes the encrypted training *exactly*
+//! equal to plaintext fixed-point training (DESIGN.md).
+//!
+//! | module | contents | source |
+//! | --- | --- | --- |
+//! | [`spec`] | [`ModelSpec`], [`Activation`] | paper §2.1 |
+//! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | DESIGN.md "Fixed-point numbers" |
+//! | [`math`] | forward, softmax error, backward, gradients, SGD | paper Eq. 1, Alg. 1–2 |
+//! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, DESIGN.md "Masked update" |
+//! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, DESIGN.md "Sessions" |
+//! | [`data`] | [`Dataset`], [`BatchSampler`] | |
+//! | [`messages`] | wire messages | paper Alg. 1–5 |
+//! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
+
+pub mod data;
+mod error;
+pub mod fixed;
+pub mod mask;
+pub mod math;
+pub mod messages;
+pub mod reference;
+pub mod schedule;
+pub mod spec;
+
+pub use data::{BatchSampler, Dataset};
+pub use error::{Error, Result};
+pub use fixed::{Limits, Scales, ValueKind};
+pub use mask::{MaskMode, MaskTarget};
+pub use math::{FixedModel, Gradients, LayerGradients, LayerParams};
+pub use reference::ReferenceTrainer;
+pub use schedule::{ClientOrder, Scheduler, SessionLength, SessionPlan, SessionPolicy};
+pub use spec::{Activation, ModelSpec};

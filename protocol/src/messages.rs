@@ -1,0 +1,410 @@
+//! The messages the two parties exchange (paper Alg. 1–5), versioned serde types.
+//!
+//! On the wire a message is `postcard(Envelope { version, body })` ([`to_wire`],
+//! [`from_wire`]). Every ciphertext is a [`Ciphertext`] carrying the fingerprint of its key;
+//! the receiver validates it ([`gelunet_paillier::PublicKey::validate_all`]) before use.
+//! Activations and errors travel as vectors of `B · width` ciphertexts, sample-major
+//! (`v[s·width + k]` is value `k` of sample `s`); the [`Packing`] field leaves room for
+//! several samples per ciphertext (DESIGN.md, "Batches and packing"), always one for now.
+//!
+//! One iteration of a session, for `L` layers:
+//!
+//! ```text
+//! server → client  SessionStart { d, [η]_s }                         once per session
+//! client → server  ForwardRequest  { layer i, [a_{i−1}]_c }         i = 1..=L
+//! server → client  ForwardResponse { layer i, [z~_i]_c }
+//! client → server  BackwardRequest { layer i, [δ_i]_c }             i = L..=2
+//! server → client  BackwardResponse{ layer i, [q~]_c = [δ_i]ᵀ ⊗ W~_i }
+//! client → server  MaskedUpdate { [D]_s per weight and bias }        iterations 0..d−1
+//! server → client  UpdateApplied
+//! client → server  FinalUpdate { [ΔW^c]_s, [Δb^c]_s }                after iteration d−1
+//! server → client  SessionEnd
+//! ```
+
+use gelunet_paillier::{Ciphertext, KeyId};
+use num_bigint::BigUint;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::fixed::Scales;
+use crate::mask::MaskMode;
+use crate::spec::ModelSpec;
+use crate::{Error, Result};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest message accepted by [`from_wire`], in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// How values are packed into ciphertexts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packing {
+    /// Samples per ciphertext (1: no packing).
+    pub samples_per_ciphertext: u32,
+    /// Width of each signed slot in bits (0 when unpacked).
+    pub slot_bits: u32,
+}
+
+impl Packing {
+    /// One value per ciphertext.
+    pub const NONE: Self = Self {
+        samples_per_ciphertext: 1,
+        slot_bits: 0,
+    };
+}
+
+impl Default for Packing {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// A public key on the wire: its modulus `N` (big-endian bytes in postcard). The receiver
+/// builds the key with `PublicKey::from_n`, or `from_n_insecure_for_tests` only when its
+/// configuration explicitly allows test keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicModulus {
+    /// `N`.
+    #[serde(with = "gelunet_paillier::serde_biguint")]
+    pub n: BigUint,
+}
+
+/// Server → client handshake: everything a client needs to train.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The architecture.
+    pub spec: ModelSpec,
+    /// The fixed-point scales and ranges.
+    pub scales: Scales,
+    /// The gradient mask the client must use.
+    pub mask: MaskMode,
+    /// Mini-batch size `B`.
+    pub batch_size: u32,
+    /// `PK_s`.
+    pub server_key: PublicModulus,
+}
+
+/// Client → server handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The fingerprint of the server key the client accepted.
+    pub server_key_id: KeyId,
+    /// `PK_c`.
+    pub client_key: PublicModulus,
+}
+
+/// Server → client: a session begins (Alg. 1 input, Alg. 2 line 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStart {
+    /// Session identifier (unique per server run).
+    pub session: u64,
+    /// Number of iterations `d` of this session.
+    pub iterations: u32,
+    /// `[η]_s`, the learning rate at `2^fe` under the server key.
+    pub eta: Ciphertext,
+}
+
+/// Client → server: `[a_{i−1}]_c` for layer `i` (Alg. 1 line 4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration `0..d`.
+    pub iteration: u32,
+    /// Layer `i ∈ 1..=L`.
+    pub layer: u32,
+    /// Packing of the ciphertexts.
+    pub packing: Packing,
+    /// `B · n_{i−1}` ciphertexts under `PK_c`, sample-major, at `2^fa`.
+    pub activations: Vec<Ciphertext>,
+}
+
+/// Server → client: `[z~_i]_c = W~_i ⊗ [a_{i−1}]_c ⊕ b~_i` (Alg. 1 line 5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardResponse {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration.
+    pub iteration: u32,
+    /// Layer `i`.
+    pub layer: u32,
+    /// Packing of the ciphertexts.
+    pub packing: Packing,
+    /// `B · n_i` ciphertexts under `PK_c`, at `2^(fa+fw)` once unmasked.
+    pub pre_activations: Vec<Ciphertext>,
+}
+
+/// Client → server: `[δ_i]_c` for the backward product through layer `i ≥ 2` (Alg. 2
+/// line 5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackwardRequest {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration.
+    pub iteration: u32,
+    /// Layer `i ∈ 2..=L` whose error this is.
+    pub layer: u32,
+    /// Packing of the ciphertexts.
+    pub packing: Packing,
+    /// `B · n_i` ciphertexts under `PK_c`, at `2^fd`.
+    pub errors: Vec<Ciphertext>,
+}
+
+/// Server → client: `[q~]_c = [δ_i]_cᵀ ⊗ W~_i` (Alg. 2 line 6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackwardResponse {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration.
+    pub iteration: u32,
+    /// Layer `i` whose weights were used.
+    pub layer: u32,
+    /// Packing of the ciphertexts.
+    pub packing: Packing,
+    /// `B · n_{i−1}` ciphertexts under `PK_c`, at `2^(fd+fw)` once unmasked.
+    pub products: Vec<Ciphertext>,
+}
+
+/// Ciphertexts for the parameters of one layer, under `PK_s`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerCiphertexts {
+    /// `m · n` ciphertexts, row-major (`[j·n + k]` is weight `w_jk`).
+    pub weights: Vec<Ciphertext>,
+    /// `m` ciphertexts.
+    pub biases: Vec<Ciphertext>,
+}
+
+/// Client → server: `[D]_s = ([η]_s ⊗ Δ) ⊕ [r]_s` for every parameter (Alg. 3), sent after
+/// every iteration but the last of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedUpdate {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration.
+    pub iteration: u32,
+    /// One entry per layer `1..=L`.
+    pub layers: Vec<LayerCiphertexts>,
+}
+
+/// Server → client: the masked update of an iteration was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateApplied {
+    /// Session identifier.
+    pub session: u64,
+    /// Iteration.
+    pub iteration: u32,
+}
+
+/// Client → server: `[ΔW^c]_s`, `[Δb^c]_s`, the session's accumulated gradients at the
+/// "as sent" scales (Alg. 5), after the last iteration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalUpdate {
+    /// Session identifier.
+    pub session: u64,
+    /// One entry per layer `1..=L`.
+    pub layers: Vec<LayerCiphertexts>,
+}
+
+/// Server → client: the session is over and the model updated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnd {
+    /// Session identifier.
+    pub session: u64,
+    /// Iterations completed.
+    pub iterations: u32,
+}
+
+/// Either side: abandon the session (the server rolls back to `w^I, b^I`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abort {
+    /// Session identifier.
+    pub session: u64,
+    /// Human-readable reason (no secrets).
+    pub reason: String,
+}
+
+/// Broad classes of errors reported to the other side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Unsupported protocol version.
+    Version,
+    /// A message that does not fit the current state (out of turn, wrong session,
+    /// iteration or layer).
+    OutOfTurn,
+    /// Wrong number of values or layers.
+    Shape,
+    /// A ciphertext that fails validation or is under the wrong key.
+    Ciphertext,
+    /// A value outside its fixed-point or mask range.
+    Range,
+    /// An unacceptable configuration or key.
+    Config,
+    /// Anything else.
+    Internal,
+}
+
+/// Either side: a typed error answer to the last message; the sender's state is
+/// unchanged and it may retry or abort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// The session concerned, if any.
+    pub session: Option<u64>,
+    /// The class of error.
+    pub code: ErrorCode,
+    /// Human-readable detail (no secrets).
+    pub detail: String,
+}
+
+/// Everything a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// Handshake.
+    Hello(ClientHello),
+    /// Alg. 1 forward request.
+    Forward(ForwardRequest),
+    /// Alg. 2 backward request.
+    Backward(BackwardRequest),
+    /// Alg. 3 masked update.
+    MaskedUpdate(MaskedUpdate),
+    /// Alg. 5 final update.
+    FinalUpdate(FinalUpdate),
+    /// Abandon the session.
+    Abort(Abort),
+    /// Error answer.
+    Error(ErrorReport),
+}
+
+/// Everything the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Handshake.
+    Hello(ServerHello),
+    /// A session begins.
+    SessionStart(SessionStart),
+    /// Alg. 1 forward response.
+    Forward(ForwardResponse),
+    /// Alg. 2 backward response.
+    Backward(BackwardResponse),
+    /// A masked update was applied.
+    UpdateApplied(UpdateApplied),
+    /// The session ended (Alg. 5 done).
+    SessionEnd(SessionEnd),
+    /// Abandon the session.
+    Abort(Abort),
+    /// Error answer.
+    Error(ErrorReport),
+}
+
+impl ClientMessage {
+    /// Short name of the variant, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "ClientHello",
+            Self::Forward(_) => "ForwardRequest",
+            Self::Backward(_) => "BackwardRequest",
+            Self::MaskedUpdate(_) => "MaskedUpdate",
+            Self::FinalUpdate(_) => "FinalUpdate",
+            Self::Abort(_) => "Abort",
+            Self::Error(_) => "Error",
+        }
+    }
+
+    /// The ciphertexts the message carries (empty for the others).
+    pub fn ciphertexts(&self) -> Vec<&Ciphertext> {
+        match self {
+            Self::Forward(m) => m.activations.iter().collect(),
+            Self::Backward(m) => m.errors.iter().collect(),
+            Self::MaskedUpdate(m) => layer_cts(&m.layers),
+            Self::FinalUpdate(m) => layer_cts(&m.layers),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// Short name of the variant, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "ServerHello",
+            Self::SessionStart(_) => "SessionStart",
+            Self::Forward(_) => "ForwardResponse",
+            Self::Backward(_) => "BackwardResponse",
+            Self::UpdateApplied(_) => "UpdateApplied",
+            Self::SessionEnd(_) => "SessionEnd",
+            Self::Abort(_) => "Abort",
+            Self::Error(_) => "Error",
+        }
+    }
+}
+
+fn layer_cts(layers: &[LayerCiphertexts]) -> Vec<&Ciphertext> {
+    layers
+        .iter()
+        .flat_map(|l| l.weights.iter().chain(l.biases.iter()))
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    version: u16,
+    body: T,
+}
+
+/// Serializes a message as `postcard(Envelope { version: PROTOCOL_VERSION, body })`.
+///
+/// # Errors
+/// [`Error::Codec`] if serialization fails.
+pub fn to_wire<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&Envelope {
+        version: PROTOCOL_VERSION,
+        body: msg,
+    })
+    .map_err(|e| Error::Codec {
+        reason: e.to_string(),
+    })
+}
+
+/// Parses what [`to_wire`] wrote.
+///
+/// # Errors
+/// [`Error::Codec`] for an oversized or malformed message; [`Error::VersionMismatch`] for
+/// another version.
+pub fn from_wire<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(Error::Codec {
+            reason: format!("{} bytes exceed {MAX_MESSAGE_BYTES}", bytes.len()),
+        });
+    }
+    #[derive(Deserialize)]
+    struct Version {
+        version: u16,
+    }
+    let v: Version = postcard::take_from_bytes(bytes)
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Codec {
+            reason: e.to_string(),
+        })?;
+    if v.version != PROTOCOL_VERSION {
+        return Err(Error::VersionMismatch {
+            expected: PROTOCOL_VERSION,
+            found: v.version,
+        });
+    }
+    let env: Envelope<T> = postcard::from_bytes(bytes).map_err(|e| Error::Codec {
+        reason: e.to_string(),
+    })?;
+    Ok(env.body)
+}
+
+/// Size of a message on the wire, in bytes.
+///
+/// # Errors
+/// [`Error::Codec`].
+pub fn wire_size<T: Serialize>(msg: &T) -> Result<usize> {
+    Ok(to_wire(msg)?.len())
+}

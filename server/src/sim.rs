@@ -1,0 +1,405 @@
+//! In-memory driver: a [`Server`] and `K` [`Client`]s in one process, exchanging the
+//! protocol messages directly (no sockets), deterministic for fixed seeds.
+//!
+//! It counts messages and their postcard sizes ([`gelunet_protocol::messages::wire_size`])
+//! per iteration, can inject faults (client abort, disconnect), can record the
+//! client → server stream for inspection, and checks the Alg. 5 invariant at the end of
+//! every session when asked: `w^F = (w~ + R^w mod N_c) − η·Δw_last`, i.e. the final update
+//! gives exactly the unmasked weights after the last iteration's update would have been
+//! applied.
+
+use std::time::{Duration, Instant};
+
+use gelunet_client::Client;
+use gelunet_paillier::BigInt;
+use gelunet_protocol::mask::centered;
+use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
+use gelunet_protocol::schedule::SessionPlan;
+use gelunet_protocol::FixedModel;
+
+use crate::error::{Result, ServerError};
+use crate::role::{ClientId, Server};
+
+/// Cost of one iteration of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IterationStats {
+    /// Session id.
+    pub session: u64,
+    /// Client index.
+    pub client: usize,
+    /// Iteration within the session.
+    pub iteration: u32,
+    /// Messages client → server.
+    pub messages_to_server: usize,
+    /// Messages server → client.
+    pub messages_to_client: usize,
+    /// Bytes client → server (postcard).
+    pub bytes_to_server: usize,
+    /// Bytes server → client (postcard).
+    pub bytes_to_client: usize,
+    /// Wall time of both parties' work.
+    pub elapsed: Duration,
+    /// Time spent in the server's handlers.
+    pub server_time: Duration,
+    /// Time spent in the client's handlers.
+    pub client_time: Duration,
+}
+
+/// A session as the driver ran it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub session: u64,
+    /// Client and number of iterations.
+    pub plan: SessionPlan,
+    /// Whether Alg. 5 was applied (false: abandoned and rolled back).
+    pub completed: bool,
+}
+
+/// A fault to inject into a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Run normally.
+    #[default]
+    None,
+    /// After `n` client → server messages, the client aborts (sends `Abort`).
+    ClientAbortAfter(usize),
+    /// After `n` client → server messages, the connection drops (both sides abandon).
+    DisconnectAfter(usize),
+}
+
+/// The driver (see the module docs).
+#[derive(Debug)]
+pub struct Simulation {
+    server: Server,
+    clients: Vec<Client>,
+    ids: Vec<ClientId>,
+    stats: Vec<IterationStats>,
+    records: Vec<SessionRecord>,
+    record_messages: bool,
+    client_messages: Vec<(usize, ClientMessage)>,
+    check_invariants: bool,
+    invariant_checks: usize,
+}
+
+impl Simulation {
+    /// Runs the handshakes of every client with the server.
+    ///
+    /// # Errors
+    /// The handshake errors of either side.
+    pub fn new(mut server: Server, mut clients: Vec<Client>) -> Result<Self> {
+        let hello = server.hello();
+        let mut ids = Vec::with_capacity(clients.len());
+        for c in &mut clients {
+            match c.handle_hello(&hello)? {
+                ClientMessage::Hello(h) => ids.push(server.register_client(&h)?),
+                other => {
+                    return Err(ServerError::OutOfTurn {
+                        expected: "ClientHello".into(),
+                        found: other.kind(),
+                    })
+                }
+            }
+        }
+        Ok(Self {
+            server,
+            clients,
+            ids,
+            stats: Vec::new(),
+            records: Vec::new(),
+            record_messages: false,
+            client_messages: Vec::new(),
+            check_invariants: false,
+            invariant_checks: 0,
+        })
+    }
+
+    /// Records every client → server message ([`Simulation::client_messages`]).
+    pub fn record_messages(&mut self, on: bool) {
+        self.record_messages = on;
+    }
+
+    /// Checks the Alg. 5 invariant at the end of every completed session (uses the
+    /// client's ledger through its test-only accessor).
+    pub fn check_invariants(&mut self, on: bool) {
+        self.check_invariants = on;
+    }
+
+    /// Number of Alg. 5 invariant checks that passed.
+    pub fn invariant_checks(&self) -> usize {
+        self.invariant_checks
+    }
+
+    /// The server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// The server, mutably (for fault-injection tests).
+    pub fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    /// The clients.
+    pub fn clients(&self) -> &[Client] {
+        &self.clients
+    }
+
+    /// The clients, mutably.
+    pub fn clients_mut(&mut self) -> &mut [Client] {
+        &mut self.clients
+    }
+
+    /// Per-iteration costs so far.
+    pub fn stats(&self) -> &[IterationStats] {
+        &self.stats
+    }
+
+    /// Sessions run so far.
+    pub fn records(&self) -> &[SessionRecord] {
+        &self.records
+    }
+
+    /// The recorded client → server messages with their sender.
+    pub fn client_messages(&self) -> &[(usize, ClientMessage)] {
+        &self.client_messages
+    }
+
+    /// The server's true model (between sessions).
+    pub fn model(&self) -> &FixedModel {
+        self.server.model()
+    }
+
+    /// Runs one session to completion.
+    ///
+    /// # Errors
+    /// The first error of either party, or [`ServerError::Invariant`].
+    pub fn run_session(&mut self) -> Result<SessionRecord> {
+        self.run_session_with(Fault::None)
+    }
+
+    /// Runs `n` sessions.
+    ///
+    /// # Errors
+    /// As [`Simulation::run_session`].
+    pub fn run_sessions(&mut self, n: usize) -> Result<Vec<SessionRecord>> {
+        (0..n).map(|_| self.run_session()).collect()
+    }
+
+    /// Runs one session with a fault injected.
+    ///
+    /// # Errors
+    /// As [`Simulation::run_session`].
+    pub fn run_session_with(&mut self, fault: Fault) -> Result<SessionRecord> {
+        let mut t0 = Instant::now();
+        let (cid, start) = self.server.start_session()?;
+        let (session, iterations) = match &start {
+            ServerMessage::SessionStart(s) => (s.session, s.iterations),
+            other => {
+                return Err(ServerError::Invariant {
+                    reason: format!("start_session gave {}", other.kind()),
+                })
+            }
+        };
+        let idx = self
+            .ids
+            .iter()
+            .position(|&i| i == cid)
+            .ok_or(ServerError::UnknownClient { client: cid.0 })?;
+        let plan = SessionPlan {
+            client: idx,
+            iterations,
+        };
+        let mut cur = IterationStats {
+            session,
+            client: idx,
+            iteration: 0,
+            messages_to_server: 0,
+            messages_to_client: 0,
+            bytes_to_server: 0,
+            bytes_to_client: 0,
+            elapsed: Duration::ZERO,
+            server_time: Duration::ZERO,
+            client_time: Duration::ZERO,
+        };
+        let mut sent = 0usize;
+        let mut to_client = start;
+        let completed = loop {
+            cur.messages_to_client += 1;
+            cur.bytes_to_client += wire_size(&to_client)?;
+            let ends_iteration = matches!(
+                to_client,
+                ServerMessage::UpdateApplied(_) | ServerMessage::SessionEnd(_)
+            );
+            if ends_iteration {
+                cur.elapsed = t0.elapsed();
+                let next = IterationStats {
+                    iteration: cur.iteration + 1,
+                    messages_to_server: 0,
+                    messages_to_client: 0,
+                    bytes_to_server: 0,
+                    bytes_to_client: 0,
+                    elapsed: Duration::ZERO,
+                    server_time: Duration::ZERO,
+                    client_time: Duration::ZERO,
+                    ..cur.clone()
+                };
+                self.stats.push(std::mem::replace(&mut cur, next));
+                t0 = Instant::now();
+            }
+            let is_end = matches!(to_client, ServerMessage::SessionEnd(_));
+            let tc = Instant::now();
+            let reply = self.clients[idx].handle(&to_client)?;
+            cur.client_time += tc.elapsed();
+            let Some(msg) = reply else {
+                break is_end;
+            };
+            match fault {
+                Fault::ClientAbortAfter(n) if sent == n => {
+                    let abort = self.clients[idx].abort("fault injection").ok_or(
+                        ServerError::Invariant {
+                            reason: "client had no session to abort".into(),
+                        },
+                    )?;
+                    self.deliver_to_server(idx, cid, &abort, &mut cur)?;
+                    break false;
+                }
+                Fault::DisconnectAfter(n) if sent == n => {
+                    self.clients[idx].abandon_session();
+                    self.server.abandon_session();
+                    break false;
+                }
+                _ => {}
+            }
+            sent += 1;
+            let expected_final =
+                if self.check_invariants && matches!(msg, ClientMessage::FinalUpdate(_)) {
+                    Some(self.expected_final(idx)?)
+                } else {
+                    None
+                };
+            let answer = self.deliver_to_server(idx, cid, &msg, &mut cur)?;
+            if let Some(expected) = expected_final {
+                if self.server.model().layers != expected {
+                    return Err(ServerError::Invariant {
+                        reason: format!(
+                            "Alg. 5: w^F differs from w~ + R - eta*dw in session {session}"
+                        ),
+                    });
+                }
+                self.invariant_checks += 1;
+            }
+            match answer {
+                Some(a) => to_client = a,
+                None => break false,
+            }
+        };
+        if cur.messages_to_server > 0 {
+            cur.elapsed = t0.elapsed();
+            self.stats.push(cur);
+        }
+        let record = SessionRecord {
+            session,
+            plan,
+            completed,
+        };
+        self.records.push(record.clone());
+        Ok(record)
+    }
+
+    fn deliver_to_server(
+        &mut self,
+        idx: usize,
+        cid: ClientId,
+        msg: &ClientMessage,
+        cur: &mut IterationStats,
+    ) -> Result<Option<ServerMessage>> {
+        cur.messages_to_server += 1;
+        cur.bytes_to_server += wire_size(msg)?;
+        if self.record_messages {
+            self.client_messages.push((idx, msg.clone()));
+        }
+        let t = Instant::now();
+        let r = self.server.handle(cid, msg);
+        cur.server_time += t.elapsed();
+        r
+    }
+
+    /// `(w~ + R mod N_c) − η·Δw_last` for every layer, before the final update.
+    fn expected_final(&self, idx: usize) -> Result<Vec<gelunet_protocol::LayerParams>> {
+        let client = &self.clients[idx];
+        let invariant = |reason: &str| ServerError::Invariant {
+            reason: reason.into(),
+        };
+        let masked = self
+            .server
+            .masked_weights()
+            .ok_or_else(|| invariant("no masked weights"))?;
+        let (rw, rb) = client
+            .ledger_insecure_for_tests()
+            .ok_or_else(|| invariant("no ledger"))?;
+        let last = client
+            .last_gradients()
+            .ok_or_else(|| invariant("no gradients"))?;
+        let n_c = client.public_key().n();
+        let eta = BigInt::from(self.server.learning_rate());
+        let mut out = Vec::with_capacity(masked.len());
+        for (i, ml) in masked.iter().enumerate() {
+            let unmask = |m: &BigInt, r: &gelunet_paillier::BigUint, g: i128| -> Result<i128> {
+                let v = centered(
+                    &gelunet_protocol::mask::mod_n(&(m + BigInt::from(r.clone())), n_c),
+                    n_c,
+                ) - &eta * BigInt::from(g);
+                i128::try_from(v).map_err(|_| invariant("unmasked weight out of i128"))
+            };
+            let w = ndarray::Zip::from(&ml.w)
+                .and(&rw[i])
+                .and(&last.layers[i].w)
+                .map_collect(|m, r, &g| unmask(m, r, g));
+            let b = ndarray::Zip::from(&ml.b)
+                .and(&rb[i])
+                .and(&last.layers[i].b)
+                .map_collect(|m, r, &g| unmask(m, r, g));
+            let w = w.into_iter().collect::<Result<Vec<_>>>()?;
+            let b = b.into_iter().collect::<Result<Vec<_>>>()?;
+            out.push(gelunet_protocol::LayerParams {
+                w: ndarray::Array2::from_shape_vec(ml.w.dim(), w)
+                    .map_err(|_| invariant("shape"))?,
+                b: ndarray::Array1::from(b),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A small synthetic classification problem: `classes` Gaussian blobs in `features`
+/// dimensions (centers uniform on `[−1.5, 1.5]`, standard deviation `spread`), labels
+/// balanced, from `ChaCha20Rng::seed_from_u64(seed)`. Returns `(samples × features,
+/// labels)`.
+pub fn synthetic_blobs(
+    samples: usize,
+    features: usize,
+    classes: usize,
+    spread: f64,
+    seed: u64,
+) -> (ndarray::Array2<f64>, Vec<usize>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let centers: Vec<Vec<f64>> = (0..classes)
+        .map(|_| (0..features).map(|_| rng.gen_range(-1.5..1.5)).collect())
+        .collect();
+    let mut x = ndarray::Array2::zeros((samples, features));
+    let mut labels = Vec::with_capacity(samples);
+    for s in 0..samples {
+        let c = s % classes;
+        labels.push(c);
+        for f in 0..features {
+            // Box–Muller.
+            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.gen_range(0.0..1.0);
+            let n = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            x[[s, f]] = centers[c][f] + spread * n;
+        }
+    }
+    (x, labels)
+}

@@ -1,0 +1,46 @@
+//! Abandoned sessions roll back exactly to `w^I, b^I` and training goes on with the next
+//! client (DESIGN.md "Sessions and the d_max bound").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
+
+mod common;
+
+use common::*;
+use gelunet_protocol::{Activation, MaskMode, ModelSpec};
+use gelunet_server::sim::Fault;
+
+#[test]
+fn abandoned_sessions_roll_back_and_training_continues() {
+    let spec = ModelSpec {
+        widths: vec![4, 6, 5, 3],
+        hidden: vec![Activation::Sigmoid, Activation::Tanh],
+    };
+    let cfg = test_config(spec, 1, MaskMode::default());
+    let (mut sim, mut reference) = build(cfg, 3, 12);
+    let faults = [
+        Fault::None,
+        Fault::ClientAbortAfter(0),
+        Fault::None,
+        Fault::ClientAbortAfter(7),
+        Fault::DisconnectAfter(3),
+        Fault::None,
+        Fault::DisconnectAfter(12),
+        Fault::None,
+        Fault::None,
+    ];
+    let mut abandoned = 0;
+    for fault in faults {
+        let before = sim.model().clone();
+        let rec = sim.run_session_with(fault).unwrap();
+        assert!(sim.server().active_session().is_none());
+        assert!(sim.clients().iter().all(|c| c.active_session().is_none()));
+        if rec.completed {
+            reference.run_session(rec.plan).unwrap();
+        } else {
+            abandoned += 1;
+            assert_eq!(sim.model(), &before, "rollback to w^I after {fault:?}");
+        }
+        assert_eq!(sim.model(), reference.model());
+    }
+    assert!(abandoned >= 3, "{abandoned}");
+    assert!(sim.records().iter().filter(|r| r.completed).count() >= 5);
+}
