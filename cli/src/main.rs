@@ -1,9 +1,15 @@
 //! `gelunet`: privacy-preserving collaborative training with GELU-Net (IJCAI-18).
 //!
-//! Subcommands: `bench paillier` (cryptosystem throughput report). Training, inference
-//! and the paper benchmarks arrive with their issues.
+//! Subcommands: `train` (server and clients in one process over loopback QUIC), `serve`
+//! and `join` (the same as separate processes), `infer` (encrypted inference), `bench`
+//! (`paillier`: cryptosystem throughput; `paper`: the paper's comparisons), and `attack`
+//! (the privacy attacks of paper §4.1 and §4.3). Each subcommand lives in its own module,
+//! which owns its clap arguments.
 
+mod attack;
 mod bench;
+mod net_cmd;
+mod paper;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,11 +26,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a model: server and `--clients K` clients in one process over loopback QUIC.
+    Train(net_cmd::TrainArgs),
+    /// Run the server alone; clients join with `gelunet join`.
+    Serve(net_cmd::ServeArgs),
+    /// Join a running server as one client.
+    Join(net_cmd::JoinArgs),
+    /// Encrypted inference with a trained model (paper Alg. 1).
+    Infer(net_cmd::InferArgs),
     /// Benchmarks and comparison reports.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// The privacy attacks (paper §4.1, §4.3) against the real protocol messages.
+    Attack(attack::AttackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,11 +60,21 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The paper's comparisons (Fig. 3, Tables 1, 3, 5) against the baselines.
+    Paper(paper::PaperArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(args) => exit(net_cmd::train(args)),
+        Command::Serve(args) => exit(net_cmd::serve(args)),
+        Command::Join(args) => exit(net_cmd::join(args)),
+        Command::Infer(args) => exit(net_cmd::infer(args)),
+        Command::Attack(args) => exit(attack::run(args)),
+        Command::Bench {
+            what: BenchCommand::Paper(args),
+        } => exit(paper::run(args)),
         Command::Bench {
             what:
                 BenchCommand::Paillier {
@@ -82,6 +108,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints an error chain and maps the outcome to the process exit code.
+fn exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
