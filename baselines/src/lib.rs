@@ -18,6 +18,9 @@
 //! - [`square_net`]: a one-hidden-layer square-activation network on fixed-point
 //!   integers, with an exact plaintext evaluation.
 //! - [`bfv`]: CryptoNets-style encrypted inference of that network under BFV.
+//! - [`train`]: plaintext `f64` mini-batch SGD generic over the hidden activation
+//!   (sigmoid, square, Taylor-3, Taylor-5), for the training-stability and accuracy
+//!   comparisons.
 //! - [`measure`]: per-operation timings (square, degree-5 polynomial, encrypt and
 //!   decrypt, whole-batch inference) for the paper's Table 1 comparison.
 //! - [`error`]: the crate's error type [`BaselineError`].
@@ -27,6 +30,7 @@ pub mod error;
 pub mod measure;
 pub mod poly;
 pub mod square_net;
+pub mod train;
 
 pub use bfv::{
     BfvConfig, BfvContext, BfvDescription, EncryptedBatch, EncryptedOutput, ServerKey, SquareNetBfv,
@@ -34,3 +38,4 @@ pub use bfv::{
 pub use error::{BaselineError, Result};
 pub use poly::PolyActivation;
 pub use square_net::{SquareNet, SquareScales};
+pub use train::{FloatNet, FloatTrainer, HiddenActivation, Sigmoid, TrainActivation};

@@ -88,8 +88,8 @@ pub enum ClientError {
         /// The message's layer.
         found: u32,
     },
-    /// A packing this version does not support.
-    #[error("unsupported packing {found:?}")]
+    /// A packing that is not the layout both sides derived from the handshake.
+    #[error("unexpected packing {found:?}")]
     Packing {
         /// The packing found.
         found: Packing,
@@ -107,6 +107,17 @@ pub enum ClientError {
     /// A session of 0 iterations.
     #[error("a session of 0 iterations")]
     EmptySession,
+    /// An inference answer for another request.
+    #[error("inference answer for request {found}, expected {expected}")]
+    WrongRequest {
+        /// The pending request.
+        expected: u64,
+        /// The answer's request id.
+        found: u64,
+    },
+    /// An inference answer while no request is pending.
+    #[error("no inference request pending")]
+    NoRequest,
 }
 
 impl ClientError {
@@ -122,14 +133,19 @@ impl ClientError {
             | Self::OutOfTurn { .. }
             | Self::WrongSession { .. }
             | Self::WrongIteration { .. }
-            | Self::WrongLayer { .. } => ErrorCode::OutOfTurn,
+            | Self::WrongLayer { .. }
+            | Self::WrongRequest { .. }
+            | Self::NoRequest => ErrorCode::OutOfTurn,
             Self::Shape { .. } | Self::Packing { .. } | Self::Data { .. } => ErrorCode::Shape,
             Self::Paillier(P::InvalidCiphertext { .. } | P::KeyMismatch { .. }) => {
                 ErrorCode::Ciphertext
             }
             Self::Paillier(P::PlaintextOutOfRange { .. })
             | Self::Protocol(
-                E::OutOfRange { .. } | E::NotFinite { .. } | E::MaskOutOfRange { .. },
+                E::OutOfRange { .. }
+                | E::NotFinite { .. }
+                | E::MaskOutOfRange { .. }
+                | E::Packing { .. },
             ) => ErrorCode::Range,
             Self::InsecureKey { .. }
             | Self::KeyTooSmall { .. }

@@ -4,9 +4,14 @@
 //! encrypt activations and errors, decrypt and unmask pre-activations and backward
 //! products, apply the real activations, compute and mask gradients, keep the randomness
 //! ledger, send the final update). See DESIGN.md "One iteration".
+//!
+//! [`infer`]: encrypted inference with the trained model ([`InferenceClient`]).
 
 mod error;
+pub mod infer;
+pub mod quic;
 pub mod role;
 
 pub use error::{ClientError, Result};
+pub use infer::{InferStep, InferenceClient, InferenceConfig};
 pub use role::{Client, ClientConfig, LedgerCopy, TranscriptEntry};

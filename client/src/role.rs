@@ -23,6 +23,20 @@
 //! `Enc_s(r)` is a fresh encryption, so `[D]_s` is re-randomized: the server, which knows
 //! the randomness of its own `[η]_s`, cannot strip it.
 //!
+//! # Packing ([`gelunet_protocol::packing`], when the server's hello asks for it)
+//!
+//! Activations and errors of the `B` samples of a mini-batch share one ciphertext per
+//! feature (`P_k = Σ_s a_{s,k}·2^(β s)`); the masks are removed mod `N_c` before
+//! unpacking (`z~ + Σ_k R_jk·P_k + R^b_j·Σ_s 2^(β s)`). Masked updates pack `k`
+//! parameters per server-key ciphertext:
+//! `[Σ_i (η·Δ_i + r_i + G)·2^(β i)]_s = Π_i E_i^{Δ_i} ⊕ Enc_s(Σ_i (r_i + G)·2^(β i))` with
+//! `E_i = [η]_s^{2^(β i)}` computed once per session (a shared-base multi-exponentiation
+//! with small exponents per ciphertext); final updates pack `ΔW^c + 2^max_bits`.
+//!
+//! The client encrypts under its own key with [`PrivateKey::encrypt_crt_batch`] (the
+//! obfuscator computed mod `p²` and `q²`: the same ciphertexts as public-key encryption
+//! with the same randomness, about three times faster).
+//!
 //! # Determinism and secrets
 //!
 //! All randomness (mini-batches, masks, encryption) comes from ChaCha20 streams seeded by
@@ -40,7 +54,12 @@ use gelunet_protocol::math::{activate, hidden_error, layer_gradients, output_err
 use gelunet_protocol::messages::{
     Abort, BackwardRequest, BackwardResponse, ClientHello, ClientMessage, FinalUpdate,
     ForwardRequest, ForwardResponse, LayerCiphertexts, MaskedUpdate, Packing, PublicModulus,
-    ServerHello, ServerMessage, SessionEnd, SessionStart, UpdateApplied, PROTOCOL_VERSION,
+    ServerHello, ServerMessage, SessionEnd, SessionStart, UpdateApplied, UpdatePacking,
+    PROTOCOL_VERSION,
+};
+use gelunet_protocol::packing::{
+    final_plaintext, group_sizes, mask_plaintext, pack_samples, sample_packing, slot_sum,
+    unpack_signed,
 };
 use gelunet_protocol::{
     Activation, BatchSampler, Dataset, Gradients, LayerGradients, MaskMode, ModelSpec, Scales,
@@ -132,6 +151,11 @@ struct Setup {
     batch: usize,
     server_key: PublicKey,
     data: Dataset,
+    /// The sample packing of this client's sessions.
+    packing: Packing,
+    /// The layouts of masked and final updates.
+    masked_packing: UpdatePacking,
+    final_packing: UpdatePacking,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +184,9 @@ struct Session {
     iterations: u32,
     iteration: u32,
     eta: PreparedCiphertext,
+    /// `E_i = [η]_s^{2^(β i)}` for the packed weight and bias updates (empty when the
+    /// masked updates are not packed or the session has one iteration).
+    eta_powers: (Vec<Ciphertext>, Vec<Ciphertext>),
     ledger: Ledger,
     acc: Gradients,
     last: Option<Gradients>,
@@ -332,6 +359,17 @@ impl Client {
         let batch = hello.batch_size as usize;
         let sampler = BatchSampler::new(data.len(), batch, sampler_seed(self.config.seed))?;
         let server_key_id = server_key.id();
+        let packing = sample_packing(
+            &hello.spec,
+            &hello.scales,
+            batch,
+            self.key.public_key().bits(),
+            hello.packing,
+        );
+        let masked_packing =
+            UpdatePacking::masked(hello.mask, &hello.scales, server_key.bits(), hello.packing);
+        let final_packing =
+            UpdatePacking::final_update(&hello.scales, server_key.bits(), hello.packing);
         self.setup = Some(Setup {
             spec: hello.spec.clone(),
             scales: hello.scales,
@@ -339,6 +377,9 @@ impl Client {
             batch,
             server_key,
             data,
+            packing,
+            masked_packing,
+            final_packing,
         });
         self.sampler = Some(sampler);
         Ok(ClientMessage::Hello(ClientHello {
@@ -388,8 +429,17 @@ impl Client {
                 }
                 Ok(None)
             }
+            ServerMessage::Inferred(_) => Err(ClientError::OutOfTurn {
+                expected: "a training message (inference answers go to an InferenceClient)".into(),
+                found: msg.kind(),
+            }),
             ServerMessage::Error(_) => Ok(None),
         }
+    }
+
+    /// The sample packing of this client's sessions (after the handshake).
+    pub fn packing(&self) -> Option<Packing> {
+        self.setup.as_ref().map(|s| s.packing)
     }
 
     fn setup(&self) -> Result<&Setup> {
@@ -443,10 +493,12 @@ impl Client {
         }
     }
 
-    /// Encrypts a `B × n` matrix sample-major under `PK_c`.
+    /// Packs a `B × n` matrix by groups of samples and encrypts it under `PK_c` (with the
+    /// CRT obfuscator: the client owns the key).
     fn encrypt_own(&self, rng: &mut ChaCha20Rng, v: &Array2<i128>) -> Result<Vec<Ciphertext>> {
-        let ms: Vec<BigInt> = v.iter().map(|&x| BigInt::from(x)).collect();
-        Ok(self.key.public_key().encrypt_batch(&ms, rng)?)
+        let packing = self.setup()?.packing;
+        let (ms, _) = pack_samples(v.view(), packing);
+        Ok(self.key.encrypt_crt_batch(&ms, rng)?)
     }
 
     /// Decrypts own ciphertexts to raw plaintexts in `[0, N_c)` after validation.
@@ -483,7 +535,7 @@ impl Client {
                 session: sid,
                 iteration,
                 layer: 1,
-                packing: Packing::NONE,
+                packing: setup.packing,
                 activations: cts,
             }),
         ))
@@ -499,6 +551,17 @@ impl Client {
         }
         setup.server_key.validate(&m.eta)?;
         let eta = setup.server_key.prepare(&m.eta)?;
+        let eta_powers = if m.iterations >= 2 {
+            let pk_s = &setup.server_key;
+            let (w, b) = (setup.masked_packing.weights, setup.masked_packing.biases);
+            let (pw, pb) = rayon::join(
+                || eta_powers(pk_s, &m.eta, w),
+                || eta_powers(pk_s, &m.eta, b),
+            );
+            (pw?, pb?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let spec = setup.spec.clone();
         let sampler_at_start = self.sampler.clone().ok_or(ClientError::NoHandshake)?;
         let mut sampler = sampler_at_start.clone();
@@ -509,6 +572,7 @@ impl Client {
             iterations: m.iterations,
             iteration: 0,
             eta,
+            eta_powers,
             ledger: Ledger::zeros(&spec),
             acc: Gradients::zeros(&spec),
             last: None,
@@ -530,33 +594,31 @@ impl Client {
             "ForwardResponse",
         )?;
         let setup = self.setup()?;
-        if m.packing != Packing::NONE {
+        if m.packing != setup.packing {
             return Err(ClientError::Packing { found: m.packing });
         }
         let layer = m.layer as usize;
-        let (width, fan_in) = setup.spec.layer_shape(layer);
+        let (width, _) = setup.spec.layer_shape(layer);
         let b = setup.batch;
-        expect_len("pre-activations", width * b, m.pre_activations.len())?;
+        let groups = group_sizes(b, setup.packing.samples_per_ciphertext).len();
+        expect_len("pre-activations", width * groups, m.pre_activations.len())?;
         let raw = self.decrypt_own(&m.pre_activations)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let a_prev = &s.step.a[layer - 1];
         let rw = &s.ledger.w[layer - 1];
         let rb = &s.ledger.b[layer - 1];
-        let a_mod: Array2<BigUint> = a_prev.mapv(|v| mod_n(&BigInt::from(v), n_c));
-        let mut z = Array2::<i128>::zeros((b, width));
-        for sample in 0..b {
-            for j in 0..width {
-                let mut acc = raw[sample * width + j].clone() + &rb[j];
-                for k in 0..fan_in {
-                    if !rw[[j, k]].is_zero() {
-                        acc += &rw[[j, k]] * &a_mod[[sample, k]];
-                    }
-                }
-                z[[sample, j]] =
-                    scales.check_big(ValueKind::PreActivation, &centered(&acc, n_c))?;
-            }
-        }
+        let z = unmask_unpack(
+            &raw,
+            a_prev,
+            setup.packing,
+            n_c,
+            width,
+            |j, k| &rw[[j, k]],
+            Some(rb),
+            scales,
+            ValueKind::PreActivation,
+        )?;
         let l_count = setup.spec.num_layers();
         let mut step = s.step.clone();
         let mut rng = self.rng.clone();
@@ -571,7 +633,7 @@ impl Client {
                     session: m.session,
                     iteration: m.iteration,
                     layer: m.layer + 1,
-                    packing: Packing::NONE,
+                    packing: setup.packing,
                     activations: cts,
                 })),
                 Awaiting::Forward(m.layer + 1),
@@ -589,7 +651,7 @@ impl Client {
                         session: m.session,
                         iteration: m.iteration,
                         layer: m.layer,
-                        packing: Packing::NONE,
+                        packing: setup.packing,
                         errors: cts,
                     })),
                     Awaiting::Backward(m.layer),
@@ -628,31 +690,30 @@ impl Client {
             "BackwardResponse",
         )?;
         let setup = self.setup()?;
-        if m.packing != Packing::NONE {
+        if m.packing != setup.packing {
             return Err(ClientError::Packing { found: m.packing });
         }
         let layer = m.layer as usize;
-        let (width, fan_in) = setup.spec.layer_shape(layer);
+        let (_, fan_in) = setup.spec.layer_shape(layer);
         let b = setup.batch;
-        expect_len("products", fan_in * b, m.products.len())?;
+        let groups = group_sizes(b, setup.packing.samples_per_ciphertext).len();
+        expect_len("products", fan_in * groups, m.products.len())?;
         let raw = self.decrypt_own(&m.products)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let delta = s.step.delta.as_ref().ok_or(ClientError::NoSession)?;
         let rw = &s.ledger.w[layer - 1];
-        let d_mod: Array2<BigUint> = delta.mapv(|v| mod_n(&BigInt::from(v), n_c));
-        let mut q = Array2::<i128>::zeros((b, fan_in));
-        for sample in 0..b {
-            for k in 0..fan_in {
-                let mut acc = raw[sample * fan_in + k].clone();
-                for j in 0..width {
-                    if !rw[[j, k]].is_zero() {
-                        acc += &rw[[j, k]] * &d_mod[[sample, j]];
-                    }
-                }
-                q[[sample, k]] = scales.check_big(ValueKind::Product, &centered(&acc, n_c))?;
-            }
-        }
+        let q = unmask_unpack(
+            &raw,
+            delta,
+            setup.packing,
+            n_c,
+            fan_in,
+            |k, j| &rw[[j, k]],
+            None,
+            scales,
+            ValueKind::Product,
+        )?;
         let below = layer - 1;
         let act = setup.spec.activation(below).unwrap_or(Activation::Identity);
         let new_delta = hidden_error(q.view(), s.step.z[below - 1].view(), act, scales)?;
@@ -663,6 +724,7 @@ impl Client {
             scales,
         )?);
         let mut rng = self.rng.clone();
+        let packing = setup.packing;
         if below >= 2 {
             let cts = self.encrypt_own(&mut rng, &new_delta)?;
             step.delta = Some(new_delta);
@@ -674,7 +736,7 @@ impl Client {
                 session: m.session,
                 iteration: m.iteration,
                 layer: m.layer - 1,
-                packing: Packing::NONE,
+                packing,
                 errors: cts,
             }))
         } else {
@@ -704,20 +766,23 @@ impl Client {
             let gb = MaskMode::g_bits(scales, MaskTarget::Bias);
             let mut ledger = s.ledger.clone();
             let mut layers = Vec::with_capacity(grads.layers.len());
+            let layout = setup.masked_packing;
             for (i, g) in grads.layers.iter().enumerate() {
-                let weights = self.mask_values(
+                let weights = mask_values(
                     &mut rng,
                     setup,
                     &s.eta,
+                    (layout.weights, &s.eta_powers.0),
                     g.w.iter(),
                     gw,
                     ledger.w[i].iter_mut(),
                     n_c,
                 )?;
-                let biases = self.mask_values(
+                let biases = mask_values(
                     &mut rng,
                     setup,
                     &s.eta,
+                    (layout.biases, &s.eta_powers.1),
                     g.b.iter(),
                     gb,
                     ledger.b[i].iter_mut(),
@@ -728,6 +793,7 @@ impl Client {
             let msg = ClientMessage::MaskedUpdate(MaskedUpdate {
                 session: s.id,
                 iteration: s.iteration,
+                packing: layout,
                 layers,
             });
             let s = self.session.as_mut().ok_or(ClientError::NoSession)?;
@@ -740,9 +806,27 @@ impl Client {
             Ok(msg)
         } else {
             let mut layers = Vec::with_capacity(acc.layers.len());
+            let layout = setup.final_packing;
+            let pack = |kind: ValueKind, values: Vec<i128>, p: Packing| -> Result<Vec<BigInt>> {
+                if p == Packing::NONE {
+                    return Ok(values.into_iter().map(BigInt::from).collect());
+                }
+                values
+                    .chunks((p.samples_per_ciphertext as usize).max(1))
+                    .map(|c| Ok(BigInt::from(final_plaintext(scales, kind, c, p.slot_bits)?)))
+                    .collect()
+            };
             for g in &acc.layers {
-                let w: Vec<BigInt> = g.w.iter().map(|&v| BigInt::from(v)).collect();
-                let b: Vec<BigInt> = g.b.iter().map(|&v| BigInt::from(v)).collect();
+                let w = pack(
+                    ValueKind::WeightGradient,
+                    g.w.iter().copied().collect(),
+                    layout.weights,
+                )?;
+                let b = pack(
+                    ValueKind::BiasGradient,
+                    g.b.iter().copied().collect(),
+                    layout.biases,
+                )?;
                 layers.push(LayerCiphertexts {
                     weights: pk_s.encrypt_batch(&w, &mut rng)?,
                     biases: pk_s.encrypt_batch(&b, &mut rng)?,
@@ -750,6 +834,7 @@ impl Client {
             }
             let msg = ClientMessage::FinalUpdate(FinalUpdate {
                 session: s.id,
+                packing: layout,
                 layers,
             });
             let s = self.session.as_mut().ok_or(ClientError::NoSession)?;
@@ -760,41 +845,6 @@ impl Client {
             self.rng = rng;
             Ok(msg)
         }
-    }
-
-    /// `[D]_s = ([η]_s ⊗ Δ) ⊕ Enc_s(r)` for each value, and `R ← R + r (mod N_c)` on the
-    /// given ledger entries (Alg. 3).
-    #[allow(clippy::too_many_arguments)]
-    fn mask_values<'a>(
-        &self,
-        rng: &mut ChaCha20Rng,
-        setup: &Setup,
-        eta: &PreparedCiphertext,
-        values: impl Iterator<Item = &'a i128>,
-        g_bits: u32,
-        ledger: impl Iterator<Item = &'a mut BigUint>,
-        n_c: &BigUint,
-    ) -> Result<Vec<Ciphertext>> {
-        let pk_s = &setup.server_key;
-        let values: Vec<BigInt> = values.map(|&v| BigInt::from(v)).collect();
-        let mut rs = Vec::with_capacity(values.len());
-        for _ in &values {
-            rs.push(setup.mask.draw(g_bits, pk_s.n(), rng)?);
-        }
-        let r_signed: Vec<BigInt> = rs.iter().map(|r| centered(r, pk_s.n())).collect();
-        let enc_r = pk_s.encrypt_batch(&r_signed, rng)?;
-        let out = values
-            .par_iter()
-            .zip(enc_r.par_iter())
-            .map(|(v, er)| {
-                let scaled = pk_s.mul_scalar_prepared(eta, v)?;
-                pk_s.add(&scaled, er)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        for (entry, r) in ledger.zip(&rs) {
-            *entry = (&*entry + r) % n_c;
-        }
-        Ok(out)
     }
 
     fn update_applied(&mut self, m: &UpdateApplied) -> Result<ClientMessage> {
@@ -824,4 +874,137 @@ impl Client {
         self.session = None;
         Ok(())
     }
+}
+
+/// `E_i = [η]_s^{2^(β i)}`, `i < k`, for a packed masked-update layout (empty when unpacked).
+fn eta_powers(pk_s: &PublicKey, eta: &Ciphertext, p: Packing) -> Result<Vec<Ciphertext>> {
+    if p == Packing::NONE {
+        return Ok(Vec::new());
+    }
+    let step = BigInt::from(1u8) << p.slot_bits;
+    let mut out = Vec::with_capacity(p.samples_per_ciphertext as usize);
+    let mut e = eta.clone();
+    for i in 0..p.samples_per_ciphertext {
+        if i > 0 {
+            e = pk_s.mul_scalar(&e, &step)?;
+        }
+        out.push(e.clone());
+    }
+    Ok(out)
+}
+
+/// `[D]_s = ([η]_s ⊗ Δ) ⊕ Enc_s(r)` for each value (unpacked), or
+/// `Π_i E_i^{Δ_i} ⊕ Enc_s(Σ_i (r_i + G)·2^(β i))` per group of `k` values (packed), and
+/// `R ← R + r (mod N_c)` on the given ledger entries (Alg. 3).
+#[allow(clippy::too_many_arguments)]
+fn mask_values<'a>(
+    rng: &mut ChaCha20Rng,
+    setup: &Setup,
+    eta: &PreparedCiphertext,
+    (layout, powers): (Packing, &[Ciphertext]),
+    values: impl Iterator<Item = &'a i128>,
+    g_bits: u32,
+    ledger: impl Iterator<Item = &'a mut BigUint>,
+    n_c: &BigUint,
+) -> Result<Vec<Ciphertext>> {
+    let pk_s = &setup.server_key;
+    let values: Vec<BigInt> = values.map(|&v| BigInt::from(v)).collect();
+    let mut rs = Vec::with_capacity(values.len());
+    for _ in &values {
+        rs.push(setup.mask.draw(g_bits, pk_s.n(), rng)?);
+    }
+    let out = if layout == Packing::NONE {
+        let r_signed: Vec<BigInt> = rs.iter().map(|r| centered(r, pk_s.n())).collect();
+        let enc_r = pk_s.encrypt_batch(&r_signed, rng)?;
+        values
+            .par_iter()
+            .zip(enc_r.par_iter())
+            .map(|(v, er)| {
+                let scaled = pk_s.mul_scalar_prepared(eta, v)?;
+                pk_s.add(&scaled, er)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    } else {
+        let k = (layout.samples_per_ciphertext as usize).max(1);
+        if powers.len() < k {
+            return Err(ClientError::Packing { found: layout });
+        }
+        let groups = values.len().div_ceil(k);
+        let masks: Vec<BigInt> = rs
+            .chunks(k)
+            .map(|c| BigInt::from(mask_plaintext(c, g_bits, layout.slot_bits)))
+            .collect();
+        let enc_m = pk_s.encrypt_batch(&masks, rng)?;
+        let mut deltas = Array2::from_elem((groups, k), BigInt::zero());
+        for (i, v) in values.iter().enumerate() {
+            deltas[[i / k, i % k]] = v.clone();
+        }
+        let scaled = pk_s.matvec(deltas.view(), &powers[..k])?;
+        scaled
+            .par_iter()
+            .zip(enc_m.par_iter())
+            .map(|(sc, em)| pk_s.add(sc, em))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    for (entry, r) in ledger.zip(&rs) {
+        *entry = (&*entry + r) % n_c;
+    }
+    Ok(out)
+}
+
+/// Removes the masks mod `N_c` from decrypted packed values and unpacks them (Alg. 4 with
+/// sample packing): for group `g` and output `o`,
+/// `raw[g·out + o] + Σ_i coef(o, i)·P_{g,i} (+ R^b_o·S_g)`, centered, split into the
+/// group's signed slots and range-checked as `kind`. `inputs` is the `B × in` matrix the
+/// request carried (packed here exactly as it was for encryption).
+#[allow(clippy::too_many_arguments)]
+fn unmask_unpack<'r>(
+    raw: &[BigUint],
+    inputs: &Array2<i128>,
+    packing: Packing,
+    n_c: &BigUint,
+    out: usize,
+    coef: impl Fn(usize, usize) -> &'r BigUint + Sync,
+    bias: Option<&'r Array1<BigUint>>,
+    scales: &Scales,
+    kind: ValueKind,
+) -> Result<Array2<i128>> {
+    let (packed, groups) = pack_samples(inputs.view(), packing);
+    let inn = inputs.ncols();
+    let packed: Vec<BigUint> = packed.iter().map(|p| mod_n(p, n_c)).collect();
+    expect_len("packed values", groups.len() * out, raw.len())?;
+    let slots: Vec<Vec<BigInt>> = (0..groups.len() * out)
+        .into_par_iter()
+        .map(|idx| {
+            let (g, o) = (idx / out, idx % out);
+            let mut acc = raw[idx].clone();
+            if let Some(rb) = bias {
+                if !rb[o].is_zero() {
+                    acc += &rb[o] * slot_sum(groups[g], packing.slot_bits);
+                }
+            }
+            for i in 0..inn {
+                let r = coef(o, i);
+                if !r.is_zero() {
+                    acc += r * &packed[g * inn + i];
+                }
+            }
+            Ok(unpack_signed(
+                &centered(&acc, n_c),
+                groups[g],
+                packing.slot_bits,
+            )?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut res = Array2::<i128>::zeros((inputs.nrows(), out));
+    let mut start = 0;
+    for (g, &size) in groups.iter().enumerate() {
+        for o in 0..out {
+            for (s, v) in slots[g * out + o].iter().enumerate().take(size) {
+                res[[start + s, o]] = scales.check_big(kind, v)?;
+            }
+        }
+        start += size;
+    }
+    Ok(res)
 }

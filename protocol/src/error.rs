@@ -76,6 +76,28 @@ pub enum Error {
         /// The smallest fan-in `min_i n_i`.
         min_fan_in: usize,
     },
+    /// A session plan with fewer samples than the configured minimum (DESIGN.md "Sessions
+    /// and the d_max bound"; [`crate::schedule`]): with one sample per session the server
+    /// rebuilds the input from the summed gradient of Alg. 5.
+    #[error(
+        "session minimum broken: {iterations} iterations of {batch} samples are fewer than {min_samples} samples (smallest fan-in {min_fan_in})"
+    )]
+    SessionMinimum {
+        /// Iterations per session (the largest the bound allows, or the fixed length).
+        iterations: usize,
+        /// Mini-batch size `B`.
+        batch: usize,
+        /// The configured minimum number of samples per session.
+        min_samples: usize,
+        /// The smallest fan-in `min_i n_i`.
+        min_fan_in: usize,
+    },
+    /// Packed values that do not fit their slots, or a packing layout that does not fit.
+    #[error("packing: {reason}")]
+    Packing {
+        /// What does not fit.
+        reason: String,
+    },
     /// A configuration value that is not usable.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

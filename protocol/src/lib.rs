@@ -16,7 +16,8 @@
 //! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, DESIGN.md "Masked update" |
 //! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, DESIGN.md "Sessions" |
 //! | [`data`] | [`Dataset`], [`BatchSampler`] | |
-//! | [`messages`] | wire messages | paper Alg. 1–5 |
+//! | [`messages`] | wire messages | paper Alg. 1–5, inference |
+//! | [`packing`] | sample, update and row packing | DESIGN.md "Batches and packing" |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 
 pub mod data;
@@ -25,6 +26,7 @@ pub mod fixed;
 pub mod mask;
 pub mod math;
 pub mod messages;
+pub mod packing;
 pub mod reference;
 pub mod schedule;
 pub mod spec;

@@ -146,6 +146,39 @@ impl MaskMode {
             }
         }
     }
+
+    /// Interprets one slot of a packed masked update (see [`crate::packing`]): the slot
+    /// holds `η·Δ + r + G ≥ 0`; returns `D = slot − G` after the interval check of
+    /// [`MaskMode::interpret_decrypted`]. The uniform mask is never packed.
+    ///
+    /// # Errors
+    /// [`Error::MaskOutOfRange`] outside the interval, or for the uniform mask.
+    pub fn interpret_slot(&self, g_bits: u32, slot: &BigUint) -> Result<BigInt> {
+        let g = BigInt::from(1u8) << g_bits;
+        let d = BigInt::from(slot.clone()) - &g;
+        match self {
+            Self::Uniform => Err(Error::MaskOutOfRange {
+                reason: "the uniform mask is not packed".into(),
+            }),
+            Self::Statistical { sigma } => {
+                let hi = (BigInt::from(1u8) << (sigma + g_bits)) + &g;
+                if d <= -&g || d >= hi {
+                    return Err(Error::MaskOutOfRange {
+                        reason: format!("a {}-bit slot outside (-G, 2^(sigma+g) + G)", d.bits()),
+                    });
+                }
+                Ok(d)
+            }
+            Self::InsecureNone => {
+                if d.magnitude().bits() > u64::from(g_bits) {
+                    return Err(Error::MaskOutOfRange {
+                        reason: format!("a {}-bit slot outside (-G, G)", d.bits()),
+                    });
+                }
+                Ok(d)
+            }
+        }
+    }
 }
 
 /// `x mod n` in `[0, n)` for a signed `x`.

@@ -3,9 +3,13 @@
 //! On the wire a message is `postcard(Envelope { version, body })` ([`to_wire`],
 //! [`from_wire`]). Every ciphertext is a [`Ciphertext`] carrying the fingerprint of its key;
 //! the receiver validates it ([`gelunet_paillier::PublicKey::validate_all`]) before use.
-//! Activations and errors travel as vectors of `B · width` ciphertexts, sample-major
-//! (`v[s·width + k]` is value `k` of sample `s`); the [`Packing`] field leaves room for
-//! several samples per ciphertext (DESIGN.md, "Batches and packing"), always one for now.
+//! Activations and errors travel as vectors of `groups · width` ciphertexts, group-major
+//! (`v[g·width + k]` is value `k` of the samples of group `g`): without packing a group is
+//! one sample; with sample packing ([`crate::packing`], DESIGN.md "Batches and packing")
+//! a group is up to [`Packing::samples_per_ciphertext`] samples in signed slots. Masked and
+//! final updates pack several parameters per ciphertext ([`UpdatePacking`]). Every
+//! message states its layout, and the receiver checks it against the layout both sides
+//! derive from the handshake ([`ServerHello::packing`]).
 //!
 //! One iteration of a session, for `L` layers:
 //!
@@ -20,6 +24,14 @@
 //! client → server  FinalUpdate { [ΔW^c]_s, [Δb^c]_s }                after iteration d−1
 //! server → client  SessionEnd
 //! ```
+//!
+//! Encrypted inference (paper Alg. 1 with the trained model, outside sessions, true
+//! weights, no masks), one round trip per layer:
+//!
+//! ```text
+//! client → server  Infer    { request, layer i, [a_{i−1}]_c }         i = 1..=L
+//! server → client  Inferred { request, layer i, [z_i]_c }            (row-packed for one sample)
+//! ```
 
 use gelunet_paillier::{Ciphertext, KeyId};
 use num_bigint::BigUint;
@@ -32,18 +44,37 @@ use crate::spec::ModelSpec;
 use crate::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest message accepted by [`from_wire`], in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// How values are packed into ciphertexts.
+/// How values are packed into ciphertexts ([`crate::packing`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packing {
-    /// Samples per ciphertext (1: no packing).
+    /// Values per ciphertext (1: no packing): samples for activations and errors,
+    /// parameters for updates, rows for row-packed inference responses.
     pub samples_per_ciphertext: u32,
-    /// Width of each signed slot in bits (0 when unpacked).
+    /// Width of each slot in bits (0 when unpacked).
     pub slot_bits: u32,
+}
+
+/// The layout of a masked or final update: weights and biases have slots of their own
+/// widths ([`crate::packing`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatePacking {
+    /// Layout of the weight ciphertexts (row-major weights, consecutive in the slots).
+    pub weights: Packing,
+    /// Layout of the bias ciphertexts.
+    pub biases: Packing,
+}
+
+impl UpdatePacking {
+    /// One value per ciphertext.
+    pub const NONE: Self = Self {
+        weights: Packing::NONE,
+        biases: Packing::NONE,
+    };
 }
 
 impl Packing {
@@ -85,6 +116,10 @@ pub struct ServerHello {
     pub batch_size: u32,
     /// `PK_s`.
     pub server_key: PublicModulus,
+    /// Whether this run packs values ([`crate::packing`]): samples of a mini-batch per
+    /// ciphertext, several parameters per masked or final update ciphertext. Both sides
+    /// derive the layouts from the spec, scales, batch size and key sizes.
+    pub packing: bool,
 }
 
 /// Client → server handshake.
@@ -120,7 +155,7 @@ pub struct ForwardRequest {
     pub layer: u32,
     /// Packing of the ciphertexts.
     pub packing: Packing,
-    /// `B · n_{i−1}` ciphertexts under `PK_c`, sample-major, at `2^fa`.
+    /// `groups · n_{i−1}` ciphertexts under `PK_c`, group-major, at `2^fa`.
     pub activations: Vec<Ciphertext>,
 }
 
@@ -135,7 +170,7 @@ pub struct ForwardResponse {
     pub layer: u32,
     /// Packing of the ciphertexts.
     pub packing: Packing,
-    /// `B · n_i` ciphertexts under `PK_c`, at `2^(fa+fw)` once unmasked.
+    /// `groups · n_i` ciphertexts under `PK_c`, at `2^(fa+fw)` once unmasked.
     pub pre_activations: Vec<Ciphertext>,
 }
 
@@ -151,7 +186,7 @@ pub struct BackwardRequest {
     pub layer: u32,
     /// Packing of the ciphertexts.
     pub packing: Packing,
-    /// `B · n_i` ciphertexts under `PK_c`, at `2^fd`.
+    /// `groups · n_i` ciphertexts under `PK_c`, at `2^fd`.
     pub errors: Vec<Ciphertext>,
 }
 
@@ -166,16 +201,17 @@ pub struct BackwardResponse {
     pub layer: u32,
     /// Packing of the ciphertexts.
     pub packing: Packing,
-    /// `B · n_{i−1}` ciphertexts under `PK_c`, at `2^(fd+fw)` once unmasked.
+    /// `groups · n_{i−1}` ciphertexts under `PK_c`, at `2^(fd+fw)` once unmasked.
     pub products: Vec<Ciphertext>,
 }
 
 /// Ciphertexts for the parameters of one layer, under `PK_s`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerCiphertexts {
-    /// `m · n` ciphertexts, row-major (`[j·n + k]` is weight `w_jk`).
+    /// Unpacked: `m · n` ciphertexts, row-major (`[j·n + k]` is weight `w_jk`); packed:
+    /// `⌈m·n / k⌉` ciphertexts holding the row-major weights `k` per ciphertext.
     pub weights: Vec<Ciphertext>,
-    /// `m` ciphertexts.
+    /// `m` ciphertexts, or `⌈m / k⌉` packed.
     pub biases: Vec<Ciphertext>,
 }
 
@@ -187,6 +223,8 @@ pub struct MaskedUpdate {
     pub session: u64,
     /// Iteration.
     pub iteration: u32,
+    /// The layout of the ciphertexts ([`UpdatePacking::masked`]).
+    pub packing: UpdatePacking,
     /// One entry per layer `1..=L`.
     pub layers: Vec<LayerCiphertexts>,
 }
@@ -206,6 +244,8 @@ pub struct UpdateApplied {
 pub struct FinalUpdate {
     /// Session identifier.
     pub session: u64,
+    /// The layout of the ciphertexts ([`UpdatePacking::final_update`]).
+    pub packing: UpdatePacking,
     /// One entry per layer `1..=L`.
     pub layers: Vec<LayerCiphertexts>,
 }
@@ -226,6 +266,45 @@ pub struct Abort {
     pub session: u64,
     /// Human-readable reason (no secrets).
     pub reason: String,
+}
+
+/// Client → server: an encrypted inference step (paper Alg. 1 with the trained model):
+/// `[a_{i−1}]_c` for layer `i`, answered with the true weights (no masks) by
+/// [`InferResponse`]. Independent of training sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferRequest {
+    /// Chosen by the client, echoed in the response.
+    pub request_id: u64,
+    /// Layer `i ∈ 1..=L`.
+    pub layer: u32,
+    /// Number of samples `B ≥ 1` of the request.
+    pub samples: u32,
+    /// Sample packing of the activations ([`crate::packing::inference_packing`]).
+    pub packing: Packing,
+    /// Ask for row-packed pre-activations (one sample per group only): the server packs
+    /// the `m` outputs of a sample into `⌈m·β/(|N_c| − 2)⌉` ciphertexts.
+    pub row_packing: bool,
+    /// `groups · n_{i−1}` ciphertexts under `PK_c`, group-major, at `2^fa`.
+    pub activations: Vec<Ciphertext>,
+}
+
+/// Server → client: `[z_i]_c = W_i ⊗ [a_{i−1}]_c ⊕ b_i` with the true weights.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferResponse {
+    /// The request's id.
+    pub request_id: u64,
+    /// Layer `i`.
+    pub layer: u32,
+    /// Number of samples (as requested).
+    pub samples: u32,
+    /// Sample packing (as requested).
+    pub packing: Packing,
+    /// Row packing ([`crate::packing::row_packing`]) or [`Packing::NONE`].
+    pub row_packing: Packing,
+    /// Without row packing: `groups · n_i` ciphertexts, group-major, at `2^(fa+fw)`.
+    /// With row packing: `B · ⌈n_i / k⌉` ciphertexts, sample-major, slot `r` of
+    /// ciphertext `c` holding `z_{c·k + r} + 2^(β−1)`.
+    pub pre_activations: Vec<Ciphertext>,
 }
 
 /// Broad classes of errors reported to the other side.
@@ -273,6 +352,8 @@ pub enum ClientMessage {
     MaskedUpdate(MaskedUpdate),
     /// Alg. 5 final update.
     FinalUpdate(FinalUpdate),
+    /// Encrypted inference request (outside sessions).
+    Infer(InferRequest),
     /// Abandon the session.
     Abort(Abort),
     /// Error answer.
@@ -294,6 +375,8 @@ pub enum ServerMessage {
     UpdateApplied(UpdateApplied),
     /// The session ended (Alg. 5 done).
     SessionEnd(SessionEnd),
+    /// Encrypted inference response.
+    Inferred(InferResponse),
     /// Abandon the session.
     Abort(Abort),
     /// Error answer.
@@ -309,6 +392,7 @@ impl ClientMessage {
             Self::Backward(_) => "BackwardRequest",
             Self::MaskedUpdate(_) => "MaskedUpdate",
             Self::FinalUpdate(_) => "FinalUpdate",
+            Self::Infer(_) => "InferRequest",
             Self::Abort(_) => "Abort",
             Self::Error(_) => "Error",
         }
@@ -321,6 +405,7 @@ impl ClientMessage {
             Self::Backward(m) => m.errors.iter().collect(),
             Self::MaskedUpdate(m) => layer_cts(&m.layers),
             Self::FinalUpdate(m) => layer_cts(&m.layers),
+            Self::Infer(m) => m.activations.iter().collect(),
             _ => Vec::new(),
         }
     }
@@ -336,6 +421,7 @@ impl ServerMessage {
             Self::Backward(_) => "BackwardResponse",
             Self::UpdateApplied(_) => "UpdateApplied",
             Self::SessionEnd(_) => "SessionEnd",
+            Self::Inferred(_) => "InferResponse",
             Self::Abort(_) => "Abort",
             Self::Error(_) => "Error",
         }

@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo run --release -p gelunet-server --example train_synthetic -- \
-//!     [--key-bits 512|2048] [--sessions N] [--mask statistical|uniform] [--batch B]
+//!     [--key-bits 512|2048] [--sessions N] [--mask statistical|uniform] [--batch B] \
+//!     [--packing on|off] [--threads T]
 //! ```
+//!
+//! `--packing off` runs the unpacked protocol (one value per ciphertext) for comparison;
+//! `--threads 1` runs everything on one thread (rayon pool of 1).
 //!
 //! Keys below 2048 bits are test keys (fast, insecure); `--key-bits 2048` uses real ones.
 
@@ -29,6 +33,8 @@ struct Args {
     sessions: usize,
     mask: MaskMode,
     batch: usize,
+    packing: bool,
+    threads: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +43,8 @@ fn parse() -> Result<Args, String> {
         sessions: 120,
         mask: MaskMode::default(),
         batch: 2,
+        packing: true,
+        threads: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +53,14 @@ fn parse() -> Result<Args, String> {
             "--key-bits" => a.key_bits = val()?.parse().map_err(|e| format!("{e}"))?,
             "--sessions" => a.sessions = val()?.parse().map_err(|e| format!("{e}"))?,
             "--batch" => a.batch = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--threads" => a.threads = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--packing" => {
+                a.packing = match val()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--packing on|off, not {other}")),
+                }
+            }
             "--mask" => {
                 a.mask = match val()?.as_str() {
                     "statistical" => MaskMode::default(),
@@ -69,12 +85,18 @@ fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse()?;
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()?;
+    }
     let spec = ModelSpec::new(vec![8, 12, 3], Activation::Sigmoid);
     let (x, y) = synthetic_blobs(CLIENTS * PER_CLIENT + TEST, 8, 3, 0.9, 2024);
     let test_rows: Vec<usize> = (CLIENTS * PER_CLIENT..x.nrows()).collect();
 
     let mut cfg = ServerConfig::new(spec.clone(), 0.25, args.batch);
     cfg.mask = args.mask;
+    cfg.packing = args.packing;
     cfg.insecure = InsecureOptions {
         allow_test_keys: args.key_bits < 2048,
         allow_unmasked_gradients: false,
@@ -117,6 +139,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.batch
     );
     let mut sim = Simulation::new(server, clients)?;
+    println!(
+        "packing {}: samples {:?}, masked updates {:?}, final updates {:?}; rayon threads {}",
+        if args.packing { "on" } else { "off" },
+        sim.clients()[0].packing(),
+        sim.server().masked_update_packing(),
+        sim.server().final_update_packing(),
+        rayon::current_num_threads()
+    );
     let eta = cfg
         .scales
         .encode(ValueKind::LearningRate, cfg.learning_rate)?;
@@ -141,6 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "session", "client", "iter", "time", "server", "client", "msgs", "up B", "down B"
     );
     let t = Instant::now();
+    let cpu0 = cpu_time();
     for s in 0..args.sessions {
         let rec = sim.run_session()?;
         reference.run_session(rec.plan)?;
@@ -177,8 +208,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    let cpu = cpu_time().zip(cpu0).map(|(b, a)| b - a);
     let st = sim.stats();
     let n = st.len().max(1);
+    if let Some(cpu) = cpu {
+        println!(
+            "process CPU time {:.1?} for {} iterations: {:.1?} per iteration (the single-thread latency of an unloaded machine)",
+            cpu,
+            n,
+            cpu / n as u32
+        );
+    }
     let total: Duration = st.iter().map(|s| s.elapsed).sum();
     let server: Duration = st.iter().map(|s| s.server_time).sum();
     let client: Duration = st.iter().map(|s| s.client_time).sum();
@@ -214,4 +254,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         accuracy(reference.model(), &test)?
     );
     Ok(())
+}
+
+/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
+/// resolution); `None` where unavailable.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }

@@ -102,11 +102,20 @@ pub enum ServerError {
         /// The message's layer.
         found: u32,
     },
-    /// A packing this version does not support (only one sample per ciphertext).
-    #[error("unsupported packing {found:?}")]
+    /// A packing that is not the layout both sides derived from the handshake
+    /// ([`gelunet_protocol::packing`]).
+    #[error("unexpected packing {found:?}")]
     Packing {
         /// The packing found.
         found: Packing,
+    },
+    /// An inference request for a layer the model does not have.
+    #[error("layer {layer} does not exist (the model has layers 1..={layers})")]
+    UnknownLayer {
+        /// The requested layer.
+        layer: u32,
+        /// The number of layers `L`.
+        layers: u32,
     },
     /// The in-memory driver's client failed (see [`crate::sim`]).
     #[cfg(feature = "sim")]
@@ -146,7 +155,10 @@ impl ServerError {
             | Self::WrongIteration { .. }
             | Self::WrongLayer { .. }
             | Self::RegistrationClosed => ErrorCode::OutOfTurn,
-            Self::Shape { .. } | Self::Packing { .. } => ErrorCode::Shape,
+            Self::Shape { .. } | Self::Packing { .. } | Self::UnknownLayer { .. } => {
+                ErrorCode::Shape
+            }
+            Self::Protocol(E::Packing { .. }) => ErrorCode::Range,
             Self::Paillier(P::InvalidCiphertext { .. } | P::KeyMismatch { .. }) => {
                 ErrorCode::Ciphertext
             }
@@ -163,7 +175,9 @@ impl ServerError {
             | Self::KeyTooSmall { .. }
             | Self::WrongServerKey
             | Self::UnknownClient { .. }
-            | Self::Protocol(E::SessionBound { .. } | E::InvalidConfig { .. }) => ErrorCode::Config,
+            | Self::Protocol(
+                E::SessionBound { .. } | E::SessionMinimum { .. } | E::InvalidConfig { .. },
+            ) => ErrorCode::Config,
             _ => ErrorCode::Internal,
         }
     }

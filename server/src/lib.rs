@@ -6,6 +6,8 @@
 //!   in-process clients, counting messages and bytes.
 
 mod error;
+#[cfg(feature = "quic")]
+pub mod quic;
 pub mod role;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -13,4 +15,5 @@ pub mod sim;
 pub use error::{Result, ServerError};
 pub use role::{
     ClientId, DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig, SessionOutcome,
+    MAX_INFER_SAMPLES,
 };

@@ -18,6 +18,31 @@
 //! Masked weights are kept as the centered representative mod `N_c`: signed integers of
 //! about `σ + g` bits under the statistical mask, `|N_c|`-bit ones under the uniform mask.
 //!
+//! # Packing ([`gelunet_protocol::packing`], on by default: [`ServerConfig::packing`])
+//!
+//! The samples of a mini-batch share one ciphertext per feature (the bias is added as
+//! `b~_j·Σ_s 2^(β s)` reduced mod `N_c`), so the forward and backward products cost the
+//! same for `B` samples as for one; masked updates arrive with about `|N_s|/(σ + g + 1)`
+//! parameters per ciphertext (statistical mask; one per ciphertext under the uniform
+//! mask) and final updates with `|N_s|/(max_bits + 1)`, so the server decrypts that many
+//! times fewer plaintexts. The unpacked values, and so the weights, are exactly those of
+//! the unpacked protocol.
+//!
+//! # Encrypted inference ([`Server::infer`])
+//!
+//! At any time, for any client key, the server answers [`InferRequest`]s with the true
+//! model (between sessions the current weights, during one `w^I, b^I`), no masks:
+//! `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i`. For requests of one sample per group it can *row-pack*
+//! the `m` outputs of a sample into `⌈m·β/(|N_c| − 2)⌉` ciphertexts by Horner
+//! (`acc ← acc^{2^β} ⊕ [z_j + 2^(β−1)]`, `β` squarings and one multiplication per row), so
+//! the client decrypts one ciphertext per layer instead of `m`. Note what inference gives
+//! the client: the pre-activations `z_1 = W_1·x + b_1` in clear for inputs of its choice,
+//! i.e. `m_1` linear equations in the weights per query; `n_0 + 1` queries determine
+//! `W_1, b_1` (model extraction, paper §4.1). The d_max bound protects training sessions,
+//! not inference; the server refuses inference from the client of the active session so
+//! that a session's view stays within the bound, and an operator who cares must limit
+//! queries per client.
+//!
 //! # Validation
 //!
 //! Every incoming message is checked (client, session, iteration, layer, turn, packing,
@@ -32,8 +57,13 @@ use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey, PublicKey, MIN_K
 use gelunet_protocol::mask::{reduce_centered, MaskTarget};
 use gelunet_protocol::messages::{
     Abort, BackwardRequest, BackwardResponse, ClientHello, ClientMessage, FinalUpdate,
-    ForwardRequest, ForwardResponse, LayerCiphertexts, MaskedUpdate, Packing, PublicModulus,
-    ServerHello, ServerMessage, SessionEnd, SessionStart, UpdateApplied, PROTOCOL_VERSION,
+    ForwardRequest, ForwardResponse, InferRequest, InferResponse, LayerCiphertexts, MaskedUpdate,
+    Packing, PublicModulus, ServerHello, ServerMessage, SessionEnd, SessionStart, UpdateApplied,
+    UpdatePacking, PROTOCOL_VERSION,
+};
+use gelunet_protocol::packing::{
+    group_sizes, row_packing, sample_packing, sample_slot_bits, slot_sum, slots_per_plaintext,
+    unpack_final, unpack_masked,
 };
 use gelunet_protocol::{
     FixedModel, Gradients, LayerGradients, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy,
@@ -80,6 +110,11 @@ pub struct ServerConfig {
     pub policy: SessionPolicy,
     /// Insecure switches.
     pub insecure: InsecureOptions,
+    /// Pack values into ciphertexts ([`gelunet_protocol::packing`]): the samples of a
+    /// mini-batch per activation and error ciphertext, several parameters per masked or
+    /// final update ciphertext. On by default; `false` runs the unpacked protocol (one
+    /// value per ciphertext). Exact either way.
+    pub packing: bool,
 }
 
 impl ServerConfig {
@@ -98,9 +133,13 @@ impl ServerConfig {
             mask: MaskMode::default(),
             policy: SessionPolicy::default(),
             insecure: InsecureOptions::default(),
+            packing: true,
         }
     }
 }
+
+/// Largest number of samples in one inference request.
+pub const MAX_INFER_SAMPLES: u32 = 1 << 16;
 
 /// Index of a registered client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -254,6 +293,25 @@ impl Server {
         })
     }
 
+    /// A server holding `model` (e.g. a trained model loaded from a file, for
+    /// [`Server::infer`]) instead of the seeded initialization; otherwise as
+    /// [`Server::new`].
+    ///
+    /// # Errors
+    /// As [`Server::new`]; [`ServerError::Config`] if the model's architecture is not
+    /// `config.spec`; range errors if a parameter is outside the scales' ranges.
+    pub fn with_model(config: ServerConfig, key: PrivateKey, model: FixedModel) -> Result<Self> {
+        if model.spec != config.spec {
+            return Err(ServerError::Config {
+                reason: "the model's architecture differs from the configured one".into(),
+            });
+        }
+        model.validate(&config.scales)?;
+        let mut server = Self::new(config, key)?;
+        server.model = model;
+        Ok(server)
+    }
+
     /// The handshake message for clients (version, spec, scales, mask, `B`, `PK_s`).
     pub fn hello(&self) -> ServerHello {
         ServerHello {
@@ -265,7 +323,159 @@ impl Server {
             server_key: PublicModulus {
                 n: self.key.public_key().n().clone(),
             },
+            packing: self.config.packing,
         }
+    }
+
+    /// The sample packing of the sessions of a client with key `pk` (derived by both
+    /// sides, [`sample_packing`]).
+    pub fn sample_packing_for(&self, pk: &PublicKey) -> Packing {
+        sample_packing(
+            &self.config.spec,
+            &self.config.scales,
+            self.config.batch_size,
+            pk.bits(),
+            self.config.packing,
+        )
+    }
+
+    /// The layout of masked updates ([`UpdatePacking::masked`]).
+    pub fn masked_update_packing(&self) -> UpdatePacking {
+        UpdatePacking::masked(
+            self.config.mask,
+            &self.config.scales,
+            self.key.public_key().bits(),
+            self.config.packing,
+        )
+    }
+
+    /// The layout of final updates ([`UpdatePacking::final_update`]).
+    pub fn final_update_packing(&self) -> UpdatePacking {
+        UpdatePacking::final_update(
+            &self.config.scales,
+            self.key.public_key().bits(),
+            self.config.packing,
+        )
+    }
+
+    /// Checks a client hello for inference only (version, server key, key size) and
+    /// returns the client's key, without registering it: inference works at any time,
+    /// also after registration closed ([`Server::infer`]).
+    ///
+    /// # Errors
+    /// As [`Server::register_client`], except registration being closed.
+    pub fn inference_key(&self, hello: &ClientHello) -> Result<PublicKey> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ServerError::Version {
+                expected: PROTOCOL_VERSION,
+                found: hello.version,
+            });
+        }
+        if hello.server_key_id != self.key.public_key().id() {
+            return Err(ServerError::WrongServerKey);
+        }
+        let n = hello.client_key.n.clone();
+        let allow = self.config.insecure.allow_test_keys;
+        let pk = if allow {
+            PublicKey::from_n_insecure_for_tests(n)?
+        } else {
+            PublicKey::from_n(n)?
+        };
+        let needed = u64::from(
+            self.config
+                .scales
+                .max_bits(ValueKind::PreActivation)
+                .max(self.config.scales.max_bits(ValueKind::Product)),
+        ) + 2;
+        check_key_size(pk.bits(), allow, needed)?;
+        Ok(pk)
+    }
+
+    /// Encrypted inference (paper Alg. 1 with the true model, no masks) for a client with
+    /// key `pk`: `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i` per group of samples, row-packed on
+    /// request (see the module docs). Stateless: any layer, any time, in any order.
+    ///
+    /// # Errors
+    /// [`ServerError::UnknownLayer`], [`ServerError::Shape`] (sample count, number of
+    /// ciphertexts), [`ServerError::Packing`] for a layout that is not the derived one,
+    /// ciphertext errors.
+    pub fn infer(&self, pk: &PublicKey, req: &InferRequest) -> Result<InferResponse> {
+        let spec = &self.config.spec;
+        let scales = &self.config.scales;
+        let layers = spec.num_layers() as u32;
+        if req.layer == 0 || req.layer > layers {
+            return Err(ServerError::UnknownLayer {
+                layer: req.layer,
+                layers,
+            });
+        }
+        if req.samples == 0 || req.samples > MAX_INFER_SAMPLES {
+            return Err(ServerError::Shape {
+                what: "inference samples (1..=65536)",
+                expected: 1,
+                found: req.samples as usize,
+            });
+        }
+        let (width, fan_in) = spec.layer_shape(req.layer as usize);
+        let p = req.packing;
+        let packed = p != Packing::NONE;
+        if packed {
+            let beta = sample_slot_bits(spec, scales);
+            let fits = slots_per_plaintext(pk.bits(), beta);
+            if p.slot_bits != beta
+                || p.samples_per_ciphertext < 2
+                || p.samples_per_ciphertext > fits
+            {
+                return Err(ServerError::Packing { found: p });
+            }
+        }
+        let rows = if req.row_packing {
+            if packed {
+                return Err(ServerError::Packing { found: p });
+            }
+            row_packing(scales, fan_in, width, pk.bits())
+        } else {
+            Packing::NONE
+        };
+        let groups = group_sizes(req.samples as usize, p.samples_per_ciphertext);
+        expect_len("activations", fan_in * groups.len(), req.activations.len())?;
+        pk.validate_all(&req.activations)?;
+        let layer = &self.model.layers[req.layer as usize - 1];
+        let w = to_big(&layer.w);
+        let n_c = pk.n();
+        let mut out = Vec::new();
+        for (g, &size) in groups.iter().enumerate() {
+            let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
+            let z = pk.matvec(w.view(), cts)?;
+            let s = BigInt::from(slot_sum(size, p.slot_bits));
+            let shift = if rows == Packing::NONE {
+                BigInt::from(0u8)
+            } else {
+                BigInt::from(1u8) << (rows.slot_bits - 1)
+            };
+            let z = z
+                .par_iter()
+                .zip(layer.b.as_slice().unwrap_or(&[]).par_iter())
+                .map(|(c, &b)| {
+                    let plain = reduce_centered(&(BigInt::from(b) * &s + &shift), n_c);
+                    pk.add_plain(c, &plain)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            expect_len("biases", width, z.len())?;
+            if rows == Packing::NONE {
+                out.extend(z);
+            } else {
+                out.extend(row_pack(pk, &z, rows)?);
+            }
+        }
+        Ok(InferResponse {
+            request_id: req.request_id,
+            layer: req.layer,
+            samples: req.samples,
+            packing: p,
+            row_packing: rows,
+            pre_activations: out,
+        })
     }
 
     /// Registers a client from its hello; its key is built with `PublicKey::from_n`, or
@@ -432,6 +642,17 @@ impl Server {
         if from.0 >= self.clients.len() {
             return Err(ServerError::UnknownClient { client: from.0 });
         }
+        if let ClientMessage::Infer(req) = msg {
+            if let Some(s) = self.session.as_ref().filter(|s| s.client == from.0) {
+                return Err(ServerError::OutOfTurn {
+                    expected: expected_name(s),
+                    found: msg.kind(),
+                });
+            }
+            return self
+                .infer(&self.clients[from.0], req)
+                .map(|r| Some(ServerMessage::Inferred(r)));
+        }
         let Some(session) = self.session.as_ref() else {
             return Err(match msg {
                 ClientMessage::Hello(_) => ServerError::OutOfTurn {
@@ -458,7 +679,7 @@ impl Server {
                 Ok(None)
             }
             ClientMessage::Error(_) => Ok(None),
-            ClientMessage::Hello(_) => Err(ServerError::OutOfTurn {
+            ClientMessage::Hello(_) | ClientMessage::Infer(_) => Err(ServerError::OutOfTurn {
                 expected: expected_name(session),
                 found: msg.kind(),
             }),
@@ -501,7 +722,7 @@ impl Server {
                 found: layer,
             });
         }
-        if packing != Packing::NONE {
+        if packing != self.sample_packing_for(&self.clients[s.client]) {
             return Err(ServerError::Packing { found: packing });
         }
         Ok(s)
@@ -519,17 +740,31 @@ impl Server {
         )?;
         let layer = m.layer as usize;
         let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let b = self.config.batch_size;
-        expect_len("activations", fan_in * b, m.activations.len())?;
+        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext);
+        expect_len("activations", fan_in * groups.len(), m.activations.len())?;
         let pk = &self.clients[s.client];
         pk.validate_all(&m.activations)?;
         let ml = &s.masked[layer - 1];
-        let mut out = Vec::with_capacity(width * b);
-        for sample in m.activations.chunks(fan_in) {
-            let z = pk.matvec(ml.w.view(), sample)?;
-            for (c, bj) in z.iter().zip(ml.b.iter()) {
-                out.push(pk.add_plain(c, bj)?);
-            }
+        let n_c = pk.n();
+        let mut out = Vec::with_capacity(width * groups.len());
+        for (g, &size) in groups.iter().enumerate() {
+            let cts = &m.activations[g * fan_in..(g + 1) * fan_in];
+            let z = pk.matvec(ml.w.view(), cts)?;
+            // b~_j · Σ_s 2^(β s), reduced mod N_c (b~_j itself without packing).
+            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits));
+            let biased = z
+                .par_iter()
+                .zip(ml.b.to_vec().par_iter())
+                .map(|(c, bj)| {
+                    let plain = if m.packing == Packing::NONE {
+                        bj.clone()
+                    } else {
+                        reduce_centered(&(bj * &s_sum), n_c)
+                    };
+                    pk.add_plain(c, &plain)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            out.extend(biased);
         }
         let l_count = self.config.spec.num_layers() as u32;
         let next = if m.layer < l_count {
@@ -546,7 +781,7 @@ impl Server {
             session: m.session,
             iteration: m.iteration,
             layer: m.layer,
-            packing: Packing::NONE,
+            packing: m.packing,
             pre_activations: out,
         }))
     }
@@ -563,14 +798,14 @@ impl Server {
         )?;
         let layer = m.layer as usize;
         let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let b = self.config.batch_size;
-        expect_len("errors", width * b, m.errors.len())?;
+        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext).len();
+        expect_len("errors", width * groups, m.errors.len())?;
         let pk = &self.clients[s.client];
         pk.validate_all(&m.errors)?;
         let ml = &s.masked[layer - 1];
-        let mut out = Vec::with_capacity(fan_in * b);
-        for sample in m.errors.chunks(width) {
-            out.extend(pk.vecmat(sample, ml.w.view())?);
+        let mut out = Vec::with_capacity(fan_in * groups);
+        for group in m.errors.chunks(width) {
+            out.extend(pk.vecmat(group, ml.w.view())?);
         }
         let next = if m.layer > 2 {
             Phase::Backward(m.layer - 1)
@@ -584,7 +819,7 @@ impl Server {
             session: m.session,
             iteration: m.iteration,
             layer: m.layer,
-            packing: Packing::NONE,
+            packing: m.packing,
             products: out,
         }))
     }
@@ -609,38 +844,60 @@ impl Server {
         Ok(s)
     }
 
-    /// Checks counts and validity of per-layer ciphertexts under `PK_s`, then decrypts
-    /// them raw (`[0, N_s)`), in parallel.
+    /// Checks the layout, counts and validity of per-layer ciphertexts under `PK_s`, then
+    /// decrypts them raw (`[0, N_s)`), all layers in one parallel pass.
     fn decrypt_layers(
         &self,
         layers: &[LayerCiphertexts],
+        found: UpdatePacking,
+        expected: UpdatePacking,
     ) -> Result<Vec<(Vec<BigUint>, Vec<BigUint>)>> {
+        if found.weights != expected.weights {
+            return Err(ServerError::Packing {
+                found: found.weights,
+            });
+        }
+        if found.biases != expected.biases {
+            return Err(ServerError::Packing {
+                found: found.biases,
+            });
+        }
         let spec = &self.config.spec;
         expect_len("layers", spec.num_layers(), layers.len())?;
         let pk = self.key.public_key();
         for (i, l) in layers.iter().enumerate() {
             let (m, n) = spec.layer_shape(i + 1);
-            expect_len("weight updates", m * n, l.weights.len())?;
-            expect_len("bias updates", m, l.biases.len())?;
+            let (cw, cb) = expected.counts(m, n);
+            expect_len("weight updates", cw, l.weights.len())?;
+            expect_len("bias updates", cb, l.biases.len())?;
             pk.validate_all(&l.weights)?;
             pk.validate_all(&l.biases)?;
         }
-        let dec = |cs: &[Ciphertext]| -> Result<Vec<BigUint>> {
-            cs.par_iter()
-                .map(|c| self.key.decrypt_raw(c).map_err(ServerError::from))
-                .collect()
-        };
-        layers
+        let all: Vec<&Ciphertext> = layers
             .iter()
-            .map(|l| Ok((dec(&l.weights)?, dec(&l.biases)?)))
-            .collect()
+            .flat_map(|l| l.weights.iter().chain(l.biases.iter()))
+            .collect();
+        let mut plain = all
+            .par_iter()
+            .map(|c| self.key.decrypt_raw(c).map_err(ServerError::from))
+            .collect::<Result<Vec<BigUint>>>()?
+            .into_iter();
+        Ok(layers
+            .iter()
+            .map(|l| {
+                let w: Vec<BigUint> = plain.by_ref().take(l.weights.len()).collect();
+                let b: Vec<BigUint> = plain.by_ref().take(l.biases.len()).collect();
+                (w, b)
+            })
+            .collect())
     }
 
     /// Alg. 3 (server side): `D = Dec_s([D]_s)`, `w~ ← w~ − D (mod N_c)`.
     fn masked_update(&mut self, m: &MaskedUpdate) -> Result<ServerMessage> {
         let s = self.check_update_turn(m.session, m.iteration, "MaskedUpdate", false)?;
         let n_c = self.clients[s.client].n().clone();
-        let raw = self.decrypt_layers(&m.layers)?;
+        let layout = self.masked_update_packing();
+        let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
         let n_s = self.key.public_key().n();
         let scales = &self.config.scales;
         let gw = MaskMode::g_bits(scales, MaskTarget::Weight);
@@ -649,14 +906,8 @@ impl Server {
         let mut new_masked = Vec::with_capacity(raw.len());
         let mut seen = Vec::with_capacity(raw.len());
         for ((rw, rb), ml) in raw.iter().zip(&s.masked) {
-            let dw = rw
-                .iter()
-                .map(|d| mode.interpret_decrypted(gw, n_s, d))
-                .collect::<Result<Vec<_>, _>>()?;
-            let db = rb
-                .iter()
-                .map(|d| mode.interpret_decrypted(gb, n_s, d))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dw = unpack_masked(mode, gw, n_s, layout.weights, rw, ml.w.len())?;
+            let db = unpack_masked(mode, gb, n_s, layout.biases, rb, ml.b.len())?;
             let dw = Array2::from_shape_vec(ml.w.dim(), dw).map_err(|_| ServerError::Shape {
                 what: "weight updates",
                 expected: ml.w.len(),
@@ -688,17 +939,34 @@ impl Server {
         let s = self.session()?;
         let iteration = s.iteration;
         self.check_update_turn(m.session, iteration, "FinalUpdate", true)?;
-        let raw = self.decrypt_layers(&m.layers)?;
+        let layout = self.final_update_packing();
+        let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
         let pk = self.key.public_key();
         let scales = &self.config.scales;
         let mut grads = Gradients::zeros(&self.config.spec);
         for ((rw, rb), g) in raw.iter().zip(grads.layers.iter_mut()) {
             let LayerGradients { w, b } = g;
-            for (o, d) in w.iter_mut().zip(rw) {
-                *o = scales.check_big(ValueKind::WeightGradient, &pk.decode(d))?;
+            if layout.weights == Packing::NONE {
+                for (o, d) in w.iter_mut().zip(rw) {
+                    *o = scales.check_big(ValueKind::WeightGradient, &pk.decode(d))?;
+                }
+            } else {
+                let v = unpack_final(
+                    scales,
+                    ValueKind::WeightGradient,
+                    layout.weights,
+                    rw,
+                    w.len(),
+                )?;
+                w.iter_mut().zip(v).for_each(|(o, v)| *o = v);
             }
-            for (o, d) in b.iter_mut().zip(rb) {
-                *o = scales.check_big(ValueKind::BiasGradient, &pk.decode(d))?;
+            if layout.biases == Packing::NONE {
+                for (o, d) in b.iter_mut().zip(rb) {
+                    *o = scales.check_big(ValueKind::BiasGradient, &pk.decode(d))?;
+                }
+            } else {
+                let v = unpack_final(scales, ValueKind::BiasGradient, layout.biases, rb, b.len())?;
+                b.iter_mut().zip(v).for_each(|(o, v)| *o = v);
             }
         }
         let mut model = self.model.clone();
@@ -715,6 +983,29 @@ impl Server {
             iterations: s.iterations,
         }))
     }
+}
+
+/// Row packing by Horner: slot `r` of output `c` holds the plaintext of `z[c·k + r]`
+/// (already shifted to be non-negative): `acc ← acc^{2^β} ⊕ [z_j]` from the last row of
+/// a chunk down to the first, chunks in parallel.
+fn row_pack(pk: &PublicKey, z: &[Ciphertext], rows: Packing) -> Result<Vec<Ciphertext>> {
+    let k = (rows.samples_per_ciphertext as usize).max(1);
+    let step = BigInt::from(1u8) << rows.slot_bits;
+    z.par_chunks(k)
+        .map(|chunk| {
+            let mut it = chunk.iter().rev();
+            let mut acc = it.next().cloned().ok_or(ServerError::Shape {
+                what: "row packing",
+                expected: 1,
+                found: 0,
+            })?;
+            for c in it {
+                acc = pk.mul_scalar(&acc, &step)?;
+                acc = pk.add(&acc, c)?;
+            }
+            Ok(acc)
+        })
+        .collect()
 }
 
 fn check_session(s: &Session, found: u64) -> Result<()> {

@@ -7,10 +7,13 @@
 //! every session when asked: `w^F = (w~ + R^w mod N_c) − η·Δw_last`, i.e. the final update
 //! gives exactly the unmasked weights after the last iteration's update would have been
 //! applied.
+//!
+//! [`infer`] and [`infer_fixed`] run encrypted inference (one [`InferenceClient`] against
+//! a [`Server`]) in memory.
 
 use std::time::{Duration, Instant};
 
-use gelunet_client::Client;
+use gelunet_client::{Client, InferStep, InferenceClient};
 use gelunet_paillier::BigInt;
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
@@ -369,6 +372,62 @@ impl Simulation {
             });
         }
         Ok(out)
+    }
+}
+
+/// Runs encrypted inference in memory ([`Server::infer`] with an
+/// [`InferenceClient`]): the server checks the client's hello
+/// ([`Server::inference_key`]), then one request and answer per layer. Returns the
+/// predictions and the softmax probabilities.
+///
+/// # Errors
+/// The first error of either party.
+pub fn infer(
+    server: &Server,
+    client: &mut InferenceClient,
+    samples: &ndarray::Array2<f64>,
+) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+    let first = client.start(samples)?;
+    drive_inference(server, client, first)
+}
+
+/// As [`infer`] for inputs already quantized at `2^fa`.
+///
+/// # Errors
+/// As [`infer`].
+pub fn infer_fixed(
+    server: &Server,
+    client: &mut InferenceClient,
+    samples: ndarray::ArrayView2<'_, i128>,
+) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+    let first = client.start_fixed(samples)?;
+    drive_inference(server, client, first)
+}
+
+fn drive_inference(
+    server: &Server,
+    client: &mut InferenceClient,
+    first: ClientMessage,
+) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+    let key = server.inference_key(&client.hello())?;
+    let mut msg = first;
+    loop {
+        let ClientMessage::Infer(req) = &msg else {
+            return Err(ServerError::Invariant {
+                reason: format!("inference client sent {}", msg.kind()),
+            });
+        };
+        let answer = match server.infer(&key, req) {
+            Ok(a) => a,
+            Err(e) => {
+                client.cancel();
+                return Err(e);
+            }
+        };
+        match client.handle(&ServerMessage::Inferred(answer))? {
+            InferStep::Next(m) => msg = m,
+            InferStep::Done(predictions, probabilities) => return Ok((predictions, probabilities)),
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use common::*;
 use gelunet_client::{Client, ClientError};
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey};
 use gelunet_protocol::messages::{
-    ClientMessage, ErrorCode, LayerCiphertexts, MaskedUpdate, Packing, ServerMessage, UpdateApplied,
+    ClientMessage, ErrorCode, LayerCiphertexts, MaskedUpdate, Packing, ServerMessage,
+    UpdateApplied, UpdatePacking,
 };
 use gelunet_protocol::{
     Activation, FixedModel, MaskMode, ModelSpec, SessionLength, SessionPlan, SessionPolicy,
@@ -191,6 +192,7 @@ fn bad_messages_are_refused_without_state_change() {
     let premature = ClientMessage::MaskedUpdate(MaskedUpdate {
         session: f1.session,
         iteration: 0,
+        packing: UpdatePacking::NONE,
         layers: vec![],
     });
     assert!(matches!(
@@ -296,6 +298,7 @@ fn bad_messages_are_refused_without_state_change() {
     );
     let final_too_early = ClientMessage::FinalUpdate(gelunet_protocol::messages::FinalUpdate {
         session: mu.session,
+        packing: mu.packing,
         layers: mu.layers.clone(),
     });
     assert!(matches!(
@@ -324,6 +327,7 @@ fn bad_messages_are_refused_without_state_change() {
     let late_masked = ClientMessage::MaskedUpdate(MaskedUpdate {
         session: fu.session,
         iteration: 1,
+        packing: fu.packing,
         layers: fu
             .layers
             .iter()

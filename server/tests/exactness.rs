@@ -6,10 +6,15 @@
 mod common;
 
 use common::*;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec};
+use gelunet_protocol::messages::Packing;
+use gelunet_protocol::{Activation, MaskMode, ModelSpec, SessionLength};
+use gelunet_server::ServerConfig;
 
 fn run_exact(spec: ModelSpec, batch: usize, mask: MaskMode, sessions: usize) {
-    let cfg = test_config(spec, batch, mask);
+    run_exact_with(test_config(spec, batch, mask), sessions, true);
+}
+
+fn run_exact_with(cfg: ServerConfig, sessions: usize, need_multi: bool) {
     let (mut sim, mut reference) = build(cfg, 3, 12);
     sim.check_invariants(true);
     let (x, _) = all_data(&sim);
@@ -40,7 +45,7 @@ fn run_exact(spec: ModelSpec, batch: usize, mask: MaskMode, sessions: usize) {
     }
     assert_eq!(sim.invariant_checks(), sessions);
     assert!(
-        multi_iteration > 0,
+        multi_iteration > 0 || !need_multi,
         "some session must exercise masked updates"
     );
 }
@@ -83,4 +88,47 @@ fn exact_deeper_network_batches_relu_tanh() {
     };
     run_exact(spec.clone(), 2, MaskMode::default(), 6);
     run_exact(spec, 2, MaskMode::Uniform, 4);
+}
+
+#[test]
+fn exact_with_packing_off() {
+    // `packing: false`: one sample per activation ciphertext and one parameter per update
+    // ciphertext (the unpacked protocol), still exact.
+    let spec = ModelSpec {
+        widths: vec![4, 6, 5, 3],
+        hidden: vec![Activation::Relu, Activation::Tanh],
+    };
+    let mut cfg = test_config(spec, 2, MaskMode::default());
+    cfg.packing = false;
+    let (sim, _) = build(cfg.clone(), 1, 12);
+    assert_eq!(sim.clients()[0].packing(), Some(Packing::NONE));
+    assert_eq!(
+        sim.server().masked_update_packing(),
+        gelunet_protocol::messages::UpdatePacking::NONE
+    );
+    run_exact_with(cfg, 5, true);
+}
+
+#[test]
+fn exact_with_packed_batches_split_over_ciphertexts() {
+    // B = 7 samples with 512-bit keys: 6 fit one ciphertext (slots of about 84 bits), so
+    // every activation and error is split into groups of 6 and 1.
+    let spec = ModelSpec::new(vec![8, 8, 3], Activation::Sigmoid);
+    let mut cfg = test_config(spec, 7, MaskMode::default());
+    cfg.policy.length = SessionLength::Random;
+    let (sim, _) = build(cfg.clone(), 1, 12);
+    let p = sim.clients()[0].packing().unwrap();
+    assert!(
+        p.samples_per_ciphertext >= 2 && p.samples_per_ciphertext < 7,
+        "{p:?}"
+    );
+    run_exact_with(cfg, 3, false);
+    // Two iterations of 4 samples, packed in one ciphertext each, with masked updates.
+    let mut cfg = test_config(
+        ModelSpec::new(vec![8, 8, 3], Activation::Tanh),
+        4,
+        MaskMode::Uniform,
+    );
+    cfg.policy.length = SessionLength::Fixed(2);
+    run_exact_with(cfg, 3, true);
 }

@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use gelunet_paillier::BigInt;
-use gelunet_protocol::messages::{ClientMessage, ServerMessage};
-use gelunet_protocol::{Activation, MaskMode, ModelSpec};
+use gelunet_protocol::messages::{ClientMessage, MaskedUpdate, ServerMessage};
+use gelunet_protocol::packing::unpack_masked;
+use gelunet_protocol::{Activation, MaskMode, MaskTarget, ModelSpec};
 use gelunet_server::sim::Simulation;
 use gelunet_server::ClientId;
 
@@ -21,6 +22,13 @@ fn step_session(sim: &mut Simulation) -> (usize, usize, usize) {
         let reply = sim.clients_mut()[cid.0].handle(&msg).unwrap();
         let Some(reply) = reply else { break };
         let is_masked = matches!(reply, ClientMessage::MaskedUpdate(_));
+        if let ClientMessage::MaskedUpdate(mu) = &reply {
+            // Decrypt and unpack the message on our own, with the server's key, as the
+            // server would: no slot holds eta*grad.
+            let (e, t) = unpack_and_compare(sim, cid.0, mu);
+            equal += e;
+            total += t;
+        }
         let answer = sim
             .server_mut()
             .handle(ClientId(cid.0), &reply)
@@ -60,6 +68,54 @@ fn step_session(sim: &mut Simulation) -> (usize, usize, usize) {
         msg = answer;
     }
     (updates, equal, total)
+}
+
+/// Decrypts a masked update with the server's secret key (`key(0)`), unpacks every
+/// ciphertext slot by slot and compares each `D` with `η·Δ` of the client's gradients.
+fn unpack_and_compare(sim: &Simulation, client: usize, mu: &MaskedUpdate) -> (usize, usize) {
+    let cfg = sim.server().config();
+    let sk = key(0);
+    let n_s = sk.public_key().n().clone();
+    let eta = BigInt::from(sim.server().learning_rate());
+    let layout = sim.server().masked_update_packing();
+    assert_eq!(mu.packing, layout);
+    if cfg.packing && !matches!(cfg.mask, MaskMode::Uniform) {
+        assert!(layout.weights.samples_per_ciphertext > 1, "{layout:?}");
+    }
+    let grads = sim.clients()[client].last_gradients().unwrap().clone();
+    let gw = MaskMode::g_bits(&cfg.scales, MaskTarget::Weight);
+    let gb = MaskMode::g_bits(&cfg.scales, MaskTarget::Bias);
+    let (mut equal, mut total) = (0, 0);
+    for (l, g) in mu.layers.iter().zip(&grads.layers) {
+        let dec = |cs: &[gelunet_paillier::Ciphertext]| -> Vec<_> {
+            cs.iter().map(|c| sk.decrypt_raw(c).unwrap()).collect()
+        };
+        let dw = unpack_masked(
+            cfg.mask,
+            gw,
+            &n_s,
+            layout.weights,
+            &dec(&l.weights),
+            g.w.len(),
+        )
+        .unwrap();
+        let db = unpack_masked(
+            cfg.mask,
+            gb,
+            &n_s,
+            layout.biases,
+            &dec(&l.biases),
+            g.b.len(),
+        )
+        .unwrap();
+        for (d, v) in dw.iter().zip(g.w.iter()).chain(db.iter().zip(g.b.iter())) {
+            total += 1;
+            if *d == &eta * BigInt::from(*v) {
+                equal += 1;
+            }
+        }
+    }
+    (equal, total)
 }
 
 #[test]
@@ -122,7 +178,10 @@ fn client_to_server_stream_is_ciphertexts_only() {
             ClientMessage::Backward(_) => (client_key, 1),
             ClientMessage::MaskedUpdate(_) => (server_key, 2),
             ClientMessage::FinalUpdate(_) => (server_key, 3),
-            ClientMessage::Hello(_) | ClientMessage::Abort(_) | ClientMessage::Error(_) => {
+            ClientMessage::Hello(_)
+            | ClientMessage::Abort(_)
+            | ClientMessage::Error(_)
+            | ClientMessage::Infer(_) => {
                 panic!("unexpected {} during training", msg.kind())
             }
         };

@@ -1,0 +1,266 @@
+//! Building in-memory training runs ([`Simulation`]: real Paillier keys, the real server and
+//! client state machines) and driving sessions message by message while recording what
+//! each party sees.
+//!
+//! Per session, [`run_observed_session`] records:
+//! - the server's view: its true model before (`w^I`) and after (`w^F`) the session, and
+//!   every decrypted masked update `D = η·Δ + r` of Alg. 3
+//!   ([`Server::last_decrypted_update`]);
+//! - the client's view: its layer-1 inputs and unmasked pre-activations per iteration
+//!   ([`Client::transcript`]) and its own gradients per iteration
+//!   ([`Client::last_gradients`]).
+//!
+//! Neither attack uses more than its party's view; the other party's secrets (the true
+//! inputs, the true weights) are only used to score the attack.
+//!
+//! [`Client::transcript`]: gelunet_client::Client::transcript
+//! [`Client::last_gradients`]: gelunet_client::Client::last_gradients
+
+use gelunet_client::{Client, ClientConfig};
+use gelunet_paillier::PrivateKey;
+use gelunet_protocol::messages::{ClientMessage, ServerMessage};
+use gelunet_protocol::{
+    ClientOrder, FixedModel, Gradients, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
+};
+use gelunet_server::sim::Simulation;
+use gelunet_server::{DecryptedUpdate, InsecureOptions, Server, ServerConfig};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::{AttackError, Result};
+
+/// Key sizes below this need [`generate_keys`]' `insecure_test_keys`.
+pub const SECURE_KEY_BITS: u64 = 2048;
+
+/// `count` Paillier key pairs of `bits` bits from `seed`. Keys below 2048 bits are only
+/// generated with `insecure_test_keys` (through the test-only constructor).
+///
+/// # Errors
+/// [`AttackError::Invalid`] for a small key without permission; key-generation errors.
+pub fn generate_keys(
+    bits: u64,
+    count: usize,
+    seed: u64,
+    insecure_test_keys: bool,
+) -> Result<Vec<PrivateKey>> {
+    if bits < SECURE_KEY_BITS && !insecure_test_keys {
+        return Err(AttackError::Invalid(format!(
+            "{bits}-bit keys are test-only: pass --insecure-test-keys (or use 2048)"
+        )));
+    }
+    (0..count)
+        .map(|i| {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed.wrapping_mul(1_000_003) + i as u64);
+            if bits < SECURE_KEY_BITS {
+                PrivateKey::generate_insecure_for_tests(bits, &mut rng)
+            } else {
+                PrivateKey::generate(bits, &mut rng)
+            }
+            .map_err(AttackError::from)
+        })
+        .collect()
+}
+
+/// One training run to attack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Fixed-point scales.
+    pub scales: Scales,
+    /// Learning rate `η`.
+    pub learning_rate: f64,
+    /// Mini-batch size `B`.
+    pub batch_size: usize,
+    /// Iterations per session `d` (every session has exactly `d`).
+    pub iterations: u32,
+    /// Gradient mask.
+    pub mask: MaskMode,
+    /// Whether `d·B` may exceed the smallest fan-in (insecure; DESIGN.md "Sessions and the
+    /// d_max bound").
+    pub allow_bound_violation: bool,
+    /// Whether `d·B` may be below the server's minimum of samples per session (insecure:
+    /// with one sample Alg. 5 gives the input away; `SessionPolicy::min_samples`).
+    pub allow_few_samples: bool,
+    /// Seed of the model, the schedule and the clients.
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// Samples per session, `d·B`.
+    pub fn samples_per_session(&self) -> usize {
+        self.iterations as usize * self.batch_size
+    }
+
+    /// Whether the run needs the insecure policy: `d·B` above the smallest fan-in.
+    pub fn breaks_bound(&self) -> bool {
+        self.samples_per_session() > self.spec.min_fan_in()
+    }
+}
+
+/// Builds the simulation: a server with `keys[0]`, one client per data share with
+/// `keys[1..]`, all recording their transcripts. Test keys and the insecure switches are
+/// enabled exactly where the configuration needs them.
+///
+/// # Errors
+/// [`AttackError::Invalid`] with too few keys; the roles' configuration errors.
+#[allow(clippy::needless_update)] // the policy and option structs may grow fields
+pub fn build_simulation(
+    cfg: &RunConfig,
+    keys: &[PrivateKey],
+    shares: &[(Array2<f64>, Vec<usize>)],
+) -> Result<Simulation> {
+    if keys.len() < shares.len() + 1 {
+        return Err(AttackError::Invalid(format!(
+            "{} keys for a server and {} clients",
+            keys.len(),
+            shares.len()
+        )));
+    }
+    let test_keys = keys.iter().any(|k| k.public_key().bits() < SECURE_KEY_BITS);
+    let mut sc = ServerConfig::new(cfg.spec.clone(), cfg.learning_rate, cfg.batch_size);
+    sc.scales = cfg.scales;
+    sc.model_seed = cfg.seed;
+    sc.schedule_seed = cfg.seed.wrapping_add(1);
+    sc.rng_seed = cfg.seed.wrapping_add(2);
+    sc.mask = cfg.mask;
+    sc.policy = SessionPolicy {
+        order: ClientOrder::RoundRobin,
+        length: SessionLength::Fixed(cfg.iterations),
+        insecure_allow_bound_violation: cfg.allow_bound_violation,
+        insecure_allow_few_samples: cfg.allow_few_samples,
+        ..SessionPolicy::default()
+    };
+    sc.insecure = InsecureOptions {
+        allow_test_keys: test_keys,
+        allow_unmasked_gradients: cfg.mask.is_insecure(),
+        ..InsecureOptions::default()
+    };
+    let server = Server::new(sc, keys[0].clone())?;
+    let clients = shares
+        .iter()
+        .enumerate()
+        .map(|(c, (x, y))| {
+            Client::new(
+                ClientConfig {
+                    seed: cfg.seed.wrapping_mul(31).wrapping_add(7 + 13 * c as u64),
+                    allow_test_keys: test_keys,
+                    allow_unmasked_gradients: cfg.mask.is_insecure(),
+                    record_transcript: true,
+                    ..ClientConfig::default()
+                },
+                keys[c + 1].clone(),
+                x.clone(),
+                y.clone(),
+            )
+            .map_err(AttackError::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Simulation::new(server, clients)?)
+}
+
+/// Everything recorded about one session.
+#[derive(Clone, Debug)]
+pub struct ObservedSession {
+    /// Session id.
+    pub session: u64,
+    /// Index of the client.
+    pub client: usize,
+    /// Iterations `d`.
+    pub iterations: u32,
+    /// Server's view: the true model when the session started (`w^I`).
+    pub model_before: FixedModel,
+    /// Server's view: the true model after Alg. 5 (`w^F`).
+    pub model_after: FixedModel,
+    /// Server's view: the decrypted masked updates of Alg. 3, in order (`d − 1` of them).
+    pub decrypted: Vec<Vec<DecryptedUpdate>>,
+    /// Client's view: its gradients of each iteration (`d` of them).
+    pub client_gradients: Vec<Gradients>,
+    /// Client's view: layer-1 inputs `a_0` (`B × n_0`, at `2^fa`) of each iteration. Also
+    /// the ground truth the gradient-inversion attack is scored against.
+    pub inputs: Vec<Array2<i128>>,
+    /// Client's view: unmasked layer-1 pre-activations `z_1` (`B × n_1`, at
+    /// `2^(fa+fw)`) of each iteration.
+    pub pre_activations: Vec<Array2<i128>>,
+}
+
+/// Runs the next session message by message and records both parties' views.
+///
+/// # Errors
+/// The roles' errors; [`AttackError::Invalid`] if the flow is not the expected one.
+pub fn run_observed_session(sim: &mut Simulation) -> Result<ObservedSession> {
+    let model_before = sim.model().clone();
+    let (cid, start) = sim.server_mut().start_session()?;
+    let (session, iterations) = match &start {
+        ServerMessage::SessionStart(s) => (s.session, s.iterations),
+        other => {
+            return Err(AttackError::Invalid(format!(
+                "start_session gave {}",
+                other.kind()
+            )))
+        }
+    };
+    let idx = cid.0;
+    if idx >= sim.clients().len() {
+        return Err(AttackError::Invalid(format!("unknown client {idx}")));
+    }
+    let mut decrypted = Vec::new();
+    let mut client_gradients = Vec::new();
+    let mut msg = start;
+    while let Some(reply) = sim.clients_mut()[idx].handle(&msg)? {
+        let is_masked = matches!(reply, ClientMessage::MaskedUpdate(_));
+        if is_masked || matches!(reply, ClientMessage::FinalUpdate(_)) {
+            let g = sim.clients()[idx]
+                .last_gradients()
+                .ok_or_else(|| AttackError::Invalid("no gradients after an iteration".into()))?;
+            client_gradients.push(g.clone());
+        }
+        let answer = sim.server_mut().handle(cid, &reply)?;
+        if is_masked {
+            let d = sim
+                .server()
+                .last_decrypted_update()
+                .ok_or_else(|| AttackError::Invalid("no decrypted update".into()))?;
+            decrypted.push(d.to_vec());
+        }
+        match answer {
+            Some(a) => msg = a,
+            None => break,
+        }
+    }
+    if sim.server().active_session().is_some() {
+        return Err(AttackError::Invalid(format!(
+            "session {session} did not complete"
+        )));
+    }
+    let client = &sim.clients()[idx];
+    let mut inputs = vec![Array2::zeros((0, 0)); iterations as usize];
+    let mut pre_activations = inputs.clone();
+    for e in client
+        .transcript()
+        .iter()
+        .filter(|e| e.session == session && e.layer == 1)
+    {
+        if let Some(slot) = inputs.get_mut(e.iteration as usize) {
+            *slot = e.inputs.clone();
+            pre_activations[e.iteration as usize] = e.pre_activations.clone();
+        }
+    }
+    if inputs.iter().any(|a| a.is_empty()) || client_gradients.len() != iterations as usize {
+        return Err(AttackError::Invalid(format!(
+            "session {session}: incomplete transcript"
+        )));
+    }
+    Ok(ObservedSession {
+        session,
+        client: idx,
+        iterations,
+        model_before,
+        model_after: sim.model().clone(),
+        decrypted,
+        client_gradients,
+        inputs,
+        pre_activations,
+    })
+}

@@ -1,0 +1,412 @@
+//! Part 4, inference latency and throughput (GELU-Net paper, Table 5; the comparison with
+//! CryptoNets of §5.2).
+//!
+//! Two architectures: Dense(12) on Iris (`4-12-3`) and Dense(300) on MNIST (`784-300-10`).
+//! For each, one sample (latency) and a batch (throughput per sample):
+//!
+//! - **GELU-Net**: the trained model served by [`gelunet_server::Server`], queried by an
+//!   in-memory inference client (paper Alg. 1 with the true weights: the client sends
+//!   `[x]_c`, the server returns `[z_1]_c`, the client applies the sigmoid and sends
+//!   `[a_1]_c`, the server returns the logits `[z_2]_c`). One sample uses row packing
+//!   (the server packs a sample's outputs into few ciphertexts), a batch uses sample
+//!   packing (one ciphertext per feature for many samples). Paillier keys of the run's
+//!   size.
+//! - **CryptoNets**: the square-activation network of the same shape, deployed under BFV
+//!   in CryptoNets' layout (one sample per SIMD slot; [`SquareNetBfv`]), with a plaintext
+//!   modulus keeping its predictions exact. One sample costs as much as a full batch of
+//!   `N` samples: that is where batched FHE wins.
+//!
+//! Timings exclude key generation and the one-time model preparation; they include the
+//! client's encryption and decryption and the server's work.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use gelunet_baselines::{
+    BfvContext, BfvDescription, PolyActivation, SquareNet, SquareNetBfv, TrainActivation,
+};
+use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
+use gelunet_protocol::messages::{ClientMessage, ServerMessage};
+use gelunet_protocol::{Activation, Dataset, ModelSpec};
+use gelunet_server::{Server, ServerConfig};
+use ndarray::Array2;
+use serde::Serialize;
+
+use crate::accuracy::deploy_square;
+use crate::error::{BenchError, Result};
+use crate::pipeline::{prepare, Prepared, TrainSetup};
+use crate::runs::{keygen, train_side_by_side};
+
+/// What part 4 runs.
+#[derive(Clone, Debug)]
+pub struct PartConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Small sizes.
+    pub quick: bool,
+    /// Paillier key size.
+    pub key_bits: u64,
+    /// Test keys allowed.
+    pub allow_test_keys: bool,
+    /// Output directory.
+    pub out_dir: PathBuf,
+}
+
+/// One scheme's timings for one architecture.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    /// Seconds for one sample (latency).
+    pub single_secs: f64,
+    /// Samples in the batch.
+    pub batch_samples: usize,
+    /// Seconds for the batch.
+    pub batch_secs: f64,
+    /// `batch_secs / batch_samples`.
+    pub batch_per_sample_secs: f64,
+    /// Whether the encrypted predictions equal the plaintext ones (single and batch).
+    pub predictions_match_plaintext: bool,
+    /// Per-sample time if the batch filled every slot (BFV: a batch costs the same for
+    /// up to `N` samples); `None` for GELU-Net.
+    pub full_batch_per_sample_secs: Option<f64>,
+    /// How it was run (packing, layout).
+    pub note: String,
+}
+
+/// One architecture.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferenceRow {
+    /// `Dense(12) on Iris`, ...
+    pub model: String,
+    /// Layer widths.
+    pub widths: Vec<usize>,
+    /// GELU-Net (`None` if it could not run, see `gelu_error`).
+    pub gelu: Option<Timing>,
+    /// Why GELU-Net did not run.
+    pub gelu_error: Option<String>,
+    /// CryptoNets under BFV.
+    pub bfv: Option<Timing>,
+    /// Why BFV did not run.
+    pub bfv_error: Option<String>,
+    /// BFV parameters.
+    pub bfv_parameters: Option<BfvDescription>,
+    /// Fixed-point scale `fx = fw` of the square network.
+    pub square_scale_bits: Option<u32>,
+    /// BFV latency / GELU-Net latency.
+    pub latency_ratio: Option<f64>,
+    /// BFV per-sample batch time / GELU-Net per-sample batch time (same samples).
+    pub throughput_ratio: Option<f64>,
+    /// BFV per-sample time with all `N` slots filled / GELU-Net per-sample batch time
+    /// (below 1: batched FHE wins).
+    pub throughput_ratio_full_bfv: Option<f64>,
+    /// The paper's Table 5 (GELU-Net, local-local, seconds per inference).
+    pub paper_secs: Option<f64>,
+}
+
+/// Part 4's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferenceReport {
+    /// Paillier key size.
+    pub key_bits: u64,
+    /// Rows.
+    pub rows: Vec<InferenceRow>,
+    /// Targets: GELU-Net Dense(12) latency < 30 ms, Dense(300) < 10 s, latency ratio ≥ 14
+    /// (`None`: not evaluated, the keys are test-size keys).
+    pub targets: Vec<(String, Option<bool>)>,
+    /// Plot file.
+    pub plot: Option<String>,
+    /// Rayon threads.
+    pub threads: usize,
+}
+
+/// Times CryptoNets' BFV inference of `net` for `x` (rows = samples): encryption,
+/// server evaluation and decryption; returns (seconds, predictions equal plaintext).
+///
+/// # Errors
+/// BFV errors.
+pub fn bfv_time(
+    ctx: &mut BfvContext,
+    model: &SquareNetBfv,
+    net: &SquareNet,
+    x: &ndarray::Array2<i64>,
+    bound: i64,
+) -> Result<(f64, bool)> {
+    let t = Instant::now();
+    let batch = ctx.encrypt_batch(x, bound)?;
+    let out = model.infer(&batch)?;
+    let pred = ctx.predict(&out)?;
+    let secs = t.elapsed().as_secs_f64();
+    let plain = net.predict_plain(x)?;
+    Ok((secs, pred == plain))
+}
+
+/// One architecture of part 4.
+#[derive(Clone, Debug)]
+struct Arch {
+    model: &'static str,
+    dataset: &'static str,
+    hidden: usize,
+    gelu_batch: usize,
+    reps: usize,
+    paper_secs: f64,
+}
+
+/// GELU-Net's encrypted inference of `x` (rows = samples) in memory: the server's
+/// [`Server::infer`] and an [`InferenceClient`]; returns (seconds, predictions).
+fn gelu_infer(
+    server: &Server,
+    client: &mut InferenceClient,
+    key: &gelunet_paillier::PublicKey,
+    x: &Array2<i128>,
+) -> Result<(f64, Vec<usize>)> {
+    let t = Instant::now();
+    let mut msg = client.start_fixed(x.view())?;
+    let pred = loop {
+        let ClientMessage::Infer(req) = &msg else {
+            return Err(BenchError::Check(format!(
+                "inference client sent {}",
+                msg.kind()
+            )));
+        };
+        let answer = server.infer(key, req)?;
+        match client.handle(&ServerMessage::Inferred(answer))? {
+            InferStep::Next(m) => msg = m,
+            InferStep::Done(p, _) => break p,
+        }
+    };
+    Ok((t.elapsed().as_secs_f64(), pred))
+}
+
+/// Rows `start..start + len` of `x`.
+fn rows<T: Clone>(x: &Array2<T>, start: usize, len: usize) -> Array2<T> {
+    let idx: Vec<usize> = (start..start + len).collect();
+    x.select(ndarray::Axis(0), &idx)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn run_gelu(config: &PartConfig, prep: &Prepared, arch: &Arch) -> Result<Timing> {
+    let widths = vec![prep.features, arch.hidden, prep.classes];
+    let spec = ModelSpec::new(widths, Activation::Sigmoid);
+    let mut cfg = ServerConfig::new(spec, 0.05, 1);
+    cfg.insecure.allow_test_keys =
+        config.key_bits < gelunet_paillier::MIN_KEY_BITS && config.allow_test_keys;
+    let server = Server::new(
+        cfg.clone(),
+        keygen(config.key_bits, 901, config.allow_test_keys)?,
+    )?;
+    let icfg = InferenceConfig {
+        seed: 7,
+        allow_test_keys: cfg.insecure.allow_test_keys,
+        packing: true,
+        row_packing: true,
+    };
+    let mut client = InferenceClient::new(
+        icfg,
+        keygen(config.key_bits, 902, config.allow_test_keys)?,
+        &server.hello(),
+    )?;
+    // Once per connection: the server checks and prepares the client's key.
+    let key = server.inference_key(&client.hello())?;
+    let scales = cfg.scales;
+    let all = Dataset::quantize(prep.test_x.view(), &prep.test_y, prep.classes, &scales)?;
+    let n = arch.gelu_batch.min(all.len());
+    let batch = rows(&all.x, 0, n);
+    let one = rows(&all.x, 0, 1);
+    let model = server.model();
+    let mut ok = true;
+    // Warm-up (tables, caches), then the timed single-sample runs.
+    let (_, p) = gelu_infer(&server, &mut client, &key, &one)?;
+    ok &= p == model.predict(&scales, one.view())?;
+    let mut singles = Vec::with_capacity(arch.reps);
+    for r in 0..arch.reps {
+        let row = rows(&all.x, r % all.len(), 1);
+        let (secs, p) = gelu_infer(&server, &mut client, &key, &row)?;
+        ok &= p == model.predict(&scales, row.view())?;
+        singles.push(secs);
+    }
+    let (batch_secs, p) = gelu_infer(&server, &mut client, &key, &batch)?;
+    ok &= p == model.predict(&scales, batch.view())?;
+    #[allow(clippy::cast_precision_loss)]
+    let per = batch_secs / n as f64;
+    Ok(Timing {
+        single_secs: median(singles),
+        batch_samples: n,
+        batch_secs,
+        batch_per_sample_secs: per,
+        predictions_match_plaintext: ok,
+        full_batch_per_sample_secs: None,
+        note: format!(
+            "median of {} single-sample runs, row packing; batch with sample packing; server model = its Xavier initialization (seed 0; timings depend on the weights' bit length only); client key prepared once, excluded",
+            arch.reps
+        ),
+    })
+}
+
+fn run_bfv(prep: &Prepared, arch: &Arch, quick: bool) -> Result<(Timing, BfvDescription, u32)> {
+    // The CryptoNets network: the square-activation network trained in plaintext.
+    let setup = TrainSetup {
+        widths: vec![prep.features, arch.hidden, prep.classes],
+        lr: if arch.hidden > 100 { 0.01 } else { 0.05 },
+        batch: crate::BATCH,
+        epochs: if quick || arch.hidden > 100 { 1 } else { 20 },
+        seed: 0,
+    };
+    let r = train_side_by_side(
+        prep,
+        &setup,
+        &[TrainActivation::Poly(PolyActivation::Square)],
+        false,
+        false,
+    )?;
+    let square = r
+        .floats
+        .first()
+        .ok_or_else(|| BenchError::Check("no square network".into()))?;
+    let (net, bound, f, cfg) = deploy_square(square.net(), prep.max_abs_feature(), 8192)?;
+    let mut ctx = BfvContext::new(&cfg, [11u8; 32])?;
+    let model = SquareNetBfv::new(&net, &ctx.server_key(), bound)?;
+    let x = net.quantize_inputs(&prep.test_x)?;
+    let n = x.nrows().min(ctx.slots());
+    let batch = rows(&x, 0, n);
+    let mut ok = true;
+    let mut singles = Vec::new();
+    for r in 0..arch.reps.min(3) {
+        let row = rows(&x, r % n, 1);
+        let (secs, good) = bfv_time(&mut ctx, &model, &net, &row, bound)?;
+        ok &= good;
+        singles.push(secs);
+    }
+    let (batch_secs, good) = bfv_time(&mut ctx, &model, &net, &batch, bound)?;
+    ok &= good;
+    #[allow(clippy::cast_precision_loss)]
+    let per = batch_secs / n as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let full = batch_secs / ctx.slots() as f64;
+    Ok((
+        Timing {
+            single_secs: median(singles),
+            batch_samples: n,
+            batch_secs,
+            batch_per_sample_secs: per,
+            predictions_match_plaintext: ok,
+            full_batch_per_sample_secs: Some(full),
+            note: format!(
+                "one sample per slot (CryptoNets layout): any batch of up to {} samples costs the same, i.e. {} per sample when all slots are used; single-threaded (fhe.rs)",
+                ctx.slots(),
+                crate::report_ms(full)
+            ),
+        },
+        ctx.describe(),
+        f,
+    ))
+}
+
+/// Runs part 4.
+///
+/// # Errors
+/// Data and configuration errors (a scheme that fails is recorded in its row).
+pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<InferenceReport> {
+    let mut archs = vec![Arch {
+        model: "Dense(12) on Iris (4-12-3)",
+        dataset: "iris",
+        hidden: 12,
+        gelu_batch: 30,
+        reps: if config.quick { 3 } else { 9 },
+        paper_secs: 0.281,
+    }];
+    if !config.quick {
+        archs.push(Arch {
+            model: "Dense(300) on MNIST (784-300-10)",
+            dataset: "mnist",
+            hidden: 300,
+            gelu_batch: 64,
+            reps: 1,
+            paper_secs: 107.4,
+        });
+    }
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let real_keys = config.key_bits >= gelunet_paillier::MIN_KEY_BITS;
+    for arch in &archs {
+        let prep = prepare(
+            &config.data_dir,
+            arch.dataset,
+            0,
+            crate::CLIENTS,
+            crate::mnist_limits(config.quick),
+        )?;
+        log(&format!("inference: {} GELU-Net", arch.model));
+        let (gelu, gelu_error) = match run_gelu(config, &prep, arch) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        log(&format!("inference: {} CryptoNets (BFV)", arch.model));
+        let (bfv, bfv_error, params, scale) = match run_bfv(&prep, arch, config.quick) {
+            Ok((t, d, f)) => (Some(t), None, Some(d), Some(f)),
+            Err(e) => (None, Some(e.to_string()), None, None),
+        };
+        let latency_ratio = match (&gelu, &bfv) {
+            (Some(g), Some(b)) => Some(b.single_secs / g.single_secs),
+            _ => None,
+        };
+        let throughput_ratio = match (&gelu, &bfv) {
+            (Some(g), Some(b)) => Some(b.batch_per_sample_secs / g.batch_per_sample_secs),
+            _ => None,
+        };
+        if let Some(g) = &gelu {
+            let (limit, what) = if arch.hidden > 100 {
+                (10.0, "10 s")
+            } else {
+                (0.030, "30 ms")
+            };
+            targets.push((
+                format!(
+                    "GELU-Net single-sample {} under {what} at {} bits: {}",
+                    arch.model,
+                    config.key_bits,
+                    crate::report_ms(g.single_secs)
+                ),
+                real_keys.then_some(g.single_secs < limit),
+            ));
+        }
+        if let Some(r) = latency_ratio {
+            targets.push((
+                format!(
+                    "{}: single-sample latency at least 14× better than BFV: {r:.1}×",
+                    arch.model
+                ),
+                real_keys.then_some(r >= 14.0),
+            ));
+        }
+        let throughput_ratio_full_bfv = match (&gelu, &bfv) {
+            (Some(g), Some(b)) => b
+                .full_batch_per_sample_secs
+                .map(|f| f / g.batch_per_sample_secs),
+            _ => None,
+        };
+        rows.push(InferenceRow {
+            model: arch.model.to_string(),
+            widths: vec![prep.features, arch.hidden, prep.classes],
+            gelu,
+            gelu_error,
+            bfv,
+            bfv_error,
+            bfv_parameters: params,
+            square_scale_bits: scale,
+            latency_ratio,
+            throughput_ratio,
+            throughput_ratio_full_bfv,
+            paper_secs: Some(arch.paper_secs),
+        });
+    }
+    Ok(InferenceReport {
+        key_bits: config.key_bits,
+        rows,
+        targets,
+        plot: None,
+        threads: rayon::current_num_threads(),
+    })
+}

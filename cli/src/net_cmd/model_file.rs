@@ -1,0 +1,342 @@
+//! Trained-model files.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "GLNMODEL"
+//! 8       4     format version (1)
+//! 12      8     payload length n
+//! 20      32    SHA-256 of the payload
+//! 52      n     payload: postcard(ModelFile)
+//! ```
+//!
+//! The payload holds the architecture, the fixed-point scales, the weights (fixed-point
+//! integers), the standardizer's mean/std and the class and feature names. Files are
+//! written atomically (temporary file in the same directory, fsync, rename). A file with
+//! another magic or version, a wrong length (truncated or extended), a checksum mismatch,
+//! an undecodable payload or inconsistent contents is refused with a clear error.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use gelunet_protocol::{FixedModel, LayerParams, ModelSpec, Scales};
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"GLNMODEL";
+/// Format version.
+pub const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 32;
+/// Largest payload accepted (1 GiB).
+const MAX_PAYLOAD: u64 = 1 << 30;
+
+/// One layer on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LayerOnDisk {
+    rows: u32,
+    cols: u32,
+    /// Row-major weights at `2^fw`.
+    w: Vec<i128>,
+    /// Biases at `2^(fa+fw)`.
+    b: Vec<i128>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Payload {
+    spec: ModelSpec,
+    scales: Scales,
+    layers: Vec<LayerOnDisk>,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    class_names: Vec<String>,
+    feature_names: Vec<String>,
+    dataset: String,
+    split_seed: u64,
+    test_fraction: f64,
+}
+
+/// A trained model with what inference needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    /// The fixed-point model.
+    pub model: FixedModel,
+    /// Its scales.
+    pub scales: Scales,
+    /// Standardizer mean per input feature.
+    pub mean: Vec<f64>,
+    /// Standardizer standard deviation per input feature.
+    pub std: Vec<f64>,
+    /// Class names (index = class).
+    pub class_names: Vec<String>,
+    /// Feature names.
+    pub feature_names: Vec<String>,
+    /// The dataset it was trained on.
+    pub dataset: String,
+    /// Seed of the train/test split used in training.
+    pub split_seed: u64,
+    /// Test fraction of that split.
+    pub test_fraction: f64,
+}
+
+/// Why a model file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// File-system error.
+    #[error("{op} `{}`: {source}", path.display())]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a model file, a truncated or corrupt one, or inconsistent contents.
+    #[error("`{}` is not a valid gelunet model file: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> ModelFileError {
+    ModelFileError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl ModelFile {
+    fn check(&self, path: &Path) -> Result<(), ModelFileError> {
+        self.model
+            .validate(&self.scales)
+            .map_err(|e| invalid(path, format!("model: {e}")))?;
+        let inputs = self.model.spec.inputs();
+        if self.mean.len() != inputs || self.std.len() != inputs {
+            return Err(invalid(
+                path,
+                format!(
+                    "standardizer has {}/{} values for {inputs} inputs",
+                    self.mean.len(),
+                    self.std.len()
+                ),
+            ));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(invalid(path, "standardizer values must be finite, std > 0"));
+        }
+        if self.class_names.len() != self.model.spec.classes() {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} class names for {} classes",
+                    self.class_names.len(),
+                    self.model.spec.classes()
+                ),
+            ));
+        }
+        if !self.feature_names.is_empty() && self.feature_names.len() != inputs {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} feature names for {inputs} inputs",
+                    self.feature_names.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the file atomically.
+    ///
+    /// # Errors
+    /// [`ModelFileError::Io`]; [`ModelFileError::Invalid`] for an inconsistent model.
+    pub fn save(&self, path: &Path) -> Result<(), ModelFileError> {
+        self.check(path)?;
+        let payload = Payload {
+            spec: self.model.spec.clone(),
+            scales: self.scales,
+            layers: self
+                .model
+                .layers
+                .iter()
+                .map(|l| LayerOnDisk {
+                    rows: l.w.nrows() as u32,
+                    cols: l.w.ncols() as u32,
+                    w: l.w.iter().copied().collect(),
+                    b: l.b.to_vec(),
+                })
+                .collect(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            class_names: self.class_names.clone(),
+            feature_names: self.feature_names.clone(),
+            dataset: self.dataset.clone(),
+            split_seed: self.split_seed,
+            test_fraction: self.test_fraction,
+        };
+        let body = postcard::to_stdvec(&payload).map_err(|e| invalid(path, e.to_string()))?;
+        let mut bytes = Vec::with_capacity(HEADER + body.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&body));
+        bytes.extend_from_slice(&body);
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads and checks a file written by [`ModelFile::save`].
+    ///
+    /// # Errors
+    /// [`ModelFileError::Io`] if it cannot be read; [`ModelFileError::Invalid`] for a bad
+    /// magic or version, a truncated or extended file, a checksum mismatch or bad
+    /// contents.
+    pub fn load(path: &Path) -> Result<Self, ModelFileError> {
+        let bytes = fs::read(path).map_err(|source| ModelFileError::Io {
+            op: "read model",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if bytes.len() < HEADER {
+            return Err(invalid(
+                path,
+                format!(
+                    "{} bytes, shorter than the {HEADER}-byte header",
+                    bytes.len()
+                ),
+            ));
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(invalid(path, "bad magic (not a model file)"));
+        }
+        let mut v = [0u8; 4];
+        v.copy_from_slice(&bytes[8..12]);
+        let version = u32::from_le_bytes(v);
+        if version != VERSION {
+            return Err(invalid(
+                path,
+                format!("format version {version}, this build reads {VERSION}"),
+            ));
+        }
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&bytes[12..20]);
+        let len = u64::from_le_bytes(l);
+        let body = &bytes[HEADER..];
+        if len > MAX_PAYLOAD || len != body.len() as u64 {
+            return Err(invalid(
+                path,
+                format!(
+                    "payload of {} bytes, the header says {len} (truncated or corrupt)",
+                    body.len()
+                ),
+            ));
+        }
+        if Sha256::digest(body).as_slice() != &bytes[20..52] {
+            return Err(invalid(path, "checksum mismatch (corrupt file)"));
+        }
+        let p: Payload =
+            postcard::from_bytes(body).map_err(|e| invalid(path, format!("payload: {e}")))?;
+        p.spec
+            .validate()
+            .map_err(|e| invalid(path, format!("spec: {e}")))?;
+        if p.layers.len() != p.spec.num_layers() {
+            return Err(invalid(path, "layer count does not match the architecture"));
+        }
+        let mut layers = Vec::with_capacity(p.layers.len());
+        for (i, l) in p.layers.into_iter().enumerate() {
+            let (m, n) = p.spec.layer_shape(i + 1);
+            if (l.rows as usize, l.cols as usize) != (m, n) || l.b.len() != m {
+                return Err(invalid(
+                    path,
+                    format!("layer {} has the wrong shape", i + 1),
+                ));
+            }
+            let w = Array2::from_shape_vec((m, n), l.w)
+                .map_err(|e| invalid(path, format!("layer {}: {e}", i + 1)))?;
+            layers.push(LayerParams {
+                w,
+                b: Array1::from(l.b),
+            });
+        }
+        let f = Self {
+            model: FixedModel {
+                spec: p.spec,
+                layers,
+            },
+            scales: p.scales,
+            mean: p.mean,
+            std: p.std,
+            class_names: p.class_names,
+            feature_names: p.feature_names,
+            dataset: p.dataset,
+            split_seed: p.split_seed,
+            test_fraction: p.test_fraction,
+        };
+        f.check(path)?;
+        Ok(f)
+    }
+
+    /// Standardizes raw features with the stored mean and std.
+    pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
+        let mean = Array1::from(self.mean.clone());
+        let std = Array1::from(self.std.clone());
+        (x - &mean) / &std
+    }
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, fsyncs, renames it over `path` and
+/// fsyncs the directory (best effort).
+///
+/// # Errors
+/// [`ModelFileError::Io`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ModelFileError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

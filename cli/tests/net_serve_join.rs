@@ -1,0 +1,313 @@
+//! `gelunet serve` and `gelunet join` as separate processes on loopback QUIC: the
+//! end-to-end run with 2048-bit keys, refused clients (bad token, unknown name, untrusted
+//! certificate), garbage and oversized frames, and a client killed mid-training.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod net_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gelunet_client::quic::{RefusalCode, Register, ToClient, ToServer, SHELL_VERSION};
+use gelunet_net::{Channel, NetError, TransportSettings};
+use net_support::{read_json, start_client, start_server, TempDir, TEST_KEYS};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn iris_share(k: usize, clients: usize) -> Vec<String> {
+    [
+        "--dataset",
+        "iris",
+        "--client-index",
+        &k.to_string(),
+        "--clients",
+        &clients.to_string(),
+        "--seed",
+        "7",
+        "--reproducible",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Three client processes and a server process train on Iris with real 2048-bit keys;
+/// the server's report shows every client took part and the model equals the plaintext
+/// fixed-point reference exactly.
+#[test]
+fn serve_and_three_joins_with_2048_bit_keys_are_exact() {
+    let state = TempDir::new("e2e");
+    let report = state.join("report.json");
+    let model = state.join("model.bin");
+    let (mut server, addr) = start_server(
+        &state,
+        &["alice:ta", "bob:tb", "carol:tc"],
+        &[
+            "--dataset",
+            "iris",
+            "--seed",
+            "7",
+            "--sessions",
+            "6",
+            "--report",
+            report.to_str().unwrap(),
+            "--model-out",
+            model.to_str().unwrap(),
+        ],
+    );
+    let mut clients: Vec<_> = [("alice", "ta"), ("bob", "tb"), ("carol", "tc")]
+        .iter()
+        .enumerate()
+        .map(|(k, (n, t))| {
+            let args = iris_share(k, 3);
+            start_client(&state, &addr, n, t, &strs(&args))
+        })
+        .collect();
+    server.expect_success(5 * MIN);
+    for c in &mut clients {
+        c.expect_success(MIN);
+    }
+    let r = read_json(&report);
+    assert_eq!(r["key_bits"], 2048);
+    assert_eq!(r["clients"], 3);
+    assert_eq!(r["sessions"], 6);
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0));
+    let acc = r["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+    assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"]);
+    for name in ["alice", "bob", "carol"] {
+        assert!(
+            r["sessions_per_client"][name].as_u64().unwrap() >= 1,
+            "{name} took no part: {r}"
+        );
+    }
+    assert!(r["bytes_sent"].as_u64().unwrap() > 0);
+    assert!(r["bytes_received"].as_u64().unwrap() > r["bytes_sent"].as_u64().unwrap());
+    assert!(model.exists());
+}
+
+/// A wrong token, an unknown name and an untrusted server certificate are refused with
+/// clear errors; the server keeps serving and trains with the legitimate client.
+#[test]
+fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
+    let state = TempDir::new("auth");
+    let report = state.join("report.json");
+    let (mut server, addr) = start_server(
+        &state,
+        &["alice:right-token"],
+        &[
+            &TEST_KEYS[..],
+            &["--inputs", "4", "--classes", "3", "--sessions", "2"],
+            &["--report", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let data = [&["--dataset", "iris"][..], &TEST_KEYS[..]].concat();
+
+    let mut bad = start_client(&state, &addr, "alice", "wrong-token", &data);
+    assert!(!bad.wait(MIN).success());
+    let err = bad.stderr();
+    assert!(
+        err.contains("refused") && err.contains("not authorized"),
+        "{err}"
+    );
+
+    let mut unknown = start_client(&state, &addr, "mallory", "right-token", &data);
+    assert!(!unknown.wait(MIN).success());
+    assert!(
+        unknown.stderr().contains("not authorized"),
+        "{}",
+        unknown.stderr()
+    );
+
+    // A certificate the client does not trust: another server's.
+    let other = TempDir::new("auth-other");
+    let id = gelunet_net::ServerIdentity::generate(&["localhost".into()]).unwrap();
+    id.save(other.path()).unwrap();
+    let mut cmd = net_support::gelunet();
+    cmd.args(["join", "--server", &addr, "--server-cert"])
+        .arg(other.join("cert.der"))
+        .args(["--name", "alice", "--token", "right-token"])
+        .args(&data);
+    let mut untrusting = net_support::Proc::spawn("join untrusted", cmd);
+    assert!(!untrusting.wait(MIN).success());
+    assert!(
+        untrusting.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusting.stderr()
+    );
+
+    let mut good = start_client(&state, &addr, "alice", "right-token", &data);
+    good.expect_success(2 * MIN);
+    server.expect_success(MIN);
+    let r = read_json(&report);
+    assert_eq!(r["sessions"], 2);
+    assert_eq!(r["sessions_per_client"]["alice"], 2);
+}
+
+async fn raw_channel(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+) -> (
+    gelunet_net::quinn::Endpoint,
+    gelunet_net::quinn::Connection,
+    Channel,
+) {
+    let settings = TransportSettings::default();
+    let ep = gelunet_net::client_endpoint(gelunet_net::client_bind_addr(addr)).unwrap();
+    let pinned = gelunet_net::load_certificate(cert).unwrap();
+    let conn = gelunet_net::connect(&ep, addr, "localhost", pinned, &settings)
+        .await
+        .unwrap();
+    let ch = Channel::open(&conn, settings.max_frame_len).await.unwrap();
+    (ep, conn, ch)
+}
+
+/// The server's answer to a bad connection: a typed refusal, or the connection closed.
+async fn expect_refused(ch: &mut Channel) {
+    match tokio::time::timeout(Duration::from_secs(20), ch.recv::<ToClient>()).await {
+        Ok(Ok(ToClient::Refused(r))) => assert!(
+            matches!(r.code, RefusalCode::Protocol | RefusalCode::Unauthenticated),
+            "{r:?}"
+        ),
+        Ok(Ok(other)) => panic!("expected a refusal, got {other:?}"),
+        Ok(Err(NetError::ConnectionLost(_) | NetError::Closed | NetError::StreamReset { .. })) => {}
+        Ok(Err(e)) => panic!("unexpected error {e}"),
+        Err(_) => panic!("the server neither refused nor closed"),
+    }
+}
+
+/// Garbage, oversized, truncated and out-of-order frames are refused; the server survives
+/// and trains with the real clients.
+#[test]
+fn server_survives_garbage_and_oversized_frames() {
+    let state = TempDir::new("garbage");
+    let report = state.join("report.json");
+    let (mut server, addr) = start_server(
+        &state,
+        &["a:ta", "b:tb"],
+        &[
+            &TEST_KEYS[..],
+            &["--dataset", "iris", "--sessions", "4"],
+            &["--report", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let sock: SocketAddr = addr.parse().unwrap();
+    let cert = state.join("cert.der");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // 1. A frame whose payload is not a message.
+        let (_ep, _c, mut ch) = raw_channel(sock, &cert).await;
+        let mut frame = 16u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0xff; 16]);
+        ch.send_stream().write_all(&frame).await.unwrap();
+        expect_refused(&mut ch).await;
+
+        // 2. An oversized frame announcement (4 GiB − 16).
+        let (_ep, _c, mut ch) = raw_channel(sock, &cert).await;
+        ch.send_stream()
+            .write_all(&0xffff_fff0u32.to_be_bytes())
+            .await
+            .unwrap();
+        ch.send_stream().write_all(&[0u8; 1024]).await.unwrap();
+        expect_refused(&mut ch).await;
+
+        // 3. A truncated frame: 100 bytes announced, 10 sent, stream finished.
+        let (_ep, _c, mut ch) = raw_channel(sock, &cert).await;
+        let mut frame = 100u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[1u8; 10]);
+        ch.send_stream().write_all(&frame).await.unwrap();
+        ch.send_stream().finish().unwrap();
+        expect_refused(&mut ch).await;
+
+        // 4. Registered, then garbage instead of the protocol hello.
+        let (_ep, _c, mut ch) = raw_channel(sock, &cert).await;
+        ch.send(&ToServer::Register(Register {
+            version: SHELL_VERSION,
+            name: "a".into(),
+            token: "ta".into(),
+            samples: 40,
+            reference: None,
+        }))
+        .await
+        .unwrap();
+        let welcome: ToClient = ch.recv().await.unwrap();
+        assert!(matches!(welcome, ToClient::Welcome(_)), "{welcome:?}");
+        let mut frame = 3u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[9, 9, 9]);
+        ch.send_stream().write_all(&frame).await.unwrap();
+        expect_refused(&mut ch).await;
+    });
+    let data = [&["--dataset", "iris"][..], &TEST_KEYS[..]].concat();
+    let mut a = start_client(&state, &addr, "a", "ta", &data);
+    let mut b = start_client(&state, &addr, "b", "tb", &data);
+    a.expect_success(2 * MIN);
+    b.expect_success(2 * MIN);
+    server.expect_success(MIN);
+    let r = read_json(&report);
+    assert_eq!(r["sessions"], 4);
+    assert_eq!(r["clients"], 2);
+}
+
+/// A client process killed during training costs the model nothing: its session is
+/// abandoned (rolled back), training completes with the others, and the model still
+/// equals the plaintext reference replaying the completed sessions.
+#[test]
+fn client_killed_mid_training_leaves_the_model_exact() {
+    let state = TempDir::new("kill");
+    let report = state.join("report.json");
+    let (mut server, addr) = start_server(
+        &state,
+        &["c0:t0", "c1:t1", "c2:t2"],
+        &[
+            &TEST_KEYS[..],
+            &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--sessions", "12", "--idle-timeout", "3"],
+            &["--report", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let mut clients: Vec<_> = (0..3)
+        .map(|k| {
+            let args = [
+                iris_share(k, 3),
+                TEST_KEYS.iter().map(|s| s.to_string()).collect(),
+                vec![
+                    "--idle-timeout".into(),
+                    "3".into(),
+                    "--reconnect".into(),
+                    "0".into(),
+                ],
+            ]
+            .concat();
+            start_client(
+                &state,
+                &addr,
+                &format!("c{k}"),
+                &format!("t{k}"),
+                &strs(&args),
+            )
+        })
+        .collect();
+    // Kill c1 as soon as its first session starts.
+    server.wait_line(2 * MIN, |l| {
+        l.contains("session started") && l.contains("client=c1")
+    });
+    clients[1].kill();
+    server.expect_success(3 * MIN);
+    clients[0].expect_success(MIN);
+    clients[2].expect_success(MIN);
+    let r = read_json(&report);
+    assert_eq!(r["sessions"], 12);
+    assert!(r["sessions_abandoned"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["sessions_per_client"]["c1"], 0, "{r}");
+    assert!(r["sessions_per_client"]["c0"].as_u64().unwrap() >= 1);
+    assert!(r["sessions_per_client"]["c2"].as_u64().unwrap() >= 1);
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
+    assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"]);
+}

@@ -1,0 +1,244 @@
+//! Helpers for the process-spawning tests of `gelunet train/serve/join/infer`: children
+//! killed on drop, bounded waits, temporary directories, the shared datasets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The shared datasets (`/work/shared/datasets`, i.e. `../shared/datasets` from the repo).
+pub const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets");
+
+/// Flags for fast, insecure test keys.
+pub const TEST_KEYS: [&str; 3] = ["--key-bits", "512", "--insecure-test-keys"];
+
+/// A `gelunet` command with the shared data directory.
+pub fn gelunet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gelunet"));
+    c.env("GELUNET_DATA_DIR", DATA_DIR);
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory.
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("gelunet-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, killed on drop, with its output collected.
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+    status: Option<ExitStatus>,
+}
+
+fn pump<R: Read + Send + 'static>(r: R, buf: Arc<Mutex<String>>, tx: Option<mpsc::Sender<String>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &tx {
+                let _ = tx.send(line.clone());
+            }
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+}
+
+impl Proc {
+    /// Spawns `cmd` with piped output; stderr lines are also available through
+    /// [`Proc::wait_line`].
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        pump(child.stdout.take().unwrap(), Arc::clone(&stdout), None);
+        pump(child.stderr.take().unwrap(), Arc::clone(&stderr), Some(tx));
+        Self {
+            name: name.into(),
+            child,
+            stdout,
+            stderr,
+            lines,
+            status: None,
+        }
+    }
+
+    /// Collected stdout.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Collected stderr.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for exit within `limit`; panics (and kills via drop) on timeout.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the output threads catch up.
+                thread::sleep(Duration::from_millis(100));
+                self.status = Some(s);
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for success within `limit`; panics with the output otherwise.
+    pub fn expect_success(&mut self, limit: Duration) {
+        let s = self.wait(limit);
+        assert!(
+            s.success(),
+            "{} failed ({s})\nstdout:\n{}\nstderr:\n{}",
+            self.name,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// Waits until a stderr line satisfies `pred` (panics after `limit`).
+    pub fn wait_line(&mut self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => panic!(
+                    "{}: no matching line within {limit:?}\nstderr:\n{}",
+                    self.name,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        if let Ok(s) = self.child.wait() {
+            self.status = Some(s);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits for a file to appear and returns its contents.
+pub fn wait_for_file(path: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads a JSON report.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Starts `gelunet serve` for `clients` (`NAME:TOKEN`) in `state`, listening on a free
+/// loopback port; returns the process and the address.
+pub fn start_server(state: &TempDir, clients: &[&str], extra: &[&str]) -> (Proc, String) {
+    let mut cmd = gelunet();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path());
+    for c in clients {
+        cmd.args(["--client", c]);
+    }
+    cmd.args(extra);
+    cmd.env("RUST_LOG", "gelunet_server=info");
+    let p = Proc::spawn("serve", cmd);
+    let addr = wait_for_file(&state.join("listen.addr"), Duration::from_secs(120));
+    (p, addr.trim().to_string())
+}
+
+/// Starts `gelunet join` against `addr` with the certificate of `state`.
+pub fn start_client(state: &TempDir, addr: &str, name: &str, token: &str, extra: &[&str]) -> Proc {
+    let mut cmd = gelunet();
+    cmd.args(["join", "--server", addr, "--server-cert"])
+        .arg(state.join("cert.der"))
+        .args(["--name", name, "--token", token]);
+    cmd.args(extra);
+    Proc::spawn(&format!("join {name}"), cmd)
+}

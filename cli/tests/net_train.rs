@@ -1,0 +1,289 @@
+//! `gelunet train` (server and clients in one process over loopback QUIC) and
+//! `gelunet infer`, run as a user would: the report's fields, exactness against the
+//! plaintext reference, model files, and clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod net_support;
+
+use std::time::Duration;
+
+use net_support::{gelunet, read_json, Proc, TempDir, TEST_KEYS};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn run(name: &str, args: &[&str]) -> Proc {
+    let mut cmd = gelunet();
+    cmd.args(args);
+    Proc::spawn(name, cmd)
+}
+
+/// One epoch on Iris with uneven client shares: every report field is present and the
+/// encrypted model equals the plaintext fixed-point reference exactly.
+#[test]
+fn train_in_process_reports_an_exact_run() {
+    let dir = TempDir::new("train");
+    let report = dir.join("report.json");
+    let model = dir.join("model.bin");
+    let mut p = run(
+        "train",
+        &[
+            &["train", "--dataset", "iris", "--clients", "3"][..],
+            &["--client-shares", "0.5,0.3,0.2", "--quiet"],
+            &TEST_KEYS[..],
+            &["--report", report.to_str().unwrap()],
+            &["--model-out", model.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    p.expect_success(3 * MIN);
+    let r = read_json(&report);
+    assert_eq!(r["dataset"], "iris");
+    assert_eq!(r["clients"], 3);
+    assert_eq!(r["key_bits"], 512);
+    assert_eq!(r["mask"], "statistical");
+    assert_eq!(r["epochs"], 1);
+    assert_eq!(r["batch_size"], 1);
+    assert_eq!(r["hidden"], serde_json::json!([12]));
+    assert_eq!(r["activation"], "sigmoid");
+    assert_eq!(r["seed"], 1);
+    let backend = r["backend"].as_str().unwrap();
+    assert!(backend == "gmp" || backend == "num-bigint", "{backend}");
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
+    assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"]);
+    let acc = r["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.6, "test accuracy {acc} after one epoch on Iris");
+    assert!(r["epochs_completed"].as_f64().unwrap() >= 1.0);
+    assert_eq!(r["train_samples"], 120);
+    assert_eq!(r["test_samples"], 30);
+    assert!(r["samples_processed"].as_u64().unwrap() >= 120);
+    for k in ["wall_seconds", "seconds_per_epoch", "training_seconds"] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    let sent = r["bytes_sent"].as_u64().unwrap();
+    let received = r["bytes_received"].as_u64().unwrap();
+    assert!(sent > 0 && received > 0);
+    let sessions = r["sessions"].as_u64().unwrap();
+    let per: Vec<u64> = (0..3)
+        .map(|k| {
+            r["sessions_per_client"][format!("client-{k}")]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(per.iter().all(|&s| s > 0), "{per:?}");
+    assert_eq!(per.iter().sum::<u64>(), sessions);
+    assert_eq!(r["sessions_abandoned"], 0);
+    // The parties' counters agree: what the clients sent is what the server received.
+    let parties = r["parties"].as_array().unwrap();
+    let clients_sent: u64 = parties[1..]
+        .iter()
+        .map(|p| p["bytes_sent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(clients_sent, received);
+    assert!(model.exists());
+}
+
+/// Exact training does not depend on the mask: the statistical and the uniform mask give
+/// byte-identical model files for the same seed.
+#[test]
+fn statistical_and_uniform_masks_train_the_same_model() {
+    let dir = TempDir::new("masks");
+    let models: Vec<_> = ["statistical", "uniform"]
+        .iter()
+        .map(|mask| {
+            let model = dir.join(&format!("{mask}.bin"));
+            let mut p = run(
+                mask,
+                &[
+                    &["train", "--dataset", "iris", "--clients", "2", "--quiet"][..],
+                    &["--sessions", "6", "--mask", mask, "--seed", "3"],
+                    &TEST_KEYS[..],
+                    &["--model-out", model.to_str().unwrap()],
+                ]
+                .concat(),
+            );
+            p.expect_success(3 * MIN);
+            std::fs::read(&model).unwrap()
+        })
+        .collect();
+    assert_eq!(models[0], models[1]);
+}
+
+/// A missing data directory names the file and how to get it; non-zero exit.
+#[test]
+fn missing_data_directory_is_a_clear_error() {
+    let dir = TempDir::new("nodata");
+    let missing = dir.join("no-such-dir");
+    let mut p = run(
+        "train",
+        &[
+            &[
+                "train",
+                "--dataset",
+                "iris",
+                "--data-dir",
+                missing.to_str().unwrap(),
+            ][..],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    assert!(!p.wait(MIN).success());
+    let err = p.stderr();
+    assert!(err.contains("iris.data"), "{err}");
+    assert!(err.contains("fetch-datasets"), "{err}");
+}
+
+/// Bad option values are refused before any work.
+#[test]
+fn bad_options_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--key-bits", "1024"], "insecure-test-keys"),
+        (
+            &[
+                "--clients",
+                "0",
+                "--key-bits",
+                "512",
+                "--insecure-test-keys",
+            ],
+            "--clients",
+        ),
+        (
+            &[
+                "--client-shares",
+                "0.5,0.6,0.2",
+                "--key-bits",
+                "512",
+                "--insecure-test-keys",
+            ],
+            "shares",
+        ),
+        (
+            &["--lr=-1", "--key-bits", "512", "--insecure-test-keys"],
+            "--lr",
+        ),
+        (
+            &["--hidden", "0", "--key-bits", "512", "--insecure-test-keys"],
+            "--hidden",
+        ),
+        (&["--activation", "softsign"], "softsign"),
+        (&["--key-bits", "1001", "--insecure-test-keys"], "even"),
+    ];
+    for (extra, needle) in cases {
+        let mut p = run(
+            "train",
+            &[&["train", "--dataset", "iris"][..], extra].concat(),
+        );
+        assert!(!p.wait(MIN).success(), "{extra:?} was accepted");
+        let err = p.stderr();
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+}
+
+fn train_model(dir: &TempDir, extra: &[&str]) -> (std::path::PathBuf, serde_json::Value) {
+    let model = dir.join("model.bin");
+    let report = dir.join("train.json");
+    let mut p = run(
+        "train",
+        &[
+            &["train", "--dataset", "iris", "--clients", "2", "--quiet"][..],
+            &TEST_KEYS[..],
+            &["--model-out", model.to_str().unwrap()],
+            &["--report", report.to_str().unwrap()],
+            extra,
+        ]
+        .concat(),
+    );
+    p.expect_success(3 * MIN);
+    (model, read_json(&report))
+}
+
+/// Truncated, extended, corrupted, foreign and mismatched model files are refused by
+/// `infer` with a clear error.
+#[test]
+fn corrupt_model_files_are_refused_by_infer() {
+    let dir = TempDir::new("corrupt");
+    let (model, _) = train_model(&dir, &["--sessions", "2"]);
+    let good = std::fs::read(&model).unwrap();
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    let mut extended = good.clone();
+    extended.push(0);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", good[..good.len() - 7].to_vec(), "truncated"),
+        ("header", good[..20].to_vec(), "header"),
+        ("extended", extended, "truncated or corrupt"),
+        ("flipped", flipped, "checksum"),
+        ("magic", magic, "magic"),
+        ("empty", Vec::new(), "header"),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.join(&format!("{name}.bin"));
+        std::fs::write(&path, bytes).unwrap();
+        let mut p = run(
+            name,
+            &[
+                &["infer", "--model", path.to_str().unwrap(), "--dataset", "iris"][..],
+                &TEST_KEYS[..],
+            ]
+            .concat(),
+        );
+        assert!(!p.wait(MIN).success(), "{name} accepted");
+        let err = p.stderr();
+        assert!(
+            err.contains("not a valid gelunet model file") && err.contains(needle),
+            "{name}: {err}"
+        );
+    }
+    // A model for another dataset.
+    let mut p = run(
+        "mismatch",
+        &[
+            &["infer", "--model", model.to_str().unwrap(), "--dataset", "pima"][..],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    assert!(!p.wait(MIN).success());
+    assert!(p.stderr().contains("classes"), "{}", p.stderr());
+    // A missing file.
+    let mut p = run(
+        "missing",
+        &[
+            &["infer", "--model", dir.join("nope.bin").to_str().unwrap()][..],
+            &["--dataset", "iris"],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    assert!(!p.wait(MIN).success());
+    assert!(p.stderr().contains("nope.bin"), "{}", p.stderr());
+}
+
+/// Encrypted inference on the test split gives the accuracy the training report states.
+#[test]
+fn infer_on_the_test_split_matches_the_training_report() {
+    let dir = TempDir::new("infer");
+    let (model, train) = train_model(&dir, &["--seed", "5"]);
+    let report = dir.join("infer.json");
+    let mut p = run(
+        "infer",
+        &[
+            &["infer", "--model", model.to_str().unwrap()][..],
+            &["--dataset", "iris", "--split", "test", "--batch", "8"],
+            &TEST_KEYS[..],
+            &["--report", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    p.expect_success(2 * MIN);
+    let r = read_json(&report);
+    assert_eq!(r["samples"], 30);
+    assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
+    assert_eq!(r["accuracy"], r["plaintext_accuracy"]);
+    assert!(p.stdout().contains("predicted"), "{}", p.stdout());
+}

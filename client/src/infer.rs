@@ -1,0 +1,405 @@
+//! Encrypted inference with the trained model (paper Alg. 1 outside training): the
+//! client encrypts its inputs, the server applies the true weights
+//! (`[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i`, no masks), the client decrypts, applies the
+//! activation and sends the next layer; after the output layer it has the class
+//! probabilities (softmax) and the predictions (argmax of `z_L`, first maximum on ties,
+//! as [`gelunet_protocol::FixedModel::predict`]).
+//!
+//! ```text
+//! start(x)          → Infer { layer 1, [x]_c }
+//! handle(Inferred)  → Next(Infer { layer i+1, [f(z_i)]_c })   i < L
+//!                   → Done(predictions, probabilities)         i = L
+//! ```
+//!
+//! Batches use sample packing ([`gelunet_protocol::packing::inference_packing`]); a
+//! single sample asks for row packing, so the client decrypts one ciphertext per layer
+//! (about `⌈m·β/(|N| − 2)⌉` for a layer of width `m`). The arithmetic is the fixed-point
+//! arithmetic of the training ([`gelunet_protocol::math`]), so the predictions equal the
+//! plaintext model's on the same fixed-point inputs.
+//!
+//! The server learns nothing (it sees ciphertexts only); the client learns the
+//! pre-activations of every layer for its inputs (see the server's module docs for what
+//! that means for the model).
+
+use std::fmt;
+
+use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey, PublicKey, MIN_KEY_BITS};
+use gelunet_protocol::fixed::{Scales, ValueKind};
+use gelunet_protocol::mask::centered;
+use gelunet_protocol::math::{activate, argmax};
+use gelunet_protocol::messages::{
+    ClientHello, ClientMessage, InferRequest, InferResponse, Packing, PublicModulus, ServerHello,
+    ServerMessage, PROTOCOL_VERSION,
+};
+use gelunet_protocol::packing::{
+    group_sizes, inference_packing, pack_samples, row_packing, unpack_signed, unpack_unsigned,
+};
+use gelunet_protocol::{Activation, ModelSpec};
+use ndarray::{Array2, ArrayView2};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
+
+use crate::error::{ClientError, Result};
+
+/// Largest number of samples in one inference request (the server's limit).
+pub const MAX_INFER_SAMPLES: usize = 1 << 16;
+
+/// Settings of an [`InferenceClient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InferenceConfig {
+    /// Seed of the encryption randomness.
+    pub seed: u64,
+    /// Accept keys below 2048 bits (tests, examples).
+    pub allow_test_keys: bool,
+    /// Sample packing for batches (default on).
+    pub packing: bool,
+    /// Ask for row-packed answers when a group holds one sample (default on).
+    pub row_packing: bool,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            allow_test_keys: false,
+            packing: true,
+            row_packing: true,
+        }
+    }
+}
+
+/// What [`InferenceClient::handle`] gives back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InferStep {
+    /// Send this request for the next layer.
+    Next(ClientMessage),
+    /// Finished: the predicted classes and the softmax probabilities (`B × classes`).
+    Done(Vec<usize>, Array2<f64>),
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    request_id: u64,
+    layer: u32,
+    packing: Packing,
+    row_packing: bool,
+    /// The inputs of the pending layer, `B × n_{i−1}`, at `2^fa`.
+    inputs: Array2<i128>,
+}
+
+/// The client side of encrypted inference (see the module docs).
+pub struct InferenceClient {
+    config: InferenceConfig,
+    key: PrivateKey,
+    spec: ModelSpec,
+    scales: Scales,
+    server_key_id: gelunet_paillier::KeyId,
+    rng: ChaCha20Rng,
+    next_request: u64,
+    pending: Option<Pending>,
+}
+
+impl fmt::Debug for InferenceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InferenceClient")
+            .field("key", self.key.public_key())
+            .field("spec", &self.spec)
+            .field("pending", &self.pending.as_ref().map(|p| p.layer))
+            .finish_non_exhaustive()
+    }
+}
+
+impl InferenceClient {
+    /// An inference client with its key pair, for the server that sent `hello`.
+    ///
+    /// # Errors
+    /// [`ClientError::Version`], spec and scale errors, [`ClientError::InsecureKey`] for
+    /// keys below 2048 bits without `allow_test_keys`, [`ClientError::KeyTooSmall`] if the
+    /// client key cannot hold a pre-activation.
+    pub fn new(config: InferenceConfig, key: PrivateKey, hello: &ServerHello) -> Result<Self> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ClientError::Version {
+                expected: PROTOCOL_VERSION,
+                found: hello.version,
+            });
+        }
+        hello.spec.validate()?;
+        hello.scales.validate()?;
+        let allow = config.allow_test_keys;
+        let n = hello.server_key.n.clone();
+        let server_key = if allow {
+            PublicKey::from_n_insecure_for_tests(n)?
+        } else {
+            PublicKey::from_n(n)?
+        };
+        let bits = key.public_key().bits();
+        if bits < MIN_KEY_BITS && !allow {
+            return Err(ClientError::InsecureKey { bits });
+        }
+        let needed = u64::from(
+            hello
+                .scales
+                .max_bits(ValueKind::PreActivation)
+                .max(hello.scales.max_bits(ValueKind::Product)),
+        ) + 2;
+        if bits < needed {
+            return Err(ClientError::KeyTooSmall { bits, needed });
+        }
+        Ok(Self {
+            config,
+            key,
+            spec: hello.spec.clone(),
+            scales: hello.scales,
+            server_key_id: server_key.id(),
+            rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x696e_6665_7221_2121),
+            next_request: 1,
+            pending: None,
+        })
+    }
+
+    /// The hello to present to the server ([`PROTOCOL_VERSION`], the accepted server key,
+    /// `PK_c`).
+    pub fn hello(&self) -> ClientHello {
+        ClientHello {
+            version: PROTOCOL_VERSION,
+            server_key_id: self.server_key_id,
+            client_key: PublicModulus {
+                n: self.key.public_key().n().clone(),
+            },
+        }
+    }
+
+    /// `PK_c`.
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+
+    /// The architecture.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The fixed-point scales.
+    pub fn scales(&self) -> &Scales {
+        &self.scales
+    }
+
+    /// Whether a request is in flight.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Drops the request in flight, if any.
+    pub fn cancel(&mut self) {
+        self.pending = None;
+    }
+
+    /// Starts inference on `samples` (`B × n_0`, real values, quantized at `2^fa`):
+    /// the request for layer 1. Replaces a pending request.
+    ///
+    /// # Errors
+    /// [`ClientError::Data`] for a wrong width or no samples; range errors of the
+    /// quantization.
+    pub fn start(&mut self, samples: &Array2<f64>) -> Result<ClientMessage> {
+        let mut x = Array2::<i128>::zeros(samples.dim());
+        for (o, &v) in x.iter_mut().zip(samples.iter()) {
+            *o = self.scales.encode(ValueKind::Activation, v)?;
+        }
+        self.start_fixed(x.view())
+    }
+
+    /// As [`InferenceClient::start`] for inputs already at `2^fa` (range-checked).
+    ///
+    /// # Errors
+    /// As [`InferenceClient::start`].
+    pub fn start_fixed(&mut self, x: ArrayView2<'_, i128>) -> Result<ClientMessage> {
+        if x.ncols() != self.spec.inputs() || x.nrows() == 0 || x.nrows() > MAX_INFER_SAMPLES {
+            return Err(ClientError::Data {
+                reason: format!(
+                    "{} samples of {} features; the model takes 1..={MAX_INFER_SAMPLES} samples of {}",
+                    x.nrows(),
+                    x.ncols(),
+                    self.spec.inputs()
+                ),
+            });
+        }
+        for &v in x {
+            self.scales.check(ValueKind::Activation, v)?;
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.request(request_id, 1, x.to_owned())
+    }
+
+    fn request(
+        &mut self,
+        request_id: u64,
+        layer: u32,
+        inputs: Array2<i128>,
+    ) -> Result<ClientMessage> {
+        let samples = inputs.nrows();
+        let packing = inference_packing(
+            &self.spec,
+            &self.scales,
+            samples,
+            self.key.public_key().bits(),
+            self.config.packing,
+        );
+        let (plain, _) = pack_samples(inputs.view(), packing);
+        let mut rng = self.rng.clone();
+        let activations = self.key.encrypt_crt_batch(&plain, &mut rng)?;
+        let row_packing = self.config.row_packing && packing == Packing::NONE;
+        let msg = ClientMessage::Infer(InferRequest {
+            request_id,
+            layer,
+            samples: samples as u32,
+            packing,
+            row_packing,
+            activations,
+        });
+        self.rng = rng;
+        self.pending = Some(Pending {
+            request_id,
+            layer,
+            packing,
+            row_packing,
+            inputs,
+        });
+        Ok(msg)
+    }
+
+    /// Handles the server's answer: the request for the next layer, or the result.
+    /// On error the state is unchanged.
+    ///
+    /// # Errors
+    /// [`ClientError::NoRequest`], [`ClientError::WrongRequest`],
+    /// [`ClientError::WrongLayer`], [`ClientError::Packing`], [`ClientError::Shape`],
+    /// ciphertext errors, range errors; [`ClientError::OutOfTurn`] for a message other than
+    /// an inference answer.
+    pub fn handle(&mut self, msg: &ServerMessage) -> Result<InferStep> {
+        let ServerMessage::Inferred(r) = msg else {
+            return Err(ClientError::OutOfTurn {
+                expected: "InferResponse".into(),
+                found: msg.kind(),
+            });
+        };
+        let p = self.pending.as_ref().ok_or(ClientError::NoRequest)?;
+        let z = self.read_response(p, r)?;
+        let layer = p.layer as usize;
+        let request_id = p.request_id;
+        if layer < self.spec.num_layers() {
+            let act = self.spec.activation(layer).unwrap_or(Activation::Identity);
+            let a = activate(act, z.view(), &self.scales)?;
+            return self
+                .request(request_id, p.layer + 1, a)
+                .map(InferStep::Next);
+        }
+        let predictions: Vec<usize> = z.rows().into_iter().map(argmax).collect();
+        let mut probs = Array2::<f64>::zeros(z.dim());
+        for (s, row) in z.rows().into_iter().enumerate() {
+            let x: Vec<f64> = row
+                .iter()
+                .map(|&v| self.scales.decode(ValueKind::PreActivation, v))
+                .collect();
+            let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (j, ej) in e.iter().enumerate() {
+                probs[[s, j]] = ej / sum;
+            }
+        }
+        self.pending = None;
+        Ok(InferStep::Done(predictions, probs))
+    }
+
+    /// Checks and decrypts an answer: the `B × m` pre-activations at `2^(fa+fw)`.
+    fn read_response(&self, p: &Pending, r: &InferResponse) -> Result<Array2<i128>> {
+        if r.request_id != p.request_id {
+            return Err(ClientError::WrongRequest {
+                expected: p.request_id,
+                found: r.request_id,
+            });
+        }
+        if r.layer != p.layer {
+            return Err(ClientError::WrongLayer {
+                expected: p.layer,
+                found: r.layer,
+            });
+        }
+        let samples = p.inputs.nrows();
+        if r.samples as usize != samples {
+            return Err(ClientError::Shape {
+                what: "inference samples",
+                expected: samples,
+                found: r.samples as usize,
+            });
+        }
+        if r.packing != p.packing {
+            return Err(ClientError::Packing { found: r.packing });
+        }
+        let (width, fan_in) = self.spec.layer_shape(p.layer as usize);
+        let pk = self.key.public_key();
+        let expected_rows = if p.row_packing {
+            row_packing(&self.scales, fan_in, width, pk.bits())
+        } else {
+            Packing::NONE
+        };
+        if r.row_packing != expected_rows {
+            return Err(ClientError::Packing {
+                found: r.row_packing,
+            });
+        }
+        let groups = group_sizes(samples, p.packing.samples_per_ciphertext);
+        let per_group = if expected_rows == Packing::NONE {
+            width
+        } else {
+            group_sizes(width, expected_rows.samples_per_ciphertext).len()
+        };
+        let count = per_group * groups.len();
+        if r.pre_activations.len() != count {
+            return Err(ClientError::Shape {
+                what: "inference pre-activations",
+                expected: count,
+                found: r.pre_activations.len(),
+            });
+        }
+        let raw = self.decrypt_own(&r.pre_activations)?;
+        let n = pk.n();
+        let mut z = Array2::<i128>::zeros((samples, width));
+        let kind = ValueKind::PreActivation;
+        let mut start = 0;
+        for (g, &size) in groups.iter().enumerate() {
+            let block = &raw[g * per_group..(g + 1) * per_group];
+            if expected_rows == Packing::NONE {
+                for (j, v) in block.iter().enumerate() {
+                    let slots = unpack_signed(&centered(v, n), size, p.packing.slot_bits)?;
+                    for (s, x) in slots.iter().enumerate() {
+                        z[[start + s, j]] = self.scales.check_big(kind, x)?;
+                    }
+                }
+            } else {
+                let shift = BigInt::from(1u8) << (expected_rows.slot_bits - 1);
+                let rows = group_sizes(width, expected_rows.samples_per_ciphertext);
+                let mut j = 0;
+                for (v, &count) in block.iter().zip(&rows) {
+                    for slot in unpack_unsigned(v, count, expected_rows.slot_bits)? {
+                        z[[start, j]] = self
+                            .scales
+                            .check_big(kind, &(BigInt::from(slot) - &shift))?;
+                        j += 1;
+                    }
+                }
+            }
+            start += size;
+        }
+        Ok(z)
+    }
+
+    fn decrypt_own(&self, cs: &[Ciphertext]) -> Result<Vec<BigUint>> {
+        self.key.public_key().validate_all(cs)?;
+        cs.par_iter()
+            .map(|c| self.key.decrypt_raw(c).map_err(ClientError::from))
+            .collect()
+    }
+}

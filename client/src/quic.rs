@@ -1,0 +1,632 @@
+//! The client's QUIC shell: connects to a server whose certificate it pins, registers
+//! with a name and a token, exchanges public keys (`ServerHello` / `ClientHello`) and
+//! answers the server's messages with [`Client::handle`] until the server says training
+//! is over.
+//!
+//! # The shell's messages
+//!
+//! One bidirectional QUIC stream per connection carries [`ToServer`] and [`ToClient`]
+//! frames (postcard, length-prefixed by [`gelunet_net::Channel`]). The protocol messages
+//! of `gelunet_protocol::messages` travel inside them; the shell adds registration,
+//! refusal and the end-of-training summary:
+//!
+//! ```text
+//! client → server  Register { name, token, samples }
+//! server → client  Welcome(ServerHello)          or Refused { code, detail } and close
+//! client → server  Message(ClientHello)
+//! server → client  Registered { client, incarnation }   or Refused
+//! server → client  Message(SessionStart | ForwardResponse | …)     sessions, as scheduled
+//! client → server  Message(ForwardRequest | …)
+//! server → client  Finished(Summary)
+//! ```
+//!
+//! # CPU-heavy work
+//!
+//! The role's handlers (encryption, decryption) run in `tokio::task::spawn_blocking`, so
+//! the runtime keeps driving the connection (QUIC keep-alives) meanwhile.
+//!
+//! # Disconnects
+//!
+//! A lost connection abandons the active session on our side ([`Client::abandon_session`];
+//! the server rolls back as well) and, if [`ClientShellConfig::reconnect_attempts`]
+//! allows, the shell reconnects with the same name, token and key pair and is scheduled
+//! again. A refusal (bad credentials, certificate not trusted, version) is final.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gelunet_net::{CertificateDer, Channel, NetError, TransportSettings, Zeroizing};
+use gelunet_protocol::messages::{ClientMessage, ServerHello, ServerMessage};
+use ndarray::{Array2, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::infer::{InferStep, InferenceClient};
+use crate::role::Client;
+
+/// Version of the shell's framing ([`ToServer`], [`ToClient`]).
+pub const SHELL_VERSION: u16 = 1;
+
+/// A client's plaintext reproduction hint, sent only by clients whose data share and seed
+/// are derived from public parameters (reproducible experiments): which share of the
+/// public seeded split it holds and its role seed, so that the server can rebuild the
+/// plaintext fixed-point reference and check exactness. Real deployments leave it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceHint {
+    /// Index of the client's share in the seeded split.
+    pub share: u32,
+    /// The client's role seed ([`crate::ClientConfig::seed`]).
+    pub client_seed: u64,
+}
+
+/// Client → server: the first frame of a connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// [`SHELL_VERSION`].
+    pub version: u16,
+    /// The client's name, as configured on the server.
+    pub name: String,
+    /// The client's secret token (compared in constant time by the server).
+    pub token: String,
+    /// Number of training samples the client holds (for epoch accounting).
+    pub samples: u64,
+    /// Reproduction hint (reproducible experiments only).
+    pub reference: Option<ReferenceHint>,
+}
+
+impl fmt::Debug for Register {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Register")
+            .field("version", &self.version)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("samples", &self.samples)
+            .field("reference", &self.reference)
+            .finish()
+    }
+}
+
+/// Every frame a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToServer {
+    /// Registration (first frame).
+    Register(Register),
+    /// A protocol message.
+    Message(ClientMessage),
+}
+
+/// Why the server refused a client or closed its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// Another shell version.
+    Version,
+    /// Unknown client name or wrong token.
+    Unauthenticated,
+    /// A known client presenting another public key than at its first registration.
+    KeyMismatch,
+    /// Registration is closed (training has started) for a client never seen before.
+    RegistrationClosed,
+    /// The client's hello or key was refused by the server role.
+    Handshake,
+    /// A malformed, oversized or out-of-order frame.
+    Protocol,
+    /// The client took too long to answer.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// The server's refusal, sent before it closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The class of refusal.
+    pub code: RefusalCode,
+    /// Human-readable detail (no secrets).
+    pub detail: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.detail)
+    }
+}
+
+/// End-of-training summary sent to every connected client.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Sessions completed (Alg. 5 applied), all clients.
+    pub sessions: u64,
+    /// Sessions completed by the receiving client.
+    pub your_sessions: u64,
+    /// Sessions abandoned and rolled back, all clients.
+    pub abandoned: u64,
+    /// Training samples processed in completed sessions, all clients.
+    pub samples: u64,
+    /// Epochs completed (samples processed / samples held by the clients).
+    pub epochs: f64,
+    /// Why training stopped.
+    pub reason: String,
+}
+
+/// Every frame the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToClient {
+    /// Credentials accepted; the protocol handshake follows.
+    Welcome(ServerHello),
+    /// Public key accepted: the client takes part.
+    Registered {
+        /// The client's index in the server role.
+        client: u32,
+        /// How many times this client has registered before (0: first time).
+        incarnation: u32,
+    },
+    /// Refused; the server closes the connection.
+    Refused(Refusal),
+    /// A protocol message.
+    Message(ServerMessage),
+    /// Training is over.
+    Finished(Summary),
+}
+
+/// Everything that can stop the client's shell.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientShellError {
+    /// A transport error (connection, TLS, framing), after the reconnect attempts.
+    #[error("transport: {0}")]
+    Net(#[from] NetError),
+    /// The server refused us.
+    #[error("the server refused this client ({0})")]
+    Refused(Refusal),
+    /// The client role refused the server's handshake (version, keys, data).
+    #[error("handshake refused by this client: {0}")]
+    Handshake(#[source] ClientError),
+    /// The server broke the shell protocol.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(String),
+    /// The role's blocking task failed.
+    #[error("the client role's worker failed: {0}")]
+    Worker(String),
+    /// The server answered with an error report.
+    #[error("the server reported an error: {0}")]
+    Remote(String),
+    /// The inference client refused the server's answer or the input.
+    #[error("inference: {0}")]
+    Inference(#[source] ClientError),
+}
+
+impl ClientShellError {
+    /// Whether reconnecting may help (connection lost, timeouts, closed streams).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Net(
+                NetError::ConnectionLost(_)
+                    | NetError::Timeout { .. }
+                    | NetError::Closed
+                    | NetError::StreamReset { .. }
+                    | NetError::StreamStopped { .. }
+                    | NetError::Truncated { .. }
+                    | NetError::Connect { .. }
+            )
+        )
+    }
+}
+
+/// How to reach the server and who we are.
+#[derive(Clone)]
+pub struct ClientShellConfig {
+    /// The server's address.
+    pub server: SocketAddr,
+    /// A name the server certificate is valid for (e.g. `localhost`).
+    pub server_name: String,
+    /// The pinned server certificate (DER).
+    pub pinned_cert: CertificateDer<'static>,
+    /// QUIC settings.
+    pub transport: TransportSettings,
+    /// Our name, as configured on the server.
+    pub name: String,
+    /// Our token.
+    pub token: Zeroizing<String>,
+    /// Training samples we hold.
+    pub samples: u64,
+    /// Reproduction hint (reproducible experiments only).
+    pub reference: Option<ReferenceHint>,
+    /// How long to keep retrying the first connection (the server may still be starting).
+    pub connect_timeout: Duration,
+    /// Reconnections allowed after a lost connection.
+    pub reconnect_attempts: u32,
+    /// Pause before a reconnection.
+    pub reconnect_delay: Duration,
+}
+
+impl fmt::Debug for ClientShellConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientShellConfig")
+            .field("server", &self.server)
+            .field("server_name", &self.server_name)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("samples", &self.samples)
+            .field("reconnect_attempts", &self.reconnect_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a client's run amounted to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientRunStats {
+    /// The server's summary.
+    pub summary: Summary,
+    /// Bytes we sent (frames with prefixes), all connections.
+    pub bytes_sent: u64,
+    /// Bytes we received, all connections.
+    pub bytes_received: u64,
+    /// Sessions we completed (`SessionEnd` received).
+    pub sessions: u64,
+    /// Sessions abandoned on our side (disconnect, abort).
+    pub abandoned: u64,
+    /// Reconnections made.
+    pub reconnects: u32,
+    /// Time spent in the role's handlers.
+    pub compute: Duration,
+}
+
+/// Runs `f` on the client role in a blocking task and gives the role back.
+async fn blocking<R, T, F>(client: &mut Option<R>, f: F) -> Result<T, ClientShellError>
+where
+    R: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut R) -> T + Send + 'static,
+{
+    let mut role = client
+        .take()
+        .ok_or_else(|| ClientShellError::Worker("client role lost".into()))?;
+    let (role, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut role);
+        (role, out)
+    })
+    .await
+    .map_err(|e| ClientShellError::Worker(e.to_string()))?;
+    *client = Some(role);
+    Ok(out)
+}
+
+/// Connects, retrying refused/unreachable attempts until `deadline`.
+async fn connect_until(
+    endpoint: &gelunet_net::quinn::Endpoint,
+    config: &ClientShellConfig,
+    deadline: Instant,
+) -> Result<gelunet_net::quinn::Connection, ClientShellError> {
+    loop {
+        match gelunet_net::connect(
+            endpoint,
+            config.server,
+            &config.server_name,
+            config.pinned_cert.clone(),
+            &config.transport,
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e @ (NetError::CertificateRejected { .. } | NetError::HandshakeFailed { .. })) => {
+                return Err(e.into())
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "connection attempt failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One connection's conversation. Returns the summary when the server finishes.
+async fn converse(
+    client: &mut Option<Client>,
+    channel: &mut Channel,
+    config: &ClientShellConfig,
+    stats: &mut ClientRunStats,
+) -> Result<Summary, ClientShellError> {
+    channel
+        .send(&ToServer::Register(Register {
+            version: SHELL_VERSION,
+            name: config.name.clone(),
+            token: config.token.to_string(),
+            samples: config.samples,
+            reference: config.reference,
+        }))
+        .await?;
+    let hello = match channel.recv::<ToClient>().await? {
+        ToClient::Welcome(h) => h,
+        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+        other => {
+            return Err(ClientShellError::Protocol(format!(
+                "expected Welcome, got {}",
+                frame_kind(&other)
+            )))
+        }
+    };
+    let reply = blocking(client, move |c| {
+        c.abandon_session();
+        c.handle_hello(&hello)
+    })
+    .await?
+    .map_err(ClientShellError::Handshake)?;
+    channel.send(&ToServer::Message(reply)).await?;
+    match channel.recv::<ToClient>().await? {
+        ToClient::Registered {
+            client: id,
+            incarnation,
+        } => {
+            tracing::info!(name = %config.name, id, incarnation, "registered");
+        }
+        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+        other => {
+            return Err(ClientShellError::Protocol(format!(
+                "expected Registered, got {}",
+                frame_kind(&other)
+            )))
+        }
+    }
+    loop {
+        let msg = match channel.recv::<ToClient>().await? {
+            ToClient::Message(m) => m,
+            ToClient::Finished(s) => return Ok(s),
+            ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+            other => {
+                return Err(ClientShellError::Protocol(format!(
+                    "unexpected {} during training",
+                    frame_kind(&other)
+                )))
+            }
+        };
+        let t = Instant::now();
+        let kind = msg.kind();
+        let ends = matches!(msg, ServerMessage::SessionEnd(_));
+        let aborts = matches!(msg, ServerMessage::Abort(_));
+        let answer = blocking(client, move |c| {
+            let had_session = c.active_session();
+            let r = c.handle(&msg);
+            match r {
+                Ok(a) => Ok((a, had_session, c.active_session())),
+                Err(e) => Err((e.report(had_session), e)),
+            }
+        })
+        .await?;
+        stats.compute += t.elapsed();
+        match answer {
+            Ok((reply, before, after)) => {
+                if ends {
+                    stats.sessions += 1;
+                } else if aborts && before.is_some() && after.is_none() {
+                    stats.abandoned += 1;
+                }
+                if let Some(reply) = reply {
+                    channel.send(&ToServer::Message(reply)).await?;
+                }
+            }
+            Err((report, e)) => {
+                tracing::warn!(error = %e, message = kind, "refused a server message");
+                channel
+                    .send(&ToServer::Message(ClientMessage::Error(report)))
+                    .await?;
+            }
+        }
+    }
+}
+
+fn frame_kind(f: &ToClient) -> &'static str {
+    match f {
+        ToClient::Welcome(_) => "Welcome",
+        ToClient::Registered { .. } => "Registered",
+        ToClient::Refused(_) => "Refused",
+        ToClient::Message(m) => m.kind(),
+        ToClient::Finished(_) => "Finished",
+    }
+}
+
+/// Runs the client until the server finishes training (see the module docs). Returns the
+/// role (for inspection) and the run's figures.
+///
+/// # Errors
+/// [`ClientShellError::Refused`] (bad credentials, registration closed, key mismatch),
+/// [`ClientShellError::Net`] (`CertificateRejected` for a server whose certificate is not
+/// the pinned one; connection errors once the reconnect attempts are used up),
+/// [`ClientShellError::Handshake`], [`ClientShellError::Protocol`].
+pub async fn run_client(
+    client: Client,
+    config: &ClientShellConfig,
+) -> Result<(Client, ClientRunStats), ClientShellError> {
+    let endpoint = gelunet_net::client_endpoint(gelunet_net::client_bind_addr(config.server))?;
+    let mut role = Some(client);
+    let mut stats = ClientRunStats::default();
+    let mut attempts_left = config.reconnect_attempts;
+    let mut deadline = Instant::now() + config.connect_timeout;
+    let result = loop {
+        let attempt = async {
+            let conn = connect_until(&endpoint, config, deadline).await?;
+            let mut channel = Channel::open(&conn, config.transport.max_frame_len).await?;
+            let r = converse(&mut role, &mut channel, config, &mut stats).await;
+            stats.bytes_sent += channel.bytes_sent();
+            stats.bytes_received += channel.bytes_received();
+            if r.is_ok() {
+                // Best effort: let the server see our last bytes before closing.
+                let _ = tokio::time::timeout(Duration::from_secs(2), channel.finish()).await;
+            }
+            conn.close(0u32.into(), b"bye");
+            r
+        };
+        match attempt.await {
+            Ok(summary) => break Ok(summary),
+            Err(e) if e.is_transient() && attempts_left > 0 => {
+                attempts_left -= 1;
+                stats.reconnects += 1;
+                if let Some(c) = role.as_mut() {
+                    if c.abandon_session().is_some() {
+                        stats.abandoned += 1;
+                    }
+                }
+                tracing::warn!(error = %e, attempts_left, "connection lost; reconnecting");
+                tokio::time::sleep(config.reconnect_delay).await;
+                deadline = Instant::now() + config.connect_timeout;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    endpoint.close(0u32.into(), b"bye");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let summary = result?;
+    stats.summary = summary;
+    let role = role.ok_or_else(|| ClientShellError::Worker("client role lost".into()))?;
+    Ok((role, stats))
+}
+
+/// What [`run_inference`] gives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferenceRun {
+    /// Predicted class per sample.
+    pub predictions: Vec<usize>,
+    /// Softmax probabilities, `samples × classes`.
+    pub probabilities: Array2<f64>,
+    /// Requests sent (one per layer and batch).
+    pub requests: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
+/// Encrypted inference over QUIC (paper Alg. 1 with the server's trained model): registers
+/// like a training client, builds the [`InferenceClient`] with `make_client` from the
+/// server's hello, and sends `samples` (real values, `samples × inputs`) in batches of
+/// `batch` rows; the server computes every layer's pre-activations on ciphertexts, the
+/// client applies the activations. `config.samples` and `config.reference` are ignored.
+///
+/// # Errors
+/// As [`run_client`]; [`ClientShellError::Remote`] when the server refuses a request,
+/// [`ClientShellError::Inference`] for inputs or answers the client refuses.
+pub async fn run_inference<F>(
+    make_client: F,
+    samples: Array2<f64>,
+    batch: usize,
+    config: &ClientShellConfig,
+) -> Result<InferenceRun, ClientShellError>
+where
+    F: FnOnce(&ServerHello) -> Result<InferenceClient, ClientError> + Send + 'static,
+{
+    let endpoint = gelunet_net::client_endpoint(gelunet_net::client_bind_addr(config.server))?;
+    let deadline = Instant::now() + config.connect_timeout;
+    let conn = connect_until(&endpoint, config, deadline).await?;
+    let mut channel = Channel::open(&conn, config.transport.max_frame_len).await?;
+    let result = infer_conversation(make_client, samples, batch, &mut channel, config).await;
+    conn.close(0u32.into(), b"bye");
+    endpoint.close(0u32.into(), b"bye");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let (predictions, probabilities, requests) = result?;
+    Ok(InferenceRun {
+        predictions,
+        probabilities,
+        requests,
+        bytes_sent: channel.bytes_sent(),
+        bytes_received: channel.bytes_received(),
+    })
+}
+
+async fn infer_conversation<F>(
+    make_client: F,
+    samples: Array2<f64>,
+    batch: usize,
+    channel: &mut Channel,
+    config: &ClientShellConfig,
+) -> Result<(Vec<usize>, Array2<f64>, u64), ClientShellError>
+where
+    F: FnOnce(&ServerHello) -> Result<InferenceClient, ClientError> + Send + 'static,
+{
+    channel
+        .send(&ToServer::Register(Register {
+            version: SHELL_VERSION,
+            name: config.name.clone(),
+            token: config.token.to_string(),
+            samples: 0,
+            reference: None,
+        }))
+        .await?;
+    let hello = match channel.recv::<ToClient>().await? {
+        ToClient::Welcome(h) => h,
+        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+        other => {
+            return Err(ClientShellError::Protocol(format!(
+                "expected Welcome, got {}",
+                frame_kind(&other)
+            )))
+        }
+    };
+    let ic = tokio::task::spawn_blocking(move || make_client(&hello))
+        .await
+        .map_err(|e| ClientShellError::Worker(e.to_string()))?
+        .map_err(ClientShellError::Handshake)?;
+    channel
+        .send(&ToServer::Message(ClientMessage::Hello(ic.hello())))
+        .await?;
+    match channel.recv::<ToClient>().await? {
+        ToClient::Registered { .. } => {}
+        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+        other => {
+            return Err(ClientShellError::Protocol(format!(
+                "expected Registered, got {}",
+                frame_kind(&other)
+            )))
+        }
+    }
+    let mut slot = Some(ic);
+    let mut predictions = Vec::with_capacity(samples.nrows());
+    let mut parts = Vec::new();
+    let mut requests = 0u64;
+    let batch = batch.max(1);
+    for chunk in samples.axis_chunks_iter(Axis(0), batch) {
+        let chunk = chunk.to_owned();
+        let mut msg = blocking(&mut slot, move |c| c.start(&chunk))
+            .await?
+            .map_err(ClientShellError::Inference)?;
+        loop {
+            channel.send(&ToServer::Message(msg)).await?;
+            requests += 1;
+            let answer = match channel.recv::<ToClient>().await? {
+                ToClient::Message(ServerMessage::Error(r)) => {
+                    return Err(ClientShellError::Remote(r.detail))
+                }
+                ToClient::Message(m) => m,
+                ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+                other => {
+                    return Err(ClientShellError::Protocol(format!(
+                        "unexpected {} during inference",
+                        frame_kind(&other)
+                    )))
+                }
+            };
+            match blocking(&mut slot, move |c| c.handle(&answer))
+                .await?
+                .map_err(ClientShellError::Inference)?
+            {
+                InferStep::Next(m) => msg = m,
+                InferStep::Done(p, probs) => {
+                    predictions.extend(p);
+                    parts.push(probs);
+                    break;
+                }
+            }
+        }
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let probabilities = if views.is_empty() {
+        Array2::zeros((0, 0))
+    } else {
+        ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| ClientShellError::Protocol(format!("probabilities: {e}")))?
+    };
+    // Tell the server we are done.
+    let _ = tokio::time::timeout(Duration::from_secs(2), channel.finish()).await;
+    Ok((predictions, probabilities, requests))
+}

@@ -1,0 +1,242 @@
+//! Single-sample encrypted-inference latency (paper Alg. 1 with the trained model) for
+//! Dense(12) `[4, 12, 3]` and Dense(300) `[784, 300, 10]` with random (Xavier) weights,
+//! on one thread and on rayon's whole pool, with and without row packing; plus the
+//! throughput of a sample-packed batch.
+//!
+//! ```text
+//! cargo run --release -p gelunet-server --example inference_latency -- \
+//!     [--key-bits 2048] [--runs 5] [--batch 16] [--models 12,300]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
+use gelunet_paillier::{PrivateKey, PublicKey};
+use gelunet_protocol::messages::ClientMessage;
+use gelunet_protocol::{Activation, ModelSpec};
+use gelunet_server::{InsecureOptions, Server, ServerConfig};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+struct Args {
+    key_bits: u64,
+    runs: usize,
+    batch: usize,
+    models: Vec<usize>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        key_bits: 2048,
+        runs: 5,
+        batch: 16,
+        models: vec![12, 300],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--key-bits" => a.key_bits = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--runs" => a.runs = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--batch" => a.batch = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--models" => {
+                a.models = val()?
+                    .split(',')
+                    .map(|m| m.parse().map_err(|e| format!("{e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    if bits >= 2048 {
+        PrivateKey::generate(bits, &mut rng)
+    } else {
+        PrivateKey::generate_insecure_for_tests(bits, &mut rng)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Timing {
+    total: Duration,
+    server: Duration,
+    client: Duration,
+    decryptions: usize,
+}
+
+/// One inference, timing the server's and the client's handlers.
+fn run_once(
+    server: &Server,
+    key: &PublicKey,
+    client: &mut InferenceClient,
+    x: &Array2<f64>,
+) -> Result<(Timing, Vec<usize>), Box<dyn std::error::Error + Send + Sync>> {
+    let t0 = Instant::now();
+    let mut t = Timing::default();
+    let tc = Instant::now();
+    let mut msg = client.start(x)?;
+    t.client += tc.elapsed();
+    loop {
+        let ClientMessage::Infer(req) = &msg else {
+            return Err("unexpected message".into());
+        };
+        let ts = Instant::now();
+        let resp = server.infer(key, req)?;
+        t.server += ts.elapsed();
+        t.decryptions += resp.pre_activations.len();
+        let tc = Instant::now();
+        let step = client.handle(&gelunet_protocol::messages::ServerMessage::Inferred(resp))?;
+        t.client += tc.elapsed();
+        match step {
+            InferStep::Next(m) => msg = m,
+            InferStep::Done(p, _) => {
+                t.total = t0.elapsed();
+                return Ok((t, p));
+            }
+        }
+    }
+}
+
+/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
+/// resolution); `None` where unavailable. On a shared machine the single-thread CPU time
+/// per inference is the latency the machine would give unloaded.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn median(mut v: Vec<Timing>) -> Timing {
+    v.sort_by_key(|t| t.total);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = parse()?;
+    let t = Instant::now();
+    let server_key = keygen(args.key_bits, 1)?;
+    let client_key = keygen(args.key_bits, 2)?;
+    println!(
+        "{}-bit keys generated in {:.1?}; rayon pool: {} threads; {} runs per point (median)",
+        args.key_bits,
+        t.elapsed(),
+        rayon::current_num_threads(),
+        args.runs
+    );
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    println!(
+        "{:<12} {:>7} {:>9} {:>10} {:>10} {:>10} {:>6} {:>12}",
+        "model", "threads", "row pack", "latency", "server", "client", "cts↓", "CPU/inference"
+    );
+    for &hidden in &args.models {
+        let widths = if hidden == 300 {
+            vec![784, 300, 10]
+        } else {
+            vec![4, hidden, 3]
+        };
+        let spec = ModelSpec::new(widths.clone(), Activation::Sigmoid);
+        let mut cfg = ServerConfig::new(spec, 0.1, 1);
+        cfg.insecure = InsecureOptions {
+            allow_test_keys: args.key_bits < 2048,
+            allow_unmasked_gradients: false,
+        };
+        let server = Server::new(cfg, server_key.clone())?;
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let x = Array2::from_shape_fn((1, widths[0]), |_| rng.gen_range(-1.0..1.0));
+        let label = format!("Dense({hidden})");
+        for row_packing in [true, false] {
+            let mut client = InferenceClient::new(
+                InferenceConfig {
+                    seed: 3,
+                    allow_test_keys: args.key_bits < 2048,
+                    packing: true,
+                    row_packing,
+                },
+                client_key.clone(),
+                &server.hello(),
+            )?;
+            let key = server.inference_key(&client.hello())?;
+            let expected = server.model().predict(
+                &server.config().scales,
+                x.mapv(|v| {
+                    server
+                        .config()
+                        .scales
+                        .encode(gelunet_protocol::ValueKind::Activation, v)
+                        .unwrap_or(0)
+                })
+                .view(),
+            )?;
+            // Warm-up: builds the client's CRT encryption tables.
+            run_once(&server, &key, &mut client, &x)?;
+            for threads in [1usize, 0] {
+                let mut runs = Vec::new();
+                let cpu0 = cpu_time();
+                for _ in 0..args.runs {
+                    let (t, p) = if threads == 1 {
+                        one.install(|| run_once(&server, &key, &mut client, &x))
+                            .map_err(|e| e.to_string())?
+                    } else {
+                        run_once(&server, &key, &mut client, &x)?
+                    };
+                    if p != expected {
+                        return Err("prediction differs from the plaintext model".into());
+                    }
+                    runs.push(t);
+                }
+                let cpu = match (cpu0, cpu_time()) {
+                    (Some(a), Some(b)) => format!("{:.1?}", (b - a) / args.runs as u32),
+                    _ => "n/a".into(),
+                };
+                let m = median(runs);
+                println!(
+                    "{:<12} {:>7} {:>9} {:>10.1?} {:>10.1?} {:>10.1?} {:>6} {:>12}",
+                    label,
+                    if threads == 1 {
+                        "1".to_string()
+                    } else {
+                        rayon::current_num_threads().to_string()
+                    },
+                    if row_packing { "on" } else { "off" },
+                    m.total,
+                    m.server,
+                    m.client,
+                    m.decryptions,
+                    cpu
+                );
+            }
+        }
+        if args.batch > 1 {
+            let mut client = InferenceClient::new(
+                InferenceConfig {
+                    seed: 4,
+                    allow_test_keys: args.key_bits < 2048,
+                    ..InferenceConfig::default()
+                },
+                client_key.clone(),
+                &server.hello(),
+            )?;
+            let key = server.inference_key(&client.hello())?;
+            let xb = Array2::from_shape_fn((args.batch, widths[0]), |_| rng.gen_range(-1.0..1.0));
+            run_once(&server, &key, &mut client, &x)?;
+            let (t, _) = run_once(&server, &key, &mut client, &xb)?;
+            println!(
+                "{label:<12} batch of {} (sample-packed, all threads): {:.1?} ({:.1?} per sample; server {:.1?}, client {:.1?}, {} ciphertexts down)",
+                args.batch,
+                t.total,
+                t.total / args.batch as u32,
+                t.server,
+                t.client,
+                t.decryptions
+            );
+        }
+    }
+    Ok(())
+}
