@@ -167,7 +167,11 @@ pub struct JoinArgs {
     name: String,
     /// This client's token (visible to other local users in the process list; prefer
     /// --token-file).
-    #[arg(long, required_unless_present = "token_file", conflicts_with = "token_file")]
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
     /// A file holding this client's token (first line).
     #[arg(long)]
@@ -772,12 +776,34 @@ fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("--server {s}: no address"))
 }
 
+/// Parses [`PrivateKey::to_secret_bytes`] output; test keys (below 2048 bits) only with
+/// `allow_test_keys`.
+fn parse_key(bytes: &[u8], allow_test_keys: bool) -> Result<PrivateKey, String> {
+    if !allow_test_keys {
+        return PrivateKey::from_secret_bytes(bytes).map_err(|e| e.to_string());
+    }
+    let take = |b: &[u8]| -> Result<(gelunet_paillier::BigUint, usize), String> {
+        let len = b
+            .get(..4)
+            .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .ok_or("truncated key file")?;
+        let v = b.get(4..4 + len).ok_or("truncated key file")?;
+        Ok((gelunet_paillier::BigUint::from_bytes_be(v), 4 + len))
+    };
+    let (p, used) = take(bytes)?;
+    let (q, used_q) = take(&bytes[used..])?;
+    if used + used_q != bytes.len() {
+        return Err("trailing bytes after the private key".into());
+    }
+    PrivateKey::from_primes_insecure_for_tests(p, q).map_err(|e| e.to_string())
+}
+
 fn load_or_create_key(path: &Path, keys: &KeyArgs) -> Result<PrivateKey, String> {
     if path.exists() {
         let bytes = Zeroizing::new(
             std::fs::read(path).map_err(|e| format!("--key-file `{}`: {e}", path.display()))?,
         );
-        return PrivateKey::from_secret_bytes(&bytes)
+        return parse_key(&bytes, keys.test_keys())
             .map_err(|e| format!("--key-file `{}`: {e}", path.display()));
     }
     let key = keys

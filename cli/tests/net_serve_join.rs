@@ -52,7 +52,7 @@ fn serve_and_three_joins_with_2048_bit_keys_are_exact() {
             "--seed",
             "7",
             "--sessions",
-            "6",
+            "9",
             "--report",
             report.to_str().unwrap(),
             "--model-out",
@@ -74,7 +74,7 @@ fn serve_and_three_joins_with_2048_bit_keys_are_exact() {
     let r = read_json(&report);
     assert_eq!(r["key_bits"], 2048);
     assert_eq!(r["clients"], 3);
-    assert_eq!(r["sessions"], 6);
+    assert_eq!(r["sessions"], 9);
     assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0));
     let acc = r["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc), "{acc}");
@@ -310,4 +310,58 @@ fn client_killed_mid_training_leaves_the_model_exact() {
     assert!(r["sessions_per_client"]["c2"].as_u64().unwrap() >= 1);
     assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
     assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"]);
+}
+
+/// A killed client restarted with the same key file rejoins (a new incarnation that
+/// re-seeds its sampler) and is scheduled again; the model stays exact.
+#[test]
+fn killed_client_rejoins_with_its_key_file() {
+    let state = TempDir::new("rejoin");
+    let report = state.join("report.json");
+    let key = state.join("c1.key");
+    let (mut server, addr) = start_server(
+        &state,
+        &["c0:t0", "c1:t1"],
+        &[
+            &TEST_KEYS[..],
+            &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--sessions", "12", "--idle-timeout", "3"],
+            &["--report", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let args = |k: usize| {
+        [
+            iris_share(k, 2),
+            TEST_KEYS.iter().map(|s| s.to_string()).collect(),
+            vec!["--idle-timeout".into(), "3".into()],
+            if k == 1 {
+                vec!["--key-file".into(), key.to_str().unwrap().to_string()]
+            } else {
+                vec![]
+            },
+        ]
+        .concat()
+    };
+    let mut c0 = start_client(&state, &addr, "c0", "t0", &strs(&args(0)));
+    let mut c1 = start_client(&state, &addr, "c1", "t1", &strs(&args(1)));
+    server.wait_line(2 * MIN, |l| {
+        l.contains("session started") && l.contains("client=c1")
+    });
+    c1.kill();
+    let mut again = start_client(&state, &addr, "c1", "t1", &strs(&args(1)));
+    server.expect_success(3 * MIN);
+    c0.expect_success(MIN);
+    again.expect_success(MIN);
+    let r = read_json(&report);
+    assert_eq!(r["sessions"], 12);
+    assert!(r["sessions_per_client"]["c1"].as_u64().unwrap() >= 1, "{r}");
+    let c1 = r["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "c1")
+        .unwrap();
+    assert_eq!(c1["registrations"], 2, "{r}");
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
 }

@@ -227,7 +227,13 @@ fn corrupt_model_files_are_refused_by_infer() {
         let mut p = run(
             name,
             &[
-                &["infer", "--model", path.to_str().unwrap(), "--dataset", "iris"][..],
+                &[
+                    "infer",
+                    "--model",
+                    path.to_str().unwrap(),
+                    "--dataset",
+                    "iris",
+                ][..],
                 &TEST_KEYS[..],
             ]
             .concat(),
@@ -243,7 +249,13 @@ fn corrupt_model_files_are_refused_by_infer() {
     let mut p = run(
         "mismatch",
         &[
-            &["infer", "--model", model.to_str().unwrap(), "--dataset", "pima"][..],
+            &[
+                "infer",
+                "--model",
+                model.to_str().unwrap(),
+                "--dataset",
+                "pima",
+            ][..],
             &TEST_KEYS[..],
         ]
         .concat(),

@@ -6,6 +6,8 @@
 //! ledger, send the final update). See DESIGN.md "One iteration".
 //!
 //! [`infer`]: encrypted inference with the trained model ([`InferenceClient`]).
+//!
+//! [`quic`]: the client behind a QUIC connection to a server whose certificate it pins.
 
 mod error;
 pub mod infer;

@@ -4,6 +4,8 @@
 //!   server side; DESIGN.md "One iteration", "Sessions and the d_max bound").
 //! - [`sim`] (feature `sim`, on by default): an in-memory driver wiring a server to
 //!   in-process clients, counting messages and bytes.
+//! - [`quic`] (feature `quic`, on by default): the role behind a QUIC endpoint
+//!   (registration with name and token, scheduling, disconnects, encrypted inference).
 
 mod error;
 #[cfg(feature = "quic")]

@@ -91,7 +91,10 @@ fn server_with_model(file: &ModelFile, keys: &KeyArgs) -> Result<Server, String>
         allow_test_keys: keys.test_keys(),
         allow_unmasked_gradients: false,
     };
-    let key = keys.generate(1)?.pop().ok_or("key generation gave no key")?;
+    let key = keys
+        .generate(1)?
+        .pop()
+        .ok_or("key generation gave no key")?;
     Server::with_model(cfg, key, file.model.clone()).map_err(|e| format!("server: {e}"))
 }
 
@@ -177,8 +180,13 @@ pub fn infer(args: InferArgs) -> Result<(), String> {
     let plaintext_accuracy = report::accuracy(&file.model, &file.scales, &quantized)?;
 
     let server = Arc::new(server_with_model(&file, &args.keys)?);
-    let client_key = args.keys.generate(1)?.pop().ok_or("key generation gave no key")?;
-    let identity = ServerIdentity::generate(&["localhost".to_string()]).map_err(|e| e.to_string())?;
+    let client_key = args
+        .keys
+        .generate(1)?
+        .pop()
+        .ok_or("key generation gave no key")?;
+    let identity =
+        ServerIdentity::generate(&["localhost".to_string()]).map_err(|e| e.to_string())?;
     let credential = Credential {
         name: "infer".into(),
         token: Zeroizing::new(token()),
