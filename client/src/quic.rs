@@ -338,16 +338,7 @@ async fn converse(
             reference: config.reference,
         }))
         .await?;
-    let hello = match channel.recv::<ToClient>().await? {
-        ToClient::Welcome(h) => h,
-        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
-        other => {
-            return Err(ClientShellError::Protocol(format!(
-                "expected Welcome, got {}",
-                frame_kind(&other)
-            )))
-        }
-    };
+    let hello = recv_welcome(channel).await?;
     let reply = blocking(client, move |c| {
         c.abandon_session();
         c.handle_hello(&hello)
@@ -414,6 +405,18 @@ async fn converse(
                     .await?;
             }
         }
+    }
+}
+
+/// The server's answer to `Register`: its hello, or the typed refusal.
+async fn recv_welcome(channel: &mut Channel) -> Result<ServerHello, ClientShellError> {
+    match channel.recv::<ToClient>().await? {
+        ToClient::Welcome(h) => Ok(h),
+        ToClient::Refused(r) => Err(ClientShellError::Refused(r)),
+        other => Err(ClientShellError::Protocol(format!(
+            "expected Welcome, got {}",
+            frame_kind(&other)
+        ))),
     }
 }
 
@@ -553,16 +556,7 @@ where
             reference: None,
         }))
         .await?;
-    let hello = match channel.recv::<ToClient>().await? {
-        ToClient::Welcome(h) => h,
-        ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
-        other => {
-            return Err(ClientShellError::Protocol(format!(
-                "expected Welcome, got {}",
-                frame_kind(&other)
-            )))
-        }
-    };
+    let hello = recv_welcome(channel).await?;
     let ic = tokio::task::spawn_blocking(move || make_client(&hello))
         .await
         .map_err(|e| ClientShellError::Worker(e.to_string()))?

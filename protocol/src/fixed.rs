@@ -56,6 +56,22 @@ pub enum ValueKind {
     BiasGradient,
 }
 
+impl ValueKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ValueKind; 10] = [
+        ValueKind::Activation,
+        ValueKind::Weight,
+        ValueKind::Bias,
+        ValueKind::PreActivation,
+        ValueKind::Error,
+        ValueKind::Product,
+        ValueKind::Derivative,
+        ValueKind::LearningRate,
+        ValueKind::WeightGradient,
+        ValueKind::BiasGradient,
+    ];
+}
+
 /// Range of each kind, as the number of bits of its *real* magnitude: a value `v` of
 /// kind `k` must satisfy `|v| < 2^limit(k)` (in real units).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,19 +150,7 @@ impl Scales {
         if self.fa == 0 || self.fw == 0 || self.fd == 0 {
             return bad("fa, fw and fd must be positive".into());
         }
-        let kinds = [
-            ValueKind::Activation,
-            ValueKind::Weight,
-            ValueKind::Bias,
-            ValueKind::PreActivation,
-            ValueKind::Error,
-            ValueKind::Product,
-            ValueKind::Derivative,
-            ValueKind::LearningRate,
-            ValueKind::WeightGradient,
-            ValueKind::BiasGradient,
-        ];
-        for k in kinds {
+        for k in ValueKind::ALL {
             let b = self.max_bits(k);
             if b > MAX_VALUE_BITS {
                 return bad(format!("{k:?} needs {b} bits > {MAX_VALUE_BITS}"));

@@ -16,18 +16,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-const KINDS: [ValueKind; 10] = [
-    ValueKind::Activation,
-    ValueKind::Weight,
-    ValueKind::Bias,
-    ValueKind::PreActivation,
-    ValueKind::Error,
-    ValueKind::Product,
-    ValueKind::Derivative,
-    ValueKind::LearningRate,
-    ValueKind::WeightGradient,
-    ValueKind::BiasGradient,
-];
+const KINDS: [ValueKind; 10] = ValueKind::ALL;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
