@@ -65,6 +65,7 @@ use fhe_traits::{FheDecoder, FheDecrypter, FheEncoder, FheEncrypter};
 use ndarray::Array2;
 use rand09::SeedableRng;
 use rand_chacha09::ChaCha20Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BaselineError, Result};
@@ -687,10 +688,24 @@ impl BfvContext {
                 bound: input_bound,
             });
         }
-        let cts = samples
+        // One seed per column from the context's generator, then the columns in parallel
+        // (rayon), so the ciphertexts do not depend on the number of threads.
+        let columns: Vec<(Vec<i64>, [u8; 32])> = samples
             .columns()
             .into_iter()
-            .map(|col| self.encrypt_slots(&col.to_vec()))
+            .map(|col| {
+                let mut seed = [0u8; 32];
+                rand09::RngCore::fill_bytes(&mut self.rng, &mut seed);
+                (col.to_vec(), seed)
+            })
+            .collect();
+        let cts = columns
+            .par_iter()
+            .map(|(values, seed)| {
+                let pt = Plaintext::try_encode(&values[..], Encoding::simd(), &self.params)?;
+                let mut rng = ChaCha20Rng::from_seed(*seed);
+                Ok(self.sk.try_encrypt(&pt, &mut rng)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(EncryptedBatch {
             cts,
@@ -949,15 +964,24 @@ impl SquareNetBfv {
                     .into(),
             });
         }
-        let mut hidden = Vec::with_capacity(self.net.hidden());
-        for (row, &b) in self.rows1.iter().zip(self.net.b1().iter()) {
-            let z = self.neuron(row, &self.pts1, &batch.cts, b, 0)?;
-            hidden.push(self.mult.multiply(&z, &z)?);
-        }
-        let mut out = Vec::with_capacity(self.net.classes());
-        for (row, &b) in self.rows2.iter().zip(self.net.b2().iter()) {
-            out.push(self.neuron(row, &self.pts2, &hidden, b, self.level2)?);
-        }
+        // Neurons in parallel (rayon), as the GELU-Net server computes its rows.
+        let b1: Vec<i64> = self.net.b1().iter().copied().collect();
+        let hidden = self
+            .rows1
+            .par_iter()
+            .zip(b1.par_iter())
+            .map(|(row, &b)| {
+                let z = self.neuron(row, &self.pts1, &batch.cts, b, 0)?;
+                Ok(self.mult.multiply(&z, &z)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let b2: Vec<i64> = self.net.b2().iter().copied().collect();
+        let out = self
+            .rows2
+            .par_iter()
+            .zip(b2.par_iter())
+            .map(|(row, &b)| self.neuron(row, &self.pts2, &hidden, b, self.level2))
+            .collect::<Result<Vec<_>>>()?;
         Ok(EncryptedOutput {
             cts: out,
             samples: batch.samples,

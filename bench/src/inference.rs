@@ -27,7 +27,7 @@ use gelunet_baselines::{
 };
 use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
 use gelunet_protocol::messages::{ClientMessage, ServerMessage};
-use gelunet_protocol::{Activation, Dataset, ModelSpec};
+use gelunet_protocol::{Activation, Dataset, FixedModel, ModelSpec};
 use gelunet_server::{Server, ServerConfig};
 use ndarray::Array2;
 use serde::Serialize;
@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::accuracy::deploy_square;
 use crate::error::{BenchError, Result};
 use crate::pipeline::{prepare, Prepared, TrainSetup};
-use crate::runs::{keygen, train_side_by_side};
+use crate::runs::{keygen, train_side_by_side, SideBySide};
 
 /// What part 4 runs.
 #[derive(Clone, Debug)]
@@ -187,16 +187,47 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn run_gelu(config: &PartConfig, prep: &Prepared, arch: &Arch) -> Result<Timing> {
+/// Trains both served networks of `arch` on the same mini-batches from the same
+/// initialization: GELU-Net's fixed-point reference (sigmoid) and the square-activation
+/// network CryptoNets deploys.
+fn train_models(prep: &Prepared, arch: &Arch, quick: bool) -> Result<SideBySide> {
+    let setup = TrainSetup {
+        widths: vec![prep.features, arch.hidden, prep.classes],
+        lr: if arch.hidden > 100 { 0.01 } else { 0.05 },
+        batch: crate::BATCH,
+        epochs: if quick || arch.hidden > 100 { 1 } else { 20 },
+        seed: 0,
+    };
+    train_side_by_side(
+        prep,
+        &setup,
+        &[TrainActivation::Poly(PolyActivation::Square)],
+        true,
+        false,
+    )
+}
+
+fn run_gelu(
+    config: &PartConfig,
+    prep: &Prepared,
+    arch: &Arch,
+    trained: Option<FixedModel>,
+) -> Result<Timing> {
     let widths = vec![prep.features, arch.hidden, prep.classes];
     let spec = ModelSpec::new(widths, Activation::Sigmoid);
     let mut cfg = ServerConfig::new(spec, 0.05, 1);
     cfg.insecure.allow_test_keys =
         config.key_bits < gelunet_paillier::MIN_KEY_BITS && config.allow_test_keys;
-    let server = Server::new(
-        cfg.clone(),
-        keygen(config.key_bits, 901, config.allow_test_keys)?,
-    )?;
+    let key = keygen(config.key_bits, 901, config.allow_test_keys)?;
+    let served = if trained.is_some() {
+        "the trained model (same batches as the square network)"
+    } else {
+        "its Xavier initialization (training failed)"
+    };
+    let server = match trained {
+        Some(model) => Server::with_model(cfg.clone(), key, model)?,
+        None => Server::new(cfg.clone(), key)?,
+    };
     let icfg = InferenceConfig {
         seed: 7,
         allow_test_keys: cfg.insecure.allow_test_keys,
@@ -239,28 +270,15 @@ fn run_gelu(config: &PartConfig, prep: &Prepared, arch: &Arch) -> Result<Timing>
         predictions_match_plaintext: ok,
         full_batch_per_sample_secs: None,
         note: format!(
-            "median of {} single-sample runs, row packing; batch with sample packing; server model = its Xavier initialization (seed 0; timings depend on the weights' bit length only); client key prepared once, excluded",
-            arch.reps
+            "median of {} single-sample runs, row packing; batch with sample packing; server model = {served}; client key prepared once, excluded; {} rayon threads",
+            arch.reps,
+            rayon::current_num_threads()
         ),
     })
 }
 
-fn run_bfv(prep: &Prepared, arch: &Arch, quick: bool) -> Result<(Timing, BfvDescription, u32)> {
+fn run_bfv(prep: &Prepared, arch: &Arch, r: &SideBySide) -> Result<(Timing, BfvDescription, u32)> {
     // The CryptoNets network: the square-activation network trained in plaintext.
-    let setup = TrainSetup {
-        widths: vec![prep.features, arch.hidden, prep.classes],
-        lr: if arch.hidden > 100 { 0.01 } else { 0.05 },
-        batch: crate::BATCH,
-        epochs: if quick || arch.hidden > 100 { 1 } else { 20 },
-        seed: 0,
-    };
-    let r = train_side_by_side(
-        prep,
-        &setup,
-        &[TrainActivation::Poly(PolyActivation::Square)],
-        false,
-        false,
-    )?;
     let square = r
         .floats
         .first()
@@ -294,9 +312,10 @@ fn run_bfv(prep: &Prepared, arch: &Arch, quick: bool) -> Result<(Timing, BfvDesc
             predictions_match_plaintext: ok,
             full_batch_per_sample_secs: Some(full),
             note: format!(
-                "one sample per slot (CryptoNets layout): any batch of up to {} samples costs the same, i.e. {} per sample when all slots are used; single-threaded (fhe.rs)",
+                "one sample per slot (CryptoNets layout): any batch of up to {} samples costs the same, i.e. {} per sample when all slots are used; fhe.rs, encryption and neurons in parallel on {} rayon threads",
                 ctx.slots(),
-                crate::report_ms(full)
+                crate::report_ms(full),
+                rayon::current_num_threads()
             ),
         },
         ctx.describe(),
@@ -338,13 +357,20 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<InferenceReport> {
             crate::CLIENTS,
             crate::mnist_limits(config.quick),
         )?;
+        log(&format!("inference: {} training both networks", arch.model));
+        let trained = train_models(&prep, arch, config.quick);
         log(&format!("inference: {} GELU-Net", arch.model));
-        let (gelu, gelu_error) = match run_gelu(config, &prep, arch) {
+        let reference = trained.as_ref().ok().and_then(|t| t.reference.clone());
+        let (gelu, gelu_error) = match run_gelu(config, &prep, arch, reference) {
             Ok(t) => (Some(t), None),
             Err(e) => (None, Some(e.to_string())),
         };
         log(&format!("inference: {} CryptoNets (BFV)", arch.model));
-        let (bfv, bfv_error, params, scale) = match run_bfv(&prep, arch, config.quick) {
+        let bfv_run = trained
+            .as_ref()
+            .map_err(|e| BenchError::Check(e.to_string()))
+            .and_then(|t| run_bfv(&prep, arch, t));
+        let (bfv, bfv_error, params, scale) = match bfv_run {
             Ok((t, d, f)) => (Some(t), None, Some(d), Some(f)),
             Err(e) => (None, Some(e.to_string()), None, None),
         };

@@ -93,6 +93,13 @@ pub struct TrainArgs {
     /// No progress bar, errors only.
     #[arg(long)]
     quiet: bool,
+    /// Train only the plaintext fixed-point reference: no keys, no network, seconds
+    /// instead of minutes. Same data split, initialization, client samplers and session
+    /// plans as an encrypted run with the same options, hence the same model (clients
+    /// are scheduled in index order here, in registration order over QUIC). For choosing
+    /// hyper-parameters before an encrypted run.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 /// Arguments of `gelunet serve`.
@@ -351,14 +358,18 @@ fn build_report(i: ReportInput<'_>) -> TrainReport {
 
 fn print_summary(r: &TrainReport) {
     let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
-    println!(
-        "trained on {} with {} clients, {}-bit keys ({} mask, {} backend)",
-        r.dataset.as_deref().unwrap_or("client data"),
-        r.clients,
-        r.key_bits,
-        r.mask,
-        r.backend
-    );
+    let dataset = r.dataset.as_deref().unwrap_or("client data");
+    if r.key_bits == 0 {
+        println!(
+            "plaintext fixed-point reference on {dataset} with {} clients (no encryption; an encrypted run with the same options gives the same model)",
+            r.clients
+        );
+    } else {
+        println!(
+            "trained on {dataset} with {} clients, {}-bit keys ({} mask, {} backend)",
+            r.clients, r.key_bits, r.mask, r.backend
+        );
+    }
     println!(
         "{} sessions ({} abandoned), {:.2} epochs in {:.1} s{}",
         r.sessions,
@@ -442,6 +453,9 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         .model
         .spec(prepared.train.n_features(), prepared.train.n_classes())?;
     let cfg = args.model.server_config(spec, &args.keys);
+    if args.plaintext {
+        return train_plaintext(&args, &prepared, &cfg, t_all);
+    }
     let t_keys = Instant::now();
     let mut keys = args.keys.generate(args.clients + 1)?;
     let keygen = t_keys.elapsed();
@@ -572,6 +586,149 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         test_samples: prepared.test.n_samples(),
         parties,
     });
+    if let Some(path) = &args.report {
+        report::write_json(path, &report)?;
+    }
+    if !args.quiet {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+/// `gelunet train --plaintext`: the session plans of the server's scheduler, replayed by
+/// the plaintext fixed-point reference.
+fn train_plaintext(
+    args: &TrainArgs,
+    prepared: &Prepared,
+    cfg: &ServerConfig,
+    t_all: Instant,
+) -> Result<(), String> {
+    use gelunet_protocol::schedule::Scheduler;
+    let mut scheduler = Scheduler::new(
+        cfg.policy,
+        &cfg.spec,
+        cfg.batch_size,
+        args.clients,
+        cfg.schedule_seed,
+    )
+    .map_err(|e| format!("server: {e}"))?;
+    let held: Vec<u64> = prepared
+        .shares
+        .iter()
+        .map(|s| s.n_samples() as u64)
+        .collect();
+    let total: u64 = held.iter().sum();
+    let target = match (args.model.sessions, args.model.epochs) {
+        (Some(_), _) => None,
+        (None, e) => Some((f64::from(e) * total as f64).ceil() as u64),
+    };
+    let batch = cfg.batch_size as u64;
+    let mut log = TrainingLog {
+        clients: held
+            .iter()
+            .enumerate()
+            .map(|(k, &samples)| gelunet_server::quic::ClientLog {
+                name: client_name(k),
+                id: k,
+                samples,
+                reference: None,
+                registrations: 1,
+                sessions: 0,
+                abandoned: 0,
+                bytes_sent: 0,
+                bytes_received: 0,
+                connected_at_end: true,
+            })
+            .collect(),
+        sessions: Vec::new(),
+        sessions_completed: 0,
+        samples: 0,
+        samples_held: total,
+        epochs: 0.0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        training_time: Duration::ZERO,
+        stop_reason: String::new(),
+    };
+    let t0 = Instant::now();
+    log.stop_reason = loop {
+        if let Some(m) = args.model.sessions {
+            if log.sessions_completed >= m {
+                break format!("{m} sessions completed");
+            }
+        }
+        if let Some(t) = target {
+            if log.samples >= t {
+                break format!("{t} samples processed");
+            }
+        }
+        let plan = scheduler.next_session();
+        log.sessions_completed += 1;
+        log.samples += u64::from(plan.iterations) * batch;
+        if let Some(c) = log.clients.get_mut(plan.client) {
+            c.sessions += 1;
+        }
+        log.sessions.push(gelunet_server::quic::SessionLog {
+            session: log.sessions_completed - 1,
+            client: plan.client,
+            name: client_name(plan.client),
+            incarnation: 0,
+            iterations: plan.iterations,
+            completed: true,
+            note: None,
+            sessions_completed: log.sessions_completed,
+            samples: log.samples,
+            elapsed: Duration::ZERO,
+        });
+    };
+    log.epochs = if total > 0 {
+        log.samples as f64 / total as f64
+    } else {
+        0.0
+    };
+    let client_seeds: Vec<u64> = (0..args.clients)
+        .map(|k| client_seed(args.model.seed, k))
+        .collect();
+    let share_of = |k: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
+        let d = report::quantize(prepared.shares.get(k)?, cfg.spec.classes(), &cfg.scales).ok()?;
+        Some((d, *client_seeds.get(k)?))
+    };
+    let model = report::replay(
+        &cfg.spec,
+        cfg.scales,
+        cfg.model_seed,
+        eta(cfg)?,
+        cfg.batch_size,
+        &log,
+        share_of,
+    )?
+    .ok_or("plaintext reference: no client data")?;
+    log.training_time = t0.elapsed();
+    let mut eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
+    eval.diff = None;
+    if let Some(path) = &args.model_out {
+        save_model(
+            path,
+            &model,
+            cfg.scales,
+            Some(prepared),
+            (args.model.seed, args.data.test_fraction),
+        )?;
+    }
+    let mut report = build_report(ReportInput {
+        command: "train --plaintext",
+        dataset: Some(prepared.name.clone()),
+        model: &args.model,
+        keys: &args.keys,
+        log: &log,
+        eval: &eval,
+        wall: t_all.elapsed(),
+        keygen: Duration::ZERO,
+        test_samples: prepared.test.n_samples(),
+        parties: Vec::new(),
+    });
+    report.key_bits = 0;
+    report.backend = "plaintext fixed-point reference".into();
     if let Some(path) = &args.report {
         report::write_json(path, &report)?;
     }

@@ -85,28 +85,54 @@ fn train_in_process_reports_an_exact_run() {
 
 /// Exact training does not depend on the mask: the statistical and the uniform mask give
 /// byte-identical model files for the same seed.
+/// Both masks and `--plaintext` (the reference alone, no keys) give the same model file.
 #[test]
-fn statistical_and_uniform_masks_train_the_same_model() {
+fn masks_and_the_plaintext_mode_train_the_same_model() {
     let dir = TempDir::new("masks");
-    let models: Vec<_> = ["statistical", "uniform"]
+    let models: Vec<_> = ["statistical", "uniform", "plaintext"]
         .iter()
-        .map(|mask| {
-            let model = dir.join(&format!("{mask}.bin"));
+        .map(|mode| {
+            let model = dir.join(&format!("{mode}.bin"));
+            let report = dir.join(&format!("{mode}.json"));
+            let how: &[&str] = if *mode == "plaintext" {
+                &["--plaintext"]
+            } else {
+                &["--mask", mode]
+            };
             let mut p = run(
-                mask,
+                mode,
                 &[
                     &["train", "--dataset", "iris", "--clients", "2", "--quiet"][..],
-                    &["--sessions", "6", "--mask", mask, "--seed", "3"],
+                    &["--sessions", "6", "--seed", "3"],
+                    how,
                     &TEST_KEYS[..],
                     &["--model-out", model.to_str().unwrap()],
+                    &["--report", report.to_str().unwrap()],
                 ]
                 .concat(),
             );
             p.expect_success(3 * MIN);
+            let r = read_json(&report);
+            assert_eq!(r["sessions"], 6, "{mode}");
+            assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"], "{mode}");
+            if *mode == "plaintext" {
+                assert_eq!(r["key_bits"], 0);
+                assert!(
+                    r["max_abs_weight_diff"].is_null(),
+                    "no encrypted model to compare"
+                );
+                assert_eq!(r["bytes_sent"], 0);
+            } else {
+                assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0));
+            }
             std::fs::read(&model).unwrap()
         })
         .collect();
     assert_eq!(models[0], models[1]);
+    assert_eq!(
+        models[0], models[2],
+        "--plaintext gives the encrypted run's model"
+    );
 }
 
 /// A missing data directory names the file and how to get it; non-zero exit.

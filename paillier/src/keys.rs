@@ -647,8 +647,12 @@ impl PrivateKey {
     pub fn decrypt_raw(&self, c: &Ciphertext) -> Result<BigUint> {
         self.public.check_range(c)?;
         let s = &self.secrets;
-        let mp = Self::half(&self.mod_p2, c.value(), &s.p, &s.p_minus_1, &s.h_p);
-        let mq = Self::half(&self.mod_q2, c.value(), &s.q, &s.q_minus_1, &s.h_q);
+        // The two halves are independent: on two cores a single decryption takes the time
+        // of one half (rayon; nested inside `decrypt_batch` it costs nothing extra).
+        let (mp, mq) = rayon::join(
+            || Self::half(&self.mod_p2, c.value(), &s.p, &s.p_minus_1, &s.h_p),
+            || Self::half(&self.mod_q2, c.value(), &s.q, &s.q_minus_1, &s.h_q),
+        );
         // m = m_q + q·((m_p − m_q)·q^{-1} mod p)
         let diff = (&mp + &s.p - (&mq % &s.p)) % &s.p;
         let h = (diff * &s.q_inv_p) % &s.p;
