@@ -306,14 +306,15 @@ pub fn markdown(r: &PaperReport) -> String {
                 Some(b) => {
                     let _ = writeln!(
                         o,
-                        "| {} | CryptoNets (BFV) | {} | {} | {} | {} | {} | {bp}; square net at fx = fw = {:?} bits; threads 1, cores {}; {} |",
+                        "| {} | CryptoNets (BFV) | {} | {} | {} | {} | {} | {bp}; square net at fx = fw = {} bits; threads {}, cores {}; {} |",
                         row.model,
                         ms(b.single_secs),
                         b.batch_samples,
                         ms(b.batch_secs),
                         ms(b.batch_per_sample_secs),
                         b.predictions_match_plaintext,
-                        row.square_scale_bits,
+                        row.square_scale_bits.map_or("?".into(), |f| f.to_string()),
+                        env.rayon_threads,
                         env.cores,
                         b.note
                     );
