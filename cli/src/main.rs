@@ -32,8 +32,12 @@ enum Command {
     Serve(net_cmd::ServeArgs),
     /// Join a running server as one client.
     Join(net_cmd::JoinArgs),
-    /// Encrypted inference with a trained model (paper Alg. 1).
+    /// Encrypted inference with a trained model (paper Alg. 1): in this process
+    /// (`--model`) or against a `serve-model` server (`--server`).
     Infer(net_cmd::InferArgs),
+    /// Serve a trained model for encrypted inference by authenticated clients on other
+    /// hosts (`gelunet infer --server`).
+    ServeModel(net_cmd::ServeModelArgs),
     /// Benchmarks and comparison reports.
     Bench {
         #[command(subcommand)]
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => exit(net_cmd::serve(args)),
         Command::Join(args) => exit(net_cmd::join(args)),
         Command::Infer(args) => exit(net_cmd::infer(args)),
+        Command::ServeModel(args) => exit(net_cmd::serve_model(args)),
         Command::Attack(args) => exit(attack::run(args)),
         Command::Bench {
             what: BenchCommand::Paper(args),

@@ -29,7 +29,7 @@ use gelunet_server::quic::{run_server, Credential, ServerShellConfig, TrainingLo
 use gelunet_server::{Server, ServerConfig};
 use tokio::sync::mpsc;
 
-pub use infer_cmd::{infer, InferArgs};
+pub use infer_cmd::{infer, serve_model, InferArgs, ServeModelArgs};
 use model_file::ModelFile;
 use opts::{client_name, client_seed, parse_shares, DataArgs, KeyArgs, ModelArgs, Prepared};
 use report::{PartyReport, TrainReport};
@@ -102,9 +102,10 @@ pub struct TrainArgs {
     plaintext: bool,
 }
 
-/// Arguments of `gelunet serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+/// Where a server listens, its certificate and the clients it accepts (`serve`,
+/// `serve-model`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
     /// Address to listen on (port 0: any free port, written to STATE_DIR/listen.addr).
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -122,6 +123,13 @@ pub struct ServeArgs {
     /// A client credential NAME:TOKEN (repeatable).
     #[arg(long = "client", value_name = "NAME:TOKEN")]
     client_creds: Vec<String>,
+}
+
+/// Arguments of `gelunet serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    endpoint: ListenArgs,
     /// Clients to wait for before training (default: all configured).
     #[arg(long)]
     wait_for: Option<usize>,
@@ -754,7 +762,7 @@ fn parse_credential(s: &str) -> Result<Credential, String> {
     })
 }
 
-fn load_credentials(args: &ServeArgs) -> Result<Vec<Credential>, String> {
+fn load_credentials(args: &ListenArgs) -> Result<Vec<Credential>, String> {
     let mut creds = Vec::new();
     if let Some(path) = &args.tokens_file {
         let text = std::fs::read_to_string(path)
@@ -778,7 +786,7 @@ fn load_credentials(args: &ServeArgs) -> Result<Vec<Credential>, String> {
     Ok(creds)
 }
 
-fn load_or_create_identity(args: &ServeArgs) -> Result<ServerIdentity, String> {
+fn load_or_create_identity(args: &ListenArgs) -> Result<ServerIdentity, String> {
     let dir = &args.state_dir;
     if dir.join(gelunet_net::CERT_FILE).exists() {
         return ServerIdentity::load(dir).map_err(|e| format!("--state-dir: {e}"));
@@ -800,7 +808,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     args.model.validate()?;
     args.keys.validate()?;
     let transport = args.net.transport()?;
-    let credentials = load_credentials(&args)?;
+    let credentials = load_credentials(&args.endpoint)?;
     let wait_for = args.wait_for.unwrap_or(credentials.len());
     if wait_for == 0 || wait_for > credentials.len() {
         return Err(format!(
@@ -829,7 +837,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let spec = args.model.spec(inputs, classes)?;
     let cfg = args.model.server_config(spec, &args.keys);
-    let identity = load_or_create_identity(&args)?;
+    let identity = load_or_create_identity(&args.endpoint)?;
     let t_keys = Instant::now();
     let key = args
         .keys
@@ -846,22 +854,10 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let pb = progress::bar(args.quiet);
     let epochs = args.model.epochs;
     let rt = runtime()?;
-    let state_dir = args.state_dir.clone();
-    let listen = args.listen;
+    let listen = args.endpoint.clone();
     let quiet = args.quiet;
     let (role, log) = rt.block_on(async move {
-        let endpoint = gelunet_net::server_endpoint(listen, &identity, &transport)
-            .map_err(|e| e.to_string())?;
-        let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-        model_file::write_atomic(&state_dir.join("listen.addr"), addr.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
-        if !quiet {
-            println!(
-                "listening on {addr}; certificate {} (sha256 {})",
-                state_dir.join(gelunet_net::CERT_FILE).display(),
-                identity.fingerprint()
-            );
-        }
+        let endpoint = bind(&listen, &identity, &transport, quiet)?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
         let r = run_server(server, endpoint, shell, Some(ev_tx)).await;
@@ -924,6 +920,33 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         print_summary(&report);
     }
     Ok(())
+}
+
+/// Opens the QUIC endpoint of `args`, writes the bound address to
+/// `STATE_DIR/listen.addr` and, unless `quiet`, prints it with the certificate's path and
+/// fingerprint.
+fn bind(
+    args: &ListenArgs,
+    identity: &ServerIdentity,
+    transport: &TransportSettings,
+    quiet: bool,
+) -> Result<gelunet_net::quinn::Endpoint, String> {
+    let endpoint = gelunet_net::server_endpoint(args.listen, identity, transport)
+        .map_err(|e| e.to_string())?;
+    let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    model_file::write_atomic(
+        &args.state_dir.join("listen.addr"),
+        addr.to_string().as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    if !quiet {
+        println!(
+            "listening on {addr}; certificate {} (sha256 {})",
+            args.state_dir.join(gelunet_net::CERT_FILE).display(),
+            identity.fingerprint()
+        );
+    }
+    Ok(endpoint)
 }
 
 fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
@@ -994,14 +1017,15 @@ fn load_or_create_key(path: &Path, keys: &KeyArgs) -> Result<PrivateKey, String>
     Ok(key)
 }
 
-fn read_token(args: &JoinArgs) -> Result<Zeroizing<String>, String> {
-    if let Some(t) = &args.token {
+/// The token given inline or as the first line of a file.
+fn read_token(
+    token: Option<&String>,
+    token_file: Option<&PathBuf>,
+) -> Result<Zeroizing<String>, String> {
+    if let Some(t) = token {
         return Ok(Zeroizing::new(t.clone()));
     }
-    let path = args
-        .token_file
-        .as_ref()
-        .ok_or("pass --token or --token-file")?;
+    let path = token_file.ok_or("pass --token or --token-file")?;
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| format!("--token-file `{}`: {e}", path.display()))?,
@@ -1085,7 +1109,7 @@ pub fn join(args: JoinArgs) -> Result<(), String> {
         pinned_cert: pinned,
         transport,
         name: args.name.clone(),
-        token: read_token(&args)?,
+        token: read_token(args.token.as_ref(), args.token_file.as_ref())?,
         samples: share.n_samples() as u64,
         reference: args.reproducible.then_some(ReferenceHint {
             share: k as u32,

@@ -7,7 +7,7 @@ mod net_support;
 
 use std::time::Duration;
 
-use net_support::{gelunet, read_json, Proc, TempDir, TEST_KEYS};
+use net_support::{gelunet, read_json, wait_for_file, Proc, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -324,4 +324,85 @@ fn infer_on_the_test_split_matches_the_training_report() {
     assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
     assert_eq!(r["accuracy"], r["plaintext_accuracy"]);
     assert!(p.stdout().contains("predicted"), "{}", p.stdout());
+}
+
+/// `serve-model` in one process, `infer --server` in another: the remote client classifies
+/// the test split exactly as the local `infer` does, with only the public model card;
+/// a wrong token and a damaged card are refused with clear errors.
+#[test]
+fn remote_inference_matches_local_inference() {
+    let dir = TempDir::new("serve-model");
+    let (model, train) = train_model(&dir, &["--seed", "7"]);
+    let state = TempDir::new("serve-model-state");
+    let mut cmd = gelunet();
+    cmd.args(["serve-model", "--model", model.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .args([
+            "--client",
+            "reader:s3cret",
+            "--max-connections",
+            "1",
+            "--quiet",
+        ])
+        .args(TEST_KEYS);
+    let mut server = Proc::spawn("serve-model", cmd);
+    let addr = wait_for_file(&state.join("listen.addr"), 2 * MIN);
+    let addr = addr.trim();
+    let card = state.join("model-card.json");
+    let card_json = read_json(&card);
+    assert_eq!(card_json["inputs"], 4);
+    assert_eq!(card_json["classes"], 3);
+    assert!(card_json.get("model").is_none() && card_json.get("layers").is_none());
+    let remote = |name: &str, token: &str, card: &std::path::Path, report: &std::path::Path| {
+        run(
+            name,
+            &[
+                &["infer", "--server", addr, "--server-cert"][..],
+                &[state.join("cert.der").to_str().unwrap()],
+                &["--model-card", card.to_str().unwrap()],
+                &["--name", "reader", "--token", token],
+                &[
+                    "--dataset",
+                    "iris",
+                    "--split",
+                    "test",
+                    "--batch",
+                    "8",
+                    "--quiet",
+                ],
+                &TEST_KEYS[..],
+                &["--report", report.to_str().unwrap()],
+            ]
+            .concat(),
+        )
+    };
+    // A damaged card is refused before any connection.
+    let bad_card = dir.join("bad-card.json");
+    let mut damaged: serde_json::Value = card_json.clone();
+    damaged["std"] = serde_json::json!([1.0, 0.0, 1.0, 1.0]);
+    std::fs::write(&bad_card, damaged.to_string()).unwrap();
+    let mut p = remote("bad card", "s3cret", &bad_card, &dir.join("none.json"));
+    assert!(!p.wait(MIN).success());
+    assert!(p.stderr().contains("model card"), "{}", p.stderr());
+    // A wrong token is refused by the server (it does not count as a served connection).
+    let mut p = remote("wrong token", "guess", &card, &dir.join("none.json"));
+    assert!(!p.wait(MIN).success());
+    assert!(
+        p.stderr().to_lowercase().contains("token") || p.stderr().contains("refused"),
+        "{}",
+        p.stderr()
+    );
+    // The real client; the server stops after serving it.
+    let report = dir.join("remote.json");
+    let mut p = remote("remote infer", "s3cret", &card, &report);
+    p.expect_success(2 * MIN);
+    server.expect_success(MIN);
+    let r = read_json(&report);
+    assert_eq!(r["samples"], 30);
+    assert!(
+        r["plaintext_accuracy"].is_null(),
+        "the remote client has no weights"
+    );
+    assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
 }

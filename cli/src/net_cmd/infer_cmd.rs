@@ -1,11 +1,19 @@
-//! `gelunet infer`: encrypted inference with a trained model (paper Alg. 1).
+//! `gelunet infer` and `gelunet serve-model`: encrypted inference with a trained model
+//! (paper Alg. 1).
 //!
-//! The model file is loaded into a server; a client encrypts its samples under its own
-//! key and sends them over loopback QUIC; the server computes every layer's
-//! pre-activations on the ciphertexts with the true weights; the client decrypts them,
-//! applies the activations and prints the predictions. With `--dataset … --split test`
-//! the same train/test split as in training (seed and test fraction stored in the model
-//! file) is used and the accuracy reported.
+//! A client encrypts its samples under its own key and sends them over QUIC; the server
+//! computes every layer's pre-activations on the ciphertexts with the true weights; the
+//! client decrypts them, applies the activations and prints the predictions. With
+//! `--dataset … --split test` the same train/test split as in training (seed and test
+//! fraction stored with the model) is used and the accuracy reported.
+//!
+//! * `infer --model FILE`: the server runs in this process (loopback QUIC) and the
+//!   plaintext model's accuracy is printed beside the encrypted one.
+//! * `serve-model --model FILE --state-dir DIR …` serves the model to authenticated
+//!   clients on another host and writes `DIR/model-card.json` (the public part: input
+//!   standardization, class names, split; no weights); `infer --server ADDR
+//!   --server-cert DIR/cert.der --model-card DIR/model-card.json --name … --token …`
+//!   queries it. The client never sees the weights.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,9 +28,12 @@ use gelunet_server::quic::{run_inference_server, Credential, InferenceShellConfi
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use ndarray::Array2;
 
-use super::model_file::ModelFile;
+use super::model_file::{ModelCard, ModelFile};
 use super::opts::{DataArgs, KeyArgs};
-use super::{progress, report, runtime, token, NetArgs};
+use super::{
+    bind, load_credentials, load_or_create_identity, progress, read_token, report, resolve_addr,
+    runtime, token, ListenArgs, NetArgs,
+};
 
 /// Which part of the dataset to classify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,9 +49,30 @@ pub enum SplitArg {
 /// Arguments of `gelunet infer`.
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
-    /// The trained model file (`--model-out` of train/serve).
-    #[arg(long)]
-    model: PathBuf,
+    /// The trained model file (`--model-out` of train/serve): serve it in this process.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    model: Option<PathBuf>,
+    /// Query a `gelunet serve-model` server at HOST:PORT instead.
+    #[arg(long, requires_all = ["server_cert", "model_card", "name"])]
+    server: Option<String>,
+    /// The server's certificate (its STATE_DIR/cert.der), pinned.
+    #[arg(long, requires = "server")]
+    server_cert: Option<PathBuf>,
+    /// Name the certificate is valid for.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// The served model's public card (its STATE_DIR/model-card.json).
+    #[arg(long, requires = "server")]
+    model_card: Option<PathBuf>,
+    /// This client's name, as configured on the server.
+    #[arg(long, requires = "server")]
+    name: Option<String>,
+    /// This client's token (visible in the process list; prefer --token-file).
+    #[arg(long, conflicts_with = "token_file", requires = "server")]
+    token: Option<String>,
+    /// A file holding this client's token (first line).
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Which samples to classify.
@@ -72,7 +104,7 @@ struct InferReport {
     split: String,
     samples: usize,
     accuracy: f64,
-    plaintext_accuracy: f64,
+    plaintext_accuracy: Option<f64>,
     predictions: Vec<usize>,
     requests: u64,
     bytes_sent: u64,
@@ -98,17 +130,136 @@ fn server_with_model(file: &ModelFile, keys: &KeyArgs) -> Result<Server, String>
     Server::with_model(cfg, key, file.model.clone()).map_err(|e| format!("server: {e}"))
 }
 
+/// Arguments of `gelunet serve-model`.
+#[derive(Debug, clap::Args)]
+pub struct ServeModelArgs {
+    /// The trained model file to serve (`--model-out` of train/serve).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    endpoint: ListenArgs,
+    /// Stop after this many registered client connections have ended (refused ones do
+    /// not count; default: serve until killed).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Errors only.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `gelunet serve-model`: loads the model, writes its public card to
+/// `STATE_DIR/model-card.json` and answers authenticated inference clients.
+///
+/// # Errors
+/// A refused model file, bad options, key generation, file and transport errors.
+pub fn serve_model(args: ServeModelArgs) -> Result<(), String> {
+    progress::init_tracing(args.quiet);
+    args.keys.validate()?;
+    let transport = args.net.transport()?;
+    let file = ModelFile::load(&args.model).map_err(|e| e.to_string())?;
+    let credentials = load_credentials(&args.endpoint)?;
+    let identity = load_or_create_identity(&args.endpoint)?;
+    let card_path = args.endpoint.state_dir.join(MODEL_CARD_FILE);
+    file.card().save(&card_path).map_err(|e| e.to_string())?;
+    let server = Arc::new(server_with_model(&file, &args.keys)?);
+    let rt = runtime()?;
+    let config = InferenceShellConfig {
+        transport: transport.clone(),
+        credentials,
+        response_timeout: Duration::from_secs(args.net.response_timeout),
+        register_timeout: Duration::from_secs(60),
+        max_connections: args.max_connections,
+    };
+    let log = rt.block_on(async {
+        let endpoint = bind(&args.endpoint, &identity, &transport, args.quiet)?;
+        if !args.quiet {
+            println!(
+                "serving {} ({} inputs, {} classes); model card {}",
+                args.model.display(),
+                file.model.spec.inputs(),
+                file.model.spec.classes(),
+                card_path.display()
+            );
+        }
+        run_inference_server(server, endpoint, config)
+            .await
+            .map_err(|e| format!("server: {e}"))
+    })?;
+    if !args.quiet {
+        println!(
+            "{} connections, {} requests answered, {} refused; {:.2} MiB sent, {:.2} MiB received",
+            log.connections,
+            log.requests,
+            log.refused_requests,
+            log.bytes_sent as f64 / 1048576.0,
+            log.bytes_received as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
+
+/// The file name of the model card in a `serve-model` state directory.
+pub const MODEL_CARD_FILE: &str = "model-card.json";
+
+/// Where `infer` sends its requests.
+enum Target {
+    /// A server in this process, holding the model file.
+    Local(Box<ModelFile>),
+    /// A remote `serve-model` server.
+    Remote {
+        addr: SocketAddr,
+        cert: gelunet_net::CertificateDer<'static>,
+        token: Zeroizing<String>,
+        name: String,
+    },
+}
+
 /// Runs `gelunet infer`.
 ///
 /// # Errors
-/// A refused model file (corrupt, truncated, mismatched), data errors, bad options,
-/// transport and inference errors.
+/// A refused model file or card (corrupt, truncated, mismatched), data errors, bad
+/// options, refusals by a remote server, transport and inference errors.
 pub fn infer(args: InferArgs) -> Result<(), String> {
     progress::init_tracing(args.quiet);
     let t0 = Instant::now();
     args.keys.validate()?;
     let transport = args.net.transport()?;
-    let file = ModelFile::load(&args.model).map_err(|e| e.to_string())?;
+    let (card, target) = match (&args.model, &args.server) {
+        (Some(path), None) => {
+            let file = ModelFile::load(path).map_err(|e| e.to_string())?;
+            (file.card(), Target::Local(Box::new(file)))
+        }
+        (None, Some(server)) => {
+            let card_path = args
+                .model_card
+                .as_ref()
+                .ok_or("--server needs --model-card")?;
+            let cert_path = args
+                .server_cert
+                .as_ref()
+                .ok_or("--server needs --server-cert")?;
+            let card = ModelCard::load(card_path)?;
+            let cert = gelunet_net::load_certificate(cert_path)
+                .map_err(|e| format!("--server-cert: {e}"))?;
+            let name = args.name.clone().ok_or("--server needs --name")?;
+            let token = read_token(args.token.as_ref(), args.token_file.as_ref())?;
+            let addr = resolve_addr(server)?;
+            (
+                card,
+                Target::Remote {
+                    addr,
+                    cert,
+                    token,
+                    name,
+                },
+            )
+        }
+        _ => return Err("pass either --model FILE or --server ADDR".into()),
+    };
     let name = args.data.name()?.to_string();
     let dir = resolve_data_dir(args.data.data_dir.as_deref());
     let opts = LoadOptions {
@@ -125,18 +276,18 @@ pub fn infer(args: InferArgs) -> Result<(), String> {
     };
     let loaded = load_by_name(&name, &dir, &opts).map_err(|e| format!("dataset: {e}"))?;
     let (train, test) = loaded
-        .into_train_test(file.test_fraction, file.split_seed)
+        .into_train_test(card.test_fraction, card.split_seed)
         .map_err(|e| format!("dataset: {e}"))?;
-    if train.class_names != file.class_names {
+    if train.class_names != card.class_names {
         return Err(format!(
             "the model was trained on classes {:?}, the dataset has {:?}",
-            file.class_names, train.class_names
+            card.class_names, train.class_names
         ));
     }
-    if train.n_features() != file.model.spec.inputs() {
+    if train.n_features() != card.inputs {
         return Err(format!(
             "the model takes {} features, the dataset has {}",
-            file.model.spec.inputs(),
+            card.inputs,
             train.n_features()
         ));
     }
@@ -167,86 +318,111 @@ pub fn infer(args: InferArgs) -> Result<(), String> {
     }
     let rows: Vec<usize> = (0..n).collect();
     let ds = ds.select(&rows, "").map_err(|e| e.to_string())?;
-    let x: Array2<f64> = file.standardize(&ds.features);
-    // Plaintext check: the same fixed-point model without encryption.
-    let quantized = report::quantize(
-        &gelunet_datasets::Dataset {
-            features: x.clone(),
-            ..ds.clone()
-        },
-        file.model.spec.classes(),
-        &file.scales,
-    )?;
-    let plaintext_accuracy = report::accuracy(&file.model, &file.scales, &quantized)?;
-
-    let server = Arc::new(server_with_model(&file, &args.keys)?);
+    let x: Array2<f64> = card.standardize(&ds.features);
+    // Plaintext check (local model only): the same fixed-point model without encryption.
+    let plaintext_accuracy = match &target {
+        Target::Local(file) => {
+            let quantized = report::quantize(
+                &gelunet_datasets::Dataset {
+                    features: x.clone(),
+                    ..ds.clone()
+                },
+                file.model.spec.classes(),
+                &file.scales,
+            )?;
+            Some(report::accuracy(&file.model, &file.scales, &quantized)?)
+        }
+        Target::Remote { .. } => None,
+    };
     let client_key = args
         .keys
         .generate(1)?
         .pop()
         .ok_or("key generation gave no key")?;
-    let identity =
-        ServerIdentity::generate(&["localhost".to_string()]).map_err(|e| e.to_string())?;
-    let credential = Credential {
-        name: "infer".into(),
-        token: Zeroizing::new(token()),
-    };
     let allow_test_keys = args.keys.test_keys();
     let batch = args.batch;
-    let rt = runtime()?;
-    let run = rt.block_on(async {
-        let endpoint = gelunet_net::server_endpoint(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &identity,
-            &transport,
-        )
-        .map_err(|e| e.to_string())?;
-        let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-        let server_task = tokio::spawn(run_inference_server(
-            server,
-            endpoint,
-            InferenceShellConfig {
-                transport: transport.clone(),
-                credentials: vec![credential.clone()],
-                response_timeout: Duration::from_secs(args.net.response_timeout),
-                register_timeout: Duration::from_secs(60),
-                max_connections: Some(1),
+    let make = move |hello: &gelunet_protocol::messages::ServerHello| {
+        InferenceClient::new(
+            InferenceConfig {
+                seed: rand::random(),
+                allow_test_keys,
+                ..InferenceConfig::default()
             },
-        ));
-        let cc = ClientShellConfig {
-            server: addr,
-            server_name: "localhost".into(),
-            pinned_cert: identity.certificate().clone(),
-            transport: transport.clone(),
-            name: credential.name.clone(),
-            token: credential.token.clone(),
-            samples: 0,
-            reference: None,
-            connect_timeout: Duration::from_secs(30),
-            reconnect_attempts: 0,
-            reconnect_delay: Duration::from_secs(1),
-        };
-        let make = move |hello: &gelunet_protocol::messages::ServerHello| {
-            InferenceClient::new(
-                InferenceConfig {
-                    seed: rand::random(),
-                    allow_test_keys,
-                    ..InferenceConfig::default()
-                },
-                client_key,
-                hello,
-            )
-        };
-        let run = run_inference(make, x, batch, &cc)
-            .await
-            .map_err(|e| format!("inference: {e}"));
-        let served = server_task.await;
-        let run = run?;
-        served
-            .map_err(|e| format!("server task: {e}"))?
-            .map_err(|e| format!("server: {e}"))?;
-        Ok::<_, String>(run)
-    })?;
+            client_key,
+            hello,
+        )
+    };
+    let client_config = |addr, server_name: String, cert, name, token| ClientShellConfig {
+        server: addr,
+        server_name,
+        pinned_cert: cert,
+        transport: transport.clone(),
+        name,
+        token,
+        samples: 0,
+        reference: None,
+        connect_timeout: Duration::from_secs(30),
+        reconnect_attempts: 0,
+        reconnect_delay: Duration::from_secs(1),
+    };
+    let rt = runtime()?;
+    let run = match target {
+        Target::Local(file) => {
+            let server = Arc::new(server_with_model(&file, &args.keys)?);
+            let identity =
+                ServerIdentity::generate(&["localhost".to_string()]).map_err(|e| e.to_string())?;
+            let credential = Credential {
+                name: "infer".into(),
+                token: Zeroizing::new(token()),
+            };
+            rt.block_on(async {
+                let endpoint = gelunet_net::server_endpoint(
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    &identity,
+                    &transport,
+                )
+                .map_err(|e| e.to_string())?;
+                let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+                let server_task = tokio::spawn(run_inference_server(
+                    server,
+                    endpoint,
+                    InferenceShellConfig {
+                        transport: transport.clone(),
+                        credentials: vec![credential.clone()],
+                        response_timeout: Duration::from_secs(args.net.response_timeout),
+                        register_timeout: Duration::from_secs(60),
+                        max_connections: Some(1),
+                    },
+                ));
+                let cc = client_config(
+                    addr,
+                    "localhost".into(),
+                    identity.certificate().clone(),
+                    credential.name.clone(),
+                    credential.token.clone(),
+                );
+                let run = run_inference(make, x, batch, &cc)
+                    .await
+                    .map_err(|e| format!("inference: {e}"));
+                let served = server_task.await;
+                let run = run?;
+                served
+                    .map_err(|e| format!("server task: {e}"))?
+                    .map_err(|e| format!("server: {e}"))?;
+                Ok::<_, String>(run)
+            })?
+        }
+        Target::Remote {
+            addr,
+            cert,
+            token,
+            name: client_name,
+        } => {
+            let cc = client_config(addr, args.server_name.clone(), cert, client_name, token);
+            rt.block_on(run_inference(make, x, batch, &cc))
+                .map_err(|e| format!("inference: {e}"))?
+        }
+    };
     let correct = run
         .predictions
         .iter()
@@ -257,31 +433,37 @@ pub fn infer(args: InferArgs) -> Result<(), String> {
     if !args.quiet {
         println!("sample\tpredicted\ttrue\tprobability");
         for (i, (&p, &l)) in run.predictions.iter().zip(&ds.labels).enumerate() {
-            let name = |c: usize| file.class_names.get(c).cloned().unwrap_or_default();
+            let class = |c: usize| card.class_names.get(c).cloned().unwrap_or_default();
             println!(
                 "{i}\t{}\t{}\t{:.4}",
-                name(p),
-                name(l),
+                class(p),
+                class(l),
                 run.probabilities.get((i, p)).copied().unwrap_or(0.0)
             );
         }
     }
+    let plaintext =
+        plaintext_accuracy.map_or(String::new(), |a| format!(" (plaintext model: {a:.4})"));
     println!(
-        "accuracy {:.4} ({correct}/{n}) on the {} split of {name}, encrypted with {}-bit keys \
-         (plaintext model: {:.4}); {} requests, {:.2} MiB sent, {:.2} MiB received",
+        "accuracy {:.4} ({correct}/{n}) on the {} split of {name}, encrypted with {}-bit keys{plaintext}; \
+         {} requests, {:.2} MiB sent, {:.2} MiB received",
         accuracy,
         format!("{:?}", args.split).to_lowercase(),
         args.keys.key_bits,
-        plaintext_accuracy,
         run.requests,
         run.bytes_sent as f64 / 1048576.0,
         run.bytes_received as f64 / 1048576.0
     );
     if let Some(path) = &args.report {
+        let model = match (&args.model, &args.server) {
+            (Some(m), _) => m.display().to_string(),
+            (None, Some(s)) => format!("remote {s}"),
+            (None, None) => String::new(),
+        };
         report::write_json(
             path,
             &InferReport {
-                model: args.model.display().to_string(),
+                model,
                 dataset: name.clone(),
                 split: format!("{:?}", args.split).to_lowercase(),
                 samples: n,

@@ -284,13 +284,6 @@ impl ModelFile {
         f.check(path)?;
         Ok(f)
     }
-
-    /// Standardizes raw features with the stored mean and std.
-    pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mean = Array1::from(self.mean.clone());
-        let std = Array1::from(self.std.clone());
-        (x - &mean) / &std
-    }
 }
 
 /// Writes `bytes` to a temporary sibling of `path`, fsyncs, renames it over `path` and
@@ -339,4 +332,117 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The public part of a [`ModelFile`]: what a remote inference client needs to prepare
+/// its inputs and name the classes, without the weights. `gelunet serve-model` writes it
+/// as JSON to `STATE_DIR/model-card.json`; `gelunet infer --server` reads it
+/// (`--model-card`). It reveals the architecture's input and output widths, the
+/// training split's per-feature mean and standard deviation and the names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The dataset the model was trained on.
+    pub dataset: String,
+    /// Input width `n_0`.
+    pub inputs: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Class names (index = class).
+    pub class_names: Vec<String>,
+    /// Feature names.
+    pub feature_names: Vec<String>,
+    /// Standardizer mean per input feature.
+    pub mean: Vec<f64>,
+    /// Standardizer standard deviation per input feature.
+    pub std: Vec<f64>,
+    /// Seed of the train/test split used in training.
+    pub split_seed: u64,
+    /// Test fraction of that split.
+    pub test_fraction: f64,
+}
+
+impl ModelCard {
+    /// Writes the card as JSON, atomically.
+    ///
+    /// # Errors
+    /// [`ModelFileError::Io`].
+    pub fn save(&self, path: &Path) -> Result<(), ModelFileError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| ModelFileError::Io {
+            op: "encode",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(path, &json)
+    }
+
+    /// Reads and checks a card: a message naming the file for a missing, unreadable or
+    /// malformed one, or one whose lengths disagree or whose standard deviations are not
+    /// positive and finite.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let what = |e: String| format!("model card `{}`: {e}", path.display());
+        let text = fs::read(path).map_err(|e| what(e.to_string()))?;
+        let card: Self = serde_json::from_slice(&text).map_err(|e| what(e.to_string()))?;
+        if card.inputs == 0 || card.classes < 2 {
+            return Err(what(format!(
+                "{} inputs and {} classes: not a model",
+                card.inputs, card.classes
+            )));
+        }
+        if card.mean.len() != card.inputs || card.std.len() != card.inputs {
+            return Err(what(format!(
+                "{} inputs but {} means and {} standard deviations",
+                card.inputs,
+                card.mean.len(),
+                card.std.len()
+            )));
+        }
+        if card.class_names.len() != card.classes {
+            return Err(what(format!(
+                "{} classes but {} class names",
+                card.classes,
+                card.class_names.len()
+            )));
+        }
+        if card.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || card.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(what(
+                "a mean or standard deviation is not finite and positive".into(),
+            ));
+        }
+        if !(card.test_fraction > 0.0 && card.test_fraction < 1.0) {
+            return Err(what(format!(
+                "test fraction {} outside (0, 1)",
+                card.test_fraction
+            )));
+        }
+        Ok(card)
+    }
+
+    /// `(x − mean) / std` per feature (`x`: samples × `inputs`).
+    pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
+        let mean = Array1::from(self.mean.clone());
+        let std = Array1::from(self.std.clone());
+        (x - &mean) / &std
+    }
+}
+
+impl ModelFile {
+    /// The public card of this model (no weights).
+    pub fn card(&self) -> ModelCard {
+        ModelCard {
+            dataset: self.dataset.clone(),
+            inputs: self.model.spec.inputs(),
+            classes: self.model.spec.classes(),
+            class_names: self.class_names.clone(),
+            feature_names: self.feature_names.clone(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            split_seed: self.split_seed,
+            test_fraction: self.test_fraction,
+        }
+    }
 }
