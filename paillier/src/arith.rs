@@ -143,6 +143,21 @@ impl Modulus {
     }
 }
 
+/// Whether `gcd(a, n) = 1` (ciphertext validation; GMP's subquadratic gcd with the
+/// `gmp` feature, num-integer's binary gcd otherwise).
+pub(crate) fn coprime(a: &BigUint, n: &BigUint) -> bool {
+    #[cfg(not(feature = "gmp"))]
+    {
+        use num_integer::Integer;
+        use num_traits::One;
+        a.gcd(n).is_one()
+    }
+    #[cfg(feature = "gmp")]
+    {
+        to_gmp(a).gcd(&to_gmp(n)) == 1
+    }
+}
+
 /// `BigUint` → GMP integer.
 #[cfg(feature = "gmp")]
 pub(crate) fn to_gmp(x: &BigUint) -> rug::Integer {

@@ -4,7 +4,6 @@ use std::fmt;
 
 use ndarray::ArrayView2;
 use num_bigint::{BigInt, BigUint, Sign};
-use num_integer::Integer;
 use num_traits::{One, Zero};
 use rayon::prelude::*;
 
@@ -99,7 +98,7 @@ impl PublicKey {
     /// [`Error::KeyMismatch`], or [`Error::InvalidCiphertext`] naming the failed check.
     pub fn validate(&self, c: &Ciphertext) -> Result<()> {
         self.check_range(c)?;
-        if !c.c.gcd(self.n()).is_one() {
+        if !crate::arith::coprime(&c.c, self.n()) {
             return Err(Error::InvalidCiphertext {
                 reason: "gcd(c, N) != 1",
             });
