@@ -84,6 +84,20 @@ pub struct TrainArgs {
     keys: KeyArgs,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// Train only the plaintext fixed-point reference: no keys, no network, seconds
+    /// instead of minutes. Same data split, initialization, client samplers and session
+    /// plans as an encrypted run with the same options, hence the same model (clients
+    /// are scheduled in index order here, in registration order over QUIC). For choosing
+    /// hyper-parameters before an encrypted run.
+    #[arg(long)]
+    plaintext: bool,
+}
+
+/// What a training run writes (`train`, `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
     /// Write the trained model here.
     #[arg(long)]
     model_out: Option<PathBuf>,
@@ -93,13 +107,6 @@ pub struct TrainArgs {
     /// No progress bar, errors only.
     #[arg(long)]
     quiet: bool,
-    /// Train only the plaintext fixed-point reference: no keys, no network, seconds
-    /// instead of minutes. Same data split, initialization, client samplers and session
-    /// plans as an encrypted run with the same options, hence the same model (clients
-    /// are scheduled in index order here, in registration order over QUIC). For choosing
-    /// hyper-parameters before an encrypted run.
-    #[arg(long)]
-    plaintext: bool,
 }
 
 /// Where a server listens, its certificate and the clients it accepts (`serve`,
@@ -154,15 +161,8 @@ pub struct ServeArgs {
     keys: KeyArgs,
     #[command(flatten)]
     net: NetArgs,
-    /// Write the trained model here.
-    #[arg(long)]
-    model_out: Option<PathBuf>,
-    /// Write a JSON report here.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// No progress bar, errors only.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Arguments of `gelunet join`.
@@ -445,7 +445,7 @@ fn save_model(
 /// # Errors
 /// Bad options, data errors, key generation, training failures, file errors.
 pub fn train(args: TrainArgs) -> Result<(), String> {
-    progress::init_tracing(args.quiet);
+    progress::init_tracing(args.out.quiet);
     let t_all = Instant::now();
     args.model.validate()?;
     args.keys.validate()?;
@@ -493,7 +493,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     shell.max_sessions = args.model.sessions;
     shell.response_timeout = Duration::from_secs(args.net.response_timeout);
     shell.join_timeout = Some(Duration::from_secs(120));
-    let pb = progress::bar(args.quiet);
+    let pb = progress::bar(args.out.quiet);
     let epochs = args.model.epochs;
     let rt = runtime()?;
     let (role, log, client_stats) = rt.block_on(async move {
@@ -554,7 +554,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         Some((d, client_seeds[k]))
     };
     let eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
-    if let Some(path) = &args.model_out {
+    if let Some(path) = &args.out.model_out {
         save_model(
             path,
             &model,
@@ -594,10 +594,10 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         test_samples: prepared.test.n_samples(),
         parties,
     });
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.out.report {
         report::write_json(path, &report)?;
     }
-    if !args.quiet {
+    if !args.out.quiet {
         print_summary(&report);
     }
     Ok(())
@@ -660,15 +660,13 @@ fn train_plaintext(
     };
     let t0 = Instant::now();
     log.stop_reason = loop {
-        if let Some(m) = args.model.sessions {
-            if log.sessions_completed >= m {
-                break format!("{m} sessions completed");
-            }
-        }
-        if let Some(t) = target {
-            if log.samples >= t {
-                break format!("{t} samples processed");
-            }
+        if let Some(r) = gelunet_server::quic::stop_reason(
+            args.model.sessions,
+            log.sessions_completed,
+            target,
+            log.samples,
+        ) {
+            break r;
         }
         let plan = scheduler.next_session();
         log.sessions_completed += 1;
@@ -714,7 +712,7 @@ fn train_plaintext(
     log.training_time = t0.elapsed();
     let mut eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
     eval.diff = None;
-    if let Some(path) = &args.model_out {
+    if let Some(path) = &args.out.model_out {
         save_model(
             path,
             &model,
@@ -737,10 +735,10 @@ fn train_plaintext(
     });
     report.key_bits = 0;
     report.backend = "plaintext fixed-point reference".into();
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.out.report {
         report::write_json(path, &report)?;
     }
-    if !args.quiet {
+    if !args.out.quiet {
         print_summary(&report);
     }
     Ok(())
@@ -803,7 +801,7 @@ fn load_or_create_identity(args: &ListenArgs) -> Result<ServerIdentity, String> 
 /// # Errors
 /// Bad options, data errors, key generation, training failures, file errors.
 pub fn serve(args: ServeArgs) -> Result<(), String> {
-    progress::init_tracing(args.quiet);
+    progress::init_tracing(args.out.quiet);
     let t_all = Instant::now();
     args.model.validate()?;
     args.keys.validate()?;
@@ -851,11 +849,11 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     shell.epochs = Some(f64::from(args.model.epochs));
     shell.max_sessions = args.model.sessions;
     shell.response_timeout = Duration::from_secs(args.net.response_timeout);
-    let pb = progress::bar(args.quiet);
+    let pb = progress::bar(args.out.quiet);
     let epochs = args.model.epochs;
     let rt = runtime()?;
     let listen = args.endpoint.clone();
-    let quiet = args.quiet;
+    let quiet = args.out.quiet;
     let (role, log) = rt.block_on(async move {
         let endpoint = bind(&listen, &identity, &transport, quiet)?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -873,7 +871,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         Some((d, hint.client_seed))
     };
     let eval = evaluate(&model, &cfg, prepared.as_ref(), &log, share_of)?;
-    if let Some(path) = &args.model_out {
+    if let Some(path) = &args.out.model_out {
         save_model(
             path,
             &model,
@@ -913,10 +911,10 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
         parties,
     });
-    if let Some(path) = &args.report {
+    if let Some(path) = &args.out.report {
         report::write_json(path, &report)?;
     }
-    if !args.quiet {
+    if !args.out.quiet {
         print_summary(&report);
     }
     Ok(())

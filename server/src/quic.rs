@@ -148,6 +148,29 @@ pub enum ServerEvent {
     SessionDone(SessionLog),
 }
 
+/// Why training stops, if it does: `completed ≥ max_sessions` completed sessions, or
+/// `samples ≥ target` samples processed in completed sessions (the epoch target,
+/// `⌈epochs × samples held⌉`); `None` to go on. The rule of [`run_server`], shared with
+/// replays of its schedule.
+pub fn stop_reason(
+    max_sessions: Option<u64>,
+    completed: u64,
+    target: Option<u64>,
+    samples: u64,
+) -> Option<String> {
+    if let Some(m) = max_sessions {
+        if completed >= m {
+            return Some(format!("{m} sessions completed"));
+        }
+    }
+    if let Some(t) = target {
+        if samples >= t {
+            return Some(format!("{t} samples processed"));
+        }
+    }
+    None
+}
+
 /// One session as it ran.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionLog {
@@ -804,17 +827,12 @@ impl Coordinator {
     }
 
     fn stop_reason(&self, target: Option<u64>) -> Option<String> {
-        if let Some(m) = self.config.max_sessions {
-            if self.completed >= m {
-                return Some(format!("{m} sessions completed"));
-            }
-        }
-        if let Some(t) = target {
-            if self.samples >= t {
-                return Some(format!("{t} samples processed"));
-            }
-        }
-        None
+        stop_reason(
+            self.config.max_sessions,
+            self.completed,
+            target,
+            self.samples,
+        )
     }
 
     async fn train(&mut self) -> Result<(Duration, String, u64), ServerShellError> {
