@@ -21,9 +21,12 @@
 //! pre-activations of every layer for its inputs (see the server's module docs for what
 //! that means for the model).
 
+use std::collections::VecDeque;
 use std::fmt;
 
-use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey, PublicKey, MIN_KEY_BITS};
+use gelunet_paillier::{
+    BigInt, BigUint, Ciphertext, Obfuscator, PrivateKey, PublicKey, MIN_KEY_BITS,
+};
 use gelunet_protocol::fixed::{Scales, ValueKind};
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::math::{activate, argmax};
@@ -98,6 +101,8 @@ pub struct InferenceClient {
     rng: ChaCha20Rng,
     next_request: u64,
     pending: Option<Pending>,
+    /// Obfuscators computed ahead of time, used first and once each.
+    obfuscators: VecDeque<Obfuscator>,
 }
 
 impl fmt::Debug for InferenceClient {
@@ -106,6 +111,7 @@ impl fmt::Debug for InferenceClient {
             .field("key", self.key.public_key())
             .field("spec", &self.spec)
             .field("pending", &self.pending.as_ref().map(|p| p.layer))
+            .field("obfuscators_ready", &self.obfuscators.len())
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +161,7 @@ impl InferenceClient {
             rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x696e_6665_7221_2121),
             next_request: 1,
             pending: None,
+            obfuscators: VecDeque::new(),
         })
     }
 
@@ -193,6 +200,41 @@ impl InferenceClient {
     /// Drops the request in flight, if any.
     pub fn cancel(&mut self) {
         self.pending = None;
+    }
+
+    /// Computes `count` encryption obfuscators now (CRT, on rayon's threads), for the next
+    /// requests to use: an encryption with a ready obfuscator is one multiplication modulo
+    /// `N²` instead of a fixed-base exponentiation. Call it in idle time, e.g.
+    /// [`InferenceClient::obfuscators_per_inference`] of them before each inference, to
+    /// take the client's encryptions off the latency-critical path.
+    ///
+    /// The obfuscators come from the same random stream as inline ones, in the same order:
+    /// the ciphertexts are the same whether or not they were precomputed.
+    pub fn precompute_obfuscators(&mut self, count: usize) {
+        let fresh = self.key.obfuscators_crt(count, &mut self.rng);
+        self.obfuscators.extend(fresh);
+    }
+
+    /// Obfuscators ready for the next requests.
+    pub fn obfuscators_ready(&self) -> usize {
+        self.obfuscators.len()
+    }
+
+    /// How many encryptions (and so obfuscators) one inference of `samples` samples
+    /// takes: `Σ_i n_{i−1}·g` over the layers, with `g` the number of ciphertext groups of
+    /// the sample packing (`g = samples` without packing, 1 for one sample).
+    pub fn obfuscators_per_inference(&self, samples: usize) -> usize {
+        let packing = inference_packing(
+            &self.spec,
+            &self.scales,
+            samples,
+            self.key.public_key().bits(),
+            self.config.packing,
+        );
+        let groups = group_sizes(samples, packing.samples_per_ciphertext).len();
+        (1..=self.spec.num_layers())
+            .map(|i| self.spec.layer_shape(i).1 * groups)
+            .sum()
     }
 
     /// Starts inference on `samples` (`B × n_0`, real values, quantized at `2^fa`):
@@ -247,8 +289,22 @@ impl InferenceClient {
             self.config.packing,
         );
         let (plain, _) = pack_samples(inputs.view(), packing);
+        let pk = self.key.public_key();
+        for m in &plain {
+            pk.encode(m)?;
+        }
+        // Precomputed obfuscators first, then fresh ones from the same stream.
+        let ready = self.obfuscators.len().min(plain.len());
         let mut rng = self.rng.clone();
-        let activations = self.key.encrypt_crt_batch(&plain, &mut rng)?;
+        let mut obfuscators: Vec<Obfuscator> =
+            self.obfuscators.iter().take(ready).cloned().collect();
+        obfuscators.extend(self.key.obfuscators_crt(plain.len() - ready, &mut rng));
+        let activations = plain
+            .par_iter()
+            .zip(obfuscators.par_iter())
+            .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.obfuscators.drain(..ready);
         let row_packing = self.config.row_packing && packing == Packing::NONE;
         let msg = ClientMessage::Infer(InferRequest {
             request_id,

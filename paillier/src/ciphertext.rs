@@ -4,7 +4,7 @@ use std::fmt;
 
 use ndarray::ArrayView2;
 use num_bigint::{BigInt, BigUint, Sign};
-use num_traits::{One, Zero};
+use num_traits::Zero;
 use rayon::prelude::*;
 
 use crate::arith::Elem;
@@ -256,22 +256,110 @@ impl PublicKey {
         self.multi_exp_rows(&rows, d)
     }
 
+    /// Row-packed matrix–vector product for one sample (inference): for `W` of shape
+    /// `m × n`, `n` ciphertexts `[a_k]` and one plaintext offset `c_j` per row, the
+    /// `⌈m/k⌉` ciphertexts
+    /// `[Σ_{j ∈ chunk} (W_j·a + c_j)·2^{β·(j − j₀)}]` over consecutive chunks of
+    /// `k = rows_per_ciphertext` rows starting at `j₀`, with `β = slot_bits`. The caller
+    /// chooses `β` and the offsets so that every slot stays in `[0, 2^β)` (the server adds
+    /// `2^(β−1)`; DESIGN.md, "Packing").
+    ///
+    /// Equal to [`PublicKey::matvec`], [`PublicKey::add_plain`] per row and the Horner
+    /// packing `acc ← acc^{2^β}·[z_j]` from the last row of a chunk down, and faster on
+    /// two or more threads: a chunk's Horner chain starts as soon as its last row is ready,
+    /// while the other threads compute the next rows (rows in parallel with the chain,
+    /// chunks in parallel with rayon). The result does not depend on the number of threads.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `a.len() ≠ n`, `offsets.len() ≠ m` or
+    /// `rows_per_ciphertext = 0`; [`Error::PlaintextOutOfRange`] for an offset out of
+    /// range; [`Error::KeyMismatch`] or [`Error::InvalidCiphertext`] for any ciphertext.
+    pub fn matvec_row_packed(
+        &self,
+        w: ArrayView2<'_, BigInt>,
+        a: &[Ciphertext],
+        offsets: &[BigInt],
+        slot_bits: u32,
+        rows_per_ciphertext: usize,
+    ) -> Result<Vec<Ciphertext>> {
+        if w.ncols() != a.len() || w.nrows() != offsets.len() || rows_per_ciphertext == 0 {
+            return Err(Error::ShapeMismatch {
+                expected: format!(
+                    "{} ciphertexts, {} offsets and at least one row per ciphertext",
+                    w.ncols(),
+                    w.nrows()
+                ),
+                found: format!(
+                    "{} ciphertexts, {} offsets, {rows_per_ciphertext} rows per ciphertext",
+                    a.len(),
+                    offsets.len()
+                ),
+            });
+        }
+        let md = self.modulus();
+        let nudes = offsets
+            .iter()
+            .map(|c| Ok(md.elem(&self.nude(&self.encode(c)?))))
+            .collect::<Result<Vec<Elem>>>()?;
+        let rows: Vec<Vec<&BigInt>> = (0..w.nrows())
+            .map(|j| (0..w.ncols()).map(|k| &w[[j, k]]).collect())
+            .collect();
+        let product = RowProducts::new(self, &rows, a)?;
+        let row = |j: usize| {
+            let mut r = product.row(j);
+            md.mul_assign(&mut r, &nudes[j]);
+            r
+        };
+        let starts: Vec<usize> = (0..w.nrows()).step_by(rows_per_ciphertext).collect();
+        Ok(starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + rows_per_ciphertext).min(w.nrows());
+                let packed = pack_pipelined(md, start, end, slot_bits, &row);
+                Ciphertext::new_unchecked(md.to_biguint(&packed), self.id())
+            })
+            .collect())
+    }
+
     /// `Π_k bases_k^{rows[j][k]}` for every row `j`.
     fn multi_exp_rows(
         &self,
         rows: &[Vec<&BigInt>],
         bases: &[Ciphertext],
     ) -> Result<Vec<Ciphertext>> {
-        for c in bases {
-            self.check_range(c)?;
-        }
+        let product = RowProducts::new(self, rows, bases)?;
         let md = self.modulus();
+        Ok((0..rows.len())
+            .into_par_iter()
+            .map(|j| Ciphertext::new_unchecked(md.to_biguint(&product.row(j)), self.id()))
+            .collect())
+    }
+}
+
+/// The shared state of many multi-exponentiations `Π_k bases_k^{rows[j][k]}` over the same
+/// ciphertexts: the window tables, the non-negative exponents and the sign correction
+/// (see [`crate::multiexp`]).
+enum RowProducts<'m> {
+    /// No bases: every product is the trivial encryption of zero, 1.
+    Empty(&'m crate::arith::Modulus),
+    /// Tables, shifted exponents and the correction `(Π_k a_k)^{−2^B}` if any exponent was
+    /// negative.
+    Shared {
+        shared: SharedBases<'m>,
+        exps: Vec<Vec<Vec<u64>>>,
+        correction: Option<Elem>,
+        modulus: &'m crate::arith::Modulus,
+    },
+}
+
+impl<'m> RowProducts<'m> {
+    fn new(key: &'m PublicKey, rows: &[Vec<&BigInt>], bases: &[Ciphertext]) -> Result<Self> {
+        for c in bases {
+            key.check_range(c)?;
+        }
+        let md = key.modulus();
         if bases.is_empty() {
-            // Empty sums: encryptions of zero with the trivial obfuscator 1.
-            return Ok(rows
-                .iter()
-                .map(|_| Ciphertext::new_unchecked(BigUint::one(), self.id()))
-                .collect());
+            return Ok(Self::Empty(md));
         }
         let elems: Vec<Elem> = bases.par_iter().map(|c| md.elem(&c.c)).collect();
         let exps = offset_exponents(rows);
@@ -292,16 +380,91 @@ impl PublicKey {
                 })?)
             }
         };
-        Ok(exps
-            .rows
-            .par_iter()
-            .map(|row| {
-                let mut r = shared.multi_exp(row);
-                if let Some(c) = &correction {
-                    md.mul_assign(&mut r, c);
-                }
-                Ciphertext::new_unchecked(md.to_biguint(&r), self.id())
-            })
-            .collect())
+        Ok(Self::Shared {
+            shared,
+            exps: exps.rows,
+            correction,
+            modulus: md,
+        })
     }
+
+    /// Row `j`'s product, as a backend element.
+    fn row(&self, j: usize) -> Elem {
+        match self {
+            Self::Empty(md) => md.one(),
+            Self::Shared {
+                shared,
+                exps,
+                correction,
+                modulus,
+            } => {
+                let mut r = shared.multi_exp(&exps[j]);
+                if let Some(c) = correction {
+                    modulus.mul_assign(&mut r, c);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Horner packing `acc ← acc^{2^β}·z_j` of rows `end − 1` down to `start`, where `z_j =
+/// row(j)`, with the rows computed while the chain runs: a helper (`rayon::join`) claims
+/// rows from the top down; the calling thread owns the chain and computes the row it needs
+/// itself when nobody has claimed it yet (else it waits for the helper). Rows are claimed
+/// once each, so no row is computed twice, and on one thread this is the plain
+/// sequential loop.
+fn pack_pipelined(
+    md: &crate::arith::Modulus,
+    start: usize,
+    end: usize,
+    slot_bits: u32,
+    row: &(dyn Fn(usize) -> Elem + Sync),
+) -> Elem {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    let ready: Vec<OnceLock<Elem>> = (start..end).map(|_| OnceLock::new()).collect();
+    // Rows `start..start + unclaimed` are still to be computed; claims go from the top.
+    let unclaimed = AtomicUsize::new(end - start);
+    let claim = || -> bool {
+        match unclaimed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1)) {
+            Ok(u) => {
+                let i = u - 1;
+                // Each index is claimed once, so the cell is empty.
+                let _ = ready[i].set(row(start + i));
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let (packed, ()) = rayon::join(
+        || {
+            let mut acc: Option<Elem> = None;
+            for i in (0..end - start).rev() {
+                let z = loop {
+                    if let Some(z) = ready[i].get() {
+                        break z;
+                    }
+                    // Rows above `i` are claimed already, so a claim takes row `i` itself;
+                    // if the helper is computing it, wait rather than delay the chain.
+                    if unclaimed.load(Ordering::Acquire) <= i || !claim() {
+                        std::hint::spin_loop();
+                    }
+                };
+                acc = Some(match acc {
+                    None => z.clone(),
+                    Some(mut a) => {
+                        for _ in 0..slot_bits {
+                            md.square_assign(&mut a);
+                        }
+                        md.mul_assign(&mut a, z);
+                        a
+                    }
+                });
+            }
+            acc.unwrap_or_else(|| md.one())
+        },
+        || while claim() {},
+    );
+    packed
 }

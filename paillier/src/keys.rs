@@ -408,12 +408,19 @@ fn derive_h_n(n: &BigUint, modulus: &Modulus) -> BigUint {
     modulus.to_biguint(&modulus.pow_vartime(&modulus.elem(&h), n))
 }
 
-/// A precomputed encryption obfuscator `r^N mod N²` for one key (public value; it must
-/// be used once only).
+/// A precomputed encryption obfuscator `r^N mod N²` for one key. It must be used once
+/// only, and kept from everyone else: with the obfuscator of a ciphertext, anyone can read
+/// its plaintext. Hidden from `Debug`, overwritten with zeros on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Obfuscator {
     key: KeyId,
     value: BigUint,
+}
+
+impl Drop for Obfuscator {
+    fn drop(&mut self) {
+        wipe_biguint(&mut self.value);
+    }
 }
 
 impl fmt::Debug for Obfuscator {
@@ -750,11 +757,39 @@ impl PrivateKey {
         self.public.encrypt_with_obfuscator(m, &obf)
     }
 
+    /// `count` obfuscators computed through CRT ([`PrivateKey::obfuscator_crt`]) with
+    /// rayon. The `α`s are drawn from `rng` in order before the parallel part, so the result
+    /// equals `count` calls of `obfuscator_crt(rng)`, whatever the number of threads.
+    ///
+    /// For a client that encrypts on a latency-critical path: compute the obfuscators in
+    /// idle time, then encrypt with [`PublicKey::encrypt_with_obfuscator`] (one
+    /// multiplication modulo `N²`).
+    pub fn obfuscators_crt<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        count: usize,
+        rng: &mut R,
+    ) -> Vec<Obfuscator> {
+        use rayon::prelude::*;
+        let mut alphas: Vec<BigUint> = (0..count)
+            .map(|_| rng.gen_biguint(alpha_bits(self.public.bits())))
+            .collect();
+        self.crt_tables();
+        let out = alphas
+            .par_iter()
+            .map(|a| self.obfuscator_crt_from_alpha(a))
+            .collect();
+        for a in &mut alphas {
+            wipe_biguint(a);
+        }
+        out
+    }
+
     /// Batch form of [`PrivateKey::encrypt_crt`] (rayon); equal to encrypting one at a
     /// time with the same `rng`.
     ///
     /// # Errors
-    /// [`Error::PlaintextOutOfRange`] for any plaintext out of range; nothing is encrypted.
+    /// [`Error::PlaintextOutOfRange`] for any plaintext out of range; nothing is encrypted
+    /// and nothing is drawn from `rng`.
     pub fn encrypt_crt_batch<R: RngCore + CryptoRng + ?Sized>(
         &self,
         ms: &[BigInt],
@@ -764,17 +799,10 @@ impl PrivateKey {
         for m in ms {
             self.public.encode(m)?;
         }
-        let alphas: Vec<BigUint> = ms
-            .iter()
-            .map(|_| rng.gen_biguint(alpha_bits(self.public.bits())))
-            .collect();
-        self.crt_tables();
+        let obfuscators = self.obfuscators_crt(ms.len(), rng);
         ms.par_iter()
-            .zip(alphas.par_iter())
-            .map(|(m, a)| {
-                let obf = self.obfuscator_crt_from_alpha(a);
-                self.public.encrypt_with_obfuscator(m, &obf)
-            })
+            .zip(obfuscators.par_iter())
+            .map(|(m, o)| self.public.encrypt_with_obfuscator(m, o))
             .collect()
     }
 

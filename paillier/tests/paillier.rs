@@ -102,6 +102,47 @@ proptest! {
     }
 
     #[test]
+    fn row_packed_matvec_equals_matvec_then_horner_packing(
+        m in 1usize..9, n in 0usize..5, k in 1usize..5, bits in 1u32..24, seed in any::<u64>()
+    ) {
+        use rand::Rng;
+        let sk = key();
+        let pk = sk.public_key();
+        let mut r = rng(seed);
+        let w = Array2::from_shape_fn((m, n), |_| BigInt::from(r.gen::<i32>() >> (32 - bits)));
+        let a: Vec<BigInt> = (0..n).map(|_| BigInt::from(r.gen::<i32>() >> (32 - bits))).collect();
+        // Slots of β bits holding z_j + 2^(β−1) ≥ 0, as the server packs them.
+        let beta = 2 * bits + 5;
+        let shift = BigInt::one() << (beta - 1);
+        let offsets: Vec<BigInt> = (0..m)
+            .map(|_| BigInt::from(r.gen::<i16>() >> (16 - bits.min(16))) + &shift)
+            .collect();
+        let ca = pk.encrypt_batch(&a, &mut r).unwrap();
+        let packed = pk.matvec_row_packed(w.view(), &ca, &offsets, beta, k).unwrap();
+        prop_assert_eq!(packed.len(), m.div_ceil(k));
+        // The reference: matvec, add_plain, and the Horner chain acc ← acc^{2^β}·[z_j].
+        let z = pk.matvec(w.view(), &ca).unwrap();
+        let step = BigInt::one() << beta;
+        for (chunk, got) in packed.iter().enumerate() {
+            let rows: Vec<usize> = (chunk * k..((chunk + 1) * k).min(m)).collect();
+            let mut acc: Option<Ciphertext> = None;
+            let mut expected = BigInt::zero();
+            for &j in rows.iter().rev() {
+                let zj = pk.add_plain(&z[j], &offsets[j]).unwrap();
+                acc = Some(match acc {
+                    None => zj,
+                    Some(c) => pk.add(&pk.mul_scalar(&c, &step).unwrap(), &zj).unwrap(),
+                });
+                let value: BigInt = (0..n).map(|i| &w[[j, i]] * &a[i]).sum::<BigInt>() + &offsets[j];
+                expected = (expected << beta) + value;
+            }
+            // The same ciphertext, bit for bit, and the packed plaintext.
+            prop_assert_eq!(got, acc.as_ref().unwrap());
+            prop_assert_eq!(sk.decrypt(got).unwrap(), expected);
+        }
+    }
+
+    #[test]
     fn crt_decryption_equals_textbook_decryption(a in signed(300), seed in any::<u64>()) {
         let sk = key();
         let pk = sk.public_key();
@@ -385,8 +426,26 @@ fn shapes_are_checked() {
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
-        pk.vecmat(&[c], w.view()),
+        pk.vecmat(std::slice::from_ref(&c), w.view()),
         Err(Error::ShapeMismatch { .. })
+    ));
+    // Row packing: wrong number of ciphertexts, of offsets, or zero rows per ciphertext.
+    let three = vec![c.clone(), c.clone(), c.clone()];
+    let offsets = vec![BigInt::from(0); 2];
+    for (cts, offs, k) in [
+        (std::slice::from_ref(&c), &offsets[..], 2),
+        (&three[..], &offsets[..1], 2),
+        (&three[..], &offsets[..], 0),
+    ] {
+        assert!(matches!(
+            pk.matvec_row_packed(w.view(), cts, offs, 8, k),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+    let huge = vec![BigInt::from(1) << 600u32; 2];
+    assert!(matches!(
+        pk.matvec_row_packed(w.view(), &three, &huge, 8, 2),
+        Err(Error::PlaintextOutOfRange { .. })
     ));
 }
 

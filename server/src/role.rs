@@ -444,28 +444,36 @@ impl Server {
         let w = to_big(&layer.w);
         let n_c = pk.n();
         let mut out = Vec::new();
+        let biases = layer.b.as_slice().unwrap_or(&[]);
+        expect_len("biases", width, biases.len())?;
         for (g, &size) in groups.iter().enumerate() {
             let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
-            let z = pk.matvec(w.view(), cts)?;
             let s = BigInt::from(slot_sum(size, p.slot_bits));
-            let shift = if rows == Packing::NONE {
-                BigInt::from(0u8)
-            } else {
-                BigInt::from(1u8) << (rows.slot_bits - 1)
-            };
-            let z = z
-                .par_iter()
-                .zip(layer.b.as_slice().unwrap_or(&[]).par_iter())
-                .map(|(c, &b)| {
-                    let plain = reduce_centered(&(BigInt::from(b) * &s + &shift), n_c);
-                    pk.add_plain(c, &plain)
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            expect_len("biases", width, z.len())?;
             if rows == Packing::NONE {
+                let z = pk.matvec(w.view(), cts)?;
+                let z = z
+                    .par_iter()
+                    .zip(biases.par_iter())
+                    .map(|(c, &b)| {
+                        let plain = reduce_centered(&(BigInt::from(b) * &s), n_c);
+                        pk.add_plain(c, &plain)
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 out.extend(z);
             } else {
-                out.extend(row_pack(pk, &z, rows)?);
+                // One sample: slots hold z_j + 2^(β−1) ≥ 0 (see `row_packing`).
+                let shift = BigInt::from(1u8) << (rows.slot_bits - 1);
+                let offsets: Vec<BigInt> = biases
+                    .iter()
+                    .map(|&b| BigInt::from(b) * &s + &shift)
+                    .collect();
+                out.extend(pk.matvec_row_packed(
+                    w.view(),
+                    cts,
+                    &offsets,
+                    rows.slot_bits,
+                    (rows.samples_per_ciphertext as usize).max(1),
+                )?);
             }
         }
         Ok(InferResponse {
@@ -988,26 +996,6 @@ impl Server {
 /// Row packing by Horner: slot `r` of output `c` holds the plaintext of `z[c·k + r]`
 /// (already shifted to be non-negative): `acc ← acc^{2^β} ⊕ [z_j]` from the last row of
 /// a chunk down to the first, chunks in parallel.
-fn row_pack(pk: &PublicKey, z: &[Ciphertext], rows: Packing) -> Result<Vec<Ciphertext>> {
-    let k = (rows.samples_per_ciphertext as usize).max(1);
-    let step = BigInt::from(1u8) << rows.slot_bits;
-    z.par_chunks(k)
-        .map(|chunk| {
-            let mut it = chunk.iter().rev();
-            let mut acc = it.next().cloned().ok_or(ServerError::Shape {
-                what: "row packing",
-                expected: 1,
-                found: 0,
-            })?;
-            for c in it {
-                acc = pk.mul_scalar(&acc, &step)?;
-                acc = pk.add(&acc, c)?;
-            }
-            Ok(acc)
-        })
-        .collect()
-}
-
 fn check_session(s: &Session, found: u64) -> Result<()> {
     if s.id != found {
         return Err(ServerError::WrongSession {

@@ -92,6 +92,58 @@ fn encrypted_inference_equals_plaintext_model() {
 }
 
 #[test]
+fn precomputed_obfuscators_give_the_same_ciphertexts_and_are_used_once() {
+    let sim = trained();
+    let server = sim.server();
+    let key = server
+        .inference_key(&inference_client(server, true, true).hello())
+        .unwrap();
+    let (x, _) = synthetic_blobs(5, 4, 3, 0.5, 9);
+    for n in [1usize, 5] {
+        let xs = x.select(Axis(0), &(0..n).collect::<Vec<_>>());
+        let mut inline = inference_client(server, true, true);
+        let mut ahead = inference_client(server, true, true);
+        let per = ahead.obfuscators_per_inference(n);
+        // 4-6-5-3: one sample sends 4 + 6 + 5 ciphertexts; five sample-packed samples fit
+        // one group at 512 bits, so the same count.
+        assert_eq!(per, 15);
+        ahead.precompute_obfuscators(per);
+        assert_eq!(ahead.obfuscators_ready(), per);
+        let mut a = inline.start(&xs).unwrap();
+        let mut b = ahead.start(&xs).unwrap();
+        loop {
+            // Same seed, same random stream: the requests are identical.
+            assert_eq!(a, b);
+            let ClientMessage::Infer(req) = &a else {
+                panic!()
+            };
+            let answer = ServerMessage::Inferred(server.infer(&key, req).unwrap());
+            match (
+                inline.handle(&answer).unwrap(),
+                ahead.handle(&answer).unwrap(),
+            ) {
+                (InferStep::Next(ma), InferStep::Next(mb)) => (a, b) = (ma, mb),
+                (InferStep::Done(pa, qa), InferStep::Done(pb, qb)) => {
+                    assert_eq!((pa, qa), (pb, qb));
+                    break;
+                }
+                _ => panic!("the clients diverged"),
+            }
+        }
+        // Each obfuscator was used once.
+        assert_eq!(ahead.obfuscators_ready(), 0);
+    }
+    // More than one inference needs: the rest waits for the next request, and a request
+    // that fails (a wrong width) uses none.
+    let mut c = inference_client(server, true, true);
+    c.precompute_obfuscators(20);
+    assert!(c.start(&Array2::zeros((1, 3))).is_err());
+    assert_eq!(c.obfuscators_ready(), 20);
+    c.start(&x.select(Axis(0), &[0])).unwrap();
+    assert_eq!(c.obfuscators_ready(), 16);
+}
+
+#[test]
 fn row_and_sample_packing_shrink_the_answers() {
     let sim = trained();
     let server = sim.server();
