@@ -501,6 +501,9 @@ pub struct BfvContext {
     pub(crate) sk: SecretKey,
     pub(crate) rk: RelinearizationKey,
     pub(crate) rng: ChaCha20Rng,
+    /// Encryptions of zero computed ahead of time ([`BfvContext::precompute_encryptions`]),
+    /// used first and once each.
+    pub(crate) zeros: Vec<Ciphertext>,
 }
 
 impl std::fmt::Debug for BfvContext {
@@ -509,6 +512,14 @@ impl std::fmt::Debug for BfvContext {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a column's encryption randomness comes from.
+enum Randomness {
+    /// A precomputed encryption of zero.
+    Zero(Ciphertext),
+    /// A seed for a fresh encryption.
+    Seed([u8; 32]),
 }
 
 /// A batch of `S` samples with `n` features, encrypted as `n` ciphertexts (ciphertext
@@ -592,7 +603,42 @@ impl BfvContext {
             sk,
             rk,
             rng,
+            zeros: Vec::new(),
         })
+    }
+
+    /// Computes `count` encryptions of zero now (rayon), for the next
+    /// [`BfvContext::encrypt_batch`] calls: a column then costs one encoding and one
+    /// polynomial addition (`Enc(0) + Δ·m` is an encryption of `m` with the same noise
+    /// distribution as a fresh one). The BFV counterpart of the Paillier client's
+    /// precomputed obfuscators, so that "online" latencies compare like with like.
+    ///
+    /// # Errors
+    /// [`BaselineError::Fhe`] on encryption failure.
+    pub fn precompute_encryptions(&mut self, count: usize) -> Result<()> {
+        let zero = Plaintext::try_encode(&[0i64][..], Encoding::simd(), &self.params)?;
+        let seeds: Vec<[u8; 32]> = (0..count)
+            .map(|_| {
+                let mut seed = [0u8; 32];
+                rand09::RngCore::fill_bytes(&mut self.rng, &mut seed);
+                seed
+            })
+            .collect();
+        let fresh = seeds
+            .par_iter()
+            .map(|seed| {
+                let mut rng = ChaCha20Rng::from_seed(*seed);
+                Ok(self.sk.try_encrypt(&zero, &mut rng)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.zeros.extend(fresh);
+        Ok(())
+    }
+
+    /// Encryptions of zero ready for the next batches.
+    #[must_use]
+    pub fn encryptions_ready(&self) -> usize {
+        self.zeros.len()
     }
 
     /// As [`BfvContext::new`] with a seed from the operating system.
@@ -690,21 +736,38 @@ impl BfvContext {
         }
         // One seed per column from the context's generator, then the columns in parallel
         // (rayon), so the ciphertexts do not depend on the number of threads.
-        let columns: Vec<(Vec<i64>, [u8; 32])> = samples
+        // Precomputed encryptions of zero first; for the other columns one seed per column
+        // from the context's generator. Columns run in parallel (rayon), so the ciphertexts
+        // do not depend on the number of threads.
+        let ready = self.zeros.len().min(n);
+        let mut zeros = self.zeros.drain(..ready);
+        let columns: Vec<(Vec<i64>, Randomness)> = samples
             .columns()
             .into_iter()
             .map(|col| {
-                let mut seed = [0u8; 32];
-                rand09::RngCore::fill_bytes(&mut self.rng, &mut seed);
-                (col.to_vec(), seed)
+                let randomness = match zeros.next() {
+                    Some(zero) => Randomness::Zero(zero),
+                    None => {
+                        let mut seed = [0u8; 32];
+                        rand09::RngCore::fill_bytes(&mut self.rng, &mut seed);
+                        Randomness::Seed(seed)
+                    }
+                };
+                (col.to_vec(), randomness)
             })
             .collect();
+        drop(zeros);
         let cts = columns
             .par_iter()
-            .map(|(values, seed)| {
+            .map(|(values, randomness)| {
                 let pt = Plaintext::try_encode(&values[..], Encoding::simd(), &self.params)?;
-                let mut rng = ChaCha20Rng::from_seed(*seed);
-                Ok(self.sk.try_encrypt(&pt, &mut rng)?)
+                match randomness {
+                    Randomness::Zero(zero) => Ok(zero + &pt),
+                    Randomness::Seed(seed) => {
+                        let mut rng = ChaCha20Rng::from_seed(*seed);
+                        Ok(self.sk.try_encrypt(&pt, &mut rng)?)
+                    }
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(EncryptedBatch {

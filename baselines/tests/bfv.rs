@@ -65,6 +65,31 @@ fn bfv_predictions_and_logits_equal_plaintext() {
 }
 
 #[test]
+fn precomputed_encryptions_of_zero_are_exact_and_used_once() {
+    let net = random_net(4, 12, 3, 13);
+    let config = BfvConfig::for_net(&net, INPUT_BOUND).unwrap();
+    let mut client = BfvContext::new(&config, [9; 32]).unwrap();
+    let server = SquareNetBfv::new(&net, &client.server_key(), INPUT_BOUND).unwrap();
+    // Three ready for four columns: three columns use them, the fourth is fresh.
+    client.precompute_encryptions(3).unwrap();
+    assert_eq!(client.encryptions_ready(), 3);
+    let x = random_inputs(20, 4, 14);
+    let batch = client.encrypt_batch(&x, INPUT_BOUND).unwrap();
+    assert_eq!(client.encryptions_ready(), 0);
+    let out = server.infer(&batch).unwrap();
+    assert_eq!(
+        client.decrypt_logits(&out).unwrap(),
+        net.forward_plain(&x).unwrap()
+    );
+    // A batch that fails its checks uses none.
+    client.precompute_encryptions(4).unwrap();
+    let mut bad = x.clone();
+    bad[[0, 0]] = INPUT_BOUND + 1;
+    assert!(client.encrypt_batch(&bad, INPUT_BOUND).is_err());
+    assert_eq!(client.encryptions_ready(), 4);
+}
+
+#[test]
 fn bfv_exact_with_a_large_plaintext_modulus() {
     // Up to 53 bits of t the chain is four 54-55-bit primes (218 bits).
     let desc = BfvConfig::n8192(53).unwrap().describe();

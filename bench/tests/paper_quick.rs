@@ -140,6 +140,14 @@ fn square_network_bfv_predictions_equal_plaintext() {
             .unwrap_or_else(|| panic!("{:?}", row.bfv_error));
         assert!(g.predictions_match_plaintext, "{row:?}");
         assert!(b.predictions_match_plaintext, "{row:?}");
+        // Both latencies were measured, with the online ratio next to the plain one.
+        for t in [g, b] {
+            assert!(
+                t.online_single_secs > 0.0 && t.offline_single_secs > 0.0,
+                "{row:?}"
+            );
+        }
+        assert!(row.latency_ratio.is_some() && row.online_latency_ratio.is_some());
     }
     // Part 3: every measurement was exact.
     let act = report.activation.as_ref().unwrap();

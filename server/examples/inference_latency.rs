@@ -1,7 +1,10 @@
 //! Single-sample encrypted-inference latency (paper Alg. 1 with the trained model) for
 //! Dense(12) `[4, 12, 3]` and Dense(300) `[784, 300, 10]` with random (Xavier) weights,
 //! on one thread and on rayon's whole pool, with and without row packing; plus the
-//! throughput of a sample-packed batch.
+//! throughput of a sample-packed batch. `online` is the latency when the client computed
+//! the obfuscators of the inference beforehand
+//! ([`InferenceClient::precompute_obfuscators`], not timed); `CPU/inference` counts the
+//! plain runs only.
 //!
 //! ```text
 //! cargo run --release -p gelunet-server --example inference_latency -- \
@@ -132,8 +135,16 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     println!(
-        "{:<12} {:>7} {:>9} {:>10} {:>10} {:>10} {:>6} {:>12}",
-        "model", "threads", "row pack", "latency", "server", "client", "cts↓", "CPU/inference"
+        "{:<12} {:>7} {:>9} {:>10} {:>10} {:>10} {:>6} {:>12} {:>10}",
+        "model",
+        "threads",
+        "row pack",
+        "latency",
+        "server",
+        "client",
+        "cts↓",
+        "CPU/inference",
+        "online"
     );
     for &hidden in &args.models {
         let widths = if hidden == 300 {
@@ -196,8 +207,24 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     _ => "n/a".into(),
                 };
                 let m = median(runs);
+                let mut online = Vec::new();
+                let per = client.obfuscators_per_inference(1);
+                for _ in 0..args.runs {
+                    client.precompute_obfuscators(per);
+                    let (t, p) = if threads == 1 {
+                        one.install(|| run_once(&server, &key, &mut client, &x))
+                            .map_err(|e| e.to_string())?
+                    } else {
+                        run_once(&server, &key, &mut client, &x)?
+                    };
+                    if p != expected {
+                        return Err("prediction differs from the plaintext model".into());
+                    }
+                    online.push(t);
+                }
+                let online = median(online);
                 println!(
-                    "{:<12} {:>7} {:>9} {:>10.1?} {:>10.1?} {:>10.1?} {:>6} {:>12}",
+                    "{:<12} {:>7} {:>9} {:>10.1?} {:>10.1?} {:>10.1?} {:>6} {:>12} {:>10.1?}",
                     label,
                     if threads == 1 {
                         "1".to_string()
@@ -209,7 +236,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     m.server,
                     m.client,
                     m.decryptions,
-                    cpu
+                    cpu,
+                    online.total
                 );
             }
         }
