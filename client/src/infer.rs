@@ -35,7 +35,8 @@ use gelunet_protocol::messages::{
     ServerMessage, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{
-    group_sizes, inference_packing, pack_samples, row_packing, unpack_signed, unpack_unsigned,
+    group_sizes, inference_packing, pack_samples, row_packing_is_valid, unpack_signed,
+    unpack_unsigned,
 };
 use gelunet_protocol::{Activation, ModelSpec};
 use ndarray::{Array2, ArrayView2};
@@ -396,16 +397,18 @@ impl InferenceClient {
         }
         let (width, fan_in) = self.spec.layer_shape(p.layer as usize);
         let pk = self.key.public_key();
-        let expected_rows = if p.row_packing {
-            row_packing(&self.scales, fan_in, width, pk.bits())
+        // The server chooses the slot width up to the static one (`inference_row_packing`).
+        let valid = if p.row_packing {
+            row_packing_is_valid(r.row_packing, &self.scales, fan_in, width, pk.bits())
         } else {
-            Packing::NONE
+            r.row_packing == Packing::NONE
         };
-        if r.row_packing != expected_rows {
+        if !valid {
             return Err(ClientError::Packing {
                 found: r.row_packing,
             });
         }
+        let expected_rows = r.row_packing;
         let groups = group_sizes(samples, p.packing.samples_per_ciphertext);
         let per_group = if expected_rows == Packing::NONE {
             width

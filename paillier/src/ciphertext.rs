@@ -363,23 +363,25 @@ impl<'m> RowProducts<'m> {
         }
         let elems: Vec<Elem> = bases.par_iter().map(|c| md.elem(&c.c)).collect();
         let exps = offset_exponents(rows);
-        let shared = SharedBases::new(md, &elems, rows.len(), exps.bits);
-        let correction = match exps.offset_bits {
-            None => None,
-            Some(b) => {
-                // (Π_k a_k)^{-2^b}
-                let mut prod = md.one();
-                for e in &elems {
-                    md.mul_assign(&mut prod, e);
+        // The tables and the sign correction are independent: build them side by side.
+        let (shared, correction) = rayon::join(
+            || SharedBases::new(md, &elems, rows.len(), exps.bits),
+            || match exps.offset_bits {
+                None => Ok(None),
+                Some(b) => {
+                    // (Π_k a_k)^{-2^b}
+                    let mut prod = md.one();
+                    for e in &elems {
+                        md.mul_assign(&mut prod, e);
+                    }
+                    md.square_n_assign(&mut prod, u32::try_from(b).unwrap_or(u32::MAX));
+                    md.inv(&prod).map(Some).ok_or(Error::InvalidCiphertext {
+                        reason: "not invertible modulo N^2",
+                    })
                 }
-                for _ in 0..b {
-                    md.square_assign(&mut prod);
-                }
-                Some(md.inv(&prod).ok_or(Error::InvalidCiphertext {
-                    reason: "not invertible modulo N^2",
-                })?)
-            }
-        };
+            },
+        );
+        let correction = correction?;
         Ok(Self::Shared {
             shared,
             exps: exps.rows,
@@ -454,9 +456,7 @@ fn pack_pipelined(
                 acc = Some(match acc {
                     None => z.clone(),
                     Some(mut a) => {
-                        for _ in 0..slot_bits {
-                            md.square_assign(&mut a);
-                        }
+                        md.square_n_assign(&mut a, slot_bits);
                         md.mul_assign(&mut a, z);
                         a
                     }

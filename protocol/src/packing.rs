@@ -13,7 +13,10 @@
 //! | activations and errors of a mini-batch ([`sample_packing`]) | signed, one per sample | [`sample_slot_bits`] | `⌊(|N_c| − 2)/β⌋`, at most `B` |
 //! | masked updates `η·Δ + r` (Alg. 3, [`UpdatePacking::masked`]) | shifted by `G`, non-negative | `σ + g + 1` (statistical), `g + 1` (none) | `⌊(|N_s| − 2)/β⌋`; the uniform mask is not packed |
 //! | final updates `ΔW^c`, `Δb^c` (Alg. 5, [`UpdatePacking::final_update`]) | shifted by `2^max_bits`, non-negative | `max_bits + 1` | `⌊(|N_s| − 2)/β⌋` |
-//! | pre-activations of one sample in inference ([`row_packing`]) | shifted by `2^(β−1)`, non-negative | [`forward_bound_bits`] `+ 1` | `⌊(|N_c| − 2)/β⌋` |
+//! | pre-activations of one sample in inference ([`inference_row_packing`]) | shifted by `2^(β−1)`, non-negative | at most [`forward_bound_bits`] `+ 1`, chosen by the server from its weights | `⌊(|N_c| − 2)/β⌋` |
+//!
+//! The inference row packing is the one layout the server chooses: it states `β` in its
+//! answer and the client accepts any `β` up to the static width ([`row_packing_is_valid`]).
 //!
 //! # Sample packing
 //!
@@ -137,19 +140,95 @@ pub fn inference_packing(
     sample_packing(spec, scales, samples, client_key_bits, enabled)
 }
 
-/// The row packing of one sample's `width` pre-activations of a layer of fan-in
+/// The largest row packing of one sample's `width` pre-activations of a layer of fan-in
 /// `fan_in`, for inference (no masks): slots of [`forward_bound_bits`] `+ 1` bits holding
-/// `z + 2^(β−1) ≥ 0`. [`Packing::NONE`] if fewer than two rows fit.
+/// `z + 2^(β−1) ≥ 0`. [`Packing::NONE`] if fewer than two rows fit. The server may use
+/// narrower slots ([`inference_row_packing`]); the client accepts any layout that
+/// [`row_packing_is_valid`] allows.
 pub fn row_packing(scales: &Scales, fan_in: usize, width: usize, client_key_bits: u64) -> Packing {
-    let beta = forward_bound_bits(scales, fan_in) + 1;
-    let k = (slots_per_plaintext(client_key_bits, beta) as usize).min(width.max(1));
-    if k < 2 {
+    row_packing_with_slots(
+        forward_bound_bits(scales, fan_in) + 1,
+        width,
+        client_key_bits,
+    )
+}
+
+/// Row packing with slots of `slot_bits` bits: `min(⌊(|N_c| − 2)/β⌋, width)` rows per
+/// ciphertext, [`Packing::NONE`] if fewer than two fit.
+pub fn row_packing_with_slots(slot_bits: u32, width: usize, client_key_bits: u64) -> Packing {
+    let k = (slots_per_plaintext(client_key_bits, slot_bits) as usize).min(width.max(1));
+    if k < 2 || slot_bits < 2 {
         return Packing::NONE;
     }
     Packing {
         samples_per_ciphertext: k as u32,
-        slot_bits: beta,
+        slot_bits,
     }
+}
+
+/// The row packing the server uses for layer `layer` (1-based) of `spec`, with its
+/// weights `w` (`width × fan_in`, at `2^fw`) and biases `b` (at `2^(fa+fw)`): slots of
+/// `β = bits(max_j Σ_k |w_jk|·A + |b_j|) + 1` bits, where `A` bounds the layer's inputs —
+/// `2^fa` after a sigmoid or tanh layer (`|f(z)| ≤ 1`), `2^max_bits(Activation)` otherwise —
+/// capped at the static width of [`row_packing`]. Every pre-activation of an input within
+/// the scales' ranges then satisfies `|z_j| < 2^(β−1)`.
+///
+/// Narrower slots mean fewer squarings in the server's Horner packing (`β` per row). The
+/// width tells the client a bound on the row sums `Σ_k |w_jk|`, far less than the
+/// pre-activations it decrypts anyway. Values that do not fit `i128` fall back to the
+/// static width.
+pub fn inference_row_packing(
+    spec: &ModelSpec,
+    scales: &Scales,
+    layer: usize,
+    w: ArrayView2<'_, i128>,
+    b: &[i128],
+    client_key_bits: u64,
+) -> Packing {
+    let (width, fan_in) = (w.nrows(), w.ncols());
+    let max_beta = forward_bound_bits(scales, fan_in) + 1;
+    let input_bits = match layer.checked_sub(1).and_then(|l| spec.activation(l)) {
+        Some(crate::Activation::Sigmoid | crate::Activation::Tanh) => scales.fa,
+        _ => scales.max_bits(ValueKind::Activation),
+    };
+    let bound = w
+        .rows()
+        .into_iter()
+        .zip(b.iter().chain(std::iter::repeat(&0)))
+        .try_fold(0u128, |max, (row, &bj)| {
+            let sum = row
+                .iter()
+                .try_fold(0u128, |acc, &x| acc.checked_add(x.unsigned_abs()))?;
+            let z = sum
+                .checked_mul(1u128.checked_shl(input_bits)?)?
+                .checked_add(bj.unsigned_abs())?;
+            Some(max.max(z))
+        });
+    let beta = match bound {
+        Some(v) => (u128::BITS - v.leading_zeros() + 1).clamp(2, max_beta),
+        None => max_beta,
+    };
+    row_packing_with_slots(beta, width, client_key_bits)
+}
+
+/// Whether `found`, the row packing of an answer for a layer of fan-in `fan_in` and
+/// width `width`, is one the client accepts: the layout [`row_packing_with_slots`] gives
+/// for its slot width, with that width at most the static one of [`row_packing`]
+/// (narrower slots are the server's choice, [`inference_row_packing`]); or no row packing
+/// when the static layout has none.
+pub fn row_packing_is_valid(
+    found: Packing,
+    scales: &Scales,
+    fan_in: usize,
+    width: usize,
+    client_key_bits: u64,
+) -> bool {
+    let max = row_packing(scales, fan_in, width, client_key_bits);
+    if max == Packing::NONE || found == Packing::NONE {
+        return found == max;
+    }
+    found.slot_bits <= max.slot_bits
+        && found == row_packing_with_slots(found.slot_bits, width, client_key_bits)
 }
 
 /// The sizes of the groups `values` values fall into with `per` per ciphertext (the last
@@ -441,6 +520,58 @@ fn layout(key_bits: u64, beta: u32) -> Packing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inference_row_packing_bounds_every_pre_activation_and_is_accepted() {
+        use crate::Activation;
+        use ndarray::array;
+        let scales = Scales::default();
+        let spec = ModelSpec::new(vec![3, 4, 2], Activation::Sigmoid);
+        let fw = 1i128 << scales.fw;
+        // Layer 1: inputs up to the activation range; row sums 3.5 and 0.25.
+        let w1 = array![
+            [fw, -2 * fw, fw / 2],
+            [fw / 4, 0, 0],
+            [0, 0, 0],
+            [-fw, fw, fw]
+        ];
+        let b1 = [1i128 << 50, 0, 0, -(1i128 << 40)];
+        let p1 = inference_row_packing(&spec, &scales, 1, w1.view(), &b1, 2048);
+        let a_max = (1i128 << scales.max_bits(ValueKind::Activation)) - 1;
+        for (row, &b) in w1.rows().into_iter().zip(&b1) {
+            // The worst input: each |a_k| at the bound with the weight's sign.
+            let z: i128 = row.iter().map(|&w| w.abs() * a_max).sum::<i128>() + b.abs();
+            assert!(z < 1i128 << (p1.slot_bits - 1));
+        }
+        let max1 = row_packing(&scales, 3, 4, 2048);
+        assert!(p1.slot_bits < max1.slot_bits, "{p1:?} vs {max1:?}");
+        assert!(row_packing_is_valid(p1, &scales, 3, 4, 2048));
+        // Layer 2 follows a sigmoid: inputs in [0, 2^fa], narrower still.
+        let w2 = array![[fw, fw, fw, fw], [-fw, 0, 0, 0]];
+        let p2 = inference_row_packing(&spec, &scales, 2, w2.view(), &[0, 0], 2048);
+        // Σ|w| = 4 at 2^fw, times 2^fa: a value of fw + fa + 3 bits, plus the sign bit.
+        assert_eq!(p2.slot_bits, scales.fw + scales.fa + 3 + 1);
+        assert!(row_packing_is_valid(p2, &scales, 4, 2, 2048));
+        // Weights too large for i128 arithmetic fall back to the static width.
+        let huge = array![[i128::MAX / 2, i128::MAX / 2, 0, 0]];
+        let spec1 = ModelSpec::new(vec![4, 1], Activation::Sigmoid);
+        let p = inference_row_packing(&spec1, &scales, 1, huge.view(), &[0], 2048);
+        assert_eq!(p, row_packing(&scales, 4, 1, 2048));
+        // The client refuses wider slots, a row count that does not follow from the width,
+        // and a missing packing where one fits.
+        let wider = Packing {
+            slot_bits: max1.slot_bits + 1,
+            ..max1
+        };
+        assert!(!row_packing_is_valid(wider, &scales, 3, 4, 2048));
+        let odd = Packing {
+            samples_per_ciphertext: 3,
+            ..p1
+        };
+        assert!(!row_packing_is_valid(odd, &scales, 3, 4, 2048));
+        assert!(!row_packing_is_valid(Packing::NONE, &scales, 3, 4, 2048));
+        assert!(row_packing_is_valid(max1, &scales, 3, 4, 2048));
+    }
 
     #[test]
     fn signed_round_trip() {

@@ -62,8 +62,8 @@ use gelunet_protocol::messages::{
     UpdatePacking, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{
-    group_sizes, row_packing, sample_packing, sample_slot_bits, slot_sum, slots_per_plaintext,
-    unpack_final, unpack_masked,
+    group_sizes, inference_row_packing, sample_packing, sample_slot_bits, slot_sum,
+    slots_per_plaintext, unpack_final, unpack_masked,
 };
 use gelunet_protocol::{
     FixedModel, Gradients, LayerGradients, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy,
@@ -429,23 +429,30 @@ impl Server {
                 return Err(ServerError::Packing { found: p });
             }
         }
+        let layer = &self.model.layers[req.layer as usize - 1];
+        let biases = layer.b.as_slice().unwrap_or(&[]);
+        expect_len("biases", width, biases.len())?;
         let rows = if req.row_packing {
             if packed {
                 return Err(ServerError::Packing { found: p });
             }
-            row_packing(scales, fan_in, width, pk.bits())
+            inference_row_packing(
+                spec,
+                scales,
+                req.layer as usize,
+                layer.w.view(),
+                biases,
+                pk.bits(),
+            )
         } else {
             Packing::NONE
         };
         let groups = group_sizes(req.samples as usize, p.samples_per_ciphertext);
         expect_len("activations", fan_in * groups.len(), req.activations.len())?;
         pk.validate_all(&req.activations)?;
-        let layer = &self.model.layers[req.layer as usize - 1];
         let w = to_big(&layer.w);
         let n_c = pk.n();
         let mut out = Vec::new();
-        let biases = layer.b.as_slice().unwrap_or(&[]);
-        expect_len("biases", width, biases.len())?;
         for (g, &size) in groups.iter().enumerate() {
             let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
             let s = BigInt::from(slot_sum(size, p.slot_bits));

@@ -260,6 +260,7 @@ fn bad_inference_input_gives_typed_errors() {
         client_err(&mut client, &r),
         ClientError::Shape { .. }
     ));
+    // A row packing the request did not ask for.
     let mut r = good.clone();
     r.row_packing = Packing {
         samples_per_ciphertext: 2,
@@ -269,6 +270,34 @@ fn bad_inference_input_gives_typed_errors() {
         client_err(&mut client, &r),
         ClientError::Packing { .. }
     ));
+    // One sample, row-packed: slots wider than the static bound, a row count that does
+    // not follow from the slot width, no packing at all.
+    let mut single = inference_client(server, true, true);
+    let ClientMessage::Infer(one) = single.start(&x.select(Axis(0), &[0])).unwrap() else {
+        panic!()
+    };
+    let packed = server.infer(&key, &one).unwrap();
+    let static_rows = gelunet_protocol::packing::row_packing(&server.config().scales, 4, 6, 512);
+    assert!(packed.row_packing.slot_bits <= static_rows.slot_bits);
+    for bad in [
+        Packing {
+            samples_per_ciphertext: 2,
+            slot_bits: static_rows.slot_bits + 1,
+        },
+        Packing {
+            samples_per_ciphertext: 2,
+            slot_bits: packed.row_packing.slot_bits,
+        },
+        Packing::NONE,
+    ] {
+        let mut r = packed.clone();
+        r.row_packing = bad;
+        assert!(matches!(
+            client_err(&mut single, &r),
+            ClientError::Packing { .. }
+        ));
+    }
+    assert!(single.handle(&ServerMessage::Inferred(packed)).is_ok());
     let mut r = good.clone();
     r.pre_activations[0] = common::key(5)
         .public_key()
