@@ -299,7 +299,8 @@ pub struct InferResponse {
     pub samples: u32,
     /// Sample packing (as requested).
     pub packing: Packing,
-    /// Row packing ([`crate::packing::row_packing`]) or [`Packing::NONE`].
+    /// Row packing chosen by the server ([`crate::packing::inference_row_packing`], at most
+    /// the static [`crate::packing::row_packing`]) or [`Packing::NONE`].
     pub row_packing: Packing,
     /// Without row packing: `groups · n_i` ciphertexts, group-major, at `2^(fa+fw)`.
     /// With row packing: `B · ⌈n_i / k⌉` ciphertexts, sample-major, slot `r` of

@@ -393,7 +393,9 @@ impl Server {
 
     /// Encrypted inference (paper Alg. 1 with the true model, no masks) for a client with
     /// key `pk`: `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i` per group of samples, row-packed on
-    /// request (see the module docs). Stateless: any layer, any time, in any order.
+    /// request (see the module docs) with slots as narrow as the weights allow
+    /// ([`gelunet_protocol::packing::inference_row_packing`]) through
+    /// [`PublicKey::matvec_row_packed`]. Stateless: any layer, any time, in any order.
     ///
     /// # Errors
     /// [`ServerError::UnknownLayer`], [`ServerError::Shape`] (sample count, number of
@@ -1000,9 +1002,6 @@ impl Server {
     }
 }
 
-/// Row packing by Horner: slot `r` of output `c` holds the plaintext of `z[c·k + r]`
-/// (already shifted to be non-negative): `acc ← acc^{2^β} ⊕ [z_j]` from the last row of
-/// a chunk down to the first, chunks in parallel.
 fn check_session(s: &Session, found: u64) -> Result<()> {
     if s.id != found {
         return Err(ServerError::WrongSession {
