@@ -225,17 +225,22 @@ impl InferenceClient {
     /// takes: `Σ_i n_{i−1}·g` over the layers, with `g` the number of ciphertext groups of
     /// the sample packing (`g = samples` without packing, 1 for one sample).
     pub fn obfuscators_per_inference(&self, samples: usize) -> usize {
-        let packing = inference_packing(
+        let packing = self.sample_packing(samples);
+        let groups = group_sizes(samples, packing.samples_per_ciphertext).len();
+        (1..=self.spec.num_layers())
+            .map(|i| self.spec.layer_shape(i).1 * groups)
+            .sum()
+    }
+
+    /// The sample packing of a request of `samples` samples.
+    fn sample_packing(&self, samples: usize) -> Packing {
+        inference_packing(
             &self.spec,
             &self.scales,
             samples,
             self.key.public_key().bits(),
             self.config.packing,
-        );
-        let groups = group_sizes(samples, packing.samples_per_ciphertext).len();
-        (1..=self.spec.num_layers())
-            .map(|i| self.spec.layer_shape(i).1 * groups)
-            .sum()
+        )
     }
 
     /// Starts inference on `samples` (`B × n_0`, real values, quantized at `2^fa`):
@@ -282,13 +287,7 @@ impl InferenceClient {
         inputs: Array2<i128>,
     ) -> Result<ClientMessage> {
         let samples = inputs.nrows();
-        let packing = inference_packing(
-            &self.spec,
-            &self.scales,
-            samples,
-            self.key.public_key().bits(),
-            self.config.packing,
-        );
+        let packing = self.sample_packing(samples);
         let (plain, _) = pack_samples(inputs.view(), packing);
         let pk = self.key.public_key();
         for m in &plain {

@@ -188,41 +188,35 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             // Warm-up: builds the client's CRT encryption tables.
             run_once(&server, &key, &mut client, &x)?;
             for threads in [1usize, 0] {
-                let mut runs = Vec::new();
-                let cpu0 = cpu_time();
-                for _ in 0..args.runs {
-                    let (t, p) = if threads == 1 {
-                        one.install(|| run_once(&server, &key, &mut client, &x))
-                            .map_err(|e| e.to_string())?
-                    } else {
-                        run_once(&server, &key, &mut client, &x)?
+                // `precompute`: the client's obfuscators computed before each (timed) run.
+                let mut measure =
+                    |precompute: bool| -> Result<Timing, Box<dyn std::error::Error + Send + Sync>> {
+                        let mut runs = Vec::new();
+                        for _ in 0..args.runs {
+                            if precompute {
+                                let per = client.obfuscators_per_inference(1);
+                                client.precompute_obfuscators(per);
+                            }
+                            let (t, p) = if threads == 1 {
+                                one.install(|| run_once(&server, &key, &mut client, &x))
+                                    .map_err(|e| e.to_string())?
+                            } else {
+                                run_once(&server, &key, &mut client, &x)?
+                            };
+                            if p != expected {
+                                return Err("prediction differs from the plaintext model".into());
+                            }
+                            runs.push(t);
+                        }
+                        Ok(median(runs))
                     };
-                    if p != expected {
-                        return Err("prediction differs from the plaintext model".into());
-                    }
-                    runs.push(t);
-                }
+                let cpu0 = cpu_time();
+                let m = measure(false)?;
                 let cpu = match (cpu0, cpu_time()) {
                     (Some(a), Some(b)) => format!("{:.1?}", (b - a) / args.runs as u32),
                     _ => "n/a".into(),
                 };
-                let m = median(runs);
-                let mut online = Vec::new();
-                let per = client.obfuscators_per_inference(1);
-                for _ in 0..args.runs {
-                    client.precompute_obfuscators(per);
-                    let (t, p) = if threads == 1 {
-                        one.install(|| run_once(&server, &key, &mut client, &x))
-                            .map_err(|e| e.to_string())?
-                    } else {
-                        run_once(&server, &key, &mut client, &x)?
-                    };
-                    if p != expected {
-                        return Err("prediction differs from the plaintext model".into());
-                    }
-                    online.push(t);
-                }
-                let online = median(online);
+                let online = measure(true)?;
                 println!(
                     "{:<12} {:>7} {:>9} {:>10.1?} {:>10.1?} {:>10.1?} {:>6} {:>12} {:>10.1?}",
                     label,
