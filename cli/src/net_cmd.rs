@@ -109,6 +109,23 @@ pub struct OutputArgs {
     quiet: bool,
 }
 
+impl OutputArgs {
+    /// The end of a training run: the JSON report if asked for (written whole, or an
+    /// error), then the summary unless `--quiet`.
+    ///
+    /// # Errors
+    /// The report's I/O errors.
+    fn finish(&self, report: &TrainReport) -> Result<(), String> {
+        if let Some(path) = &self.report {
+            report::write_json(path, report)?;
+        }
+        if !self.quiet {
+            print_summary(report);
+        }
+        Ok(())
+    }
+}
+
 /// Where a server listens, its certificate and the clients it accepts (`serve`,
 /// `serve-model`).
 #[derive(Debug, Clone, clap::Args)]
@@ -594,13 +611,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         test_samples: prepared.test.n_samples(),
         parties,
     });
-    if let Some(path) = &args.out.report {
-        report::write_json(path, &report)?;
-    }
-    if !args.out.quiet {
-        print_summary(&report);
-    }
-    Ok(())
+    args.out.finish(&report)
 }
 
 /// `gelunet train --plaintext`: the session plans of the server's scheduler, replayed by
@@ -735,13 +746,7 @@ fn train_plaintext(
     });
     report.key_bits = 0;
     report.backend = "plaintext fixed-point reference".into();
-    if let Some(path) = &args.out.report {
-        report::write_json(path, &report)?;
-    }
-    if !args.out.quiet {
-        print_summary(&report);
-    }
-    Ok(())
+    args.out.finish(&report)
 }
 
 fn parse_credential(s: &str) -> Result<Credential, String> {
@@ -911,13 +916,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
         parties,
     });
-    if let Some(path) = &args.out.report {
-        report::write_json(path, &report)?;
-    }
-    if !args.out.quiet {
-        print_summary(&report);
-    }
-    Ok(())
+    args.out.finish(&report)
 }
 
 /// Opens the QUIC endpoint of `args`, writes the bound address to

@@ -256,7 +256,8 @@ impl PublicKey {
         self.multi_exp_rows(&rows, d)
     }
 
-    /// Row-packed matrix–vector product for one sample (inference): for `W` of shape
+    /// Row-packed matrix–vector product for one sample (paper Alg. 1 at inference, with
+    /// the row packing of DESIGN.md "Batches and packing"): for `W` of shape
     /// `m × n`, `n` ciphertexts `[a_k]` and one plaintext offset `c_j` per row, the
     /// `⌈m/k⌉` ciphertexts
     /// `[Σ_{j ∈ chunk} (W_j·a + c_j)·2^{β·(j − j₀)}]` over consecutive chunks of

@@ -757,8 +757,8 @@ impl PrivateKey {
         self.public.encrypt_with_obfuscator(m, &obf)
     }
 
-    /// `count` obfuscators computed through CRT ([`PrivateKey::obfuscator_crt`]) with
-    /// rayon. The `α`s are drawn from `rng` in order before the parallel part, so the result
+    /// `count` obfuscators computed through CRT ([`PrivateKey::obfuscator_crt`]; Paillier
+    /// 1999 §7, DJN obfuscators `h_N^α`) with rayon. The `α`s are drawn from `rng` in order before the parallel part, so the result
     /// equals `count` calls of `obfuscator_crt(rng)`, whatever the number of threads.
     ///
     /// For a client that encrypts on a latency-critical path: compute the obfuscators in

@@ -365,6 +365,18 @@ impl Server {
     /// # Errors
     /// As [`Server::register_client`], except registration being closed.
     pub fn inference_key(&self, hello: &ClientHello) -> Result<PublicKey> {
+        self.check_hello(hello)?;
+        let needed = u64::from(
+            self.config
+                .scales
+                .max_bits(ValueKind::PreActivation)
+                .max(self.config.scales.max_bits(ValueKind::Product)),
+        ) + 2;
+        self.client_key(hello, needed)
+    }
+
+    /// The version and the server key a hello names.
+    fn check_hello(&self, hello: &ClientHello) -> Result<()> {
         if hello.version != PROTOCOL_VERSION {
             return Err(ServerError::Version {
                 expected: PROTOCOL_VERSION,
@@ -374,6 +386,13 @@ impl Server {
         if hello.server_key_id != self.key.public_key().id() {
             return Err(ServerError::WrongServerKey);
         }
+        Ok(())
+    }
+
+    /// The hello's client key, built with `PublicKey::from_n` (or
+    /// `from_n_insecure_for_tests` when test keys are allowed) and of at least `needed`
+    /// bits.
+    fn client_key(&self, hello: &ClientHello, needed: u64) -> Result<PublicKey> {
         let n = hello.client_key.n.clone();
         let allow = self.config.insecure.allow_test_keys;
         let pk = if allow {
@@ -381,12 +400,6 @@ impl Server {
         } else {
             PublicKey::from_n(n)?
         };
-        let needed = u64::from(
-            self.config
-                .scales
-                .max_bits(ValueKind::PreActivation)
-                .max(self.config.scales.max_bits(ValueKind::Product)),
-        ) + 2;
         check_key_size(pk.bits(), allow, needed)?;
         Ok(pk)
     }
@@ -502,30 +515,11 @@ impl Server {
     /// [`ServerError::Version`], [`ServerError::WrongServerKey`],
     /// [`ServerError::RegistrationClosed`] after the first session, key errors.
     pub fn register_client(&mut self, hello: &ClientHello) -> Result<ClientId> {
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ServerError::Version {
-                expected: PROTOCOL_VERSION,
-                found: hello.version,
-            });
-        }
-        if hello.server_key_id != self.key.public_key().id() {
-            return Err(ServerError::WrongServerKey);
-        }
+        self.check_hello(hello)?;
         if self.scheduler.is_some() {
             return Err(ServerError::RegistrationClosed);
         }
-        let n = hello.client_key.n.clone();
-        let allow = self.config.insecure.allow_test_keys;
-        let pk = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
-        };
-        check_key_size(
-            pk.bits(),
-            allow,
-            self.config.mask.min_key_bits(&self.config.scales),
-        )?;
+        let pk = self.client_key(hello, self.config.mask.min_key_bits(&self.config.scales))?;
         self.clients.push(pk);
         Ok(ClientId(self.clients.len() - 1))
     }
