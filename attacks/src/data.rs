@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use gelunet_datasets::{load_by_name, split_clients, LoadOptions, MnistOptions, Standardizer};
-use gelunet_server::sim::synthetic_blobs;
+use gelunet_sim::synthetic_blobs;
 use ndarray::Array2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -22,8 +22,8 @@ use gelunet_protocol::messages::{ClientMessage, ServerMessage};
 use gelunet_protocol::{
     ClientOrder, FixedModel, Gradients, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
 };
-use gelunet_server::sim::Simulation;
 use gelunet_server::{DecryptedUpdate, InsecureOptions, Server, ServerConfig};
+use gelunet_sim::Simulation;
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -77,7 +77,7 @@ pub struct RunConfig {
     pub iterations: u32,
     /// Gradient mask.
     pub mask: MaskMode,
-    /// Whether `d·B` may exceed the smallest fan-in (insecure; DESIGN.md "Sessions and the
+    /// Whether `d·B` may exceed the smallest fan-in (insecure; docs/DESIGN.md "Sessions and the
     /// d_max bound").
     pub allow_bound_violation: bool,
     /// Whether `d·B` may be below the server's minimum of samples per session (insecure:

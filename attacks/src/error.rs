@@ -6,6 +6,9 @@ pub enum AttackError {
     /// The server role refused something.
     #[error("server: {0}")]
     Server(#[from] gelunet_server::ServerError),
+    /// The in-memory simulation failed (either party, or a broken invariant).
+    #[error("simulation: {0}")]
+    Sim(#[from] gelunet_sim::SimError),
     /// The client role refused something.
     #[error("client: {0}")]
     Client(#[from] gelunet_client::ClientError),

@@ -12,7 +12,7 @@
 //!
 //! linear in the `n_0 + 2` unknowns `(w_j, b_j, η)` of the row's values at the session
 //! start. With `d·B ≥ n_0 + 2` samples (independent in general) the row is determined;
-//! DESIGN.md's bound `d·B ≤ min fan-in` keeps it underdetermined. [`extract_layer1`] solves
+//! docs/DESIGN.md's bound `d·B ≤ min fan-in` keeps it underdetermined. [`extract_layer1`] solves
 //! every row by column-scaled least squares ([`lstsq`]; the minimum-norm solution when
 //! underdetermined) and [`run_experiment`] scores it against the true weights
 //! ([`Server::model`](gelunet_server::Server::model) when the session started) for a range

@@ -1,6 +1,6 @@
 //! The privacy attacks of GELU-Net (Zhang et al., IJCAI-18), run against the real
 //! protocol: real Paillier keys, the real server and client state machines, in memory
-//! ([`gelunet_server::sim::Simulation`]), each attacker using only what its party sees.
+//! ([`gelunet_sim::Simulation`]), each attacker using only what its party sees.
 //!
 //! | module | attack | paper |
 //! | --- | --- | --- |

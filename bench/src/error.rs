@@ -17,6 +17,9 @@ pub enum BenchError {
     /// The server role failed.
     #[error("server: {0}")]
     Server(#[from] gelunet_server::ServerError),
+    /// The in-memory simulation failed (either party, or a broken invariant).
+    #[error("simulation: {0}")]
+    Sim(#[from] gelunet_sim::SimError),
     /// The client role failed.
     #[error("client: {0}")]
     Client(#[from] gelunet_client::ClientError),

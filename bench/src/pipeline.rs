@@ -188,7 +188,7 @@ impl TrainSetup {
         self.seed + 2
     }
 
-    /// The fixed-point scales (DESIGN.md defaults).
+    /// The fixed-point scales (docs/DESIGN.md defaults).
     #[must_use]
     pub fn scales(&self) -> Scales {
         Scales::default()

@@ -15,8 +15,8 @@ use gelunet_client::{Client, ClientConfig};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::{Dataset, FixedModel, ReferenceTrainer, Scales, SessionPolicy, ValueKind};
-use gelunet_server::sim::Simulation;
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
+use gelunet_sim::Simulation;
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -227,7 +227,7 @@ pub struct EncryptedCheck {
     pub key_bits: u64,
     /// Whether the keys were test-only keys (below 2048 bits).
     pub test_keys: bool,
-    /// Gradient mask (DESIGN.md).
+    /// Gradient mask (docs/DESIGN.md).
     pub mask: String,
     /// Clients.
     pub clients: usize,

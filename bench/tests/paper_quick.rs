@@ -18,16 +18,7 @@ use ndarray::{array, Array2};
 /// The data directory: `$GELUNET_DATA_DIR`, else `./data` of the workspace, else the
 /// shared mirror beside the workspace.
 fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("GELUNET_DATA_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for c in [root.join("data"), root.join("../shared/datasets")] {
-        if c.join("iris").exists() {
-            return c;
-        }
-    }
-    root.join("data")
+    gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// One quick run shared by the tests of this file.

@@ -144,7 +144,7 @@ pub fn run_paillier(key_bits: u64, budget: Duration, seed: u64) -> Result<Pailli
             }
         }));
         // The inverse for negative scalars is computed once per ciphertext and reused,
-        // as the matrix products do (DESIGN.md, "Homomorphic operations").
+        // as the matrix products do (docs/DESIGN.md, "Homomorphic operations").
         if let Ok(prepared) = pk.prepare(&c) {
             single.push(measure("scalar_mul_32", budget, 1, || {
                 let _ = pk.mul_scalar_prepared(&prepared, &k32);

@@ -20,13 +20,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gelunet_client::quic::{run_client, ClientRunStats, ClientShellConfig, ReferenceHint};
 use gelunet_client::{Client, ClientConfig};
 use gelunet_net::{ServerIdentity, TransportSettings, Zeroizing};
 use gelunet_paillier::PrivateKey;
+use gelunet_protocol::envelope::ReferenceHint;
 use gelunet_protocol::{FixedModel, Scales, ValueKind};
-use gelunet_server::quic::{run_server, Credential, ServerShellConfig, TrainingLog};
 use gelunet_server::{Server, ServerConfig};
+use gelunet_shell::client::{run_client, ClientRunStats, ClientShellConfig};
+use gelunet_shell::server::{run_server, Credential, ServerShellConfig, TrainingLog};
 use tokio::sync::mpsc;
 
 pub use infer_cmd::{infer, serve_model, InferArgs, ServeModelArgs};
@@ -646,7 +647,7 @@ fn train_plaintext(
         clients: held
             .iter()
             .enumerate()
-            .map(|(k, &samples)| gelunet_server::quic::ClientLog {
+            .map(|(k, &samples)| gelunet_shell::server::ClientLog {
                 name: client_name(k),
                 id: k,
                 samples,
@@ -671,7 +672,7 @@ fn train_plaintext(
     };
     let t0 = Instant::now();
     log.stop_reason = loop {
-        if let Some(r) = gelunet_server::quic::stop_reason(
+        if let Some(r) = gelunet_shell::server::stop_reason(
             args.model.sessions,
             log.sessions_completed,
             target,
@@ -685,7 +686,7 @@ fn train_plaintext(
         if let Some(c) = log.clients.get_mut(plan.client) {
             c.sessions += 1;
         }
-        log.sessions.push(gelunet_server::quic::SessionLog {
+        log.sessions.push(gelunet_shell::server::SessionLog {
             session: log.sessions_completed - 1,
             client: plan.client,
             name: client_name(plan.client),

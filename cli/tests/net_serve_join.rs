@@ -8,8 +8,8 @@ mod net_support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gelunet_client::quic::{RefusalCode, Register, ToClient, ToServer, SHELL_VERSION};
 use gelunet_net::{Channel, NetError, TransportSettings};
+use gelunet_protocol::envelope::{RefusalCode, Register, ToClient, ToServer, SHELL_VERSION};
 use net_support::{read_json, start_client, start_server, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);

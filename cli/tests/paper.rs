@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("GELUNET_DATA_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for c in [root.join("data"), root.join("../shared/datasets")] {
-        if c.join("iris").exists() {
-            return c;
-        }
-    }
-    root.join("data")
+    gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! (the accumulated masks, mod `N_c`; paper `r^wc, r^bc`) and the gradient accumulators
 //! `ΔW^c_i, Δb^c_i` (paper Alg. 1 input).
 //!
-//! # What it computes (paper Alg. 1–5, DESIGN.md "One iteration")
+//! # What it computes (paper Alg. 1–5, docs/DESIGN.md "One iteration")
 //!
 //! ```text
 //! forward   send [a_{i−1}]_c; receive [z~_i]_c

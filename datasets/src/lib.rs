@@ -42,8 +42,8 @@ pub use mnist::{
     IDX_LABELS_MAGIC, MNIST_TEST_IMAGES, MNIST_TEST_LABELS, MNIST_TRAIN_IMAGES, MNIST_TRAIN_LABELS,
 };
 pub use registry::{
-    load_by_name, resolve_data_dir, LoadOptions, Loaded, DATASET_NAMES, DATA_DIR_ENV,
-    DEFAULT_DATA_DIR,
+    load_by_name, resolve_data_dir, workspace_data_dir, LoadOptions, Loaded, DATASET_NAMES,
+    DATA_DIR_ENV, DEFAULT_DATA_DIR,
 };
 pub use split::{
     client_split_indices, parse_client_shares, split_clients, stratified_split,

@@ -31,6 +31,24 @@ pub fn resolve_data_dir(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The data directory as seen from a directory inside a checkout of this workspace
+/// (tests, examples, benches): the non-empty value of `GELUNET_DATA_DIR` if set, else the
+/// first of `start`, its parents, … that holds a `data/` directory (where
+/// `scripts/fetch-datasets.sh` puts the files), else `./data`. Like [`resolve_data_dir`],
+/// it does not check that the datasets are there; the loaders report missing files with
+/// [`crate::FETCH_HINT`].
+pub fn workspace_data_dir(start: &Path) -> PathBuf {
+    match std::env::var_os(DATA_DIR_ENV) {
+        Some(v) if !v.is_empty() => return PathBuf::from(v),
+        _ => {}
+    }
+    start
+        .ancestors()
+        .map(|d| d.join(DEFAULT_DATA_DIR))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
 /// Options passed through [`load_by_name`] to the individual loaders.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {

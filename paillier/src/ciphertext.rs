@@ -92,7 +92,7 @@ impl PublicKey {
     }
 
     /// Full validation of a ciphertext received from another party: it names this key,
-    /// `0 < c < N²` and `gcd(c, N) = 1` (DESIGN.md, "Validation").
+    /// `0 < c < N²` and `gcd(c, N) = 1` (docs/DESIGN.md, "Validation").
     ///
     /// # Errors
     /// [`Error::KeyMismatch`], or [`Error::InvalidCiphertext`] naming the failed check.
@@ -257,13 +257,13 @@ impl PublicKey {
     }
 
     /// Row-packed matrix–vector product for one sample (paper Alg. 1 at inference, with
-    /// the row packing of DESIGN.md "Batches and packing"): for `W` of shape
+    /// the row packing of docs/DESIGN.md "Batches and packing"): for `W` of shape
     /// `m × n`, `n` ciphertexts `[a_k]` and one plaintext offset `c_j` per row, the
     /// `⌈m/k⌉` ciphertexts
     /// `[Σ_{j ∈ chunk} (W_j·a + c_j)·2^{β·(j − j₀)}]` over consecutive chunks of
     /// `k = rows_per_ciphertext` rows starting at `j₀`, with `β = slot_bits`. The caller
     /// chooses `β` and the offsets so that every slot stays in `[0, 2^β)` (the server adds
-    /// `2^(β−1)`; DESIGN.md, "Packing").
+    /// `2^(β−1)`; docs/DESIGN.md, "Packing").
     ///
     /// Equal to [`PublicKey::matvec`], [`PublicKey::add_plain`] per row and the Horner
     /// packing `acc ← acc^{2^β}·[z_j]` from the last row of a chunk down, and faster on

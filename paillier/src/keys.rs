@@ -201,7 +201,7 @@ impl PublicKey {
         &self.inner.modulus
     }
 
-    /// Encodes a signed integer into `Z_N`: `v ≥ 0 ↦ v`, `v < 0 ↦ N + v` (DESIGN.md,
+    /// Encodes a signed integer into `Z_N`: `v ≥ 0 ↦ v`, `v < 0 ↦ N + v` (docs/DESIGN.md,
     /// "Fixed-point numbers").
     ///
     /// # Errors

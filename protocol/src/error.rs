@@ -14,7 +14,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Fixed-point scales that do not fit together (DESIGN.md, "Fixed-point numbers").
+    /// Fixed-point scales that do not fit together (docs/DESIGN.md, "Fixed-point numbers").
     #[error("invalid fixed-point scales: {reason}")]
     InvalidScales {
         /// What is wrong with them.
@@ -63,7 +63,7 @@ pub enum Error {
         /// The number of classes (width of the output layer).
         classes: usize,
     },
-    /// A session length that breaks the generalized `d_max` bound (DESIGN.md, "Sessions and
+    /// A session length that breaks the generalized `d_max` bound (docs/DESIGN.md, "Sessions and
     /// the d_max bound"): `d_max · B` samples must stay at or below the smallest fan-in.
     #[error(
         "session bound broken: {iterations} iterations of {batch} samples exceed the smallest fan-in {min_fan_in}"
@@ -76,7 +76,7 @@ pub enum Error {
         /// The smallest fan-in `min_i n_i`.
         min_fan_in: usize,
     },
-    /// A session plan with fewer samples than the configured minimum (DESIGN.md "Sessions
+    /// A session plan with fewer samples than the configured minimum (docs/DESIGN.md "Sessions
     /// and the d_max bound"; [`crate::schedule`]): with one sample per session the server
     /// rebuilds the input from the summed gradient of Alg. 5.
     #[error(

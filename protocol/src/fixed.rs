@@ -1,4 +1,4 @@
-//! Fixed-point codec (DESIGN.md, "Fixed-point numbers").
+//! Fixed-point codec (docs/DESIGN.md, "Fixed-point numbers").
 //!
 //! Every protocol value is a signed integer at a power-of-two scale:
 //!
@@ -103,7 +103,7 @@ impl Default for Limits {
     }
 }
 
-/// The fixed-point scales of a run (DESIGN.md table), sent in the session handshake.
+/// The fixed-point scales of a run (docs/DESIGN.md table), sent in the session handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scales {
     /// Fractional bits of activations and inputs.
@@ -320,7 +320,7 @@ pub fn shl_checked(x: i128, s: u32) -> Result<i128> {
 }
 
 /// `x / 2^s` rounded to nearest, ties away from zero: the project's one integer rounding
-/// rule (DESIGN.md; used for `δ_i = q·f'` and for the gradients as sent).
+/// rule (docs/DESIGN.md; used for `δ_i = q·f'` and for the gradients as sent).
 ///
 /// # Errors
 /// [`Error::Overflow`] only for `|x|` within `2^(s−1)` of `i128::MAX`.

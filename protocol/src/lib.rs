@@ -6,21 +6,23 @@
 //! The server and client state machines (crates `gelunet-server`, `gelunet-client`) are
 //! built on these pieces; they share every line of plaintext math with
 //! [`reference::ReferenceTrainer`], which is what makes the encrypted training *exactly*
-//! equal to plaintext fixed-point training (DESIGN.md).
+//! equal to plaintext fixed-point training (docs/DESIGN.md).
 //!
 //! | module | contents | source |
 //! | --- | --- | --- |
 //! | [`spec`] | [`ModelSpec`], [`Activation`] | paper §2.1 |
-//! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | DESIGN.md "Fixed-point numbers" |
+//! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | docs/DESIGN.md "Fixed-point numbers" |
 //! | [`math`] | forward, softmax error, backward, gradients, SGD | paper Eq. 1, Alg. 1–2 |
-//! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, DESIGN.md "Masked update" |
-//! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, DESIGN.md "Sessions" |
+//! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, docs/DESIGN.md "Masked update" |
+//! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, docs/DESIGN.md "Sessions" |
 //! | [`data`] | [`Dataset`], [`BatchSampler`] | |
 //! | [`messages`] | wire messages | paper Alg. 1–5, inference |
-//! | [`packing`] | sample, update and row packing | DESIGN.md "Batches and packing" |
+//! | [`envelope`] | the shells' frames around them (registration, refusal, summary) | |
+//! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 
 pub mod data;
+pub mod envelope;
 mod error;
 pub mod fixed;
 pub mod mask;

@@ -1,4 +1,4 @@
-//! Gradient masks (paper Alg. 3, DESIGN.md "Masked update") and the modular bookkeeping
+//! Gradient masks (paper Alg. 3, docs/DESIGN.md "Masked update") and the modular bookkeeping
 //! of masked weights.
 //!
 //! For every weight the client sends `[D]_s = ([η]_s ⊗ Δw) ⊕ [r]_s`; the server decrypts
@@ -189,7 +189,7 @@ pub fn mod_n(x: &BigInt, n: &BigUint) -> BigUint {
 }
 
 /// The representative of `x ∈ [0, n)` in `(−n/2, n/2]`: values above `(n−1)/2` are
-/// negative (DESIGN.md, "Fixed-point numbers"). Inputs `≥ n` are reduced first.
+/// negative (docs/DESIGN.md, "Fixed-point numbers"). Inputs `≥ n` are reduced first.
 pub fn centered(x: &BigUint, n: &BigUint) -> BigInt {
     let x = x % n;
     let half = (n - 1u8) >> 1u8;

@@ -5,7 +5,7 @@
 //! the receiver validates it ([`gelunet_paillier::PublicKey::validate_all`]) before use.
 //! Activations and errors travel as vectors of `groups · width` ciphertexts, group-major
 //! (`v[g·width + k]` is value `k` of the samples of group `g`): without packing a group is
-//! one sample; with sample packing ([`crate::packing`], DESIGN.md "Batches and packing")
+//! one sample; with sample packing ([`crate::packing`], docs/DESIGN.md "Batches and packing")
 //! a group is up to [`Packing::samples_per_ciphertext`] samples in signed slots. Masked and
 //! final updates pack several parameters per ciphertext ([`UpdatePacking`]). Every
 //! message states its layout, and the receiver checks it against the layout both sides

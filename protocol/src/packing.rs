@@ -1,4 +1,4 @@
-//! Several values per Paillier plaintext (DESIGN.md "Batches and packing"; PROUD-style
+//! Several values per Paillier plaintext (docs/DESIGN.md "Batches and packing"; PROUD-style
 //! slot packing).
 //!
 //! A plaintext `P = Σ_i v_i·2^(β·i)` holds `k` values in slots of `β` bits, slot 0 lowest.

@@ -1,4 +1,4 @@
-//! Which client trains next and for how many iterations (paper §4.1, DESIGN.md "Sessions
+//! Which client trains next and for how many iterations (paper §4.1, docs/DESIGN.md "Sessions
 //! and the d_max bound").
 //!
 //! A session is `d` iterations of `B` samples. The client learns one linear equation per

@@ -130,7 +130,7 @@ impl ModelSpec {
         (self.widths[layer], self.widths[layer - 1])
     }
 
-    /// The smallest fan-in `min_i n_{i−1}` (DESIGN.md, "Sessions and the d_max bound").
+    /// The smallest fan-in `min_i n_{i−1}` (docs/DESIGN.md, "Sessions and the d_max bound").
     pub fn min_fan_in(&self) -> usize {
         self.widths[..self.widths.len().saturating_sub(1)]
             .iter()

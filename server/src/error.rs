@@ -25,7 +25,7 @@ pub enum ServerError {
         /// Size of the key.
         bits: u64,
     },
-    /// A key too small for the mask mode and scales (DESIGN.md: `D` must not wrap).
+    /// A key too small for the mask mode and scales (docs/DESIGN.md: `D` must not wrap).
     #[error("{bits}-bit key is below the {needed} bits the mask and scales need")]
     KeyTooSmall {
         /// Size of the key.
@@ -116,17 +116,6 @@ pub enum ServerError {
         layer: u32,
         /// The number of layers `L`.
         layers: u32,
-    },
-    /// The in-memory driver's client failed (see [`crate::sim`]).
-    #[cfg(feature = "sim")]
-    #[error("client: {0}")]
-    Client(#[from] gelunet_client::ClientError),
-    /// The in-memory driver found a broken invariant (Alg. 5 check, message stream).
-    #[cfg(feature = "sim")]
-    #[error("invariant broken: {reason}")]
-    Invariant {
-        /// Which invariant.
-        reason: String,
     },
     /// A wrong number of ciphertexts or layers.
     #[error("{what}: expected {expected} values, got {found}")]

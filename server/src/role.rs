@@ -6,7 +6,7 @@
 //! When a session with client `c` starts it keeps that model as `w^I, b^I` and works on
 //! *masked* copies `w~ = w − R^w (mod N_c)`, which start equal to `w` (`R = 0`).
 //!
-//! # What it computes (paper Alg. 1, 2, 3, 5; DESIGN.md "One iteration")
+//! # What it computes (paper Alg. 1, 2, 3, 5; docs/DESIGN.md "One iteration")
 //!
 //! ```text
 //! forward   [z~_i]_c = W~_i ⊗ [a_{i−1}]_c ⊕ b~_i         PublicKey::matvec + add_plain
@@ -118,7 +118,7 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// A configuration with the defaults of DESIGN.md: default scales, statistical mask
+    /// A configuration with the defaults of docs/DESIGN.md: default scales, statistical mask
     /// (`σ = 128`), round-robin clients, random `d_max` within the bound, everything
     /// secure.
     pub fn new(spec: ModelSpec, learning_rate: f64, batch_size: usize) -> Self {
@@ -249,7 +249,7 @@ impl Server {
     /// [`ServerError::InsecureKey`] / [`ServerError::KeyTooSmall`] for the key;
     /// [`ServerError::Config`] for an insecure mask without permission or a batch of 0;
     /// [`gelunet_protocol::Error::SessionBound`] if the policy breaks the session bound
-    /// (DESIGN.md) without `insecure_allow_bound_violation`.
+    /// (docs/DESIGN.md) without `insecure_allow_bound_violation`.
     pub fn new(config: ServerConfig, key: PrivateKey) -> Result<Self> {
         config.spec.validate()?;
         config.scales.validate()?;

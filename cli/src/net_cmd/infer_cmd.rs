@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gelunet_client::quic::{run_inference, ClientShellConfig};
 use gelunet_client::{InferenceClient, InferenceConfig};
 use gelunet_datasets::{load_by_name, resolve_data_dir, CsvOptions, LoadOptions, MnistOptions};
 use gelunet_net::{ServerIdentity, Zeroizing};
-use gelunet_server::quic::{run_inference_server, Credential, InferenceShellConfig};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
+use gelunet_shell::client::{run_inference, ClientShellConfig};
+use gelunet_shell::server::{run_inference_server, Credential, InferenceShellConfig};
 use ndarray::Array2;
 
 use super::model_file::{ModelCard, ModelFile};

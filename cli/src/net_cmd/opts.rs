@@ -75,7 +75,7 @@ impl ActivationArg {
     }
 }
 
-/// Gradient mask (DESIGN.md "Masked update").
+/// Gradient mask (docs/DESIGN.md "Masked update").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MaskArg {
     /// `r` uniform on `[0, 2^(σ+g))`, σ = 128 (default).

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use gelunet_server::quic::ServerEvent;
+use gelunet_shell::server::ServerEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use gelunet_datasets::Dataset as RawDataset;
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::{Dataset, FixedModel, ModelSpec, ReferenceTrainer, Scales, ValueKind};
-use gelunet_server::quic::TrainingLog;
+use gelunet_shell::server::TrainingLog;
 use serde::Serialize;
 
 use super::model_file::write_atomic;

@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The shared datasets (`/work/shared/datasets`, i.e. `../shared/datasets` from the repo).
-pub const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets");
+/// The data directory, through the data directory mechanism
+/// ([`gelunet_datasets::workspace_data_dir`]: `GELUNET_DATA_DIR`, else the checkout's `data/`).
+pub fn data_dir() -> PathBuf {
+    gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+}
 
 /// Flags for fast, insecure test keys.
 pub const TEST_KEYS: [&str; 3] = ["--key-bits", "512", "--insecure-test-keys"];
@@ -19,7 +22,7 @@ pub const TEST_KEYS: [&str; 3] = ["--key-bits", "512", "--insecure-test-keys"];
 /// A `gelunet` command with the shared data directory.
 pub fn gelunet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gelunet"));
-    c.env("GELUNET_DATA_DIR", DATA_DIR);
+    c.env("GELUNET_DATA_DIR", data_dir());
     c.env_remove("RUST_LOG");
     c
 }
@@ -227,7 +230,7 @@ pub fn start_server(state: &TempDir, clients: &[&str], extra: &[&str]) -> (Proc,
         cmd.args(["--client", c]);
     }
     cmd.args(extra);
-    cmd.env("RUST_LOG", "gelunet_server=info");
+    cmd.env("RUST_LOG", "gelunet_shell=info");
     let p = Proc::spawn("serve", cmd);
     let addr = wait_for_file(&state.join("listen.addr"), Duration::from_secs(120));
     (p, addr.trim().to_string())

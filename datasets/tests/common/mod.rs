@@ -3,16 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// Directory holding the shared datasets: `GELUNET_DATA_DIR` if set, else
-/// `/work/shared/datasets` found relative to this crate.
+/// Directory holding the datasets, through the data directory mechanism
+/// ([`gelunet_datasets::workspace_data_dir`]: `GELUNET_DATA_DIR`, else the checkout's `data/`).
 pub fn shared_data_dir() -> PathBuf {
-    match std::env::var_os("GELUNET_DATA_DIR") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/datasets"
-        )),
-    }
+    gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Writes `contents` to `dir/rel`, creating parent directories.

@@ -1,12 +1,12 @@
 //! Abandoned sessions roll back exactly to `w^I, b^I` and training goes on with the next
-//! client (DESIGN.md "Sessions and the d_max bound").
+//! client (docs/DESIGN.md "Sessions and the d_max bound").
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 
 use common::*;
 use gelunet_protocol::{Activation, MaskMode, ModelSpec};
-use gelunet_server::sim::Fault;
+use gelunet_sim::Fault;
 
 #[test]
 fn abandoned_sessions_roll_back_and_training_continues() {

@@ -9,8 +9,8 @@ use gelunet_paillier::BigInt;
 use gelunet_protocol::messages::{ClientMessage, MaskedUpdate, ServerMessage};
 use gelunet_protocol::packing::unpack_masked;
 use gelunet_protocol::{Activation, MaskMode, MaskTarget, ModelSpec};
-use gelunet_server::sim::Simulation;
 use gelunet_server::ClientId;
+use gelunet_sim::Simulation;
 
 /// Drives one session by hand; after every masked update, compares what the server
 /// decrypted (`D`) with `η·Δw` of the client. Returns (updates seen, equal entries).

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use gelunet_protocol::{Activation, Dataset, MaskMode, ModelSpec};
-use gelunet_server::sim::synthetic_blobs;
+use gelunet_sim::synthetic_blobs;
 
 #[test]
 fn encrypted_training_matches_reference_accuracy() {

@@ -20,8 +20,35 @@ use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::FixedModel;
 
-use crate::error::{Result, ServerError};
-use crate::role::{ClientId, Server};
+use gelunet_server::{ClientId, Server, ServerError};
+
+pub mod synthetic;
+pub use synthetic::synthetic_blobs;
+
+/// Everything the in-memory driver can report: the first error of either party, or a
+/// broken invariant.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The server role refused a message or failed.
+    #[error("server: {0}")]
+    Server(#[from] ServerError),
+    /// A client role refused a message or failed.
+    #[error("client: {0}")]
+    Client(#[from] gelunet_client::ClientError),
+    /// An error of the shared protocol code (e.g. measuring a message).
+    #[error("protocol: {0}")]
+    Protocol(#[from] gelunet_protocol::Error),
+    /// The driver found a broken invariant (Alg. 5 check, message stream).
+    #[error("invariant broken: {reason}")]
+    Invariant {
+        /// Which invariant.
+        reason: String,
+    },
+}
+
+/// Shorthand for the driver's results.
+pub type Result<T, E = SimError> = std::result::Result<T, E>;
 
 /// Cost of one iteration of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +127,8 @@ impl Simulation {
                     return Err(ServerError::OutOfTurn {
                         expected: "ClientHello".into(),
                         found: other.kind(),
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -176,7 +204,7 @@ impl Simulation {
     /// Runs one session to completion.
     ///
     /// # Errors
-    /// The first error of either party, or [`ServerError::Invariant`].
+    /// The first error of either party, or [`SimError::Invariant`].
     pub fn run_session(&mut self) -> Result<SessionRecord> {
         self.run_session_with(Fault::None)
     }
@@ -199,7 +227,7 @@ impl Simulation {
         let (session, iterations) = match &start {
             ServerMessage::SessionStart(s) => (s.session, s.iterations),
             other => {
-                return Err(ServerError::Invariant {
+                return Err(SimError::Invariant {
                     reason: format!("start_session gave {}", other.kind()),
                 })
             }
@@ -259,11 +287,12 @@ impl Simulation {
             };
             match fault {
                 Fault::ClientAbortAfter(n) if sent == n => {
-                    let abort = self.clients[idx].abort("fault injection").ok_or(
-                        ServerError::Invariant {
-                            reason: "client had no session to abort".into(),
-                        },
-                    )?;
+                    let abort =
+                        self.clients[idx]
+                            .abort("fault injection")
+                            .ok_or(SimError::Invariant {
+                                reason: "client had no session to abort".into(),
+                            })?;
                     self.deliver_to_server(idx, cid, &abort, &mut cur)?;
                     break false;
                 }
@@ -284,7 +313,7 @@ impl Simulation {
             let answer = self.deliver_to_server(idx, cid, &msg, &mut cur)?;
             if let Some(expected) = expected_final {
                 if self.server.model().layers != expected {
-                    return Err(ServerError::Invariant {
+                    return Err(SimError::Invariant {
                         reason: format!(
                             "Alg. 5: w^F differs from w~ + R - eta*dw in session {session}"
                         ),
@@ -325,13 +354,13 @@ impl Simulation {
         let t = Instant::now();
         let r = self.server.handle(cid, msg);
         cur.server_time += t.elapsed();
-        r
+        Ok(r?)
     }
 
     /// `(w~ + R mod N_c) − η·Δw_last` for every layer, before the final update.
     fn expected_final(&self, idx: usize) -> Result<Vec<gelunet_protocol::LayerParams>> {
         let client = &self.clients[idx];
-        let invariant = |reason: &str| ServerError::Invariant {
+        let invariant = |reason: &str| SimError::Invariant {
             reason: reason.into(),
         };
         let masked = self
@@ -413,7 +442,7 @@ fn drive_inference(
     let mut msg = first;
     loop {
         let ClientMessage::Infer(req) = &msg else {
-            return Err(ServerError::Invariant {
+            return Err(SimError::Invariant {
                 reason: format!("inference client sent {}", msg.kind()),
             });
         };
@@ -421,7 +450,7 @@ fn drive_inference(
             Ok(a) => a,
             Err(e) => {
                 client.cancel();
-                return Err(e);
+                return Err(e.into());
             }
         };
         match client.handle(&ServerMessage::Inferred(answer))? {
@@ -429,36 +458,4 @@ fn drive_inference(
             InferStep::Done(predictions, probabilities) => return Ok((predictions, probabilities)),
         }
     }
-}
-
-/// A small synthetic classification problem: `classes` Gaussian blobs in `features`
-/// dimensions (centers uniform on `[−1.5, 1.5]`, standard deviation `spread`), labels
-/// balanced, from `ChaCha20Rng::seed_from_u64(seed)`. Returns `(samples × features,
-/// labels)`.
-pub fn synthetic_blobs(
-    samples: usize,
-    features: usize,
-    classes: usize,
-    spread: f64,
-    seed: u64,
-) -> (ndarray::Array2<f64>, Vec<usize>) {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-    let centers: Vec<Vec<f64>> = (0..classes)
-        .map(|_| (0..features).map(|_| rng.gen_range(-1.5..1.5)).collect())
-        .collect();
-    let mut x = ndarray::Array2::zeros((samples, features));
-    let mut labels = Vec::with_capacity(samples);
-    for s in 0..samples {
-        let c = s % classes;
-        labels.push(c);
-        for f in 0..features {
-            // Box–Muller.
-            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.gen_range(0.0..1.0);
-            let n = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-            x[[s, f]] = centers[c][f] + spread * n;
-        }
-    }
-    (x, labels)
 }

@@ -6,8 +6,8 @@ use gelunet_paillier::PrivateKey;
 use gelunet_protocol::{
     Activation, Dataset, ModelSpec, ReferenceTrainer, SessionLength, ValueKind,
 };
-use gelunet_server::sim::{synthetic_blobs, Simulation};
 use gelunet_server::{Server, ServerConfig};
+use gelunet_sim::{synthetic_blobs, Simulation};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

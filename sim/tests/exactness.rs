@@ -1,4 +1,4 @@
-//! Encrypted training equals plaintext fixed-point training, bit for bit (DESIGN.md
+//! Encrypted training equals plaintext fixed-point training, bit for bit (docs/DESIGN.md
 //! "What is measured": exactness), for every mask mode; the Alg. 5 invariant holds after
 //! every session.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns

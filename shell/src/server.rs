@@ -2,7 +2,7 @@
 //!
 //! * Clients connect with the pinned server certificate (see `gelunet_net`), open one
 //!   bidirectional stream and register with a name and a token
-//!   ([`gelunet_client::quic::Register`]); the token is compared in constant time
+//!   ([`Register`]); the token is compared in constant time
 //!   ([`gelunet_net::tokens_equal`]). An unknown name or a wrong token is answered with a
 //!   typed [`Refusal`] ([`RefusalCode::Unauthenticated`]) before the connection closes.
 //! * After the protocol handshake (`ServerHello` / `ClientHello`) the client is registered
@@ -34,17 +34,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gelunet_client::quic::{
-    ReferenceHint, Refusal, RefusalCode, Register, Summary, ToClient, ToServer, SHELL_VERSION,
-};
 use gelunet_net::quinn::{Connection, Endpoint};
 use gelunet_net::{tokens_equal, Channel, NetError, TransportSettings, Zeroizing};
 use gelunet_paillier::BigUint;
+use gelunet_protocol::envelope::{
+    ReferenceHint, Refusal, RefusalCode, Register, Summary, ToClient, ToServer, SHELL_VERSION,
+};
 use gelunet_protocol::messages::{Abort, ClientHello, ClientMessage, ServerHello, ServerMessage};
 use tokio::sync::mpsc;
 
-use crate::error::ServerError;
-use crate::role::{ClientId, Server};
+use gelunet_server::{ClientId, Server, ServerError};
 
 /// QUIC application close code: normal end.
 const CLOSE_DONE: u32 = 0;
