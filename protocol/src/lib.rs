@@ -18,6 +18,8 @@
 //! | [`data`] | [`Dataset`], [`BatchSampler`] | |
 //! | [`messages`] | wire messages | paper Alg. 1–5, inference |
 //! | [`envelope`] | the shells' frames around them (registration, refusal, summary) | |
+//! | [`group_key`] | protocol v2: the clients' group key, per-version seeds | docs/DESIGN.md "Protocol v2" |
+//! | [`version_mask`] | protocol v2: the masks `P_v` | docs/DESIGN.md "Protocol v2" |
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 
@@ -25,6 +27,7 @@ pub mod data;
 pub mod envelope;
 mod error;
 pub mod fixed;
+pub mod group_key;
 pub mod mask;
 pub mod math;
 pub mod messages;
@@ -32,6 +35,7 @@ pub mod packing;
 pub mod reference;
 pub mod schedule;
 pub mod spec;
+pub mod version_mask;
 
 pub use data::{BatchSampler, Dataset};
 pub use error::{Error, Result};
