@@ -19,6 +19,7 @@
 //! | [`messages`] | wire messages | paper Alg. 1–5, inference |
 //! | [`envelope`] | the shells' frames around them (registration, refusal, summary) | |
 //! | [`group_key`] | protocol v2: the clients' group key, per-version seeds | docs/DESIGN.md "Protocol v2" |
+//! | [`v2`] | protocol v2: parameters and plaintext update messages | docs/DESIGN.md "Protocol v2" |
 //! | [`version_mask`] | protocol v2: the masks `P_v` | docs/DESIGN.md "Protocol v2" |
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
@@ -35,6 +36,7 @@ pub mod packing;
 pub mod reference;
 pub mod schedule;
 pub mod spec;
+pub mod v2;
 pub mod version_mask;
 
 pub use data::{BatchSampler, Dataset};
