@@ -22,6 +22,7 @@
 //! | [`v2`] | protocol v2: parameters and plaintext update messages | docs/DESIGN.md "Protocol v2" |
 //! | [`version_mask`] | protocol v2: the masks `P_v` | docs/DESIGN.md "Protocol v2" |
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
+//! | [`randomness`] | OS randomness, or the insecure reproducible mode | |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 
 pub mod data;
@@ -33,6 +34,7 @@ pub mod mask;
 pub mod math;
 pub mod messages;
 pub mod packing;
+pub mod randomness;
 pub mod reference;
 pub mod schedule;
 pub mod spec;
