@@ -80,6 +80,7 @@
 //! next to an adversary's code.
 
 mod arith;
+mod blinding;
 mod ciphertext;
 pub mod encoding;
 mod error;
