@@ -62,17 +62,20 @@ pub struct V2Params {
     pub model_id: ModelId,
     /// The statistical mask width `σ`.
     pub sigma: u32,
+    /// The learning rate `η` at `2^fe` (public in v2: the client computes `η·Δ`).
+    pub eta: i128,
     /// `λ_w = B_w + σ`, `λ_b = B_b + σ`: the widths of the version masks `P_v`.
     pub widths: MaskWidths,
 }
 
 impl V2Params {
-    /// The parameters for `scales` and `sigma`: `B_w`, `B_b` are the bits of the largest
-    /// weight and bias the scales allow.
-    pub fn new(model_id: ModelId, scales: &Scales, sigma: u32) -> Self {
+    /// The parameters for `scales`, `sigma` and the learning rate `eta` (at `2^fe`):
+    /// `B_w`, `B_b` are the bits of the largest weight and bias the scales allow.
+    pub fn new(model_id: ModelId, scales: &Scales, sigma: u32, eta: i128) -> Self {
         Self {
             model_id,
             sigma,
+            eta,
             widths: MaskWidths {
                 weight_bits: scales.max_bits(ValueKind::Weight) + sigma,
                 bias_bits: scales.max_bits(ValueKind::Bias) + sigma,
@@ -89,7 +92,7 @@ impl V2Params {
     /// Whether these are the parameters `scales` and `sigma` imply (a client checks the
     /// server's handshake with it).
     pub fn is_consistent(&self, scales: &Scales) -> bool {
-        *self == Self::new(self.model_id, scales, self.sigma)
+        *self == Self::new(self.model_id, scales, self.sigma, self.eta)
     }
 }
 
@@ -144,7 +147,7 @@ mod tests {
     #[test]
     fn widths_follow_the_scales() {
         let scales = Scales::default();
-        let p = V2Params::new(ModelId([0; 16]), &scales, MIN_SIGMA);
+        let p = V2Params::new(ModelId([0; 16]), &scales, MIN_SIGMA, 1 << 15);
         assert_eq!(
             p.widths.weight_bits,
             scales.max_bits(ValueKind::Weight) + 128
