@@ -20,6 +20,7 @@
 //! | [`envelope`] | the shells' frames around them (registration, refusal, summary) | |
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
+//! | [`violation`] | [`ProtocolViolation`]: faults of the other party's messages, one error code | docs/DESIGN.md "Wire protocol and processes" |
 
 pub mod data;
 pub mod envelope;
@@ -32,6 +33,7 @@ pub mod packing;
 pub mod reference;
 pub mod schedule;
 pub mod spec;
+pub mod violation;
 
 pub use data::{BatchSampler, Dataset};
 pub use error::{Error, Result};
@@ -41,3 +43,4 @@ pub use math::{FixedModel, Gradients, LayerGradients, LayerParams};
 pub use reference::ReferenceTrainer;
 pub use schedule::{ClientOrder, Scheduler, SessionLength, SessionPlan, SessionPolicy};
 pub use spec::{Activation, ModelSpec};
+pub use violation::ProtocolViolation;
