@@ -406,7 +406,10 @@ mod tests {
                 ErrorCode::Ciphertext,
                 "invalid ciphertext or ciphertext under the wrong key",
             ),
-            (ErrorCode::Range, "value outside its fixed-point or mask range"),
+            (
+                ErrorCode::Range,
+                "value outside its fixed-point or mask range",
+            ),
             (ErrorCode::Config, "unacceptable configuration or key"),
             (ErrorCode::Internal, "internal error"),
         ];
@@ -474,9 +477,7 @@ mod tests {
         );
         assert_eq!(paillier_code(&bad_ct), ErrorCode::Ciphertext);
         let kept = [
-            crate::Error::InvalidConfig {
-                reason: "x".into(),
-            },
+            crate::Error::InvalidConfig { reason: "x".into() },
             crate::Error::Overflow { op: "matmul" },
             crate::Error::ShapeMismatch {
                 what: "gradients",
@@ -516,12 +517,7 @@ mod tests {
                 },
                 ErrorCode::Config,
             ),
-            (
-                E::InvalidSpec {
-                    reason: "x".into(),
-                },
-                ErrorCode::Config,
-            ),
+            (E::InvalidSpec { reason: "x".into() }, ErrorCode::Config),
             (
                 E::Packing {
                     reason: "slot".into(),
