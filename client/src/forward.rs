@@ -11,7 +11,7 @@
 //! 3. *Public input*: `PK_c`, the spec and the sample packing.
 //! 4. *Sent*: client → server [`ForwardRequest`] `{ layer i, [a_{i−1}]_c }`; server →
 //!    client [`gelunet_protocol::messages::ForwardResponse`] `{ [z~_i]_c }`. With a
-//!    single layer, the update follows directly ([`Client::finish_iteration`]).
+//!    single layer, the update follows directly (`Client::finish_iteration`).
 
 use gelunet_protocol::math::{activate, layer_gradients, output_error};
 use gelunet_protocol::messages::{BackwardRequest, ClientMessage, ForwardRequest, ForwardResponse};

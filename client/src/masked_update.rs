@@ -8,7 +8,7 @@
 //! `Enc_s(r)` is a fresh encryption, so `[D]_s` is re-randomized: the server, which knows
 //! the randomness of its own `[η]_s`, cannot strip it. Packed, `k` parameters share a
 //! ciphertext: `[Σ_i (η·Δ_i + r_i + G)·2^(β i)]_s = Π_i E_i^{Δ_i} ⊕ Enc_s(Σ_i (r_i +
-//! G)·2^(β i))` with `E_i = [η]_s^{2^(β i)}` computed once per session ([`eta_powers`]; a
+//! G)·2^(β i))` with `E_i = [η]_s^{2^(β i)}` computed once per session (`eta_powers`; a
 //! shared-base multi-exponentiation with small exponents per ciphertext).
 //!
 //! 1. *Private input* (client): the iteration's gradients `Δw_i, Δb_i`, the masks `r`, the
