@@ -1,26 +1,29 @@
 //! The client's error type.
+//!
+//! Faults of a server's message are [`ProtocolViolation`]s, shared with the server crate
+//! ([`gelunet_protocol::violation`]); the other variants are the client's own (keys,
+//! mask, data) with their own small mapping in [`ClientError::code`].
 
-use gelunet_protocol::messages::{ErrorCode, ErrorReport, Packing};
+use gelunet_protocol::messages::{ErrorCode, ErrorReport};
+use gelunet_protocol::violation::{paillier_code, ProtocolViolation};
 
 /// Everything that can go wrong in the client role. After any error the client's state is
 /// unchanged.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// An error of the shared protocol code (ranges, shapes, labels, …).
+    /// A server's message that breaks the protocol: out of turn, wrong
+    /// session/iteration/layer/request, shape, packing, invalid ciphertext, decrypted value
+    /// out of range, another version, an empty session.
+    #[error(transparent)]
+    Violation(#[from] ProtocolViolation),
+    /// An error of the shared protocol code (spec, scales, the client's own data out of
+    /// range, …).
     #[error(transparent)]
     Protocol(#[from] gelunet_protocol::Error),
-    /// An error of the cryptosystem (invalid ciphertext, wrong key, …).
+    /// An error of the cryptosystem (key construction, …).
     #[error(transparent)]
     Paillier(#[from] gelunet_paillier::Error),
-    /// A server speaking another protocol version.
-    #[error("protocol version {found}, expected {expected}")]
-    Version {
-        /// Our version.
-        expected: u16,
-        /// Theirs.
-        found: u16,
-    },
     /// A server key below 2048 bits while test keys are not allowed.
     #[error("{bits}-bit server key refused: test keys are not allowed in this run")]
     InsecureKey {
@@ -44,126 +47,117 @@ pub enum ClientError {
         /// What does not fit.
         reason: String,
     },
-    /// A message before the handshake.
-    #[error("no handshake yet")]
-    NoHandshake,
-    /// A session message while no session is active.
-    #[error("no active session")]
-    NoSession,
-    /// A session start while one is active.
-    #[error("session {session} is still active")]
-    SessionActive {
-        /// The active session.
-        session: u64,
-    },
-    /// A message that does not fit the session's state.
-    #[error("message out of turn: expected {expected}, got {found}")]
-    OutOfTurn {
-        /// What the client waits for.
-        expected: String,
-        /// What arrived.
-        found: &'static str,
-    },
-    /// A message for another session.
-    #[error("message for session {found}, active session is {expected}")]
-    WrongSession {
-        /// The active session.
-        expected: u64,
-        /// The message's session.
-        found: u64,
-    },
-    /// A message for another iteration.
-    #[error("message for iteration {found}, expected {expected}")]
-    WrongIteration {
-        /// The current iteration.
-        expected: u32,
-        /// The message's iteration.
-        found: u32,
-    },
-    /// A message for another layer.
-    #[error("message for layer {found}, expected {expected}")]
-    WrongLayer {
-        /// The expected layer.
-        expected: u32,
-        /// The message's layer.
-        found: u32,
-    },
-    /// A packing that is not the layout both sides derived from the handshake.
-    #[error("unexpected packing {found:?}")]
-    Packing {
-        /// The packing found.
-        found: Packing,
-    },
-    /// A wrong number of ciphertexts.
-    #[error("{what}: expected {expected} values, got {found}")]
-    Shape {
-        /// What was counted.
-        what: &'static str,
-        /// The expected count.
-        expected: usize,
-        /// The count found.
-        found: usize,
-    },
-    /// A session of 0 iterations.
-    #[error("a session of 0 iterations")]
-    EmptySession,
-    /// An inference answer for another request.
-    #[error("inference answer for request {found}, expected {expected}")]
-    WrongRequest {
-        /// The pending request.
-        expected: u64,
-        /// The answer's request id.
-        found: u64,
-    },
-    /// An inference answer while no request is pending.
-    #[error("no inference request pending")]
-    NoRequest,
 }
 
 impl ClientError {
-    /// The class of the error for an [`ErrorReport`].
-    pub fn code(&self) -> ErrorCode {
-        use gelunet_paillier::Error as P;
-        use gelunet_protocol::Error as E;
+    /// Reclassifies the range and ciphertext errors of the shared code and the
+    /// cryptosystem as [`ClientError::Violation`]s (`ProtocolViolation::try_from`): applied
+    /// to the result of handling a server's message, whose contents caused them.
+    pub(crate) fn blame_peer(self) -> Self {
         match self {
-            Self::Version { .. } => ErrorCode::Version,
-            Self::NoHandshake
-            | Self::NoSession
-            | Self::SessionActive { .. }
-            | Self::OutOfTurn { .. }
-            | Self::WrongSession { .. }
-            | Self::WrongIteration { .. }
-            | Self::WrongLayer { .. }
-            | Self::WrongRequest { .. }
-            | Self::NoRequest => ErrorCode::OutOfTurn,
-            Self::Shape { .. } | Self::Packing { .. } | Self::Data { .. } => ErrorCode::Shape,
-            Self::Paillier(P::InvalidCiphertext { .. } | P::KeyMismatch { .. }) => {
-                ErrorCode::Ciphertext
-            }
-            Self::Paillier(P::PlaintextOutOfRange { .. })
-            | Self::Protocol(
-                E::OutOfRange { .. }
-                | E::NotFinite { .. }
-                | E::MaskOutOfRange { .. }
-                | E::Packing { .. },
-            ) => ErrorCode::Range,
-            Self::InsecureKey { .. }
-            | Self::KeyTooSmall { .. }
-            | Self::InsecureMask
-            | Self::EmptySession => ErrorCode::Config,
-            _ => ErrorCode::Internal,
+            Self::Protocol(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            Self::Paillier(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            other => other,
         }
     }
 
-    /// The error as a message for the server.
-    pub fn report(&self, session: Option<u64>) -> ErrorReport {
-        ErrorReport {
-            session,
-            code: self.code(),
-            detail: self.to_string(),
+    /// The class of the error for an [`ErrorReport`]: a violation's
+    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`],
+    /// the cryptosystem's [`paillier_code`]; key and mask refusals [`ErrorCode::Config`],
+    /// data that does not fit the model [`ErrorCode::Shape`].
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Violation(v) => v.code(),
+            Self::Protocol(e) => e.code(),
+            Self::Paillier(e) => paillier_code(e),
+            Self::InsecureKey { .. } | Self::KeyTooSmall { .. } | Self::InsecureMask => {
+                ErrorCode::Config
+            }
+            Self::Data { .. } => ErrorCode::Shape,
         }
+    }
+
+    /// The error as a message for the server: its [`ClientError::code`] and the code's
+    /// fixed text ([`ErrorReport::new`]); nothing of the `Display` text leaves the client.
+    pub fn report(&self, session: Option<u64>) -> ErrorReport {
+        ErrorReport::new(session, self.code())
     }
 }
 
 /// Shorthand for the client's results.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_strings_and_reports() {
+        let cases = [
+            (
+                ClientError::Violation(ProtocolViolation::EmptySession),
+                ErrorCode::Config,
+                "a session of 0 iterations",
+            ),
+            (
+                ClientError::InsecureKey { bits: 512 },
+                ErrorCode::Config,
+                "512-bit server key refused: test keys are not allowed in this run",
+            ),
+            (
+                ClientError::KeyTooSmall {
+                    bits: 512,
+                    needed: 600,
+                },
+                ErrorCode::Config,
+                "512-bit key is below the 600 bits the mask and scales need",
+            ),
+            (
+                ClientError::InsecureMask,
+                ErrorCode::Config,
+                "the server asks for an unmasked-gradient run, which this client refuses",
+            ),
+            (
+                ClientError::Data {
+                    reason: "6 features, the model has 4 inputs".into(),
+                },
+                ErrorCode::Shape,
+                "data mismatch: 6 features, the model has 4 inputs",
+            ),
+        ];
+        for (e, code, text) in cases {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.code(), code, "{e}");
+            assert_eq!(e.report(Some(3)), ErrorReport::new(Some(3), code));
+        }
+    }
+
+    #[test]
+    fn a_shape_mismatch_has_the_same_code_as_on_the_server() {
+        // The server always called this `Shape`, the client `Internal`.
+        let e = ClientError::from(gelunet_protocol::Error::ShapeMismatch {
+            what: "gradients",
+            expected: "2x3".into(),
+            found: "3x2".into(),
+        });
+        assert_eq!(e.code(), ErrorCode::Shape);
+    }
+
+    #[test]
+    fn decrypted_values_out_of_range_stay_with_the_client() {
+        let e = ClientError::from(gelunet_protocol::Error::OutOfRange {
+            kind: gelunet_protocol::ValueKind::PreActivation,
+            value: "98765432109876543210".into(),
+            max_bits: 40,
+        })
+        .blame_peer();
+        assert_eq!(e.code(), ErrorCode::Range);
+        assert!(matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::Range { .. })
+        ));
+        for shown in [e.to_string(), format!("{e:?}"), e.report(None).detail] {
+            assert!(!shown.contains("98765432109876543210"), "{shown}");
+        }
+    }
+}

@@ -38,6 +38,7 @@ use gelunet_protocol::packing::{
     group_sizes, inference_packing, pack_samples, row_packing_is_valid, unpack_signed,
     unpack_unsigned,
 };
+use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, ModelSpec};
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
@@ -121,15 +122,16 @@ impl InferenceClient {
     /// An inference client with its key pair, for the server that sent `hello`.
     ///
     /// # Errors
-    /// [`ClientError::Version`], spec and scale errors, [`ClientError::InsecureKey`] for
+    /// [`ClientError::Violation`] ([`ProtocolViolation::Version`]), spec and scale errors, [`ClientError::InsecureKey`] for
     /// keys below 2048 bits without `allow_test_keys`, [`ClientError::KeyTooSmall`] if the
     /// client key cannot hold a pre-activation.
     pub fn new(config: InferenceConfig, key: PrivateKey, hello: &ServerHello) -> Result<Self> {
         if hello.version != PROTOCOL_VERSION {
-            return Err(ClientError::Version {
+            return Err(ProtocolViolation::Version {
                 expected: PROTOCOL_VERSION,
                 found: hello.version,
-            });
+            }
+            .into());
         }
         hello.spec.validate()?;
         hello.scales.validate()?;
@@ -329,18 +331,27 @@ impl InferenceClient {
     /// On error the state is unchanged.
     ///
     /// # Errors
-    /// [`ClientError::NoRequest`], [`ClientError::WrongRequest`],
-    /// [`ClientError::WrongLayer`], [`ClientError::Packing`], [`ClientError::Shape`],
-    /// ciphertext errors, range errors; [`ClientError::OutOfTurn`] for a message other than
-    /// an inference answer.
+    /// [`ClientError::Violation`] for every fault of the answer:
+    /// [`ProtocolViolation::NoRequest`], [`ProtocolViolation::WrongRequest`],
+    /// [`ProtocolViolation::WrongLayer`], [`ProtocolViolation::Packing`],
+    /// [`ProtocolViolation::Shape`], [`ProtocolViolation::Ciphertext`],
+    /// [`ProtocolViolation::Range`]; [`ProtocolViolation::OutOfTurn`] for a message other
+    /// than an inference answer.
     pub fn handle(&mut self, msg: &ServerMessage) -> Result<InferStep> {
+        self.answer(msg).map_err(ClientError::blame_peer)
+    }
+
+    /// [`InferenceClient::handle`] before the faults of the answer are classified as
+    /// violations.
+    fn answer(&mut self, msg: &ServerMessage) -> Result<InferStep> {
         let ServerMessage::Inferred(r) = msg else {
-            return Err(ClientError::OutOfTurn {
+            return Err(ProtocolViolation::OutOfTurn {
                 expected: "InferResponse".into(),
                 found: msg.kind(),
-            });
+            }
+            .into());
         };
-        let p = self.pending.as_ref().ok_or(ClientError::NoRequest)?;
+        let p = self.pending.as_ref().ok_or(ProtocolViolation::NoRequest)?;
         let z = self.read_response(p, r)?;
         let layer = p.layer as usize;
         let request_id = p.request_id;
@@ -372,27 +383,30 @@ impl InferenceClient {
     /// Checks and decrypts an answer: the `B × m` pre-activations at `2^(fa+fw)`.
     fn read_response(&self, p: &Pending, r: &InferResponse) -> Result<Array2<i128>> {
         if r.request_id != p.request_id {
-            return Err(ClientError::WrongRequest {
+            return Err(ProtocolViolation::WrongRequest {
                 expected: p.request_id,
                 found: r.request_id,
-            });
+            }
+            .into());
         }
         if r.layer != p.layer {
-            return Err(ClientError::WrongLayer {
+            return Err(ProtocolViolation::WrongLayer {
                 expected: p.layer,
                 found: r.layer,
-            });
+            }
+            .into());
         }
         let samples = p.inputs.nrows();
         if r.samples as usize != samples {
-            return Err(ClientError::Shape {
+            return Err(ProtocolViolation::Shape {
                 what: "inference samples",
                 expected: samples,
                 found: r.samples as usize,
-            });
+            }
+            .into());
         }
         if r.packing != p.packing {
-            return Err(ClientError::Packing { found: r.packing });
+            return Err(ProtocolViolation::Packing { found: r.packing }.into());
         }
         let (width, fan_in) = self.spec.layer_shape(p.layer as usize);
         let pk = self.key.public_key();
@@ -403,9 +417,10 @@ impl InferenceClient {
             r.row_packing == Packing::NONE
         };
         if !valid {
-            return Err(ClientError::Packing {
+            return Err(ProtocolViolation::Packing {
                 found: r.row_packing,
-            });
+            }
+            .into());
         }
         let expected_rows = r.row_packing;
         let groups = group_sizes(samples, p.packing.samples_per_ciphertext);
@@ -416,11 +431,12 @@ impl InferenceClient {
         };
         let count = per_group * groups.len();
         if r.pre_activations.len() != count {
-            return Err(ClientError::Shape {
+            return Err(ProtocolViolation::Shape {
                 what: "inference pre-activations",
                 expected: count,
                 found: r.pre_activations.len(),
-            });
+            }
+            .into());
         }
         let raw = self.decrypt_own(&r.pre_activations)?;
         let n = pk.n();

@@ -5,6 +5,7 @@
 use gelunet_client::{Client, ClientConfig, ClientError};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::messages::{ServerMessage, UpdateApplied};
+use gelunet_protocol::violation::ProtocolViolation;
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -35,7 +36,10 @@ fn construction_and_turn_errors() {
             iteration: 0,
         }))
         .unwrap_err();
-    assert!(matches!(e, ClientError::NoSession), "{e}");
+    assert!(
+        matches!(e, ClientError::Violation(ProtocolViolation::NoSession)),
+        "{e}"
+    );
     assert!(c.abort("nothing to abort").is_none());
     assert!(c.dataset().is_none());
 }

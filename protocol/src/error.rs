@@ -1,6 +1,7 @@
 //! The crate's error type.
 
 use crate::fixed::ValueKind;
+use crate::messages::ErrorCode;
 
 /// Everything that can go wrong in the shared protocol code. Every variant carries the
 /// values that explain it; none holds secret material.
@@ -127,6 +128,34 @@ pub enum Error {
         /// The version found.
         found: u16,
     },
+}
+
+impl Error {
+    /// The class of the error for an [`ErrorReport`](crate::messages::ErrorReport), the
+    /// same on both sides (`gelunet_server::ServerError::code` and
+    /// `gelunet_client::ClientError::code` delegate here): values out of range, masks and
+    /// packed slots [`ErrorCode::Range`]; shapes and labels [`ErrorCode::Shape`]; specs,
+    /// scales, session plans and configurations [`ErrorCode::Config`]; another version
+    /// [`ErrorCode::Version`]; the cryptosystem's errors by
+    /// [`crate::violation::paillier_code`]; overflow and codec errors
+    /// [`ErrorCode::Internal`].
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFinite { .. }
+            | Self::OutOfRange { .. }
+            | Self::MaskOutOfRange { .. }
+            | Self::Packing { .. } => ErrorCode::Range,
+            Self::ShapeMismatch { .. } | Self::InvalidLabel { .. } => ErrorCode::Shape,
+            Self::InvalidSpec { .. }
+            | Self::InvalidScales { .. }
+            | Self::SessionBound { .. }
+            | Self::SessionMinimum { .. }
+            | Self::InvalidConfig { .. } => ErrorCode::Config,
+            Self::VersionMismatch { .. } => ErrorCode::Version,
+            Self::Paillier(e) => crate::violation::paillier_code(e),
+            Self::Overflow { .. } | Self::Codec { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Shorthand for this crate's results.

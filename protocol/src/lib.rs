@@ -24,6 +24,7 @@
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`randomness`] | OS randomness, or the insecure reproducible mode | |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
+//! | [`violation`] | [`ProtocolViolation`]: faults of the other party's messages, one error code | docs/DESIGN.md "Wire protocol and processes" |
 
 pub mod data;
 pub mod envelope;
@@ -40,6 +41,7 @@ pub mod schedule;
 pub mod spec;
 pub mod v2;
 pub mod version_mask;
+pub mod violation;
 
 pub use data::{BatchSampler, Dataset};
 pub use error::{Error, Result};
@@ -49,3 +51,4 @@ pub use math::{FixedModel, Gradients, LayerGradients, LayerParams};
 pub use reference::ReferenceTrainer;
 pub use schedule::{ClientOrder, Scheduler, SessionLength, SessionPlan, SessionPolicy};
 pub use spec::{Activation, ModelSpec};
+pub use violation::ProtocolViolation;

@@ -328,6 +328,25 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The fixed text an [`ErrorReport`] of this code carries ([`ErrorReport::new`]): the
+    /// same words for every error of the class, so that no decrypted value, bit length or
+    /// other detail of the sender's state reaches the other party.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Version => "unsupported protocol version",
+            Self::OutOfTurn => {
+                "message out of turn (wrong state, session, iteration, layer or request)"
+            }
+            Self::Shape => "wrong number of values or layers, or an unexpected packing",
+            Self::Ciphertext => "invalid ciphertext or ciphertext under the wrong key",
+            Self::Range => "value outside its fixed-point or mask range",
+            Self::Config => "unacceptable configuration or key",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
 /// Either side: a typed error answer to the last message; the sender's state is
 /// unchanged and it may retry or abort.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,8 +355,22 @@ pub struct ErrorReport {
     pub session: Option<u64>,
     /// The class of error.
     pub code: ErrorCode,
-    /// Human-readable detail (no secrets).
+    /// Human-readable detail (no secrets): [`ErrorCode::detail`] when built by
+    /// [`ErrorReport::new`].
     pub detail: String,
+}
+
+impl ErrorReport {
+    /// The report of an error of class `code` about `session`, with the code's fixed text
+    /// ([`ErrorCode::detail`]) as its detail: what the sender knows about the error beyond
+    /// its class (values, bit lengths, expected states) stays with the sender.
+    pub fn new(session: Option<u64>, code: ErrorCode) -> Self {
+        Self {
+            session,
+            code,
+            detail: code.detail().into(),
+        }
+    }
 }
 
 /// Everything a client sends.

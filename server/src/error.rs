@@ -1,16 +1,27 @@
 //! The server's error type.
+//!
+//! Faults of a client's message are [`ProtocolViolation`]s, shared with the client crate
+//! ([`gelunet_protocol::violation`]); the other variants are the server's own
+//! (configuration, keys, registration, driver misuse) with their own small mapping in
+//! [`ServerError::code`].
 
-use gelunet_protocol::messages::{ErrorCode, ErrorReport, Packing};
+use gelunet_protocol::messages::{ErrorCode, ErrorReport};
+use gelunet_protocol::violation::{paillier_code, ProtocolViolation};
 
 /// Everything that can go wrong in the server role. After any error the server's state is
 /// unchanged (the message is refused as a whole).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// An error of the shared protocol code (ranges, shapes, session bound, …).
+    /// A client's message that breaks the protocol: out of turn, wrong
+    /// client/session/iteration/layer, shape, packing, invalid ciphertext, decrypted value
+    /// out of range, another version.
+    #[error(transparent)]
+    Violation(#[from] ProtocolViolation),
+    /// An error of the shared protocol code (configuration, session bound, …).
     #[error(transparent)]
     Protocol(#[from] gelunet_protocol::Error),
-    /// An error of the cryptosystem (invalid ciphertext, wrong key, …).
+    /// An error of the cryptosystem (key construction, …).
     #[error(transparent)]
     Paillier(#[from] gelunet_paillier::Error),
     /// An unusable configuration.
@@ -33,14 +44,6 @@ pub enum ServerError {
         /// Bits needed ([`gelunet_protocol::MaskMode::min_key_bits`]).
         needed: u64,
     },
-    /// A peer speaking another protocol version.
-    #[error("protocol version {found}, expected {expected}")]
-    Version {
-        /// Our version.
-        expected: u16,
-        /// Theirs.
-        found: u16,
-    },
     /// A client hello naming another server key.
     #[error("the client accepted another server key")]
     WrongServerKey,
@@ -53,133 +56,131 @@ pub enum ServerError {
     /// Registration after training started.
     #[error("client registration is closed once training has started")]
     RegistrationClosed,
-    /// A session message while no session is active.
-    #[error("no active session")]
-    NoSession,
-    /// Starting a session while one is active.
+    /// Starting a session while one is active ([`crate::Server::start_session`]).
     #[error("session {session} is still active")]
     SessionActive {
         /// The active session.
         session: u64,
     },
-    /// A message that does not fit the session's state.
-    #[error("message out of turn: expected {expected}, got {found}")]
-    OutOfTurn {
-        /// What the server waits for.
-        expected: String,
-        /// What arrived.
-        found: &'static str,
-    },
-    /// A message from a client that is not in the active session.
-    #[error("client {found} is not the session's client {expected}")]
-    WrongClient {
-        /// The session's client.
-        expected: usize,
-        /// The sender.
-        found: usize,
-    },
-    /// A message for another session.
-    #[error("message for session {found}, active session is {expected}")]
-    WrongSession {
-        /// The active session.
-        expected: u64,
-        /// The message's session.
-        found: u64,
-    },
-    /// A message for another iteration.
-    #[error("message for iteration {found}, expected {expected}")]
-    WrongIteration {
-        /// The current iteration.
-        expected: u32,
-        /// The message's iteration.
-        found: u32,
-    },
-    /// A message for another layer.
-    #[error("message for layer {found}, expected {expected}")]
-    WrongLayer {
-        /// The expected layer.
-        expected: u32,
-        /// The message's layer.
-        found: u32,
-    },
-    /// A packing that is not the layout both sides derived from the handshake
-    /// ([`gelunet_protocol::packing`]).
-    #[error("unexpected packing {found:?}")]
-    Packing {
-        /// The packing found.
-        found: Packing,
-    },
-    /// An inference request for a layer the model does not have.
-    #[error("layer {layer} does not exist (the model has layers 1..={layers})")]
-    UnknownLayer {
-        /// The requested layer.
-        layer: u32,
-        /// The number of layers `L`.
-        layers: u32,
-    },
-    /// A wrong number of ciphertexts or layers.
-    #[error("{what}: expected {expected} values, got {found}")]
-    Shape {
-        /// What was counted.
-        what: &'static str,
-        /// The expected count.
-        expected: usize,
-        /// The count found.
-        found: usize,
-    },
 }
 
 impl ServerError {
-    /// The class of the error for an [`ErrorReport`].
-    pub fn code(&self) -> ErrorCode {
-        use gelunet_paillier::Error as P;
-        use gelunet_protocol::Error as E;
+    /// Reclassifies the range and ciphertext errors of the shared code and the
+    /// cryptosystem as [`ServerError::Violation`]s (`ProtocolViolation::try_from`): applied
+    /// to the result of handling a client's message, whose contents caused them.
+    pub(crate) fn blame_peer(self) -> Self {
         match self {
-            Self::Version { .. } => ErrorCode::Version,
-            Self::NoSession
-            | Self::SessionActive { .. }
-            | Self::OutOfTurn { .. }
-            | Self::WrongClient { .. }
-            | Self::WrongSession { .. }
-            | Self::WrongIteration { .. }
-            | Self::WrongLayer { .. }
-            | Self::RegistrationClosed => ErrorCode::OutOfTurn,
-            Self::Shape { .. } | Self::Packing { .. } | Self::UnknownLayer { .. } => {
-                ErrorCode::Shape
-            }
-            Self::Protocol(E::Packing { .. }) => ErrorCode::Range,
-            Self::Paillier(P::InvalidCiphertext { .. } | P::KeyMismatch { .. }) => {
-                ErrorCode::Ciphertext
-            }
-            Self::Paillier(P::PlaintextOutOfRange { .. }) => ErrorCode::Range,
-            Self::Protocol(
-                E::OutOfRange { .. } | E::MaskOutOfRange { .. } | E::NotFinite { .. },
-            ) => ErrorCode::Range,
-            Self::Protocol(E::ShapeMismatch { .. }) => ErrorCode::Shape,
-            Self::Protocol(E::Paillier(P::InvalidCiphertext { .. } | P::KeyMismatch { .. })) => {
-                ErrorCode::Ciphertext
-            }
+            Self::Protocol(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            Self::Paillier(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            other => other,
+        }
+    }
+
+    /// The class of the error for an [`ErrorReport`]: a violation's
+    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`],
+    /// the cryptosystem's [`paillier_code`]; configuration and key errors
+    /// [`ErrorCode::Config`], registration closed and a session still active
+    /// [`ErrorCode::OutOfTurn`].
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Violation(v) => v.code(),
+            Self::Protocol(e) => e.code(),
+            Self::Paillier(e) => paillier_code(e),
             Self::Config { .. }
             | Self::InsecureKey { .. }
             | Self::KeyTooSmall { .. }
             | Self::WrongServerKey
-            | Self::UnknownClient { .. }
-            | Self::Protocol(
-                E::SessionBound { .. } | E::SessionMinimum { .. } | E::InvalidConfig { .. },
-            ) => ErrorCode::Config,
-            _ => ErrorCode::Internal,
+            | Self::UnknownClient { .. } => ErrorCode::Config,
+            Self::RegistrationClosed | Self::SessionActive { .. } => ErrorCode::OutOfTurn,
         }
     }
 
-    /// The error as a message for the client.
+    /// The error as a message for the client: its [`ServerError::code`] and the code's
+    /// fixed text ([`ErrorReport::new`]); nothing of the `Display` text leaves the server.
     pub fn report(&self, session: Option<u64>) -> ErrorReport {
-        ErrorReport {
-            session,
-            code: self.code(),
-            detail: self.to_string(),
-        }
+        ErrorReport::new(session, self.code())
     }
 }
 
 /// Shorthand for the server's results.
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_strings_and_reports() {
+        let cases = [
+            (
+                ServerError::Violation(ProtocolViolation::NoSession),
+                ErrorCode::OutOfTurn,
+                "no active session",
+            ),
+            (
+                ServerError::Config {
+                    reason: "no registered clients".into(),
+                },
+                ErrorCode::Config,
+                "invalid server configuration: no registered clients",
+            ),
+            (
+                ServerError::InsecureKey { bits: 512 },
+                ErrorCode::Config,
+                "512-bit key refused: test keys are not allowed in this run",
+            ),
+            (
+                ServerError::KeyTooSmall {
+                    bits: 512,
+                    needed: 600,
+                },
+                ErrorCode::Config,
+                "512-bit key is below the 600 bits the mask and scales need",
+            ),
+            (
+                ServerError::WrongServerKey,
+                ErrorCode::Config,
+                "the client accepted another server key",
+            ),
+            (
+                ServerError::UnknownClient { client: 7 },
+                ErrorCode::Config,
+                "unknown client 7",
+            ),
+            (
+                ServerError::RegistrationClosed,
+                ErrorCode::OutOfTurn,
+                "client registration is closed once training has started",
+            ),
+            (
+                ServerError::SessionActive { session: 2 },
+                ErrorCode::OutOfTurn,
+                "session 2 is still active",
+            ),
+        ];
+        for (e, code, text) in cases {
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.code(), code, "{e}");
+            assert_eq!(e.report(Some(1)), ErrorReport::new(Some(1), code));
+            assert_eq!(e.report(None).detail, code.detail());
+        }
+    }
+
+    #[test]
+    fn peer_faults_become_violations_and_keep_their_code() {
+        let range = ServerError::from(gelunet_protocol::Error::MaskOutOfRange {
+            reason: "D = 1234567".into(),
+        });
+        assert_eq!(range.code(), ErrorCode::Range);
+        let blamed = range.blame_peer();
+        assert_eq!(
+            blamed,
+            ServerError::Violation(ProtocolViolation::Range { kind: None })
+        );
+        assert!(!blamed.to_string().contains("1234567"), "{blamed}");
+        let bound =
+            ServerError::from(gelunet_protocol::Error::InvalidConfig { reason: "x".into() });
+        assert_eq!(bound.clone().blame_peer(), bound);
+        assert_eq!(bound.code(), ErrorCode::Config);
+    }
+}

@@ -1,12 +1,29 @@
-//! The server of GELU-Net (Zhang et al., IJCAI-18) for gelunet.
+//! The server of GELU-Net (Zhang et al., IJCAI-18) for gelunet: a state machine with no
+//! I/O, one file per algorithm of the paper (docs/DESIGN.md "One iteration", "Sessions
+//! and the d_max bound").
 //!
-//! - [`role`]: the server's state machine with no I/O (paper Alg. 1, 2, 3, 5 on the
-//!   server side; docs/DESIGN.md "One iteration", "Sessions and the d_max bound").
+//! | module | contents | source |
+//! | --- | --- | --- |
+//! | [`role`] | [`Server`], [`ServerConfig`], registration, sessions, [`Server::handle`] | |
+//! | [`forward`] | `[z~] = W~ ⊗ [a] ⊕ b~` | paper Alg. 1 |
+//! | [`backward`] | `[q~] = [δ]ᵀ ⊗ W~` | paper Alg. 2 |
+//! | [`masked_update`] | `D = Dec_s([D]_s)`, `w~ ← w~ − D` | paper Alg. 3 |
+//! | [`final_update`] | `w^F = w^I − η·ΔW^c` | paper Alg. 5 |
+//! | [`inference`] | [`Server::infer`], row packing | paper Alg. 1, true weights |
+//! | [`stop`] | [`StopRule`] | |
+//!
+//! Faults of a client's message are [`gelunet_protocol::ProtocolViolation`]s
+//! ([`ServerError::Violation`]), shared with the client.
 //!
 //! The crate does no I/O and depends on neither the client nor any runtime: the
 //! in-memory driver is `gelunet-sim`, the QUIC shell `gelunet-shell`.
 
+pub mod backward;
 mod error;
+pub mod final_update;
+pub mod forward;
+pub mod inference;
+pub mod masked_update;
 pub mod role;
 pub mod stop;
 

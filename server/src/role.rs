@@ -1,4 +1,6 @@
-//! The server's role in GELU-Net as a state machine with no I/O.
+//! The server's role in GELU-Net as a state machine with no I/O: the [`Server`] struct,
+//! its configuration, registration, session start and abandonment, and the dispatch of
+//! client messages ([`Server::handle`]) to the algorithms, one file each.
 //!
 //! # What the server holds
 //!
@@ -9,10 +11,11 @@
 //! # What it computes (paper Alg. 1, 2, 3, 5; docs/DESIGN.md "One iteration")
 //!
 //! ```text
-//! forward   [z~_i]_c = W~_i ⊗ [a_{i−1}]_c ⊕ b~_i         PublicKey::matvec + add_plain
-//! backward  [q~]_c   = [δ_i]_cᵀ ⊗ W~_i                    PublicKey::vecmat
-//! masked    D = Dec_s([D]_s) = η·Δ + r,  w~ ← w~ − D (mod N_c)     every iteration but the last
-//! final     w^F = w^I − η·ΔW^c,  b^F = b^I − η·Δb^c                after the last iteration
+//! forward   [z~_i]_c = W~_i ⊗ [a_{i−1}]_c ⊕ b~_i         crate::forward        PublicKey::matvec + add_plain
+//! backward  [q~]_c   = [δ_i]_cᵀ ⊗ W~_i                    crate::backward       PublicKey::vecmat
+//! masked    D = Dec_s([D]_s) = η·Δ + r,  w~ ← w~ − D (mod N_c)     crate::masked_update, every iteration but the last
+//! final     w^F = w^I − η·ΔW^c,  b^F = b^I − η·Δb^c                crate::final_update, after the last iteration
+//! infer     [z_i]_c = W_i ⊗ [a_{i−1}]_c ⊕ b_i (true weights)      crate::inference, outside the client's sessions
 //! ```
 //!
 //! Masked weights are kept as the centered representative mod `N_c`: signed integers of
@@ -28,46 +31,26 @@
 //! times fewer plaintexts. The unpacked values, and so the weights, are exactly those of
 //! the unpacked protocol.
 //!
-//! # Encrypted inference ([`Server::infer`])
-//!
-//! At any time, for any client key, the server answers [`InferRequest`]s with the true
-//! model (between sessions the current weights, during one `w^I, b^I`), no masks:
-//! `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i`. For requests of one sample per group it can *row-pack*
-//! the `m` outputs of a sample into `⌈m·β/(|N_c| − 2)⌉` ciphertexts by Horner
-//! (`acc ← acc^{2^β} ⊕ [z_j + 2^(β−1)]`, `β` squarings and one multiplication per row), so
-//! the client decrypts one ciphertext per layer instead of `m`. Note what inference gives
-//! the client: the pre-activations `z_1 = W_1·x + b_1` in clear for inputs of its choice,
-//! i.e. `m_1` linear equations in the weights per query; `n_0 + 1` queries determine
-//! `W_1, b_1` (model extraction, paper §4.1). The d_max bound protects training sessions,
-//! not inference; the server refuses inference from the client of the active session so
-//! that a session's view stays within the bound, and an operator who cares must limit
-//! queries per client.
-//!
 //! # Validation
 //!
 //! Every incoming message is checked (client, session, iteration, layer, turn, packing,
 //! counts, ciphertext validity under the expected key, decrypted ranges) before anything
-//! changes; an error leaves the server exactly as it was. An abandoned session (client
+//! changes; an error leaves the server exactly as it was. The faults of the message are
+//! [`ProtocolViolation`]s ([`ServerError::Violation`]). An abandoned session (client
 //! abort or disconnect, [`Server::abandon_session`]) leaves `w^I, b^I` in place: nothing
 //! of the session reaches the true model before Alg. 5.
 
 use std::fmt;
 
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey, PublicKey, MIN_KEY_BITS};
-use gelunet_protocol::mask::{reduce_centered, MaskTarget};
 use gelunet_protocol::messages::{
-    Abort, BackwardRequest, BackwardResponse, ClientHello, ClientMessage, FinalUpdate,
-    ForwardRequest, ForwardResponse, InferRequest, InferResponse, LayerCiphertexts, MaskedUpdate,
-    Packing, PublicModulus, ServerHello, ServerMessage, SessionEnd, SessionStart, UpdateApplied,
-    UpdatePacking, PROTOCOL_VERSION,
+    Abort, ClientHello, ClientMessage, LayerCiphertexts, Packing, PublicModulus, ServerHello,
+    ServerMessage, SessionStart, UpdatePacking, PROTOCOL_VERSION,
 };
-use gelunet_protocol::packing::{
-    group_sizes, inference_row_packing, sample_packing, sample_slot_bits, slot_sum,
-    slots_per_plaintext, unpack_final, unpack_masked,
-};
+use gelunet_protocol::packing::sample_packing;
+use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
-    FixedModel, Gradients, LayerGradients, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy,
-    ValueKind,
+    FixedModel, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy, ValueKind,
 };
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
@@ -138,7 +121,7 @@ impl ServerConfig {
     }
 }
 
-/// Largest number of samples in one inference request.
+/// Largest number of samples in one inference request ([`Server::infer`]).
 pub const MAX_INFER_SAMPLES: u32 = 1 << 16;
 
 /// Index of a registered client.
@@ -163,21 +146,24 @@ pub struct DecryptedUpdate {
     pub b: Array1<BigInt>,
 }
 
+/// Where a session stands: the layer of the awaited forward or backward request, or the
+/// awaited masked or final update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Forward(u32),
     Backward(u32),
     Update,
 }
 
+/// The active session: its client, plan, position and the masked weights `w~, b~`.
 #[derive(Clone, Debug)]
-struct Session {
-    id: u64,
-    client: usize,
-    iterations: u32,
-    iteration: u32,
-    phase: Phase,
-    masked: Vec<MaskedLayer>,
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    pub(crate) client: usize,
+    pub(crate) iterations: u32,
+    pub(crate) iteration: u32,
+    pub(crate) phase: Phase,
+    pub(crate) masked: Vec<MaskedLayer>,
 }
 
 /// What a session ended with.
@@ -203,17 +189,22 @@ pub enum SessionOutcome {
 
 /// The server role (see the module docs).
 pub struct Server {
-    config: ServerConfig,
-    key: PrivateKey,
-    eta: i128,
-    model: FixedModel,
-    clients: Vec<PublicKey>,
-    scheduler: Option<Scheduler>,
-    next_session: u64,
-    session: Option<Session>,
-    rng: ChaCha20Rng,
-    last_update: Option<Vec<DecryptedUpdate>>,
-    history: Vec<SessionOutcome>,
+    pub(crate) config: ServerConfig,
+    /// `(PK_s, SK_s)`.
+    pub(crate) key: PrivateKey,
+    /// `η` at `2^fe`.
+    pub(crate) eta: i128,
+    /// The true model (`w^I, b^I` during a session).
+    pub(crate) model: FixedModel,
+    /// `PK_c` of every registered client, by [`ClientId`].
+    pub(crate) clients: Vec<PublicKey>,
+    pub(crate) scheduler: Option<Scheduler>,
+    pub(crate) next_session: u64,
+    pub(crate) session: Option<Session>,
+    /// The server's encryption randomness (`[η]_s`).
+    pub(crate) rng: ChaCha20Rng,
+    pub(crate) last_update: Option<Vec<DecryptedUpdate>>,
+    pub(crate) history: Vec<SessionOutcome>,
 }
 
 impl fmt::Debug for Server {
@@ -227,7 +218,7 @@ impl fmt::Debug for Server {
     }
 }
 
-fn check_key_size(bits: u64, allow_test: bool, needed: u64) -> Result<()> {
+pub(crate) fn check_key_size(bits: u64, allow_test: bool, needed: u64) -> Result<()> {
     if bits < MIN_KEY_BITS && !allow_test {
         return Err(ServerError::InsecureKey { bits });
     }
@@ -237,7 +228,8 @@ fn check_key_size(bits: u64, allow_test: bool, needed: u64) -> Result<()> {
     Ok(())
 }
 
-fn to_big(a: &Array2<i128>) -> Array2<BigInt> {
+/// `a` as big integers.
+pub(crate) fn to_big(a: &Array2<i128>) -> Array2<BigInt> {
     a.mapv(BigInt::from)
 }
 
@@ -358,30 +350,14 @@ impl Server {
         )
     }
 
-    /// Checks a client hello for inference only (version, server key, key size) and
-    /// returns the client's key, without registering it: inference works at any time,
-    /// also after registration closed ([`Server::infer`]).
-    ///
-    /// # Errors
-    /// As [`Server::register_client`], except registration being closed.
-    pub fn inference_key(&self, hello: &ClientHello) -> Result<PublicKey> {
-        self.check_hello(hello)?;
-        let needed = u64::from(
-            self.config
-                .scales
-                .max_bits(ValueKind::PreActivation)
-                .max(self.config.scales.max_bits(ValueKind::Product)),
-        ) + 2;
-        self.client_key(hello, needed)
-    }
-
     /// The version and the server key a hello names.
-    fn check_hello(&self, hello: &ClientHello) -> Result<()> {
+    pub(crate) fn check_hello(&self, hello: &ClientHello) -> Result<()> {
         if hello.version != PROTOCOL_VERSION {
-            return Err(ServerError::Version {
+            return Err(ProtocolViolation::Version {
                 expected: PROTOCOL_VERSION,
                 found: hello.version,
-            });
+            }
+            .into());
         }
         if hello.server_key_id != self.key.public_key().id() {
             return Err(ServerError::WrongServerKey);
@@ -392,7 +368,7 @@ impl Server {
     /// The hello's client key, built with `PublicKey::from_n` (or
     /// `from_n_insecure_for_tests` when test keys are allowed) and of at least `needed`
     /// bits.
-    fn client_key(&self, hello: &ClientHello, needed: u64) -> Result<PublicKey> {
+    pub(crate) fn client_key(&self, hello: &ClientHello, needed: u64) -> Result<PublicKey> {
         let n = hello.client_key.n.clone();
         let allow = self.config.insecure.allow_test_keys;
         let pk = if allow {
@@ -404,115 +380,11 @@ impl Server {
         Ok(pk)
     }
 
-    /// Encrypted inference (paper Alg. 1 with the true model, no masks) for a client with
-    /// key `pk`: `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i` per group of samples, row-packed on
-    /// request (see the module docs) with slots as narrow as the weights allow
-    /// ([`gelunet_protocol::packing::inference_row_packing`]) through
-    /// [`PublicKey::matvec_row_packed`]. Stateless: any layer, any time, in any order.
-    ///
-    /// # Errors
-    /// [`ServerError::UnknownLayer`], [`ServerError::Shape`] (sample count, number of
-    /// ciphertexts), [`ServerError::Packing`] for a layout that is not the derived one,
-    /// ciphertext errors.
-    pub fn infer(&self, pk: &PublicKey, req: &InferRequest) -> Result<InferResponse> {
-        let spec = &self.config.spec;
-        let scales = &self.config.scales;
-        let layers = spec.num_layers() as u32;
-        if req.layer == 0 || req.layer > layers {
-            return Err(ServerError::UnknownLayer {
-                layer: req.layer,
-                layers,
-            });
-        }
-        if req.samples == 0 || req.samples > MAX_INFER_SAMPLES {
-            return Err(ServerError::Shape {
-                what: "inference samples (1..=65536)",
-                expected: 1,
-                found: req.samples as usize,
-            });
-        }
-        let (width, fan_in) = spec.layer_shape(req.layer as usize);
-        let p = req.packing;
-        let packed = p != Packing::NONE;
-        if packed {
-            let beta = sample_slot_bits(spec, scales);
-            let fits = slots_per_plaintext(pk.bits(), beta);
-            if p.slot_bits != beta
-                || p.samples_per_ciphertext < 2
-                || p.samples_per_ciphertext > fits
-            {
-                return Err(ServerError::Packing { found: p });
-            }
-        }
-        let layer = &self.model.layers[req.layer as usize - 1];
-        let biases = layer.b.as_slice().unwrap_or(&[]);
-        expect_len("biases", width, biases.len())?;
-        let rows = if req.row_packing {
-            if packed {
-                return Err(ServerError::Packing { found: p });
-            }
-            inference_row_packing(
-                spec,
-                scales,
-                req.layer as usize,
-                layer.w.view(),
-                biases,
-                pk.bits(),
-            )
-        } else {
-            Packing::NONE
-        };
-        let groups = group_sizes(req.samples as usize, p.samples_per_ciphertext);
-        expect_len("activations", fan_in * groups.len(), req.activations.len())?;
-        pk.validate_all(&req.activations)?;
-        let w = to_big(&layer.w);
-        let n_c = pk.n();
-        let mut out = Vec::new();
-        for (g, &size) in groups.iter().enumerate() {
-            let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
-            let s = BigInt::from(slot_sum(size, p.slot_bits));
-            if rows == Packing::NONE {
-                let z = pk.matvec(w.view(), cts)?;
-                let z = z
-                    .par_iter()
-                    .zip(biases.par_iter())
-                    .map(|(c, &b)| {
-                        let plain = reduce_centered(&(BigInt::from(b) * &s), n_c);
-                        pk.add_plain(c, &plain)
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                out.extend(z);
-            } else {
-                // One sample: slots hold z_j + 2^(β−1) ≥ 0 (see `row_packing`).
-                let shift = BigInt::from(1u8) << (rows.slot_bits - 1);
-                let offsets: Vec<BigInt> = biases
-                    .iter()
-                    .map(|&b| BigInt::from(b) * &s + &shift)
-                    .collect();
-                out.extend(pk.matvec_row_packed(
-                    w.view(),
-                    cts,
-                    &offsets,
-                    rows.slot_bits,
-                    (rows.samples_per_ciphertext as usize).max(1),
-                )?);
-            }
-        }
-        Ok(InferResponse {
-            request_id: req.request_id,
-            layer: req.layer,
-            samples: req.samples,
-            packing: p,
-            row_packing: rows,
-            pre_activations: out,
-        })
-    }
-
     /// Registers a client from its hello; its key is built with `PublicKey::from_n`, or
     /// `from_n_insecure_for_tests` when test keys are allowed.
     ///
     /// # Errors
-    /// [`ServerError::Version`], [`ServerError::WrongServerKey`],
+    /// [`ServerError::Violation`] ([`ProtocolViolation::Version`]), [`ServerError::WrongServerKey`],
     /// [`ServerError::RegistrationClosed`] after the first session, key errors.
     pub fn register_client(&mut self, hello: &ClientHello) -> Result<ClientId> {
         self.check_hello(hello)?;
@@ -647,18 +519,29 @@ impl Server {
     /// [`ServerError::report`] back.
     ///
     /// # Errors
-    /// See [`ServerError`]: out-of-turn, wrong client/session/iteration/layer, packing,
-    /// counts, invalid ciphertexts or keys, decrypted values out of range.
+    /// [`ServerError::UnknownClient`] for an index that was never registered; otherwise
+    /// [`ServerError::Violation`] for every fault of the message: out of turn, wrong
+    /// client/session/iteration/layer, packing, counts, invalid ciphertexts or keys,
+    /// decrypted values out of range ([`ProtocolViolation`]).
     pub fn handle(&mut self, from: ClientId, msg: &ClientMessage) -> Result<Option<ServerMessage>> {
         if from.0 >= self.clients.len() {
             return Err(ServerError::UnknownClient { client: from.0 });
         }
+        self.dispatch(from, msg).map_err(ServerError::blame_peer)
+    }
+
+    /// Checks the turn and sends the message of a registered client to its algorithm:
+    /// [`Server::forward`] (Alg. 1), [`Server::backward`] (Alg. 2),
+    /// [`Server::masked_update`] (Alg. 3), [`Server::final_update`] (Alg. 5),
+    /// [`Server::infer`].
+    fn dispatch(&mut self, from: ClientId, msg: &ClientMessage) -> Result<Option<ServerMessage>> {
         if let ClientMessage::Infer(req) = msg {
             if let Some(s) = self.session.as_ref().filter(|s| s.client == from.0) {
-                return Err(ServerError::OutOfTurn {
+                return Err(ProtocolViolation::OutOfTurn {
                     expected: expected_name(s),
                     found: msg.kind(),
-                });
+                }
+                .into());
             }
             return self
                 .infer(&self.clients[from.0], req)
@@ -666,18 +549,20 @@ impl Server {
         }
         let Some(session) = self.session.as_ref() else {
             return Err(match msg {
-                ClientMessage::Hello(_) => ServerError::OutOfTurn {
+                ClientMessage::Hello(_) => ProtocolViolation::OutOfTurn {
                     expected: "register_client".into(),
                     found: msg.kind(),
-                },
-                _ => ServerError::NoSession,
+                }
+                .into(),
+                _ => ProtocolViolation::NoSession.into(),
             });
         };
         if from.0 != session.client {
-            return Err(ServerError::WrongClient {
+            return Err(ProtocolViolation::WrongClient {
                 expected: session.client,
                 found: from.0,
-            });
+            }
+            .into());
         }
         match msg {
             ClientMessage::Forward(m) => self.forward(m).map(Some),
@@ -690,18 +575,32 @@ impl Server {
                 Ok(None)
             }
             ClientMessage::Error(_) => Ok(None),
-            ClientMessage::Hello(_) | ClientMessage::Infer(_) => Err(ServerError::OutOfTurn {
-                expected: expected_name(session),
-                found: msg.kind(),
-            }),
+            ClientMessage::Hello(_) | ClientMessage::Infer(_) => {
+                Err(ProtocolViolation::OutOfTurn {
+                    expected: expected_name(session),
+                    found: msg.kind(),
+                }
+                .into())
+            }
         }
     }
 
-    fn session(&self) -> Result<&Session> {
-        self.session.as_ref().ok_or(ServerError::NoSession)
+    /// The active session.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::NoSession`].
+    pub(crate) fn session(&self) -> Result<&Session> {
+        self.session
+            .as_ref()
+            .ok_or(ServerError::Violation(ProtocolViolation::NoSession))
     }
 
-    fn check_header(
+    /// Checks the header of a forward or backward request against the session: session,
+    /// iteration, turn (`want`'s kind), layer and the client's sample packing.
+    ///
+    /// # Errors
+    /// The [`ProtocolViolation`] of the first check that fails.
+    pub(crate) fn check_header(
         &self,
         found: &'static str,
         want: Phase,
@@ -718,124 +617,35 @@ impl Server {
             (Phase::Forward(_), Phase::Forward(_)) | (Phase::Backward(_), Phase::Backward(_))
         );
         if !ok {
-            return Err(ServerError::OutOfTurn {
+            return Err(ProtocolViolation::OutOfTurn {
                 expected: expected_name(s),
                 found,
-            });
+            }
+            .into());
         }
         let expected_layer = match s.phase {
             Phase::Forward(l) | Phase::Backward(l) => l,
             Phase::Update => 0,
         };
         if layer != expected_layer {
-            return Err(ServerError::WrongLayer {
+            return Err(ProtocolViolation::WrongLayer {
                 expected: expected_layer,
                 found: layer,
-            });
+            }
+            .into());
         }
         if packing != self.sample_packing_for(&self.clients[s.client]) {
-            return Err(ServerError::Packing { found: packing });
+            return Err(ProtocolViolation::Packing { found: packing }.into());
         }
         Ok(s)
     }
 
-    /// Alg. 1 line 5: `[z~] = W~ ⊗ [a] ⊕ b~` per sample.
-    fn forward(&mut self, m: &ForwardRequest) -> Result<ServerMessage> {
-        let s = self.check_header(
-            "ForwardRequest",
-            Phase::Forward(0),
-            m.session,
-            m.iteration,
-            m.layer,
-            m.packing,
-        )?;
-        let layer = m.layer as usize;
-        let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext);
-        expect_len("activations", fan_in * groups.len(), m.activations.len())?;
-        let pk = &self.clients[s.client];
-        pk.validate_all(&m.activations)?;
-        let ml = &s.masked[layer - 1];
-        let n_c = pk.n();
-        let mut out = Vec::with_capacity(width * groups.len());
-        for (g, &size) in groups.iter().enumerate() {
-            let cts = &m.activations[g * fan_in..(g + 1) * fan_in];
-            let z = pk.matvec(ml.w.view(), cts)?;
-            // b~_j · Σ_s 2^(β s), reduced mod N_c (b~_j itself without packing).
-            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits));
-            let biased = z
-                .par_iter()
-                .zip(ml.b.to_vec().par_iter())
-                .map(|(c, bj)| {
-                    let plain = if m.packing == Packing::NONE {
-                        bj.clone()
-                    } else {
-                        reduce_centered(&(bj * &s_sum), n_c)
-                    };
-                    pk.add_plain(c, &plain)
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            out.extend(biased);
-        }
-        let l_count = self.config.spec.num_layers() as u32;
-        let next = if m.layer < l_count {
-            Phase::Forward(m.layer + 1)
-        } else if l_count >= 2 {
-            Phase::Backward(l_count)
-        } else {
-            Phase::Update
-        };
-        if let Some(s) = self.session.as_mut() {
-            s.phase = next;
-        }
-        Ok(ServerMessage::Forward(ForwardResponse {
-            session: m.session,
-            iteration: m.iteration,
-            layer: m.layer,
-            packing: m.packing,
-            pre_activations: out,
-        }))
-    }
-
-    /// Alg. 2 line 6: `[q~] = [δ]ᵀ ⊗ W~` per sample.
-    fn backward(&mut self, m: &BackwardRequest) -> Result<ServerMessage> {
-        let s = self.check_header(
-            "BackwardRequest",
-            Phase::Backward(0),
-            m.session,
-            m.iteration,
-            m.layer,
-            m.packing,
-        )?;
-        let layer = m.layer as usize;
-        let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext).len();
-        expect_len("errors", width * groups, m.errors.len())?;
-        let pk = &self.clients[s.client];
-        pk.validate_all(&m.errors)?;
-        let ml = &s.masked[layer - 1];
-        let mut out = Vec::with_capacity(fan_in * groups);
-        for group in m.errors.chunks(width) {
-            out.extend(pk.vecmat(group, ml.w.view())?);
-        }
-        let next = if m.layer > 2 {
-            Phase::Backward(m.layer - 1)
-        } else {
-            Phase::Update
-        };
-        if let Some(s) = self.session.as_mut() {
-            s.phase = next;
-        }
-        Ok(ServerMessage::Backward(BackwardResponse {
-            session: m.session,
-            iteration: m.iteration,
-            layer: m.layer,
-            packing: m.packing,
-            products: out,
-        }))
-    }
-
-    fn check_update_turn(
+    /// Checks that an update (masked if `last` is false, final if true) is the awaited
+    /// message of the session.
+    ///
+    /// # Errors
+    /// The [`ProtocolViolation`] of the first check that fails.
+    pub(crate) fn check_update_turn(
         &self,
         sid: u64,
         iteration: u32,
@@ -847,31 +657,37 @@ impl Server {
         check_iteration(s, iteration)?;
         let is_last = s.iteration + 1 == s.iterations;
         if s.phase != Phase::Update || is_last != last {
-            return Err(ServerError::OutOfTurn {
+            return Err(ProtocolViolation::OutOfTurn {
                 expected: expected_name(s),
                 found,
-            });
+            }
+            .into());
         }
         Ok(s)
     }
 
     /// Checks the layout, counts and validity of per-layer ciphertexts under `PK_s`, then
-    /// decrypts them raw (`[0, N_s)`), all layers in one parallel pass.
-    fn decrypt_layers(
+    /// decrypts them raw (`[0, N_s)`), all layers in one parallel pass (Alg. 3 and Alg. 5 on the server).
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::Packing`], [`ProtocolViolation::Shape`], ciphertext errors.
+    pub(crate) fn decrypt_layers(
         &self,
         layers: &[LayerCiphertexts],
         found: UpdatePacking,
         expected: UpdatePacking,
     ) -> Result<Vec<(Vec<BigUint>, Vec<BigUint>)>> {
         if found.weights != expected.weights {
-            return Err(ServerError::Packing {
+            return Err(ProtocolViolation::Packing {
                 found: found.weights,
-            });
+            }
+            .into());
         }
         if found.biases != expected.biases {
-            return Err(ServerError::Packing {
+            return Err(ProtocolViolation::Packing {
                 found: found.biases,
-            });
+            }
+            .into());
         }
         let spec = &self.config.spec;
         expect_len("layers", spec.num_layers(), layers.len())?;
@@ -902,132 +718,47 @@ impl Server {
             })
             .collect())
     }
-
-    /// Alg. 3 (server side): `D = Dec_s([D]_s)`, `w~ ← w~ − D (mod N_c)`.
-    fn masked_update(&mut self, m: &MaskedUpdate) -> Result<ServerMessage> {
-        let s = self.check_update_turn(m.session, m.iteration, "MaskedUpdate", false)?;
-        let n_c = self.clients[s.client].n().clone();
-        let layout = self.masked_update_packing();
-        let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
-        let n_s = self.key.public_key().n();
-        let scales = &self.config.scales;
-        let gw = MaskMode::g_bits(scales, MaskTarget::Weight);
-        let gb = MaskMode::g_bits(scales, MaskTarget::Bias);
-        let mode = self.config.mask;
-        let mut new_masked = Vec::with_capacity(raw.len());
-        let mut seen = Vec::with_capacity(raw.len());
-        for ((rw, rb), ml) in raw.iter().zip(&s.masked) {
-            let dw = unpack_masked(mode, gw, n_s, layout.weights, rw, ml.w.len())?;
-            let db = unpack_masked(mode, gb, n_s, layout.biases, rb, ml.b.len())?;
-            let dw = Array2::from_shape_vec(ml.w.dim(), dw).map_err(|_| ServerError::Shape {
-                what: "weight updates",
-                expected: ml.w.len(),
-                found: rw.len(),
-            })?;
-            let db = Array1::from(db);
-            let w = ndarray::Zip::from(&ml.w)
-                .and(&dw)
-                .map_collect(|w, d| reduce_centered(&(w - d), &n_c));
-            let b = ndarray::Zip::from(&ml.b)
-                .and(&db)
-                .map_collect(|b, d| reduce_centered(&(b - d), &n_c));
-            new_masked.push(MaskedLayer { w, b });
-            seen.push(DecryptedUpdate { w: dw, b: db });
-        }
-        let s = self.session.as_mut().ok_or(ServerError::NoSession)?;
-        s.masked = new_masked;
-        s.iteration += 1;
-        s.phase = Phase::Forward(1);
-        self.last_update = Some(seen);
-        Ok(ServerMessage::UpdateApplied(UpdateApplied {
-            session: m.session,
-            iteration: m.iteration,
-        }))
-    }
-
-    /// Alg. 5: `w^F = w^I − η·ΔW^c`, `b^F = b^I − η·Δb^c`.
-    fn final_update(&mut self, m: &FinalUpdate) -> Result<ServerMessage> {
-        let s = self.session()?;
-        let iteration = s.iteration;
-        self.check_update_turn(m.session, iteration, "FinalUpdate", true)?;
-        let layout = self.final_update_packing();
-        let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
-        let pk = self.key.public_key();
-        let scales = &self.config.scales;
-        let mut grads = Gradients::zeros(&self.config.spec);
-        for ((rw, rb), g) in raw.iter().zip(grads.layers.iter_mut()) {
-            let LayerGradients { w, b } = g;
-            if layout.weights == Packing::NONE {
-                for (o, d) in w.iter_mut().zip(rw) {
-                    *o = scales.check_big(ValueKind::WeightGradient, &pk.decode(d))?;
-                }
-            } else {
-                let v = unpack_final(
-                    scales,
-                    ValueKind::WeightGradient,
-                    layout.weights,
-                    rw,
-                    w.len(),
-                )?;
-                w.iter_mut().zip(v).for_each(|(o, v)| *o = v);
-            }
-            if layout.biases == Packing::NONE {
-                for (o, d) in b.iter_mut().zip(rb) {
-                    *o = scales.check_big(ValueKind::BiasGradient, &pk.decode(d))?;
-                }
-            } else {
-                let v = unpack_final(scales, ValueKind::BiasGradient, layout.biases, rb, b.len())?;
-                b.iter_mut().zip(v).for_each(|(o, v)| *o = v);
-            }
-        }
-        let mut model = self.model.clone();
-        model.apply_update(scales, self.eta, &grads)?;
-        self.model = model;
-        let s = self.session.take().ok_or(ServerError::NoSession)?;
-        self.history.push(SessionOutcome::Completed {
-            session: s.id,
-            client: ClientId(s.client),
-            iterations: s.iterations,
-        });
-        Ok(ServerMessage::SessionEnd(SessionEnd {
-            session: s.id,
-            iterations: s.iterations,
-        }))
-    }
 }
 
-fn check_session(s: &Session, found: u64) -> Result<()> {
+/// The message is for the active session.
+pub(crate) fn check_session(s: &Session, found: u64) -> Result<()> {
     if s.id != found {
-        return Err(ServerError::WrongSession {
+        return Err(ProtocolViolation::WrongSession {
             expected: s.id,
             found,
-        });
+        }
+        .into());
     }
     Ok(())
 }
 
-fn check_iteration(s: &Session, found: u32) -> Result<()> {
+/// The message is for the current iteration.
+pub(crate) fn check_iteration(s: &Session, found: u32) -> Result<()> {
     if s.iteration != found {
-        return Err(ServerError::WrongIteration {
+        return Err(ProtocolViolation::WrongIteration {
             expected: s.iteration,
             found,
-        });
+        }
+        .into());
     }
     Ok(())
 }
 
-fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
+/// `found` values where `expected` are due.
+pub(crate) fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
     if expected != found {
-        return Err(ServerError::Shape {
+        return Err(ProtocolViolation::Shape {
             what,
             expected,
             found,
-        });
+        }
+        .into());
     }
     Ok(())
 }
 
-fn expected_name(s: &Session) -> String {
+/// What the session waits for, for out-of-turn errors.
+pub(crate) fn expected_name(s: &Session) -> String {
     match s.phase {
         Phase::Forward(l) => format!("ForwardRequest for layer {l}"),
         Phase::Backward(l) => format!("BackwardRequest for layer {l}"),

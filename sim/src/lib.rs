@@ -18,7 +18,7 @@ use gelunet_paillier::BigInt;
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
 use gelunet_protocol::schedule::SessionPlan;
-use gelunet_protocol::FixedModel;
+use gelunet_protocol::{FixedModel, ProtocolViolation};
 
 use gelunet_server::{ClientId, Server, ServerError};
 
@@ -124,10 +124,10 @@ impl Simulation {
             match c.handle_hello(&hello)? {
                 ClientMessage::Hello(h) => ids.push(server.register_client(&h)?),
                 other => {
-                    return Err(ServerError::OutOfTurn {
+                    return Err(ServerError::from(ProtocolViolation::OutOfTurn {
                         expected: "ClientHello".into(),
                         found: other.kind(),
-                    }
+                    })
                     .into())
                 }
             }

@@ -11,6 +11,7 @@ use gelunet_protocol::messages::{
     ClientMessage, ErrorCode, LayerCiphertexts, MaskedUpdate, Packing, ServerMessage,
     UpdateApplied, UpdatePacking,
 };
+use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
     Activation, FixedModel, MaskMode, ModelSpec, SessionLength, SessionPlan, SessionPolicy,
 };
@@ -120,7 +121,10 @@ fn bad_messages_are_refused_without_state_change() {
             iteration: 0,
         }),
     );
-    assert!(matches!(e, ClientError::NoSession), "{e}");
+    assert!(
+        matches!(e, ClientError::Violation(ProtocolViolation::NoSession)),
+        "{e}"
+    );
     let mut bad = good_start.clone();
     bad.eta = encrypt_all(&other, &BigInt::from(1), 1).remove(0);
     let e = client_err(&mut sim.clients_mut()[c], &ServerMessage::SessionStart(bad));
@@ -129,7 +133,7 @@ fn bad_messages_are_refused_without_state_change() {
     bad.iterations = 0;
     assert!(matches!(
         client_err(&mut sim.clients_mut()[c], &ServerMessage::SessionStart(bad)),
-        ClientError::EmptySession
+        ClientError::Violation(ProtocolViolation::EmptySession)
     ));
 
     let fwd1 = sim.clients_mut()[c].handle(&start).unwrap().unwrap();
@@ -137,7 +141,13 @@ fn bad_messages_are_refused_without_state_change() {
         panic!()
     };
     let e = client_err(&mut sim.clients_mut()[c], &start);
-    assert!(matches!(e, ClientError::SessionActive { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::SessionActive { .. })
+        ),
+        "{e}"
+    );
 
     // --- server, forward request ---
     let server = sim.server_mut();
@@ -145,25 +155,25 @@ fn bad_messages_are_refused_without_state_change() {
     m.activations.pop();
     assert!(matches!(
         server_err(server, c, &ClientMessage::Forward(m)),
-        ServerError::Shape { .. }
+        ServerError::Violation(ProtocolViolation::Shape { .. })
     ));
     let mut m = f1.clone();
     m.layer = 2;
     assert!(matches!(
         server_err(server, c, &ClientMessage::Forward(m)),
-        ServerError::WrongLayer { .. }
+        ServerError::Violation(ProtocolViolation::WrongLayer { .. })
     ));
     let mut m = f1.clone();
     m.session += 1;
     assert!(matches!(
         server_err(server, c, &ClientMessage::Forward(m)),
-        ServerError::WrongSession { .. }
+        ServerError::Violation(ProtocolViolation::WrongSession { .. })
     ));
     let mut m = f1.clone();
     m.iteration = 1;
     assert!(matches!(
         server_err(server, c, &ClientMessage::Forward(m)),
-        ServerError::WrongIteration { .. }
+        ServerError::Violation(ProtocolViolation::WrongIteration { .. })
     ));
     let mut m = f1.clone();
     m.packing = Packing {
@@ -172,7 +182,7 @@ fn bad_messages_are_refused_without_state_change() {
     };
     assert!(matches!(
         server_err(server, c, &ClientMessage::Forward(m)),
-        ServerError::Packing { .. }
+        ServerError::Violation(ProtocolViolation::Packing { .. })
     ));
     let mut m = f1.clone();
     m.activations[1] = encrypt_all(&other, &BigInt::from(5), 1).remove(0);
@@ -186,7 +196,13 @@ fn bad_messages_are_refused_without_state_change() {
         assert_eq!(e.code(), ErrorCode::Ciphertext, "{e}");
     }
     let e = server_err(server, (c + 1) % 3, &fwd1);
-    assert!(matches!(e, ServerError::WrongClient { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ServerError::Violation(ProtocolViolation::WrongClient { .. })
+        ),
+        "{e}"
+    );
     let e = server_err(server, 7, &fwd1);
     assert!(matches!(e, ServerError::UnknownClient { .. }), "{e}");
     let premature = ClientMessage::MaskedUpdate(MaskedUpdate {
@@ -197,7 +213,7 @@ fn bad_messages_are_refused_without_state_change() {
     });
     assert!(matches!(
         server_err(server, c, &premature),
-        ServerError::OutOfTurn { .. }
+        ServerError::Violation(ProtocolViolation::OutOfTurn { .. })
     ));
     assert!(matches!(
         server.start_session(),
@@ -215,19 +231,19 @@ fn bad_messages_are_refused_without_state_change() {
     m.pre_activations.pop();
     assert!(matches!(
         client_err(client, &ServerMessage::Forward(m)),
-        ClientError::Shape { .. }
+        ClientError::Violation(ProtocolViolation::Shape { .. })
     ));
     let mut m = r1.clone();
     m.layer = 2;
     assert!(matches!(
         client_err(client, &ServerMessage::Forward(m)),
-        ClientError::WrongLayer { .. }
+        ClientError::Violation(ProtocolViolation::WrongLayer { .. })
     ));
     let mut m = r1.clone();
     m.session += 9;
     assert!(matches!(
         client_err(client, &ServerMessage::Forward(m)),
-        ClientError::WrongSession { .. }
+        ClientError::Violation(ProtocolViolation::WrongSession { .. })
     ));
     let mut m = r1.clone();
     m.pre_activations[0] = encrypt_all(&other, &BigInt::from(5), 1).remove(0);
@@ -257,7 +273,13 @@ fn bad_messages_are_refused_without_state_change() {
             iteration: 0,
         }),
     );
-    assert!(matches!(e, ClientError::OutOfTurn { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::OutOfTurn { .. })
+        ),
+        "{e}"
+    );
 
     // --- continue to the masked update ---
     let mut to_client = resp1;
@@ -276,13 +298,13 @@ fn bad_messages_are_refused_without_state_change() {
     m.layers.pop();
     assert!(matches!(
         server_err(server, c, &ClientMessage::MaskedUpdate(m)),
-        ServerError::Shape { .. }
+        ServerError::Violation(ProtocolViolation::Shape { .. })
     ));
     let mut m = mu.clone();
     m.layers[0].biases.pop();
     assert!(matches!(
         server_err(server, c, &ClientMessage::MaskedUpdate(m)),
-        ServerError::Shape { .. }
+        ServerError::Violation(ProtocolViolation::Shape { .. })
     ));
     // D outside [−G, 2^(σ+g) + G): refused.
     let mut m = mu.clone();
@@ -303,7 +325,7 @@ fn bad_messages_are_refused_without_state_change() {
     });
     assert!(matches!(
         server_err(server, c, &final_too_early),
-        ServerError::OutOfTurn { .. }
+        ServerError::Violation(ProtocolViolation::OutOfTurn { .. })
     ));
 
     let mut to_client = server.handle(cid, &masked).unwrap().unwrap();
@@ -339,7 +361,7 @@ fn bad_messages_are_refused_without_state_change() {
     });
     assert!(matches!(
         server_err(server, c, &late_masked),
-        ServerError::OutOfTurn { .. }
+        ServerError::Violation(ProtocolViolation::OutOfTurn { .. })
     ));
 
     let end = server.handle(cid, &fin).unwrap().unwrap();
@@ -479,7 +501,7 @@ fn insecure_settings_need_explicit_permission() {
     hello.version = 99;
     assert!(matches!(
         client.handle_hello(&hello),
-        Err(ClientError::Version { .. })
+        Err(ClientError::Violation(ProtocolViolation::Version { .. }))
     ));
     let mut server = server;
     let ClientMessage::Hello(mut h) = client.handle_hello(&server.hello()).unwrap() else {

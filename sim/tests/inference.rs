@@ -9,6 +9,7 @@ use common::*;
 use gelunet_client::{ClientError, InferStep, InferenceClient, InferenceConfig};
 use gelunet_paillier::BigInt;
 use gelunet_protocol::messages::{ClientMessage, ErrorCode, InferRequest, Packing, ServerMessage};
+use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, Dataset, FixedModel, MaskMode, ModelSpec, Scales};
 use gelunet_server::{ClientId, Server, ServerError};
 use gelunet_sim::{infer, infer_fixed, synthetic_blobs, Simulation};
@@ -193,17 +194,29 @@ fn bad_inference_input_gives_typed_errors() {
             layer,
             ..req.clone()
         });
-        assert!(matches!(e, ServerError::UnknownLayer { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                ServerError::Violation(ProtocolViolation::UnknownLayer { .. })
+            ),
+            "{e}"
+        );
         assert_eq!(e.code(), ErrorCode::Shape);
     }
     let mut m = req.clone();
     m.activations.pop();
-    assert!(matches!(err(m), ServerError::Shape { .. }));
+    assert!(matches!(
+        err(m),
+        ServerError::Violation(ProtocolViolation::Shape { .. })
+    ));
     let e = err(InferRequest {
         samples: 0,
         ..req.clone()
     });
-    assert!(matches!(e, ServerError::Shape { .. }), "{e}");
+    assert!(
+        matches!(e, ServerError::Violation(ProtocolViolation::Shape { .. })),
+        "{e}"
+    );
     let e = err(InferRequest {
         packing: Packing {
             samples_per_ciphertext: 3,
@@ -211,12 +224,18 @@ fn bad_inference_input_gives_typed_errors() {
         },
         ..req.clone()
     });
-    assert!(matches!(e, ServerError::Packing { .. }), "{e}");
+    assert!(
+        matches!(e, ServerError::Violation(ProtocolViolation::Packing { .. })),
+        "{e}"
+    );
     let e = err(InferRequest {
         row_packing: true,
         ..req.clone()
     });
-    assert!(matches!(e, ServerError::Packing { .. }), "{e}");
+    assert!(
+        matches!(e, ServerError::Violation(ProtocolViolation::Packing { .. })),
+        "{e}"
+    );
     let mut m = req.clone();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     m.activations[0] = common::key(5)
@@ -246,19 +265,19 @@ fn bad_inference_input_gives_typed_errors() {
     r.request_id += 1;
     assert!(matches!(
         client_err(&mut client, &r),
-        ClientError::WrongRequest { .. }
+        ClientError::Violation(ProtocolViolation::WrongRequest { .. })
     ));
     let mut r = good.clone();
     r.layer = 2;
     assert!(matches!(
         client_err(&mut client, &r),
-        ClientError::WrongLayer { .. }
+        ClientError::Violation(ProtocolViolation::WrongLayer { .. })
     ));
     let mut r = good.clone();
     r.pre_activations.pop();
     assert!(matches!(
         client_err(&mut client, &r),
-        ClientError::Shape { .. }
+        ClientError::Violation(ProtocolViolation::Shape { .. })
     ));
     // A row packing the request did not ask for.
     let mut r = good.clone();
@@ -268,7 +287,7 @@ fn bad_inference_input_gives_typed_errors() {
     };
     assert!(matches!(
         client_err(&mut client, &r),
-        ClientError::Packing { .. }
+        ClientError::Violation(ProtocolViolation::Packing { .. })
     ));
     // One sample, row-packed: slots wider than the static bound, a row count that does
     // not follow from the slot width, no packing at all.
@@ -294,7 +313,7 @@ fn bad_inference_input_gives_typed_errors() {
         r.row_packing = bad;
         assert!(matches!(
             client_err(&mut single, &r),
-            ClientError::Packing { .. }
+            ClientError::Violation(ProtocolViolation::Packing { .. })
         ));
     }
     assert!(single.handle(&ServerMessage::Inferred(packed)).is_ok());
@@ -312,9 +331,17 @@ fn bad_inference_input_gives_typed_errors() {
         .unwrap();
     assert_eq!(client_err(&mut client, &r).code(), ErrorCode::Range);
     let e = client
-        .handle(&ServerMessage::Error(ServerError::NoSession.report(None)))
+        .handle(&ServerMessage::Error(
+            ProtocolViolation::NoSession.report(None),
+        ))
         .unwrap_err();
-    assert!(matches!(e, ClientError::OutOfTurn { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::OutOfTurn { .. })
+        ),
+        "{e}"
+    );
     // The genuine answer still works.
     assert!(matches!(
         client.handle(&ServerMessage::Inferred(good)).unwrap(),
@@ -323,7 +350,7 @@ fn bad_inference_input_gives_typed_errors() {
     client.cancel();
     assert!(matches!(
         client.handle(&ServerMessage::Inferred(server.infer(&key, &req).unwrap())),
-        Err(ClientError::NoRequest)
+        Err(ClientError::Violation(ProtocolViolation::NoRequest))
     ));
     assert!(matches!(
         client.start(&Array2::zeros((2, 5))),
@@ -357,7 +384,13 @@ fn bad_inference_input_gives_typed_errors() {
     }
     let (cid, _) = sim.server_mut().start_session().unwrap();
     let e = sim.server_mut().handle(cid, &msgs[cid.0]).unwrap_err();
-    assert!(matches!(e, ServerError::OutOfTurn { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ServerError::Violation(ProtocolViolation::OutOfTurn { .. })
+        ),
+        "{e}"
+    );
     let other = 1 - cid.0;
     assert!(matches!(
         sim.server_mut()

@@ -1,0 +1,130 @@
+//! Paper Alg. 2 on the client, privacy-preserved backpropagation (docs/DESIGN.md "One
+//! iteration", backward): for every layer `i = L … 2`, encrypt `δ_i` under `PK_c` and
+//! send it (line 5), decrypt the server's `[q~]_c`, remove the masks (line 7, Alg. 4:
+//! `q = q~ + δ_i·R^w_i`, [`crate::unmask`]), compute `δ_{i−1} = q ⊙ f'(z_{i−1})` and the
+//! gradients `Δw_{i−1} = δ_{i−1}ᵀ a_{i−2}`, `Δb_{i−1} = Σ δ_{i−1}`; then accumulate
+//! `ΔW^c += Δw` (lines 3, 8) and hand the iteration's gradients to the masked update
+//! (Alg. 3, [`crate::masked_update`]) or, after the last iteration, the final update
+//! (Alg. 5, [`crate::final_update`]).
+//!
+//! 1. *Private input* (client): `δ_i`, `z_i`, `a_i`, `SK_c`, the ledger `R^w_i`, the
+//!    gradients and accumulators.
+//! 2. *Private input* (server): the masked weights `W~_i`.
+//! 3. *Public input*: `PK_c`, the spec and the sample packing.
+//! 4. *Sent*: client → server [`BackwardRequest`] `{ layer i, [δ_i]_c }`; server →
+//!    client [`BackwardResponse`] `{ [q~]_c }`.
+
+use gelunet_protocol::math::{hidden_error, layer_gradients};
+use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ClientMessage};
+use gelunet_protocol::packing::group_sizes;
+use gelunet_protocol::violation::ProtocolViolation;
+use gelunet_protocol::{Activation, Gradients, ValueKind};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{ClientError, Result};
+use crate::role::{expect_len, Awaiting, Client, Step};
+use crate::unmask::unmask_unpack;
+
+impl Client {
+    /// Alg. 4 backward and Alg. 2 line 7: unmasks `q`, computes `δ_{i−1}` and the
+    /// gradients of layer `i − 1`; then the next backward request or the update.
+    ///
+    /// # Errors
+    /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], packing and counts;
+    /// ciphertext errors; values out of range.
+    pub(crate) fn backward(&mut self, m: &BackwardResponse) -> Result<ClientMessage> {
+        let s = self.session_in_turn(
+            m.session,
+            m.iteration,
+            Awaiting::Backward(m.layer),
+            "BackwardResponse",
+        )?;
+        let setup = self.setup()?;
+        if m.packing != setup.packing {
+            return Err(ProtocolViolation::Packing { found: m.packing }.into());
+        }
+        let layer = m.layer as usize;
+        let (_, fan_in) = setup.spec.layer_shape(layer);
+        let b = setup.batch;
+        let groups = group_sizes(b, setup.packing.samples_per_ciphertext).len();
+        expect_len("products", fan_in * groups, m.products.len())?;
+        let raw = self.decrypt_own(&m.products)?;
+        let n_c = self.key.public_key().n();
+        let scales = &setup.scales;
+        let delta = s.step.delta.as_ref().ok_or(ProtocolViolation::NoSession)?;
+        let rw = &s.ledger.w[layer - 1];
+        let q = unmask_unpack(
+            &raw,
+            delta,
+            setup.packing,
+            n_c,
+            fan_in,
+            |k, j| &rw[[j, k]],
+            None,
+            scales,
+            ValueKind::Product,
+        )?;
+        let below = layer - 1;
+        let act = setup.spec.activation(below).unwrap_or(Activation::Identity);
+        let new_delta = hidden_error(q.view(), s.step.z[below - 1].view(), act, scales)?;
+        let mut step = s.step.clone();
+        step.grads[below - 1] = Some(layer_gradients(
+            new_delta.view(),
+            step.a[below - 1].view(),
+            scales,
+        )?);
+        let mut rng = self.rng.clone();
+        let packing = setup.packing;
+        if below >= 2 {
+            let cts = self.encrypt_own(&mut rng, &new_delta)?;
+            step.delta = Some(new_delta);
+            let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
+            s.step = step;
+            s.awaiting = Awaiting::Backward(m.layer - 1);
+            self.rng = rng;
+            Ok(ClientMessage::Backward(BackwardRequest {
+                session: m.session,
+                iteration: m.iteration,
+                layer: m.layer - 1,
+                packing,
+                errors: cts,
+            }))
+        } else {
+            step.delta = None;
+            self.finish_iteration(step, rng)
+        }
+    }
+
+    /// Accumulates the iteration's gradients (`ΔW^c += Δw`, Alg. 2 lines 3 and 8) and
+    /// builds the masked update (Alg. 3, [`Client::masked_update`]) or, after the last
+    /// iteration, the final update (Alg. 5, [`Client::final_update`]). Commits on success
+    /// only.
+    ///
+    /// # Errors
+    /// Accumulators out of range; the errors of the update built.
+    pub(crate) fn finish_iteration(
+        &mut self,
+        step: Step,
+        rng: ChaCha20Rng,
+    ) -> Result<ClientMessage> {
+        let setup = self.setup()?;
+        let s = self.session.as_ref().ok_or(ProtocolViolation::NoSession)?;
+        let scales = &setup.scales;
+        let grads = Gradients {
+            layers: step
+                .grads
+                .iter()
+                .map(|g| {
+                    g.clone()
+                        .ok_or(ClientError::Violation(ProtocolViolation::NoSession))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let acc = s.acc.checked_add(scales, &grads)?;
+        if s.iteration + 1 < s.iterations {
+            self.masked_update(step, rng, grads, acc)
+        } else {
+            self.final_update(step, rng, grads, acc)
+        }
+    }
+}

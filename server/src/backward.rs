@@ -1,0 +1,62 @@
+//! Paper Alg. 2 on the server, privacy-preserved backpropagation: for layer `i ≥ 2`,
+//! `[q~]_c ← [δ_i]_cᵀ ⊗ W~_i` (Alg. 2 line 6; docs/DESIGN.md "One iteration",
+//! backward). The client removes `δ_i·R^w_i` from `q~` (Alg. 4) and computes
+//! `δ_{i−1} = q ⊙ f'(z_{i−1})` and the gradients itself; the server sees only
+//! ciphertexts under `PK_c`.
+//!
+//! 1. *Private input* (server): the masked weights `W~_i` of the active session.
+//! 2. *Private input* (client): `δ_i`, `SK_c`, the ledger `R^w_i`.
+//! 3. *Public input*: `PK_c`, the layer shape, the sample packing.
+//! 4. *Sent*: client → server [`BackwardRequest`] `{ layer i, [δ_i]_c }`; server →
+//!    client [`BackwardResponse`] `{ [q~]_c }`.
+
+use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ServerMessage};
+use gelunet_protocol::packing::group_sizes;
+
+use crate::error::Result;
+use crate::role::{expect_len, Phase, Server};
+
+impl Server {
+    /// Alg. 2 line 6: `[q~] = [δ]ᵀ ⊗ W~` per group of samples; moves the session to the
+    /// layer below's backward request or to the update.
+    ///
+    /// # Errors
+    /// [`gelunet_protocol::ProtocolViolation`]s of the header
+    /// ([`Server::check_header`]) and counts, ciphertext errors under `PK_c`.
+    pub(crate) fn backward(&mut self, m: &BackwardRequest) -> Result<ServerMessage> {
+        let s = self.check_header(
+            "BackwardRequest",
+            Phase::Backward(0),
+            m.session,
+            m.iteration,
+            m.layer,
+            m.packing,
+        )?;
+        let layer = m.layer as usize;
+        let (width, fan_in) = self.config.spec.layer_shape(layer);
+        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext).len();
+        expect_len("errors", width * groups, m.errors.len())?;
+        let pk = &self.clients[s.client];
+        pk.validate_all(&m.errors)?;
+        let ml = &s.masked[layer - 1];
+        let mut out = Vec::with_capacity(fan_in * groups);
+        for group in m.errors.chunks(width) {
+            out.extend(pk.vecmat(group, ml.w.view())?);
+        }
+        let next = if m.layer > 2 {
+            Phase::Backward(m.layer - 1)
+        } else {
+            Phase::Update
+        };
+        if let Some(s) = self.session.as_mut() {
+            s.phase = next;
+        }
+        Ok(ServerMessage::Backward(BackwardResponse {
+            session: m.session,
+            iteration: m.iteration,
+            layer: m.layer,
+            packing: m.packing,
+            products: out,
+        }))
+    }
+}

@@ -1,0 +1,87 @@
+//! Paper Alg. 1 on the server, privacy-preserved forward propagation: for layer `i`,
+//! `[z~_i]_c ← (W~_i ⊗ [a_{i−1}]_c) ⊕ b~_i` (Alg. 1 line 5; docs/DESIGN.md "One
+//! iteration", forward). With sample packing the bias is added as `b~_j·Σ_s 2^(β s)`
+//! reduced mod `N_c`, once per group of samples.
+//!
+//! 1. *Private input* (server): the masked weights `W~_i, b~_i = W_i − R^w_i, b_i − R^b_i`
+//!    (mod `N_c`) of the active session.
+//! 2. *Private input* (client): `a_{i−1}`, `SK_c`, the ledger `R^w_i, R^b_i`.
+//! 3. *Public input*: `PK_c`, the layer shape, the sample packing both sides derived
+//!    ([`gelunet_protocol::packing::sample_packing`]).
+//! 4. *Sent*: client → server [`ForwardRequest`] `{ layer i, [a_{i−1}]_c }`; server →
+//!    client [`ForwardResponse`] `{ [z~_i]_c }`, which the client unmasks (Alg. 4).
+
+use gelunet_paillier::BigInt;
+use gelunet_protocol::mask::reduce_centered;
+use gelunet_protocol::messages::{ForwardRequest, ForwardResponse, Packing, ServerMessage};
+use gelunet_protocol::packing::{group_sizes, slot_sum};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::role::{expect_len, Phase, Server};
+
+impl Server {
+    /// Alg. 1 line 5: `[z~] = W~ ⊗ [a] ⊕ b~` per group of samples; moves the session to
+    /// the next layer's forward request, the output layer's backward request, or the
+    /// update.
+    ///
+    /// # Errors
+    /// [`gelunet_protocol::ProtocolViolation`]s of the header
+    /// ([`Server::check_header`]) and counts, ciphertext errors under `PK_c`.
+    pub(crate) fn forward(&mut self, m: &ForwardRequest) -> Result<ServerMessage> {
+        let s = self.check_header(
+            "ForwardRequest",
+            Phase::Forward(0),
+            m.session,
+            m.iteration,
+            m.layer,
+            m.packing,
+        )?;
+        let layer = m.layer as usize;
+        let (width, fan_in) = self.config.spec.layer_shape(layer);
+        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext);
+        expect_len("activations", fan_in * groups.len(), m.activations.len())?;
+        let pk = &self.clients[s.client];
+        pk.validate_all(&m.activations)?;
+        let ml = &s.masked[layer - 1];
+        let n_c = pk.n();
+        let mut out = Vec::with_capacity(width * groups.len());
+        for (g, &size) in groups.iter().enumerate() {
+            let cts = &m.activations[g * fan_in..(g + 1) * fan_in];
+            let z = pk.matvec(ml.w.view(), cts)?;
+            // b~_j · Σ_s 2^(β s), reduced mod N_c (b~_j itself without packing).
+            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits));
+            let biased = z
+                .par_iter()
+                .zip(ml.b.to_vec().par_iter())
+                .map(|(c, bj)| {
+                    let plain = if m.packing == Packing::NONE {
+                        bj.clone()
+                    } else {
+                        reduce_centered(&(bj * &s_sum), n_c)
+                    };
+                    pk.add_plain(c, &plain)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            out.extend(biased);
+        }
+        let l_count = self.config.spec.num_layers() as u32;
+        let next = if m.layer < l_count {
+            Phase::Forward(m.layer + 1)
+        } else if l_count >= 2 {
+            Phase::Backward(l_count)
+        } else {
+            Phase::Update
+        };
+        if let Some(s) = self.session.as_mut() {
+            s.phase = next;
+        }
+        Ok(ServerMessage::Forward(ForwardResponse {
+            session: m.session,
+            iteration: m.iteration,
+            layer: m.layer,
+            packing: m.packing,
+            pre_activations: out,
+        }))
+    }
+}

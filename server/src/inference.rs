@@ -1,0 +1,170 @@
+//! Encrypted inference with the trained model (paper Alg. 1 with the true weights, no
+//! masks; docs/DESIGN.md "One iteration", forward): [`Server::infer`],
+//! [`Server::inference_key`].
+//!
+//! For a layer `i`, `[z_i]_c = W_i ⊗ [a_{i−1}]_c ⊕ b_i` per group of samples, at any
+//! time, for any client key: between sessions with the current weights, during one with
+//! `w^I, b^I`. For requests of one sample per group the server can *row-pack* the `m`
+//! outputs of a sample into `⌈m·β/(|N_c| − 2)⌉` ciphertexts by Horner
+//! (`acc ← acc^{2^β} ⊕ [z_j + 2^(β−1)]`, `β` squarings and one multiplication per row,
+//! [`PublicKey::matvec_row_packed`]), so the client decrypts one ciphertext per layer
+//! instead of `m`.
+//!
+//! 1. *Private input* (server): the true model `W_i, b_i`.
+//! 2. *Private input* (client): its inputs `a_{i−1}` and `SK_c`.
+//! 3. *Public input*: `PK_c` (from the client's hello), the spec and scales, the sample
+//!    and row packings ([`gelunet_protocol::packing::inference_packing`],
+//!    [`inference_row_packing`]).
+//! 4. *Sent*: client → server [`InferRequest`] `{ layer i, [a_{i−1}]_c }`; server →
+//!    client [`InferResponse`] `{ [z_i]_c }` (row-packed on request).
+//!
+//! Note what inference gives the client: the pre-activations `z_1 = W_1·x + b_1` in clear
+//! for inputs of its choice, i.e. `m_1` linear equations in the weights per query;
+//! `n_0 + 1` queries determine `W_1, b_1` (model extraction, paper §4.1). The d_max bound
+//! protects training sessions, not inference; the server refuses inference from the
+//! client of the active session ([`Server::handle`]) so that a session's view stays
+//! within the bound, and an operator who cares must limit queries per client.
+
+use gelunet_paillier::{BigInt, PublicKey};
+use gelunet_protocol::mask::reduce_centered;
+use gelunet_protocol::messages::{ClientHello, InferRequest, InferResponse, Packing};
+use gelunet_protocol::packing::{
+    group_sizes, inference_row_packing, sample_slot_bits, slot_sum, slots_per_plaintext,
+};
+use gelunet_protocol::violation::ProtocolViolation;
+use gelunet_protocol::ValueKind;
+use rayon::prelude::*;
+
+use crate::error::{Result, ServerError};
+use crate::role::{expect_len, to_big, Server, MAX_INFER_SAMPLES};
+
+impl Server {
+    /// Checks a client hello for inference only (version, server key, key size) and
+    /// returns the client's key, without registering it: inference works at any time,
+    /// also after registration closed ([`Server::infer`]).
+    ///
+    /// # Errors
+    /// As [`Server::register_client`], except registration being closed.
+    pub fn inference_key(&self, hello: &ClientHello) -> Result<PublicKey> {
+        self.check_hello(hello)?;
+        let needed = u64::from(
+            self.config
+                .scales
+                .max_bits(ValueKind::PreActivation)
+                .max(self.config.scales.max_bits(ValueKind::Product)),
+        ) + 2;
+        self.client_key(hello, needed)
+    }
+
+    /// Encrypted inference (paper Alg. 1 with the true model, no masks) for a client with
+    /// key `pk`: `[z_i] = W_i ⊗ [a_{i−1}] ⊕ b_i` per group of samples, row-packed on
+    /// request ([`crate::inference`]) with slots as narrow as the weights allow
+    /// ([`gelunet_protocol::packing::inference_row_packing`]) through
+    /// [`PublicKey::matvec_row_packed`]. Stateless: any layer, any time, in any order.
+    ///
+    /// # Errors
+    /// [`ServerError::Violation`] with [`ProtocolViolation::UnknownLayer`],
+    /// [`ProtocolViolation::Shape`] (sample count, number of ciphertexts),
+    /// [`ProtocolViolation::Packing`] for a layout that is not the derived one,
+    /// [`ProtocolViolation::Ciphertext`] for ciphertexts not valid under `pk`.
+    pub fn infer(&self, pk: &PublicKey, req: &InferRequest) -> Result<InferResponse> {
+        self.answer_infer(pk, req).map_err(ServerError::blame_peer)
+    }
+
+    /// [`Server::infer`] before the faults of the request are classified as violations.
+    fn answer_infer(&self, pk: &PublicKey, req: &InferRequest) -> Result<InferResponse> {
+        let spec = &self.config.spec;
+        let scales = &self.config.scales;
+        let layers = spec.num_layers() as u32;
+        if req.layer == 0 || req.layer > layers {
+            return Err(ProtocolViolation::UnknownLayer {
+                layer: req.layer,
+                layers,
+            }
+            .into());
+        }
+        if req.samples == 0 || req.samples > MAX_INFER_SAMPLES {
+            return Err(ProtocolViolation::Shape {
+                what: "inference samples (1..=65536)",
+                expected: 1,
+                found: req.samples as usize,
+            }
+            .into());
+        }
+        let (width, fan_in) = spec.layer_shape(req.layer as usize);
+        let p = req.packing;
+        let packed = p != Packing::NONE;
+        if packed {
+            let beta = sample_slot_bits(spec, scales);
+            let fits = slots_per_plaintext(pk.bits(), beta);
+            if p.slot_bits != beta
+                || p.samples_per_ciphertext < 2
+                || p.samples_per_ciphertext > fits
+            {
+                return Err(ProtocolViolation::Packing { found: p }.into());
+            }
+        }
+        let layer = &self.model.layers[req.layer as usize - 1];
+        let biases = layer.b.as_slice().unwrap_or(&[]);
+        expect_len("biases", width, biases.len())?;
+        let rows = if req.row_packing {
+            if packed {
+                return Err(ProtocolViolation::Packing { found: p }.into());
+            }
+            inference_row_packing(
+                spec,
+                scales,
+                req.layer as usize,
+                layer.w.view(),
+                biases,
+                pk.bits(),
+            )
+        } else {
+            Packing::NONE
+        };
+        let groups = group_sizes(req.samples as usize, p.samples_per_ciphertext);
+        expect_len("activations", fan_in * groups.len(), req.activations.len())?;
+        pk.validate_all(&req.activations)?;
+        let w = to_big(&layer.w);
+        let n_c = pk.n();
+        let mut out = Vec::new();
+        for (g, &size) in groups.iter().enumerate() {
+            let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
+            let s = BigInt::from(slot_sum(size, p.slot_bits));
+            if rows == Packing::NONE {
+                let z = pk.matvec(w.view(), cts)?;
+                let z = z
+                    .par_iter()
+                    .zip(biases.par_iter())
+                    .map(|(c, &b)| {
+                        let plain = reduce_centered(&(BigInt::from(b) * &s), n_c);
+                        pk.add_plain(c, &plain)
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                out.extend(z);
+            } else {
+                // One sample: slots hold z_j + 2^(β−1) ≥ 0 (see `row_packing`).
+                let shift = BigInt::from(1u8) << (rows.slot_bits - 1);
+                let offsets: Vec<BigInt> = biases
+                    .iter()
+                    .map(|&b| BigInt::from(b) * &s + &shift)
+                    .collect();
+                out.extend(pk.matvec_row_packed(
+                    w.view(),
+                    cts,
+                    &offsets,
+                    rows.slot_bits,
+                    (rows.samples_per_ciphertext as usize).max(1),
+                )?);
+            }
+        }
+        Ok(InferResponse {
+            request_id: req.request_id,
+            layer: req.layer,
+            samples: req.samples,
+            packing: p,
+            row_packing: rows,
+            pre_activations: out,
+        })
+    }
+}
