@@ -638,7 +638,11 @@ fn train_plaintext(
         .map(|s| s.n_samples() as u64)
         .collect();
     let total: u64 = held.iter().sum();
-    let epochs = args.model.sessions.is_none().then(|| f64::from(args.model.epochs));
+    let epochs = args
+        .model
+        .sessions
+        .is_none()
+        .then(|| f64::from(args.model.epochs));
     let stop = gelunet_server::StopRule::new(epochs, args.model.sessions)
         .map_err(|e| format!("server: {e}"))?;
     let batch = cfg.batch_size as u64;

@@ -43,7 +43,7 @@
 //!   running session ends that session at once.
 //! * Sessions run in the order of the role's scheduler. A session scheduled for a client
 //!   that is not connected is abandoned at once; after `1000·K` such sessions in a row
-//!   the coordinator gives up ([`CoordinatorError::AbsentClients`]). With no client
+//!   ([`CoordinatorConfig::absent_skips_per_client`]) the coordinator gives up ([`CoordinatorError::AbsentClients`]). With no client
 //!   connected it waits at most [`CoordinatorConfig::rejoin_timeout`] for one to
 //!   (re)join.
 //! * A client that does not answer within [`CoordinatorConfig::response_timeout`], breaks
@@ -341,6 +341,11 @@ pub struct CoordinatorConfig {
     pub join_timeout: Option<Duration>,
     /// Longest wait for a client to (re)join when none is connected.
     pub rejoin_timeout: Duration,
+    /// Give up ([`CoordinatorError::AbsentClients`]) after more than
+    /// `absent_skips_per_client × K` sessions in a row scheduled for clients that are not
+    /// connected (`K` registered clients; default 1000). A session for a connected client
+    /// resets the count.
+    pub absent_skips_per_client: usize,
 }
 
 impl CoordinatorConfig {
@@ -355,6 +360,7 @@ impl CoordinatorConfig {
             response_timeout: Duration::from_secs(600),
             join_timeout: None,
             rejoin_timeout: Duration::from_secs(120),
+            absent_skips_per_client: 1000,
         }
     }
 }
@@ -1136,7 +1142,11 @@ impl Coordinator {
             None => {
                 self.role.abandon_session();
                 self.skipped_in_a_row += 1;
-                if self.skipped_in_a_row > 1000 * self.known.len().max(1) {
+                let bound = self
+                    .config
+                    .absent_skips_per_client
+                    .saturating_mul(self.known.len().max(1));
+                if self.skipped_in_a_row > bound {
                     return Err(CoordinatorError::AbsentClients {
                         skipped: self.skipped_in_a_row,
                     });
