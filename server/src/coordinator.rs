@@ -12,7 +12,8 @@
 //!   connection was refused by the driver before it registered. And
 //!   [`Coordinator::handle_timeout`] when the deadline of [`Coordinator::poll_timeout`]
 //!   has passed.
-//! * **Outputs** ([`Action`], from [`Coordinator::poll_action`]): send a frame on a
+//! * **Outputs** ([`Action`], from [`Coordinator::poll_action`], taken at the time they
+//!   are carried out, which arms the response timeout): send a frame on a
 //!   connection; refuse (send a [`Refusal`], then close) or close a connection; send the
 //!   end-of-training [`Summary`] and close; a progress [`ServerEvent`]; and finally
 //!   [`Action::Finished`], after which [`Coordinator::into_outcome`] gives the role back
@@ -454,8 +455,12 @@ struct Running {
     session: u64,
     iterations: u32,
     started: Instant,
-    /// When the client's answer is due.
-    deadline: Instant,
+    /// The connection the session's messages go to (`None`: the client is not
+    /// connected and the session is skipped).
+    conn: Option<ConnectionId>,
+    /// When the client's answer is due: armed when the driver takes the message
+    /// ([`Coordinator::poll_action`]), so the role's work does not eat into it.
+    deadline: Option<Instant>,
 }
 
 /// How a dropped client's connection is ended.
@@ -611,9 +616,17 @@ impl Coordinator {
         self.rejoin_deadline.is_some()
     }
 
-    /// The next action for the driver, if any.
-    pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+    /// The next action for the driver, if any, taken at time `now` (as `quinn-proto`'s
+    /// `poll_transmit`): a session message to the running session's client arms the
+    /// response timeout from `now`, the moment it goes out.
+    pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
+        let action = self.actions.pop_front()?;
+        if let (Action::Send { conn, .. }, Some(r)) = (&action, self.running.as_mut()) {
+            if Some(*conn) == r.conn && r.deadline.is_none() {
+                r.deadline = Some(now + self.config.response_timeout);
+            }
+        }
+        Some(action)
     }
 
     /// The earliest deadline (join, rejoin or response timeout) at which
@@ -622,7 +635,7 @@ impl Coordinator {
         match self.phase {
             Phase::Joining => self.join_deadline,
             Phase::Training => match &self.running {
-                Some(r) => Some(r.deadline),
+                Some(r) => r.deadline,
                 None => self.rejoin_deadline,
             },
             Phase::Finishing { .. } | Phase::Finished { .. } => None,
@@ -683,7 +696,10 @@ impl Coordinator {
                 }
             }
             Phase::Training => {
-                if let Some(r) = self.running.filter(|r| now >= r.deadline) {
+                if let Some(r) = self
+                    .running
+                    .filter(|r| r.deadline.is_some_and(|d| now >= d))
+                {
                     self.running = None;
                     self.role.abandon_session();
                     let limit = self.config.response_timeout;
@@ -918,7 +934,7 @@ impl Coordinator {
                     self.running = None;
                     self.end_session(now, r, None);
                 } else if let Some(r) = self.running.as_mut() {
-                    r.deadline = now + self.config.response_timeout;
+                    r.deadline = None;
                 }
             }
             Ok(None) => {
@@ -1131,10 +1147,11 @@ impl Coordinator {
             session: s.session,
             iterations: s.iterations,
             started: now,
-            deadline: now + self.config.response_timeout,
+            conn: self.peers.get(&id).copied(),
+            deadline: None,
         };
-        match self.peers.get(&id) {
-            Some(&conn) => {
+        match r.conn {
+            Some(conn) => {
                 self.skipped_in_a_row = 0;
                 self.send(conn, ToClient::Message(start));
                 self.running = Some(r);

@@ -299,7 +299,8 @@ impl Pair {
 
     /// Carries out one action or feeds one input; false when both queues are empty.
     fn step(&mut self) -> bool {
-        if let Some(action) = self.co().poll_action() {
+        let now = self.now;
+        if let Some(action) = self.co().poll_action(now) {
             match action {
                 Action::Send { conn, frame } => self.deliver(conn, frame),
                 Action::Refuse { conn, refusal } => {
@@ -916,14 +917,15 @@ fn nothing_happens_after_the_end_but_refusals() {
     p.connect_all();
     p.run();
     assert!(p.finished);
-    assert!(p.co().poll_action().is_none());
+    let now = p.now;
+    assert!(p.co().poll_action(now).is_none());
     assert_eq!(p.co().poll_timeout(), None);
     let late = p.connect(0);
     let now = p.now;
     let input = p.inbox.pop_back().unwrap();
     p.co().handle(now, input);
     assert!(matches!(
-        p.co().poll_action(),
+        p.co().poll_action(now),
         Some(Action::Refuse { conn, refusal }) if conn == late && refusal.code == RefusalCode::ShuttingDown
     ));
     let ended = p
@@ -932,4 +934,43 @@ fn nothing_happens_after_the_end_but_refusals() {
         .filter(|e| matches!(e, ServerEvent::SessionDone(_)))
         .count();
     assert_eq!(ended, 2);
+}
+
+#[test]
+fn the_response_timeout_runs_from_when_the_message_goes_out() {
+    let mut p = Pair::new(1, ClientOrder::RoundRobin, config(1, None, Some(1)));
+    p.connect(0);
+    let t0 = p.now;
+    let joined = p.inbox.pop_front().unwrap();
+    // Registers c0 and starts its session (the role's work happens here).
+    p.co().handle(t0, joined);
+    assert_eq!(
+        p.co().poll_timeout(),
+        None,
+        "armed only when the message goes out"
+    );
+    // The driver carries the actions out 5 s later.
+    let later = t0 + Duration::from_secs(5);
+    let mut started = false;
+    while let Some(a) = p.co().poll_action(later) {
+        started |= matches!(
+            a,
+            Action::Send {
+                frame: ToClient::Message(gelunet_protocol::messages::ServerMessage::SessionStart(
+                    _
+                )),
+                ..
+            }
+        );
+    }
+    assert!(started);
+    assert_eq!(p.co().poll_timeout(), Some(later + Duration::from_secs(30)));
+    // Not a moment before.
+    p.co().handle_timeout(later + Duration::from_secs(29));
+    assert!(p.co().poll_action(later).is_none());
+    p.co().handle_timeout(later + Duration::from_secs(30));
+    assert!(matches!(
+        p.co().poll_action(later),
+        Some(Action::Refuse { refusal, .. }) if refusal.code == RefusalCode::Timeout
+    ));
 }

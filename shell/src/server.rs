@@ -548,7 +548,7 @@ fn execute(
     events: Option<&mpsc::UnboundedSender<ServerEvent>>,
 ) -> bool {
     let mut finished = false;
-    while let Some(action) = co.poll_action() {
+    while let Some(action) = co.poll_action(Instant::now()) {
         let (conn, command, terminal) = match action {
             Action::Send { conn, frame } => {
                 if let (ToClient::Message(ServerMessage::SessionStart(s)), Some(l)) =
