@@ -507,10 +507,10 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         })
         .collect();
     let mut shell = ServerShellConfig::new(credentials.clone(), transport.clone());
-    shell.epochs = Some(f64::from(args.model.epochs));
-    shell.max_sessions = args.model.sessions;
-    shell.response_timeout = Duration::from_secs(args.net.response_timeout);
-    shell.join_timeout = Some(Duration::from_secs(120));
+    shell.coordinator.epochs = Some(f64::from(args.model.epochs));
+    shell.coordinator.max_sessions = args.model.sessions;
+    shell.coordinator.response_timeout = Duration::from_secs(args.net.response_timeout);
+    shell.coordinator.join_timeout = Some(Duration::from_secs(120));
     let pb = progress::bar(args.out.quiet);
     let epochs = args.model.epochs;
     let rt = runtime()?;
@@ -638,10 +638,13 @@ fn train_plaintext(
         .map(|s| s.n_samples() as u64)
         .collect();
     let total: u64 = held.iter().sum();
-    let target = match (args.model.sessions, args.model.epochs) {
-        (Some(_), _) => None,
-        (None, e) => Some((f64::from(e) * total as f64).ceil() as u64),
-    };
+    let epochs = args
+        .model
+        .sessions
+        .is_none()
+        .then(|| f64::from(args.model.epochs));
+    let stop = gelunet_server::StopRule::new(epochs, args.model.sessions)
+        .map_err(|e| format!("server: {e}"))?;
     let batch = cfg.batch_size as u64;
     let mut log = TrainingLog {
         clients: held
@@ -672,13 +675,8 @@ fn train_plaintext(
     };
     let t0 = Instant::now();
     log.stop_reason = loop {
-        if let Some(r) = gelunet_shell::server::stop_reason(
-            args.model.sessions,
-            log.sessions_completed,
-            target,
-            log.samples,
-        ) {
-            break r;
+        if let Some(r) = stop.check(log.sessions_completed, log.samples, total) {
+            break r.to_string();
         }
         let plan = scheduler.next_session();
         log.sessions_completed += 1;
@@ -851,10 +849,10 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let keygen = t_keys.elapsed();
     let server = Server::new(cfg.clone(), key).map_err(|e| format!("server: {e}"))?;
     let mut shell = ServerShellConfig::new(credentials, transport.clone());
-    shell.wait_for = wait_for;
-    shell.epochs = Some(f64::from(args.model.epochs));
-    shell.max_sessions = args.model.sessions;
-    shell.response_timeout = Duration::from_secs(args.net.response_timeout);
+    shell.coordinator.wait_for = wait_for;
+    shell.coordinator.epochs = Some(f64::from(args.model.epochs));
+    shell.coordinator.max_sessions = args.model.sessions;
+    shell.coordinator.response_timeout = Duration::from_secs(args.net.response_timeout);
     let pb = progress::bar(args.out.quiet);
     let epochs = args.model.epochs;
     let rt = runtime()?;

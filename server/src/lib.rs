@@ -10,6 +10,8 @@
 //! | [`masked_update`] | `D = Dec_s([D]_s)`, `w~ ← w~ − D` | paper Alg. 3 |
 //! | [`final_update`] | `w^F = w^I − η·ΔW^c` | paper Alg. 5 |
 //! | [`inference`] | [`Server::infer`], row packing | paper Alg. 1, true weights |
+//! | [`plain_update`] | protocol v2: `W~ ← W~ − D`, the mask rollover, release | docs/DESIGN.md "Protocol v2" |
+//! | [`coordinator`] | [`Coordinator`]: registration, reconnection, timeouts, scheduling, stop rule, training log, without I/O or clock | |
 //! | [`stop`] | [`StopRule`] | |
 //!
 //! Faults of a client's message are [`gelunet_protocol::ProtocolViolation`]s
@@ -19,6 +21,7 @@
 //! in-memory driver is `gelunet-sim`, the QUIC shell `gelunet-shell`.
 
 pub mod backward;
+pub mod coordinator;
 mod error;
 pub mod final_update;
 pub mod forward;
@@ -27,6 +30,10 @@ pub mod masked_update;
 pub mod role;
 pub mod stop;
 
+pub use coordinator::{
+    Action, ClientLog, ConnectionId, Coordinator, CoordinatorConfig, CoordinatorError, Input,
+    LinkError, ServerEvent, SessionLog, Traffic, TrainingLog,
+};
 pub use error::{Result, ServerError};
 pub use role::{
     ClientId, DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig, SessionOutcome,

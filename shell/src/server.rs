@@ -1,54 +1,62 @@
-//! The server's QUIC shell: the [`Server`] role behind a QUIC endpoint.
+//! The server's QUIC shell: the [`Coordinator`] (and through it the [`Server`] role)
+//! behind a QUIC endpoint. The shell only moves bytes and keeps time; every decision of a
+//! training run (registration order, reconnections, timeouts, scheduling of connected
+//! clients, the stop rule, the training log) is the coordinator's, see
+//! [`gelunet_server::coordinator`].
 //!
 //! * Clients connect with the pinned server certificate (see `gelunet_net`), open one
 //!   bidirectional stream and register with a name and a token
 //!   ([`Register`]); the token is compared in constant time
 //!   ([`gelunet_net::tokens_equal`]). An unknown name or a wrong token is answered with a
 //!   typed [`Refusal`] ([`RefusalCode::Unauthenticated`]) before the connection closes.
-//! * After the protocol handshake (`ServerHello` / `ClientHello`) the client is registered
-//!   with the role. The server waits for [`ServerShellConfig::wait_for`] clients
-//!   (registered in the order of [`ServerShellConfig::credentials`], so that client
-//!   indices, and with them the schedule, do not depend on who connects first), then runs
-//!   sessions in the order the role's scheduler picks.
-//! * The role's handlers are synchronous and CPU-heavy: they run in
-//!   `tokio::task::spawn_blocking`, so the runtime keeps serving keep-alives and
-//!   accepting connections meanwhile.
-//! * A client that disconnects, times out or sends garbage in a session costs the model
-//!   nothing: the session is abandoned ([`Server::abandon_session`], back to `w^I`) and the
-//!   server goes on with the remaining clients. A session scheduled for a client that is
-//!   not connected is abandoned at once. A known client can reconnect (same name, token
-//!   and public key) and is scheduled again; each registration is an *incarnation*
-//!   (the client re-seeds its mini-batch sampler at every handshake, which the training
-//!   log records for reproductions).
-//! * Training stops after [`ServerShellConfig::epochs`] epochs (an epoch: as many samples
-//!   processed in completed sessions as the registered clients hold together) or
-//!   [`ServerShellConfig::max_sessions`] completed sessions; every connected client gets
-//!   [`ToClient::Finished`] with a [`Summary`].
+//!   After `Welcome` and the client's `ClientHello` the connection is handed to the
+//!   coordinator ([`Input::Joined`]).
+//! * One task per connection reads frames ([`Input::Frame`], [`Input::Broken`]) and writes
+//!   the frames the coordinator asks for ([`Action`]); when the connection is closed it
+//!   reports its byte counts ([`Input::Closed`]).
+//! * The main loop feeds the coordinator one input at a time, or
+//!   [`Coordinator::handle_timeout`] at the coordinator's deadline
+//!   ([`Coordinator::poll_timeout`]). The role's handlers are synchronous and CPU-heavy:
+//!   each call runs in `tokio::task::spawn_blocking` with the coordinator moved in and
+//!   out, so the runtime keeps serving keep-alives and accepting connections meanwhile.
 //!
-//! Bytes are counted per client (frames with their length prefixes) and for connections
-//! that never registered.
+//! Bytes are counted per connection (frames with their length prefixes), connections
+//! that never registered included.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gelunet_net::quinn::{Connection, Endpoint};
-use gelunet_net::{tokens_equal, Channel, NetError, TransportSettings, Zeroizing};
-use gelunet_paillier::BigUint;
-use gelunet_protocol::envelope::{
-    ReferenceHint, Refusal, RefusalCode, Register, Summary, ToClient, ToServer, SHELL_VERSION,
+use gelunet_net::quinn::{Connection, Endpoint, SendStream};
+use gelunet_net::{
+    recv_message, send_message, tokens_equal, Channel, NetError, TransportSettings, Zeroizing,
 };
-use gelunet_protocol::messages::{Abort, ClientHello, ClientMessage, ServerHello, ServerMessage};
+use gelunet_protocol::envelope::{
+    Refusal, RefusalCode, Register, Summary, ToClient, ToServer, SHELL_VERSION,
+};
+use gelunet_protocol::messages::{ClientHello, ClientMessage, ServerHello, ServerMessage};
 use tokio::sync::mpsc;
 
-use gelunet_server::{ClientId, Server, ServerError};
+use gelunet_server::{
+    Action, ConnectionId, Coordinator, CoordinatorConfig, CoordinatorError, Input, LinkError,
+    Server, Traffic,
+};
+
+pub use gelunet_server::{ClientLog, ServerEvent, SessionLog, TrainingLog};
 
 /// QUIC application close code: normal end.
 const CLOSE_DONE: u32 = 0;
 /// QUIC application close code: refused or dropped by the server.
 const CLOSE_REFUSED: u32 = 1;
+/// Longest wait for a refusal to be written, and then for the peer to close.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for the end-of-training summary to be written.
+const SUMMARY_SEND_LIMIT: Duration = Duration::from_secs(10);
+/// Longest wait for a client to close after reading the summary.
+const SUMMARY_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A client the server accepts: its name and secret token.
 #[derive(Clone)]
@@ -68,181 +76,34 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// The shell's configuration.
+/// The shell's configuration: transport and credentials; the training policy is the
+/// coordinator's ([`CoordinatorConfig`]).
 #[derive(Clone, Debug)]
 pub struct ServerShellConfig {
     /// QUIC settings (frame size limit, windows, idle timeout, keep-alive).
     pub transport: TransportSettings,
     /// The clients allowed to register, in registration order.
     pub credentials: Vec<Credential>,
-    /// Clients to wait for before the first session (at most `credentials.len()`).
-    pub wait_for: usize,
-    /// Register clients in the order of `credentials` (deterministic client indices).
-    pub ordered_registration: bool,
-    /// Stop after this many epochs (default when neither limit is set: 1).
-    pub epochs: Option<f64>,
-    /// Stop after this many completed sessions.
-    pub max_sessions: Option<u64>,
-    /// Longest wait for one client message in a session.
-    pub response_timeout: Duration,
-    /// Longest time a new connection may take to register.
+    /// Longest time a new connection may take to register (stream, `Register`,
+    /// `ClientHello`).
     pub register_timeout: Duration,
-    /// Longest wait for the first `wait_for` clients (`None`: forever).
-    pub join_timeout: Option<Duration>,
-    /// Longest wait for a client to (re)join when none is connected.
-    pub rejoin_timeout: Duration,
+    /// The coordinator's policy (clients to wait for, registration order, stop rule,
+    /// response, join and rejoin timeouts). A frame that cannot be written within its
+    /// `response_timeout` also breaks the connection.
+    pub coordinator: CoordinatorConfig,
 }
 
 impl ServerShellConfig {
     /// A configuration for `credentials` with default timeouts, waiting for all of them,
-    /// one epoch.
+    /// one epoch ([`CoordinatorConfig::new`]).
     pub fn new(credentials: Vec<Credential>, transport: TransportSettings) -> Self {
         Self {
-            wait_for: credentials.len(),
+            coordinator: CoordinatorConfig::new(credentials.len()),
             credentials,
             transport,
-            ordered_registration: true,
-            epochs: Some(1.0),
-            max_sessions: None,
-            response_timeout: Duration::from_secs(600),
             register_timeout: Duration::from_secs(60),
-            join_timeout: None,
-            rejoin_timeout: Duration::from_secs(120),
         }
     }
-}
-
-/// What the shell reports while it runs (for progress displays and logs).
-#[derive(Clone, Debug, PartialEq)]
-pub enum ServerEvent {
-    /// A client registered (incarnation 0) or re-registered.
-    ClientJoined {
-        /// Name.
-        name: String,
-        /// Registrations before this one.
-        incarnation: u32,
-    },
-    /// A client was dropped.
-    ClientLeft {
-        /// Name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// A connection was refused.
-    Refused {
-        /// The refusal sent.
-        refusal: Refusal,
-    },
-    /// The first session is about to start.
-    TrainingStarted {
-        /// Registered clients.
-        clients: usize,
-        /// Samples to process (epochs × samples held), if training is epoch-bound.
-        target_samples: Option<u64>,
-        /// Sessions to complete, if training is session-bound.
-        max_sessions: Option<u64>,
-    },
-    /// A session ended.
-    SessionDone(SessionLog),
-}
-
-/// Why training stops, if it does: `completed ≥ max_sessions` completed sessions, or
-/// `samples ≥ target` samples processed in completed sessions (the epoch target,
-/// `⌈epochs × samples held⌉`); `None` to go on. The rule of [`run_server`], shared with
-/// replays of its schedule.
-pub fn stop_reason(
-    max_sessions: Option<u64>,
-    completed: u64,
-    target: Option<u64>,
-    samples: u64,
-) -> Option<String> {
-    if let Some(m) = max_sessions {
-        if completed >= m {
-            return Some(format!("{m} sessions completed"));
-        }
-    }
-    if let Some(t) = target {
-        if samples >= t {
-            return Some(format!("{t} samples processed"));
-        }
-    }
-    None
-}
-
-/// One session as it ran.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionLog {
-    /// Session id.
-    pub session: u64,
-    /// Client index in the role.
-    pub client: usize,
-    /// Client name.
-    pub name: String,
-    /// The client's incarnation (registrations before the current one).
-    pub incarnation: u32,
-    /// Iterations planned.
-    pub iterations: u32,
-    /// Whether Alg. 5 was applied (false: abandoned, model rolled back).
-    pub completed: bool,
-    /// Why it was abandoned.
-    pub note: Option<String>,
-    /// Completed sessions so far (this one included).
-    pub sessions_completed: u64,
-    /// Samples processed in completed sessions so far.
-    pub samples: u64,
-    /// Wall time of the session.
-    pub elapsed: Duration,
-}
-
-/// One registered client over the whole run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClientLog {
-    /// Name.
-    pub name: String,
-    /// Index in the role.
-    pub id: usize,
-    /// Training samples it declared.
-    pub samples: u64,
-    /// Its reproduction hint, if it sent one.
-    pub reference: Option<ReferenceHint>,
-    /// Registrations (1 + reconnections).
-    pub registrations: u32,
-    /// Sessions completed.
-    pub sessions: u64,
-    /// Sessions abandoned (including those scheduled while it was away).
-    pub abandoned: u64,
-    /// Bytes the server sent to it.
-    pub bytes_sent: u64,
-    /// Bytes the server received from it.
-    pub bytes_received: u64,
-    /// Still connected at the end.
-    pub connected_at_end: bool,
-}
-
-/// The record of a training run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainingLog {
-    /// Every registered client, by index.
-    pub clients: Vec<ClientLog>,
-    /// Every session, in order.
-    pub sessions: Vec<SessionLog>,
-    /// Completed sessions.
-    pub sessions_completed: u64,
-    /// Samples processed in completed sessions.
-    pub samples: u64,
-    /// Samples the registered clients hold together.
-    pub samples_held: u64,
-    /// Epochs completed (`samples / samples_held`).
-    pub epochs: f64,
-    /// Bytes sent by the server, all connections.
-    pub bytes_sent: u64,
-    /// Bytes received by the server, all connections.
-    pub bytes_received: u64,
-    /// Wall time from the first session to the last.
-    pub training_time: Duration,
-    /// Why training stopped.
-    pub stop_reason: String,
 }
 
 /// Everything that can stop the server's shell.
@@ -252,16 +113,14 @@ pub enum ServerShellError {
     /// A transport error of the endpoint.
     #[error("transport: {0}")]
     Net(#[from] NetError),
-    /// The role failed outside a client's session (e.g. starting a session).
-    #[error("server role: {0}")]
-    Role(#[from] ServerError),
-    /// No client to train with.
-    #[error("no clients: {0}")]
-    NoClients(String),
+    /// The coordinator refused its configuration or training stopped with an error
+    /// (clients that do not come or all leave, a failure of the role).
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
     /// A bad shell configuration.
     #[error("configuration: {0}")]
     Config(String),
-    /// The role's blocking task failed.
+    /// The coordinator's or the role's blocking task failed.
     #[error("the server role's worker failed: {0}")]
     Worker(String),
 }
@@ -274,14 +133,21 @@ struct Joined {
     channel: Channel,
 }
 
+/// How a new connection's registration ended.
+enum Handshake {
+    /// Authenticated, with its hello.
+    Joined(Joined),
+    /// Refused (the refusal was sent and the connection closed).
+    Refused { refusal: Refusal, traffic: Traffic },
+    /// No stream in time: closed without a word.
+    NoStream,
+}
+
 struct AcceptCtx {
     credentials: Vec<Credential>,
     hello: ServerHello,
     transport: TransportSettings,
     register_timeout: Duration,
-    unregistered_sent: AtomicU64,
-    unregistered_received: AtomicU64,
-    events: Option<mpsc::UnboundedSender<ServerEvent>>,
 }
 
 impl AcceptCtx {
@@ -314,14 +180,22 @@ fn net_refusal(e: &NetError) -> Refusal {
     }
 }
 
+/// A read error of a registered connection, for the coordinator.
+fn link_error(e: &NetError) -> LinkError {
+    match e {
+        NetError::Malformed { .. } | NetError::FrameTooLarge { .. } => LinkError::Malformed {
+            detail: e.to_string(),
+        },
+        _ => LinkError::Lost {
+            detail: e.to_string(),
+        },
+    }
+}
+
 /// Sends a refusal, waits briefly for the peer to close, then closes.
 async fn refuse(conn: &Connection, channel: &mut Channel, r: &Refusal) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        channel.send(&ToClient::Refused(r.clone())),
-    )
-    .await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    let _ = tokio::time::timeout(REFUSAL_GRACE, channel.send(&ToClient::Refused(r.clone()))).await;
+    let _ = tokio::time::timeout(REFUSAL_GRACE, conn.closed()).await;
     conn.close(CLOSE_REFUSED.into(), b"refused");
 }
 
@@ -375,8 +249,9 @@ async fn authenticate(
     }
 }
 
-/// Registration of one connection; refused connections are answered and closed here.
-async fn handshake(conn: Connection, ctx: Arc<AcceptCtx>, tx: mpsc::Sender<Joined>) {
+/// Registration of one connection (bounded by the register timeout); refused connections
+/// are answered and closed here.
+async fn handshake(conn: Connection, ctx: &AcceptCtx) -> Handshake {
     let remote = conn.remote_address();
     let limit = ctx.register_timeout;
     let mut channel = match tokio::time::timeout(
@@ -389,14 +264,14 @@ async fn handshake(conn: Connection, ctx: Arc<AcceptCtx>, tx: mpsc::Sender<Joine
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "no stream opened");
             conn.close(CLOSE_REFUSED.into(), b"no stream");
-            return;
+            return Handshake::NoStream;
         }
         Err(_) => {
             conn.close(CLOSE_REFUSED.into(), b"registration timeout");
-            return;
+            return Handshake::NoStream;
         }
     };
-    let outcome = tokio::time::timeout(limit, authenticate(&mut channel, &ctx))
+    let outcome = tokio::time::timeout(limit, authenticate(&mut channel, ctx))
         .await
         .unwrap_or_else(|_| {
             Err(refusal(
@@ -405,36 +280,36 @@ async fn handshake(conn: Connection, ctx: Arc<AcceptCtx>, tx: mpsc::Sender<Joine
             ))
         });
     match outcome {
-        Ok((register, hello)) => {
-            let joined = Joined {
-                register,
-                hello,
-                conn,
-                channel,
-            };
-            if let Err(mpsc::error::SendError(j)) = tx.send(joined).await {
-                j.conn.close(CLOSE_REFUSED.into(), b"server shutting down");
-            }
-        }
+        Ok((register, hello)) => Handshake::Joined(Joined {
+            register,
+            hello,
+            conn,
+            channel,
+        }),
         Err(r) => {
             tracing::warn!(%remote, refusal = %r, "connection refused");
             refuse(&conn, &mut channel, &r).await;
-            ctx.unregistered_sent
-                .fetch_add(channel.bytes_sent(), Ordering::Relaxed);
-            ctx.unregistered_received
-                .fetch_add(channel.bytes_received(), Ordering::Relaxed);
-            if let Some(ev) = &ctx.events {
-                let _ = ev.send(ServerEvent::Refused { refusal: r });
+            Handshake::Refused {
+                refusal: r,
+                traffic: Traffic {
+                    sent: channel.bytes_sent(),
+                    received: channel.bytes_received(),
+                },
             }
         }
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, ctx: Arc<AcceptCtx>, tx: mpsc::Sender<Joined>) {
+/// Accepts connections until the endpoint closes, spawning `serve` for each.
+async fn accept_loop<F, Fut>(endpoint: Endpoint, transport: TransportSettings, mut serve: F)
+where
+    F: FnMut(Connection) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
-        match gelunet_net::accept(&endpoint, &ctx.transport).await {
+        match gelunet_net::accept(&endpoint, &transport).await {
             Ok(conn) => {
-                tokio::spawn(handshake(conn, Arc::clone(&ctx), tx.clone()));
+                tokio::spawn(serve(conn));
             }
             Err(NetError::EndpointClosed) => break,
             Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
@@ -442,640 +317,376 @@ async fn accept_loop(endpoint: Endpoint, ctx: Arc<AcceptCtx>, tx: mpsc::Sender<J
     }
 }
 
-struct Peer {
+/// What the main loop does with a registered connection (from [`Action`]s).
+enum Command {
+    Send(ToClient),
+    Refuse(Refusal),
+    Close(String),
+    Finish(Summary),
+}
+
+/// What connection tasks tell the main loop.
+enum Incoming {
+    /// A connection registered: its name and command queue, then its input.
+    Joined {
+        conn: ConnectionId,
+        name: String,
+        commands: mpsc::UnboundedSender<Command>,
+        input: Input,
+    },
+    /// Any other input.
+    Input(Input),
+}
+
+/// Registers one connection, then (if it joined) runs it for the coordinator.
+async fn serve_training_connection(
+    conn: Connection,
+    id: ConnectionId,
+    ctx: Arc<AcceptCtx>,
+    send_limit: Duration,
+    tx: mpsc::UnboundedSender<Incoming>,
+) {
+    let j = match handshake(conn, &ctx).await {
+        Handshake::Joined(j) => j,
+        Handshake::Refused { refusal, traffic } => {
+            let _ = tx.send(Incoming::Input(Input::Refused { refusal, traffic }));
+            return;
+        }
+        Handshake::NoStream => return,
+    };
+    let (commands, queue) = mpsc::unbounded_channel();
+    let joined = Incoming::Joined {
+        conn: id,
+        name: j.register.name.clone(),
+        commands,
+        input: Input::Joined {
+            conn: id,
+            name: j.register.name,
+            samples: j.register.samples,
+            reference: j.register.reference,
+            hello: j.hello,
+        },
+    };
+    if tx.send(joined).is_err() {
+        j.conn.close(CLOSE_REFUSED.into(), b"server shutting down");
+        return;
+    }
+    drive_connection(id, j.conn, j.channel, queue, send_limit, tx).await;
+}
+
+/// Writes `frame` within `limit`, counting its bytes.
+async fn write(
+    send: &mut SendStream,
+    frame: &ToClient,
+    limit: Duration,
+    sent: &mut u64,
+) -> Result<(), LinkError> {
+    match tokio::time::timeout(limit, send_message(send, frame)).await {
+        Ok(Ok(n)) => {
+            *sent += n as u64;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(LinkError::SendFailed {
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(LinkError::SendTimedOut),
+    }
+}
+
+/// Runs one registered connection: a reader task reports frames, this task writes what
+/// the coordinator commands; after the terminal command (or when the main loop is gone)
+/// the connection is closed and its byte counts reported.
+async fn drive_connection(
+    id: ConnectionId,
     conn: Connection,
     channel: Channel,
-}
-
-struct Known {
-    log: ClientLog,
-    key_n: BigUint,
-}
-
-/// Runs `f` on the role in a blocking task and puts the role back.
-async fn blocking<T, F>(role: &mut Option<Server>, f: F) -> Result<T, ServerShellError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Server) -> T + Send + 'static,
-{
-    let mut server = role
-        .take()
-        .ok_or_else(|| ServerShellError::Worker("server role lost".into()))?;
-    let (server, out) = tokio::task::spawn_blocking(move || {
-        let out = f(&mut server);
-        (server, out)
-    })
-    .await
-    .map_err(|e| ServerShellError::Worker(e.to_string()))?;
-    *role = Some(server);
-    Ok(out)
-}
-
-struct Coordinator {
-    role: Option<Server>,
-    config: ServerShellConfig,
-    events: Option<mpsc::UnboundedSender<ServerEvent>>,
-    rx: mpsc::Receiver<Joined>,
-    rx_open: bool,
-    pending: VecDeque<Joined>,
-    known: Vec<Known>,
-    peers: HashMap<usize, Peer>,
-    sessions: Vec<SessionLog>,
-    completed: u64,
-    samples: u64,
-}
-
-impl Coordinator {
-    fn emit(&self, e: ServerEvent) {
-        if let Some(ev) = &self.events {
-            let _ = ev.send(e);
-        }
-    }
-
-    fn role(&mut self) -> Result<&mut Server, ServerShellError> {
-        self.role
-            .as_mut()
-            .ok_or_else(|| ServerShellError::Worker("server role lost".into()))
-    }
-
-    fn known_index(&self, name: &str) -> Option<usize> {
-        self.known.iter().position(|k| k.log.name == name)
-    }
-
-    /// Whether a join may be processed now (ordered registration).
-    fn admissible(&self, name: &str) -> bool {
-        if !self.config.ordered_registration || self.known_index(name).is_some() {
-            return true;
-        }
-        let Some(pos) = self.config.credentials.iter().position(|c| c.name == name) else {
-            return true;
-        };
-        self.config.credentials[..pos]
-            .iter()
-            .all(|c| self.known_index(&c.name).is_some())
-    }
-
-    fn drop_peer(&mut self, id: usize, reason: &str) {
-        if let Some(mut p) = self.peers.remove(&id) {
-            p.conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
-            self.account(id, &mut p.channel);
-            let name = self.known[id].log.name.clone();
-            tracing::warn!(client = %name, reason, "client dropped");
-            self.emit(ServerEvent::ClientLeft {
-                name,
-                reason: reason.into(),
-            });
-        }
-    }
-
-    fn account(&mut self, id: usize, channel: &mut Channel) {
-        let log = &mut self.known[id].log;
-        log.bytes_sent += channel.bytes_sent();
-        log.bytes_received += channel.bytes_received();
-    }
-
-    /// Receives joins without blocking.
-    fn drain(&mut self) {
-        while let Ok(j) = self.rx.try_recv() {
-            self.pending.push_back(j);
-        }
-    }
-
-    /// Waits for one join (or `limit`). Returns false on timeout.
-    async fn wait_join(&mut self, limit: Option<Duration>) -> bool {
-        if !self.rx_open {
-            return false;
-        }
-        let got = match limit {
-            Some(l) => tokio::time::timeout(l, self.rx.recv()).await.ok().flatten(),
-            None => self.rx.recv().await,
-        };
-        match got {
-            Some(j) => {
-                self.pending.push_back(j);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Processes every admissible pending join.
-    async fn process_joins(&mut self) -> Result<(), ServerShellError> {
-        loop {
-            let Some(pos) = self
-                .pending
-                .iter()
-                .position(|j| self.admissible(&j.register.name))
-            else {
-                return Ok(());
-            };
-            let Some(j) = self.pending.remove(pos) else {
-                return Ok(());
-            };
-            self.admit(j).await?;
-        }
-    }
-
-    async fn admit(&mut self, j: Joined) -> Result<(), ServerShellError> {
-        let Joined {
-            register,
-            hello,
-            conn,
-            mut channel,
-        } = j;
-        let name = register.name.clone();
-        let (id, incarnation) = match self.known_index(&name) {
-            Some(id) => {
-                if self.known[id].key_n != hello.client_key.n {
-                    let r = refusal(
-                        RefusalCode::KeyMismatch,
-                        format!(
-                            "client `{name}` registered another public key before; \
-                             reconnect with the same key pair"
-                        ),
-                    );
-                    refuse(&conn, &mut channel, &r).await;
-                    self.emit(ServerEvent::Refused { refusal: r });
-                    return Ok(());
-                }
-                self.drop_peer(id, "superseded by a new connection");
-                let log = &mut self.known[id].log;
-                log.registrations += 1;
-                log.samples = register.samples;
-                log.reference = register.reference;
-                (id, log.registrations - 1)
-            }
-            None => {
-                let h = hello.clone();
-                match blocking(&mut self.role, move |s| s.register_client(&h)).await? {
-                    Ok(ClientId(id)) => {
-                        if id != self.known.len() {
-                            return Err(ServerShellError::Worker(format!(
-                                "role gave client index {id}, expected {}",
-                                self.known.len()
-                            )));
+    mut queue: mpsc::UnboundedReceiver<Command>,
+    send_limit: Duration,
+    tx: mpsc::UnboundedSender<Incoming>,
+) {
+    let mut sent = channel.bytes_sent();
+    let received = Arc::new(AtomicU64::new(channel.bytes_received()));
+    let max = channel.max_frame_len();
+    let (mut send, mut recv) = channel.into_inner();
+    let reader = {
+        let (received, tx) = (Arc::clone(&received), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                match recv_message::<ToServer>(&mut recv, max).await {
+                    Ok((frame, n)) => {
+                        received.fetch_add(n as u64, Ordering::Relaxed);
+                        if tx
+                            .send(Incoming::Input(Input::Frame { conn: id, frame }))
+                            .is_err()
+                        {
+                            break;
                         }
-                        self.known.push(Known {
-                            key_n: hello.client_key.n.clone(),
-                            log: ClientLog {
-                                name: name.clone(),
-                                id,
-                                samples: register.samples,
-                                reference: register.reference,
-                                registrations: 1,
-                                sessions: 0,
-                                abandoned: 0,
-                                bytes_sent: 0,
-                                bytes_received: 0,
-                                connected_at_end: false,
-                            },
-                        });
-                        (id, 0)
                     }
                     Err(e) => {
-                        let code = match e {
-                            ServerError::RegistrationClosed => RefusalCode::RegistrationClosed,
-                            _ => RefusalCode::Handshake,
-                        };
-                        let r = refusal(code, format!("client `{name}`: {e}"));
-                        refuse(&conn, &mut channel, &r).await;
-                        self.emit(ServerEvent::Refused { refusal: r });
-                        return Ok(());
+                        let error = link_error(&e);
+                        let _ = tx.send(Incoming::Input(Input::Broken { conn: id, error }));
+                        break;
                     }
                 }
             }
+        })
+    };
+    // Whether every frame so far was written; after a failure nothing more is tried.
+    let mut flushed = true;
+    loop {
+        let Some(command) = queue.recv().await else {
+            conn.close(CLOSE_REFUSED.into(), b"server shutting down");
+            break;
         };
-        let sent = tokio::time::timeout(
-            self.config.response_timeout,
-            channel.send(&ToClient::Registered {
-                client: id as u32,
-                incarnation,
-            }),
-        )
-        .await;
-        self.peers.insert(id, Peer { conn, channel });
-        if !matches!(sent, Ok(Ok(_))) {
-            self.drop_peer(id, "lost during registration");
-            return Ok(());
-        }
-        tracing::info!(client = %name, id, incarnation, "client registered");
-        self.emit(ServerEvent::ClientJoined { name, incarnation });
-        Ok(())
-    }
-
-    fn abandon(&mut self) {
-        if let Some(r) = self.role.as_mut() {
-            r.abandon_session();
-        }
-    }
-
-    /// Runs one session with a connected client. Returns `Ok(None)` when completed, or
-    /// `Ok(Some(note))` when abandoned.
-    async fn run_session(
-        &mut self,
-        id: usize,
-        session: u64,
-        start: ServerMessage,
-    ) -> Result<Option<String>, ServerShellError> {
-        let name = self.known[id].log.name.clone();
-        let limit = self.config.response_timeout;
-        let mut out = ToClient::Message(start);
-        loop {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                self.abandon();
-                return Ok(Some("client not connected".into()));
-            };
-            match tokio::time::timeout(limit, peer.channel.send(&out)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    self.abandon();
-                    self.drop_peer(id, &format!("send failed: {e}"));
-                    return Ok(Some(format!("send failed: {e}")));
-                }
-                Err(_) => {
-                    self.abandon();
-                    self.drop_peer(id, "send timed out");
-                    return Ok(Some("send timed out".into()));
+        match command {
+            Command::Send(frame) => {
+                if flushed {
+                    if let Err(error) = write(&mut send, &frame, send_limit, &mut sent).await {
+                        flushed = false;
+                        let _ = tx.send(Incoming::Input(Input::Broken { conn: id, error }));
+                    }
                 }
             }
-            // Wait for the answer; joins arriving meanwhile are queued, and a new
-            // connection of this very client ends the session at once.
-            let got: Option<Result<ToServer, NetError>> = {
-                let recv = peer.channel.recv::<ToServer>();
-                tokio::pin!(recv);
-                let sleep = tokio::time::sleep(limit);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        r = &mut recv => break Some(r),
-                        () = &mut sleep => break None,
-                        j = self.rx.recv(), if self.rx_open => match j {
-                            Some(j) => {
-                                let same = j.register.name == name;
-                                self.pending.push_back(j);
-                                if same {
-                                    break Some(Err(NetError::Closed));
-                                }
-                            }
-                            None => self.rx_open = false,
-                        },
-                    }
+            Command::Refuse(r) => {
+                if flushed {
+                    flushed = write(&mut send, &ToClient::Refused(r), REFUSAL_GRACE, &mut sent)
+                        .await
+                        .is_ok();
                 }
-            };
-            let msg = match got {
-                None => {
-                    self.abandon();
-                    if let Some(p) = self.peers.get_mut(&id) {
-                        let r =
-                            refusal(RefusalCode::Timeout, format!("no answer within {limit:?}"));
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            p.channel.send(&ToClient::Refused(r)),
-                        )
-                        .await;
-                    }
-                    self.drop_peer(id, "timed out");
-                    return Ok(Some("client timed out".into()));
+                let _ = tokio::time::timeout(REFUSAL_GRACE, conn.closed()).await;
+                conn.close(CLOSE_REFUSED.into(), b"refused");
+                break;
+            }
+            Command::Close(reason) => {
+                conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
+                break;
+            }
+            Command::Finish(summary) => {
+                if flushed {
+                    let frame = ToClient::Finished(summary);
+                    flushed = write(&mut send, &frame, SUMMARY_SEND_LIMIT, &mut sent)
+                        .await
+                        .is_ok();
                 }
-                Some(Err(e)) => {
-                    self.abandon();
-                    if let (NetError::Malformed { .. } | NetError::FrameTooLarge { .. }, Some(p)) =
-                        (&e, self.peers.get_mut(&id))
-                    {
-                        let r = net_refusal(&e);
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            p.channel.send(&ToClient::Refused(r)),
-                        )
-                        .await;
-                    }
-                    let note = format!("connection: {e}");
-                    self.drop_peer(id, &note);
-                    return Ok(Some(note));
+                if flushed {
+                    // The client closes the connection once it has read the summary.
+                    let _ = tokio::time::timeout(SUMMARY_CLOSE_LIMIT, conn.closed()).await;
                 }
-                Some(Ok(ToServer::Register(_))) => {
-                    self.abandon();
-                    let note = "Register in the middle of a session".to_string();
-                    self.drop_peer(id, &note);
-                    return Ok(Some(note));
-                }
-                Some(Ok(ToServer::Message(m))) => m,
-            };
-            let cid = ClientId(id);
-            let answer = blocking(&mut self.role, move |s| s.handle(cid, &msg)).await?;
-            match answer {
-                Ok(Some(reply)) => {
-                    let end = matches!(reply, ServerMessage::SessionEnd(_));
-                    out = ToClient::Message(reply);
-                    if end {
-                        let sent = match self.peers.get_mut(&id) {
-                            Some(p) => tokio::time::timeout(limit, p.channel.send(&out))
-                                .await
-                                .is_ok_and(|r| r.is_ok()),
-                            None => false,
-                        };
-                        if !sent {
-                            self.drop_peer(id, "lost after the final update");
-                        }
-                        return Ok(None);
-                    }
-                }
-                Ok(None) => {
-                    // The client aborted or reported an error.
-                    let still = self.role()?.active_session().is_some();
-                    if still {
-                        self.abandon();
-                        self.send_abort(id, session, "the client reported an error")
-                            .await;
-                    }
-                    return Ok(Some("aborted by the client".into()));
-                }
-                Err(e) => {
-                    tracing::warn!(client = %name, error = %e, "message refused; session abandoned");
-                    self.abandon();
-                    if let Some(p) = self.peers.get_mut(&id) {
-                        let report = ServerMessage::Error(e.report(Some(session)));
-                        let _ =
-                            tokio::time::timeout(limit, p.channel.send(&ToClient::Message(report)))
-                                .await;
-                    }
-                    self.send_abort(id, session, "invalid message").await;
-                    return Ok(Some(format!("invalid message: {e}")));
-                }
+                conn.close(CLOSE_DONE.into(), b"training finished");
+                break;
             }
         }
     }
+    reader.abort();
+    let _ = reader.await;
+    let traffic = Traffic {
+        sent,
+        received: received.load(Ordering::Relaxed),
+    };
+    let _ = tx.send(Incoming::Input(Input::Closed {
+        conn: id,
+        traffic,
+        flushed,
+    }));
+}
 
-    async fn send_abort(&mut self, id: usize, session: u64, reason: &str) {
-        let limit = self.config.response_timeout;
-        let ok = match self.peers.get_mut(&id) {
-            Some(p) => {
-                let abort = ToClient::Message(ServerMessage::Abort(Abort {
-                    session,
-                    reason: reason.into(),
-                }));
-                tokio::time::timeout(limit, p.channel.send(&abort))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            }
-            None => true,
-        };
-        if !ok {
-            self.drop_peer(id, "lost while aborting");
+/// A registered connection as the main loop sees it.
+struct Link {
+    name: String,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Runs `f` on the coordinator in a blocking task and gives it back.
+async fn blocking<F>(co: Coordinator, f: F) -> Result<Coordinator, ServerShellError>
+where
+    F: FnOnce(&mut Coordinator) + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut co = co;
+        f(&mut co);
+        co
+    })
+    .await
+    .map_err(|e| ServerShellError::Worker(e.to_string()))
+}
+
+/// Logs a progress event.
+fn log_event(e: &ServerEvent) {
+    match e {
+        ServerEvent::ClientJoined { name, incarnation } => {
+            tracing::info!(client = %name, incarnation, "client registered");
         }
-    }
-
-    fn stop_reason(&self, target: Option<u64>) -> Option<String> {
-        stop_reason(
-            self.config.max_sessions,
-            self.completed,
-            target,
-            self.samples,
-        )
-    }
-
-    async fn train(&mut self) -> Result<(Duration, String, u64), ServerShellError> {
-        let wait_for = self.config.wait_for;
-        let deadline = self.config.join_timeout.map(|t| Instant::now() + t);
-        while self.known.len() < wait_for {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !self.wait_join(left).await {
-                return Err(ServerShellError::NoClients(format!(
-                    "{} of {wait_for} clients registered in time",
-                    self.known.len()
-                )));
-            }
-            self.process_joins().await?;
+        ServerEvent::ClientLeft { name, reason } => {
+            tracing::warn!(client = %name, reason = %reason, "client dropped");
         }
-        let held: u64 = self.known.iter().map(|k| k.log.samples).sum();
-        let epochs = match (self.config.epochs, self.config.max_sessions) {
-            (None, None) => Some(1.0),
-            (e, _) => e,
-        };
-        let target = epochs.map(|e| (e * held as f64).ceil() as u64);
-        self.emit(ServerEvent::TrainingStarted {
-            clients: self.known.len(),
-            target_samples: target,
-            max_sessions: self.config.max_sessions,
-        });
-        let batch = self.role()?.config().batch_size as u64;
-        let t0 = Instant::now();
-        let mut skipped_in_a_row = 0usize;
-        let reason = loop {
-            self.drain();
-            self.process_joins().await?;
-            if let Some(r) = self.stop_reason(target) {
-                break r;
-            }
-            if self.peers.is_empty() {
-                let limit = self.config.rejoin_timeout;
-                tracing::warn!(?limit, "no client connected; waiting for one to rejoin");
-                if !self.wait_join(Some(limit)).await {
-                    return Err(ServerShellError::NoClients(format!(
-                        "every client left and none rejoined within {limit:?}"
-                    )));
-                }
-                continue;
-            }
-            let (cid, start) = blocking(&mut self.role, |s| s.start_session()).await??;
-            let id = cid.0;
-            let (session, iterations) = match &start {
-                ServerMessage::SessionStart(s) => (s.session, s.iterations),
-                other => {
-                    return Err(ServerShellError::Worker(format!(
-                        "start_session gave {}",
-                        other.kind()
-                    )))
-                }
-            };
-            let ts = Instant::now();
-            let note = if self.peers.contains_key(&id) {
-                skipped_in_a_row = 0;
-                tracing::info!(
-                    session,
-                    client = %self.known[id].log.name,
-                    iterations,
-                    "session started"
-                );
-                self.run_session(id, session, start).await?
-            } else {
-                self.abandon();
-                skipped_in_a_row += 1;
-                if skipped_in_a_row > 1000 * self.known.len().max(1) {
-                    return Err(ServerShellError::NoClients(
-                        "the scheduler keeps picking absent clients".into(),
-                    ));
-                }
-                Some("client not connected".into())
-            };
-            let completed = note.is_none();
-            let k = &mut self.known[id].log;
-            if completed {
-                k.sessions += 1;
-                self.completed += 1;
-                self.samples += u64::from(iterations) * batch;
-            } else {
-                k.abandoned += 1;
-            }
-            let log = SessionLog {
-                session,
-                client: id,
-                name: k.name.clone(),
-                incarnation: k.registrations.saturating_sub(1),
-                iterations,
-                completed,
-                note,
-                sessions_completed: self.completed,
-                samples: self.samples,
-                elapsed: ts.elapsed(),
-            };
+        ServerEvent::Refused { refusal } => {
+            tracing::debug!(refusal = %refusal, "refused");
+        }
+        ServerEvent::TrainingStarted {
+            clients,
+            target_samples,
+            max_sessions,
+        } => {
+            tracing::info!(clients, ?target_samples, ?max_sessions, "training started");
+        }
+        ServerEvent::SessionDone(log) => {
             tracing::info!(
-                session,
+                session = log.session,
                 client = %log.name,
-                completed,
+                completed = log.completed,
                 note = log.note.as_deref().unwrap_or(""),
                 "session ended"
             );
-            self.sessions.push(log.clone());
-            self.emit(ServerEvent::SessionDone(log));
-        };
-        Ok((t0.elapsed(), reason, held))
-    }
-
-    async fn finish(&mut self, summary: &Summary) {
-        let ids: Vec<usize> = self.peers.keys().copied().collect();
-        for id in ids {
-            if let Some(mut p) = self.peers.remove(&id) {
-                let s = Summary {
-                    your_sessions: self.known[id].log.sessions,
-                    ..summary.clone()
-                };
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    p.channel.send(&ToClient::Finished(s)),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok());
-                if sent {
-                    // The client closes the connection once it has read the summary.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), p.conn.closed()).await;
-                }
-                p.conn.close(CLOSE_DONE.into(), b"training finished");
-                self.account(id, &mut p.channel);
-                self.known[id].log.connected_at_end = sent;
-            }
-        }
-        // Joins still queued: tell them training is over.
-        self.drain();
-        while let Some(mut j) = self.pending.pop_front() {
-            let r = refusal(RefusalCode::ShuttingDown, "training is over");
-            refuse(&j.conn, &mut j.channel, &r).await;
         }
     }
 }
 
-/// Runs training on `endpoint` (see the module docs) until the stop condition, and returns
-/// the role (with the trained model) and the training log. `events`, if given, receives
-/// progress events.
+/// Carries out the coordinator's actions; returns true at [`Action::Finished`].
+fn execute(
+    co: &mut Coordinator,
+    links: &mut HashMap<ConnectionId, Link>,
+    events: Option<&mpsc::UnboundedSender<ServerEvent>>,
+) -> bool {
+    let mut finished = false;
+    while let Some(action) = co.poll_action(Instant::now()) {
+        let (conn, command, terminal) = match action {
+            Action::Send { conn, frame } => {
+                if let (ToClient::Message(ServerMessage::SessionStart(s)), Some(l)) =
+                    (&frame, links.get(&conn))
+                {
+                    tracing::info!(
+                        session = s.session,
+                        client = %l.name,
+                        iterations = s.iterations,
+                        "session started"
+                    );
+                }
+                (conn, Command::Send(frame), false)
+            }
+            Action::Refuse { conn, refusal } => {
+                if let Some(l) = links.get(&conn) {
+                    tracing::warn!(client = %l.name, refusal = %refusal, "connection refused");
+                }
+                (conn, Command::Refuse(refusal), true)
+            }
+            Action::Close { conn, reason } => (conn, Command::Close(reason), true),
+            Action::Finish { conn, summary } => (conn, Command::Finish(summary), true),
+            Action::Event(e) => {
+                log_event(&e);
+                if let Some(ev) = events {
+                    let _ = ev.send(e);
+                }
+                continue;
+            }
+            Action::Finished => {
+                finished = true;
+                continue;
+            }
+            other => {
+                tracing::debug!(action = ?other, "action not understood by this shell");
+                continue;
+            }
+        };
+        let queue = if terminal {
+            links.remove(&conn).map(|l| l.commands)
+        } else {
+            links.get(&conn).map(|l| l.commands.clone())
+        };
+        if let Some(q) = queue {
+            // A send error means the connection task is gone; its `Closed` input follows.
+            let _ = q.send(command);
+        }
+    }
+    finished
+}
+
+/// Runs training on `endpoint` (see the module docs) until the coordinator finishes, and
+/// returns the role (with the trained model) and the training log. `events`, if given,
+/// receives progress events.
 ///
 /// # Errors
-/// [`ServerShellError::Config`] for an empty credential list or `wait_for` of 0 or above
-/// the number of credentials; [`ServerShellError::NoClients`] when clients do not come
-/// (join timeout) or all leave for longer than the rejoin timeout;
-/// [`ServerShellError::Role`] / [`ServerShellError::Worker`] for failures of the role
-/// outside a client's session.
+/// [`ServerShellError::Coordinator`] for a configuration the coordinator refuses (no
+/// credentials, duplicate names, `wait_for` of 0 or above the number of credentials, a
+/// stop rule that trains nothing), for clients that do not come (join timeout) or all
+/// leave for longer than the rejoin timeout, and for failures of the role outside a
+/// client's session; [`ServerShellError::Worker`] if a blocking task fails.
 pub async fn run_server(
     server: Server,
     endpoint: Endpoint,
     config: ServerShellConfig,
     events: Option<mpsc::UnboundedSender<ServerEvent>>,
 ) -> Result<(Server, TrainingLog), ServerShellError> {
-    if config.credentials.is_empty() {
-        return Err(ServerShellError::Config("no client credentials".into()));
-    }
-    if config.wait_for == 0 || config.wait_for > config.credentials.len() {
-        return Err(ServerShellError::Config(format!(
-            "waiting for {} clients with {} credentials",
-            config.wait_for,
-            config.credentials.len()
-        )));
-    }
-    let mut names: Vec<&str> = config.credentials.iter().map(|c| c.name.as_str()).collect();
-    names.sort_unstable();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(ServerShellError::Config("duplicate client names".into()));
-    }
+    let names = config.credentials.iter().map(|c| c.name.clone()).collect();
+    let mut co = Coordinator::new(server, config.coordinator.clone(), names, Instant::now())?;
     let ctx = Arc::new(AcceptCtx {
         credentials: config.credentials.clone(),
-        hello: server.hello(),
+        hello: co.hello(),
         transport: config.transport.clone(),
         register_timeout: config.register_timeout,
-        unregistered_sent: AtomicU64::new(0),
-        unregistered_received: AtomicU64::new(0),
-        events: events.clone(),
     });
-    let (tx, rx) = mpsc::channel(64);
-    let acceptor = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&ctx), tx));
-    let mut co = Coordinator {
-        role: Some(server),
-        config,
-        events,
-        rx,
-        rx_open: true,
-        pending: VecDeque::new(),
-        known: Vec::new(),
-        peers: HashMap::new(),
-        sessions: Vec::new(),
-        completed: 0,
-        samples: 0,
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let acceptor = {
+        let (ctx, tx) = (Arc::clone(&ctx), tx.clone());
+        let send_limit = config.coordinator.response_timeout;
+        let mut next = 0u64;
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            config.transport.clone(),
+            move |conn| {
+                let id = ConnectionId(next);
+                next += 1;
+                serve_training_connection(conn, id, Arc::clone(&ctx), send_limit, tx.clone())
+            },
+        ))
     };
-    let trained = co.train().await;
-    let (training_time, stop_reason, held) = match &trained {
-        Ok(t) => t.clone(),
-        Err(e) => (Duration::ZERO, e.to_string(), 0),
+    let mut links: HashMap<ConnectionId, Link> = HashMap::new();
+    let mut waiting = false;
+    let driven: Result<Coordinator, ServerShellError> = loop {
+        if execute(&mut co, &mut links, events.as_ref()) {
+            break Ok(co);
+        }
+        if co.is_waiting_for_rejoin() && !waiting {
+            tracing::warn!(
+                limit = ?co.config().rejoin_timeout,
+                "no client connected; waiting for one to rejoin"
+            );
+        }
+        waiting = co.is_waiting_for_rejoin();
+        let deadline = co.poll_timeout();
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let input = tokio::select! {
+            m = rx.recv() => match m {
+                Some(Incoming::Joined { conn, name, commands, input }) => {
+                    links.insert(conn, Link { name, commands });
+                    Some(input)
+                }
+                Some(Incoming::Input(i)) => Some(i),
+                // Unreachable while `tx` lives; treated as a timer tick.
+                None => None,
+            },
+            () = timer => None,
+        };
+        co = match blocking(co, move |c| match input {
+            Some(i) => c.handle(Instant::now(), i),
+            None => c.handle_timeout(Instant::now()),
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
     };
-    let epochs = if held > 0 {
-        co.samples as f64 / held as f64
-    } else {
-        0.0
-    };
-    let summary = Summary {
-        sessions: co.completed,
-        your_sessions: 0,
-        abandoned: co.sessions.iter().filter(|s| !s.completed).count() as u64,
-        samples: co.samples,
-        epochs,
-        reason: stop_reason.clone(),
-    };
-    co.finish(&summary).await;
+    drop(tx);
     endpoint.close(CLOSE_DONE.into(), b"training finished");
     acceptor.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
-    trained?;
-    let clients: Vec<ClientLog> = co.known.iter().map(|k| k.log.clone()).collect();
-    let bytes_sent = clients.iter().map(|c| c.bytes_sent).sum::<u64>()
-        + ctx.unregistered_sent.load(Ordering::Relaxed);
-    let bytes_received = clients.iter().map(|c| c.bytes_received).sum::<u64>()
-        + ctx.unregistered_received.load(Ordering::Relaxed);
-    let role = co
-        .role
-        .take()
-        .ok_or_else(|| ServerShellError::Worker("server role lost".into()))?;
-    Ok((
-        role,
-        TrainingLog {
-            clients,
-            sessions: std::mem::take(&mut co.sessions),
-            sessions_completed: co.completed,
-            samples: co.samples,
-            samples_held: held,
-            epochs,
-            bytes_sent,
-            bytes_received,
-            training_time,
-            stop_reason,
-        },
-    ))
+    let (role, outcome) = driven?.into_outcome();
+    Ok((role, outcome?))
 }
 
 /// Configuration of [`run_inference_server`].
@@ -1213,12 +824,36 @@ pub async fn run_inference_server(
         hello: server.hello(),
         transport: config.transport.clone(),
         register_timeout: config.register_timeout,
-        unregistered_sent: AtomicU64::new(0),
-        unregistered_received: AtomicU64::new(0),
-        events: None,
     });
+    let unregistered = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let (tx, mut rx) = mpsc::channel::<Joined>(64);
-    let acceptor = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&ctx), tx));
+    let acceptor = {
+        let (ctx, unregistered) = (Arc::clone(&ctx), Arc::clone(&unregistered));
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            config.transport.clone(),
+            move |conn| {
+                let (ctx, unregistered, tx) =
+                    (Arc::clone(&ctx), Arc::clone(&unregistered), tx.clone());
+                async move {
+                    match handshake(conn, &ctx).await {
+                        Handshake::Joined(j) => {
+                            if let Err(mpsc::error::SendError(j)) = tx.send(j).await {
+                                j.conn.close(CLOSE_REFUSED.into(), b"server shutting down");
+                            }
+                        }
+                        Handshake::Refused { traffic, .. } => {
+                            unregistered.0.fetch_add(traffic.sent, Ordering::Relaxed);
+                            unregistered
+                                .1
+                                .fetch_add(traffic.received, Ordering::Relaxed);
+                        }
+                        Handshake::NoStream => {}
+                    }
+                }
+            },
+        ))
+    };
     let mut log = InferenceLog::default();
     let mut running = tokio::task::JoinSet::new();
     loop {
@@ -1253,7 +888,7 @@ pub async fn run_inference_server(
     endpoint.close(CLOSE_DONE.into(), b"done");
     acceptor.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
-    log.bytes_sent += ctx.unregistered_sent.load(Ordering::Relaxed);
-    log.bytes_received += ctx.unregistered_received.load(Ordering::Relaxed);
+    log.bytes_sent += unregistered.0.load(Ordering::Relaxed);
+    log.bytes_received += unregistered.1.load(Ordering::Relaxed);
     Ok(log)
 }
