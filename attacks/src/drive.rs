@@ -85,6 +85,8 @@ pub struct RunConfig {
     pub allow_few_samples: bool,
     /// Seed of the model, the schedule and the clients.
     pub seed: u64,
+    /// The protocol attacked (`docs/DESIGN.md` "Protocol v2").
+    pub protocol: gelunet_protocol::v2::Protocol,
 }
 
 impl RunConfig {
@@ -120,6 +122,7 @@ pub fn build_simulation(
     }
     let test_keys = keys.iter().any(|k| k.public_key().bits() < SECURE_KEY_BITS);
     let mut sc = ServerConfig::new(cfg.spec.clone(), cfg.learning_rate, cfg.batch_size);
+    sc.protocol = cfg.protocol;
     sc.scales = cfg.scales;
     sc.model_seed = cfg.seed;
     sc.schedule_seed = cfg.seed.wrapping_add(1);
@@ -148,6 +151,7 @@ pub fn build_simulation(
                     allow_test_keys: test_keys,
                     allow_unmasked_gradients: cfg.mask.is_insecure(),
                     record_transcript: true,
+                    allow_bound_violation: cfg.allow_bound_violation,
                     ..ClientConfig::default()
                 },
                 keys[c + 1].clone(),

@@ -320,6 +320,7 @@ pub fn run_experiment(
             allow_bound_violation: true,
             allow_few_samples: true,
             seed: setup.seed,
+            protocol: gelunet_protocol::v2::Protocol::Paper,
         };
         let mut sim = build_simulation(&cfg, keys, &shares)?;
         for _ in 0..setup.warmup {

@@ -532,6 +532,7 @@ pub fn run_experiment(
             allow_bound_violation: false,
             allow_few_samples: false,
             seed: setup.seed,
+            protocol: gelunet_protocol::v2::Protocol::Paper,
         };
         cfg.allow_bound_violation = cfg.breaks_bound();
         cfg.allow_few_samples = cfg.samples_per_session()

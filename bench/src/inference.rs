@@ -230,6 +230,8 @@ fn run_gelu(
     let widths = vec![prep.features, arch.hidden, prep.classes];
     let spec = ModelSpec::new(widths, Activation::Sigmoid);
     let mut cfg = ServerConfig::new(spec, 0.05, 1);
+    // Inference uses the model in the clear: the paper's server holds it.
+    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
     cfg.insecure.allow_test_keys =
         config.key_bits < gelunet_paillier::MIN_KEY_BITS && config.allow_test_keys;
     let key = keygen(config.key_bits, 901, config.allow_test_keys)?;
@@ -260,7 +262,7 @@ fn run_gelu(
     let n = arch.gelu_batch.min(all.len());
     let batch = rows(&all.x, 0, n);
     let one = rows(&all.x, 0, 1);
-    let model = server.model();
+    let model = server.true_model()?;
     let mut ok = true;
     // Warm-up (tables, caches), then the timed single-sample runs.
     let (_, p) = gelu_infer(&server, &mut client, &key, &one)?;

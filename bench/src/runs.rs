@@ -290,6 +290,9 @@ pub fn encrypted_run(
     let scales = setup.scales();
     let spec = setup.spec();
     let mut cfg = ServerConfig::new(spec.clone(), setup.lr, setup.batch);
+    // The paper's protocol, as in the paper's comparisons (v2 costs the same per
+    // iteration on the linear layers and less on the updates).
+    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
     cfg.scales = scales;
     cfg.model_seed = setup.model_seed();
     cfg.schedule_seed = setup.schedule_seed();

@@ -561,7 +561,10 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         let (role, log) = served?;
         Ok::<_, String>((role, log, stats))
     })?;
-    let model = role.model().clone();
+    let model = role
+        .true_model()
+        .map_err(|e| format!("server: {e}"))?
+        .clone();
     let client_seeds: Vec<u64> = (0..args.clients)
         .map(|k| client_seed(args.model.seed, k))
         .collect();
@@ -866,7 +869,10 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         let _ = follower.await;
         r.map_err(|e| format!("server: {e}"))
     })?;
-    let model = role.model().clone();
+    let model = role
+        .true_model()
+        .map_err(|e| format!("server: {e}"))?
+        .clone();
     let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
         let hint = log.clients.get(id)?.reference?;
         let p = prepared.as_ref()?;

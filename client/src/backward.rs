@@ -121,10 +121,12 @@ impl Client {
                 .collect::<Result<Vec<_>>>()?,
         };
         let acc = s.acc.checked_add(scales, &grads)?;
-        if s.iteration + 1 < s.iterations {
-            self.masked_update(step, rng, grads, acc)
-        } else {
-            self.final_update(step, rng, grads, acc)
+        let v2 = setup.v2.is_some();
+        match (v2, s.iteration + 1 < s.iterations) {
+            (false, true) => self.masked_update(step, rng, grads, acc),
+            (false, false) => self.final_update(step, rng, grads, acc),
+            (true, true) => self.plain_update(step, rng, grads, acc),
+            (true, false) => self.rollover(step, rng, grads, acc),
         }
     }
 }

@@ -41,6 +41,17 @@ pub enum ClientError {
     /// An insecure mask mode the client was not configured to accept.
     #[error("the server asks for an unmasked-gradient run, which this client refuses")]
     InsecureMask,
+    /// The server's configuration breaks this client's own policy
+    /// ([`crate::ClientPolicy`]): a mask width, key size, model or batch size, session
+    /// length or protocol the client does not accept.
+    #[error("refused by this client's policy: {reason}")]
+    Policy {
+        /// What the client refuses.
+        reason: String,
+    },
+    /// A protocol v2 server, and no group key was given to this client.
+    #[error("protocol v2 needs the clients' group key, and this client has none")]
+    NoGroupKey,
     /// The server's model does not fit the client's data.
     #[error("data mismatch: {reason}")]
     Data {
@@ -61,6 +72,21 @@ impl ClientError {
         }
     }
 
+    /// Whether the error must end the session and the connection: a range, packing or
+    /// ciphertext fault of a value the client decrypted (or was about to). Answering such
+    /// faults and going on would let a malicious server use accept/refuse as a decryption
+    /// oracle (`docs/DESIGN.md` "Side channels").
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Violation(
+                ProtocolViolation::Range { .. }
+                    | ProtocolViolation::Packing { .. }
+                    | ProtocolViolation::Ciphertext { .. }
+            )
+        )
+    }
+
     /// The class of the error for an [`ErrorReport`]: a violation's
     /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`],
     /// the cryptosystem's [`paillier_code`]; key and mask refusals [`ErrorCode::Config`],
@@ -70,9 +96,11 @@ impl ClientError {
             Self::Violation(v) => v.code(),
             Self::Protocol(e) => e.code(),
             Self::Paillier(e) => paillier_code(e),
-            Self::InsecureKey { .. } | Self::KeyTooSmall { .. } | Self::InsecureMask => {
-                ErrorCode::Config
-            }
+            Self::InsecureKey { .. }
+            | Self::KeyTooSmall { .. }
+            | Self::InsecureMask
+            | Self::Policy { .. }
+            | Self::NoGroupKey => ErrorCode::Config,
             Self::Data { .. } => ErrorCode::Shape,
         }
     }
@@ -116,6 +144,18 @@ mod tests {
                 ClientError::InsecureMask,
                 ErrorCode::Config,
                 "the server asks for an unmasked-gradient run, which this client refuses",
+            ),
+            (
+                ClientError::Policy {
+                    reason: "sigma 0 is below the 128 bits this client requires".into(),
+                },
+                ErrorCode::Config,
+                "refused by this client's policy: sigma 0 is below the 128 bits this client requires",
+            ),
+            (
+                ClientError::NoGroupKey,
+                ErrorCode::Config,
+                "protocol v2 needs the clients' group key, and this client has none",
             ),
             (
                 ClientError::Data {

@@ -39,7 +39,10 @@ impl Client {
         let setup = self.setup()?;
         let s = self.session.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let scales = &setup.scales;
-        let pk_s = &setup.server_key;
+        let pk_s = setup
+            .server_key
+            .as_ref()
+            .ok_or(ProtocolViolation::NoHandshake)?;
         let mut layers = Vec::with_capacity(acc.layers.len());
         let layout = setup.final_packing;
         let pack = |kind: ValueKind, values: Vec<i128>, p: Packing| -> Result<Vec<BigInt>> {

@@ -99,7 +99,7 @@ pub struct InferenceClient {
     key: PrivateKey,
     spec: ModelSpec,
     scales: Scales,
-    server_key_id: gelunet_paillier::KeyId,
+    server_key_id: Option<gelunet_paillier::KeyId>,
     rng: ChaCha20Rng,
     next_request: u64,
     pending: Option<Pending>,
@@ -136,11 +136,12 @@ impl InferenceClient {
         hello.spec.validate()?;
         hello.scales.validate()?;
         let allow = config.allow_test_keys;
-        let n = hello.server_key.n.clone();
-        let server_key = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
+        // A server key (the paper's protocol) is checked and named in the hello; a v2 or
+        // inference-only server has none.
+        let server_key = match &hello.server_key {
+            Some(pm) if allow => Some(PublicKey::from_n_insecure_for_tests(pm.n.clone())?),
+            Some(pm) => Some(PublicKey::from_n(pm.n.clone())?),
+            None => None,
         };
         let bits = key.public_key().bits();
         if bits < MIN_KEY_BITS && !allow {
@@ -160,7 +161,7 @@ impl InferenceClient {
             key,
             spec: hello.spec.clone(),
             scales: hello.scales,
-            server_key_id: server_key.id(),
+            server_key_id: server_key.as_ref().map(PublicKey::id),
             rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x696e_6665_7221_2121),
             next_request: 1,
             pending: None,

@@ -40,6 +40,15 @@ impl Drop for Ledger {
 }
 
 impl Ledger {
+    /// `R = P_v`: a protocol v2 session starts from the version's masks
+    /// ([`gelunet_protocol::version_mask`]).
+    pub(crate) fn from_masks(p: &gelunet_protocol::version_mask::VersionMasks) -> Self {
+        Self {
+            w: p.layers().iter().map(|l| l.weights.clone()).collect(),
+            b: p.layers().iter().map(|l| l.biases.clone()).collect(),
+        }
+    }
+
     /// `R = 0` for every layer of `spec` (a session's start).
     pub(crate) fn zeros(spec: &ModelSpec) -> Self {
         let shapes: Vec<_> = (1..=spec.num_layers())

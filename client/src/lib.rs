@@ -26,9 +26,10 @@ pub mod forward;
 pub mod infer;
 pub mod ledger;
 pub mod masked_update;
+pub mod plain_update;
 pub mod role;
 pub mod unmask;
 
 pub use error::{ClientError, Result};
 pub use infer::{InferStep, InferenceClient, InferenceConfig};
-pub use role::{Client, ClientConfig, LedgerCopy, TranscriptEntry};
+pub use role::{Client, ClientConfig, ClientPolicy, LedgerCopy, TranscriptEntry};

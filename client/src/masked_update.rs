@@ -53,6 +53,7 @@ impl Client {
         let n_c = self.key.public_key().n();
         let gw = MaskMode::g_bits(scales, MaskTarget::Weight);
         let gb = MaskMode::g_bits(scales, MaskTarget::Bias);
+        let eta = s.eta.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let mut ledger = s.ledger.clone();
         let mut layers = Vec::with_capacity(grads.layers.len());
         let layout = setup.masked_packing;
@@ -60,7 +61,7 @@ impl Client {
             let weights = mask_values(
                 &mut rng,
                 setup,
-                &s.eta,
+                eta,
                 (layout.weights, &s.eta_powers.0),
                 g.w.iter(),
                 gw,
@@ -70,7 +71,7 @@ impl Client {
             let biases = mask_values(
                 &mut rng,
                 setup,
-                &s.eta,
+                eta,
                 (layout.biases, &s.eta_powers.1),
                 g.b.iter(),
                 gb,
@@ -137,7 +138,10 @@ fn mask_values<'a>(
     ledger: impl Iterator<Item = &'a mut BigUint>,
     n_c: &BigUint,
 ) -> Result<Vec<Ciphertext>> {
-    let pk_s = &setup.server_key;
+    let pk_s = setup
+        .server_key
+        .as_ref()
+        .ok_or(ProtocolViolation::NoHandshake)?;
     let values: Vec<BigInt> = values.map(|&v| BigInt::from(v)).collect();
     let mut rs = Vec::with_capacity(values.len());
     for _ in &values {

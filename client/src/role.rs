@@ -45,13 +45,17 @@ use std::fmt;
 
 use gelunet_paillier::{
     BigUint, Ciphertext, PreparedCiphertext, PrivateKey, PublicKey, MIN_KEY_BITS,
+    SUPPORTED_KEY_BITS,
 };
 use gelunet_protocol::data::sampler_seed;
+use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::messages::{
     Abort, ClientHello, ClientMessage, Packing, PublicModulus, ServerHello, ServerMessage,
     SessionEnd, SessionStart, UpdateApplied, UpdatePacking, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{pack_samples, sample_packing};
+use gelunet_protocol::v2::{ModelVersion, V2Params, MIN_SIGMA};
+use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
     BatchSampler, Dataset, Gradients, LayerGradients, MaskMode, ModelSpec, Scales,
@@ -66,9 +70,41 @@ use crate::ledger::Ledger;
 pub use crate::ledger::LedgerCopy;
 use crate::masked_update::eta_powers;
 
+/// What a client accepts from a server, whatever the server proposes (a malicious server
+/// must not be able to lower it): checked at the handshake and at every session start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Smallest statistical mask width `σ` accepted (default [`MIN_SIGMA`] = 128).
+    pub min_sigma: u32,
+    /// Largest model accepted, in parameters `Σ m_i(n_i + 1)` (default `2^24`).
+    pub max_parameters: usize,
+    /// Largest mini-batch accepted (default 4096).
+    pub max_batch: u32,
+    /// Accept the paper's protocol (default true: its leak is the server's gain, not a
+    /// risk to the client's decryption key; a client that wants v2 only sets false).
+    pub accept_paper_protocol: bool,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self {
+            min_sigma: MIN_SIGMA,
+            max_parameters: 1 << 24,
+            max_batch: 4096,
+            accept_paper_protocol: true,
+        }
+    }
+}
+
 /// The client's configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientConfig {
+    /// What the client accepts from the server ([`ClientPolicy`]).
+    pub policy: ClientPolicy,
+    /// Accept sessions of more than `min fan-in` samples (`d·B` above the bound of
+    /// docs/DESIGN.md "Sessions and the d_max bound"; insecure, for the attack
+    /// benchmarks only).
+    pub allow_bound_violation: bool,
     /// Seed of every random stream of the client (mini-batches through
     /// [`sampler_seed`], masks and encryption).
     pub seed: u64,
@@ -104,7 +140,10 @@ pub(crate) struct Setup {
     pub(crate) scales: Scales,
     pub(crate) mask: MaskMode,
     pub(crate) batch: usize,
-    pub(crate) server_key: PublicKey,
+    /// `PK_s` (the paper's protocol; `None` under v2).
+    pub(crate) server_key: Option<PublicKey>,
+    /// Protocol v2's parameters (`None` for the paper's protocol).
+    pub(crate) v2: Option<V2Params>,
     pub(crate) data: Dataset,
     /// The sample packing of this client's sessions.
     pub(crate) packing: Packing,
@@ -141,7 +180,12 @@ pub(crate) struct Session {
     pub(crate) id: u64,
     pub(crate) iterations: u32,
     pub(crate) iteration: u32,
-    pub(crate) eta: PreparedCiphertext,
+    /// `[η]_s` (the paper's protocol; `None` under v2).
+    pub(crate) eta: Option<PreparedCiphertext>,
+    /// The model version the session started from (protocol v2).
+    pub(crate) version: Option<ModelVersion>,
+    /// The version the session's rollover creates, once sent (protocol v2).
+    pub(crate) next_version: Option<ModelVersion>,
     /// `E_i = [η]_s^{2^(β i)}` for the packed weight and bias updates (empty when the
     /// masked updates are not packed or the session has one iteration).
     pub(crate) eta_powers: (Vec<Ciphertext>, Vec<Ciphertext>),
@@ -164,6 +208,11 @@ pub struct Client {
     pub(crate) sampler: Option<BatchSampler>,
     pub(crate) session: Option<Session>,
     pub(crate) transcript: Vec<TranscriptEntry>,
+    /// The clients' group key (protocol v2; never sent, never in `Debug`).
+    pub(crate) group_key: Option<GroupKey>,
+    /// The latest model version this client knows of (protocol v2): the one its last
+    /// session started from, or the one its last completed session created.
+    pub(crate) last_version: Option<ModelVersion>,
 }
 
 impl fmt::Debug for Client {
@@ -195,6 +244,11 @@ pub(crate) fn expect_len(what: &'static str, expected: usize, found: usize) -> R
 pub(crate) fn check_key_size(bits: u64, allow_test: bool, needed: u64) -> Result<()> {
     if bits < MIN_KEY_BITS && !allow_test {
         return Err(ClientError::InsecureKey { bits });
+    }
+    if bits >= MIN_KEY_BITS && !SUPPORTED_KEY_BITS.contains(&bits) {
+        return Err(ClientError::Policy {
+            reason: format!("{bits}-bit keys (this client accepts 2048, 3072 and 4096 bits)"),
+        });
     }
     if bits < needed {
         return Err(ClientError::KeyTooSmall { bits, needed });
@@ -232,7 +286,46 @@ impl Client {
             sampler: None,
             session: None,
             transcript: Vec::new(),
+            group_key: None,
+            last_version: None,
         })
+    }
+
+    /// Gives the client the group key `k` of protocol v2 (`docs/DESIGN.md` "Protocol
+    /// v2"): shared by the data owners out of band, never by the server.
+    pub fn set_group_key(&mut self, key: GroupKey) {
+        self.group_key = Some(key);
+    }
+
+    /// Whether the client holds a group key.
+    pub fn has_group_key(&self) -> bool {
+        self.group_key.is_some()
+    }
+
+    /// The seed `s_v` that releases model version `version` (protocol v2,
+    /// `docs/DESIGN.md` "Release"): `HKDF(k; model_id ‖ v ‖ ν_v)`, never `k` itself. The
+    /// version and its nonce are public (the server names them when it asks).
+    ///
+    /// # Errors
+    /// [`ClientError::NoGroupKey`]; [`ProtocolViolation::NoHandshake`] before a v2
+    /// handshake.
+    pub fn release_seed(
+        &self,
+        version: ModelVersion,
+    ) -> Result<gelunet_protocol::group_key::VersionSeed> {
+        let k = self.group_key.as_ref().ok_or(ClientError::NoGroupKey)?;
+        let p = self
+            .setup
+            .as_ref()
+            .and_then(|s| s.v2)
+            .ok_or(ClientError::Violation(ProtocolViolation::NoHandshake))?;
+        Ok(k.version_seed(p.model_id, version.version, version.nonce))
+    }
+
+    /// The latest model version this client knows of (protocol v2): the one its last
+    /// session started from, or the one its last completed session created.
+    pub fn last_version(&self) -> Option<ModelVersion> {
+        self.last_version
     }
 
     /// `PK_c`.
@@ -293,15 +386,50 @@ impl Client {
         if hello.mask.is_insecure() && !self.config.allow_unmasked_gradients {
             return Err(ClientError::InsecureMask);
         }
+        self.check_policy(hello)?;
         let allow = self.config.allow_test_keys;
-        let n = hello.server_key.n.clone();
-        let server_key = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
-        };
         let needed = hello.mask.min_key_bits(&hello.scales);
-        check_key_size(server_key.bits(), allow, needed)?;
+        let server_key = match (&hello.server_key, hello.v2) {
+            (Some(pm), None) => {
+                if !self.config.policy.accept_paper_protocol {
+                    return Err(ClientError::Policy {
+                        reason: "this client takes part in protocol v2 only".into(),
+                    });
+                }
+                let n = pm.n.clone();
+                let pk = if allow {
+                    PublicKey::from_n_insecure_for_tests(n)?
+                } else {
+                    PublicKey::from_n(n)?
+                };
+                check_key_size(pk.bits(), allow, needed)?;
+                Some(pk)
+            }
+            (None, Some(p)) => {
+                if self.group_key.is_none() {
+                    return Err(ClientError::NoGroupKey);
+                }
+                if !p.is_consistent(&hello.scales)
+                    || hello.mask != (MaskMode::Statistical { sigma: p.sigma })
+                {
+                    return Err(ClientError::Policy {
+                        reason: "protocol v2 parameters that do not follow from the scales".into(),
+                    });
+                }
+                hello.scales.check_learning_rate(p.eta)?;
+                None
+            }
+            _ => {
+                return Err(ClientError::Policy {
+                    reason: "a hello with both or neither of a server key and v2 parameters".into(),
+                })
+            }
+        };
+        let needed = match hello.v2 {
+            // Masked weights of about `λ_b` bits must keep their sign modulo `N_c`.
+            Some(p) => needed.max(u64::from(p.widths.bias_bits) + 8),
+            None => needed,
+        };
         check_key_size(self.key.public_key().bits(), allow, needed)?;
         if self.features.ncols() != hello.spec.inputs() {
             return Err(ClientError::Data {
@@ -320,7 +448,7 @@ impl Client {
         )?;
         let batch = hello.batch_size as usize;
         let sampler = BatchSampler::new(data.len(), batch, sampler_seed(self.config.seed))?;
-        let server_key_id = server_key.id();
+        let server_key_id = server_key.as_ref().map(PublicKey::id);
         let packing = sample_packing(
             &hello.spec,
             &hello.scales,
@@ -328,16 +456,20 @@ impl Client {
             self.key.public_key().bits(),
             hello.packing,
         );
-        let masked_packing =
-            UpdatePacking::masked(hello.mask, &hello.scales, server_key.bits(), hello.packing);
-        let final_packing =
-            UpdatePacking::final_update(&hello.scales, server_key.bits(), hello.packing);
+        let (masked_packing, final_packing) = match &server_key {
+            Some(pk) => (
+                UpdatePacking::masked(hello.mask, &hello.scales, pk.bits(), hello.packing),
+                UpdatePacking::final_update(&hello.scales, pk.bits(), hello.packing),
+            ),
+            None => (UpdatePacking::NONE, UpdatePacking::NONE),
+        };
         self.setup = Some(Setup {
             spec: hello.spec.clone(),
             scales: hello.scales,
             mask: hello.mask,
             batch,
             server_key,
+            v2: hello.v2,
             data,
             packing,
             masked_packing,
@@ -351,6 +483,45 @@ impl Client {
                 n: self.key.public_key().n().clone(),
             },
         }))
+    }
+
+    /// The server's proposal against this client's [`ClientPolicy`]: `σ`, model size,
+    /// batch size.
+    fn check_policy(&self, hello: &ServerHello) -> Result<()> {
+        let policy = &self.config.policy;
+        if let MaskMode::Statistical { sigma } = hello.mask {
+            if sigma < policy.min_sigma {
+                return Err(ClientError::Policy {
+                    reason: format!(
+                        "sigma {sigma} is below the {} bits this client requires",
+                        policy.min_sigma
+                    ),
+                });
+            }
+        }
+        let params: usize = (1..=hello.spec.num_layers())
+            .map(|i| {
+                let (m, n) = hello.spec.layer_shape(i);
+                m.saturating_mul(n.saturating_add(1))
+            })
+            .fold(0usize, usize::saturating_add);
+        if params > policy.max_parameters {
+            return Err(ClientError::Policy {
+                reason: format!(
+                    "a model of {params} parameters (this client accepts at most {})",
+                    policy.max_parameters
+                ),
+            });
+        }
+        if hello.batch_size == 0 || hello.batch_size > policy.max_batch {
+            return Err(ClientError::Policy {
+                reason: format!(
+                    "a mini-batch of {} (this client accepts 1 to {})",
+                    hello.batch_size, policy.max_batch
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Abandons the active session on our side (e.g. the connection dropped): the ledger
@@ -372,7 +543,9 @@ impl Client {
     }
 
     /// Handles one server message; returns the answer, if any. On error the state is
-    /// unchanged; send [`ClientError::report`] back.
+    /// unchanged and [`ClientError::report`] goes back, except for the errors that
+    /// [`ClientError::ends_connection`]: they abandon the session (and the shell closes
+    /// the connection).
     ///
     /// # Errors
     /// See [`ClientError`]: out-of-turn, wrong session/iteration/layer, packing, counts,
@@ -383,7 +556,15 @@ impl Client {
             // not faults of a session message.
             return self.handle_hello(h).map(Some);
         }
-        self.dispatch(msg).map_err(ClientError::blame_peer)
+        let result = self.dispatch(msg).map_err(ClientError::blame_peer);
+        if let Err(e) = &result {
+            if e.ends_connection() {
+                // No second chance: the session is over on our side (and the shell
+                // closes the connection), so refusals cannot be probed value by value.
+                self.abandon_session();
+            }
+        }
+        result
     }
 
     /// Sends a server message to its algorithm: [`Client::forward`] (Alg. 1 and 4),
@@ -517,18 +698,49 @@ impl Client {
         if m.iterations == 0 {
             return Err(ProtocolViolation::EmptySession.into());
         }
-        setup.server_key.validate(&m.eta)?;
-        let eta = setup.server_key.prepare(&m.eta)?;
-        let eta_powers = if m.iterations >= 2 {
-            let pk_s = &setup.server_key;
-            let (w, b) = (setup.masked_packing.weights, setup.masked_packing.biases);
-            let (pw, pb) = rayon::join(
-                || eta_powers(pk_s, &m.eta, w),
-                || eta_powers(pk_s, &m.eta, b),
-            );
-            (pw?, pb?)
-        } else {
-            (Vec::new(), Vec::new())
+        let samples = u64::from(m.iterations) * setup.batch as u64;
+        let bound = setup.spec.min_fan_in() as u64;
+        if samples > bound && !self.config.allow_bound_violation {
+            return Err(ClientError::Policy {
+                reason: format!(
+                    "a session of {samples} samples (the bound is the smallest fan-in, {bound})"
+                ),
+            });
+        }
+        let (eta, eta_powers, ledger) = match (&setup.server_key, setup.v2, &m.eta, m.version) {
+            (Some(pk_s), None, Some(eta_ct), None) => {
+                pk_s.validate(eta_ct)?;
+                let eta = pk_s.prepare(eta_ct)?;
+                let eta_powers = if m.iterations >= 2 {
+                    let (w, b) = (setup.masked_packing.weights, setup.masked_packing.biases);
+                    let (pw, pb) = rayon::join(
+                        || eta_powers(pk_s, eta_ct, w),
+                        || eta_powers(pk_s, eta_ct, b),
+                    );
+                    (pw?, pb?)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                (Some(eta), eta_powers, Ledger::zeros(&setup.spec))
+            }
+            (None, Some(p), None, Some(v)) => {
+                let k = self.group_key.as_ref().ok_or(ClientError::NoGroupKey)?;
+                // R ← P_v (P_0 = 0).
+                let masks = if v.version == 0 {
+                    VersionMasks::zero(&setup.spec)
+                } else {
+                    let seed = k.version_seed(p.model_id, v.version, v.nonce);
+                    VersionMasks::derive(&seed, &setup.spec, p.widths)
+                };
+                (None, (Vec::new(), Vec::new()), Ledger::from_masks(&masks))
+            }
+            _ => {
+                return Err(ProtocolViolation::OutOfTurn {
+                    expected: "a SessionStart of the handshake's protocol".into(),
+                    found: "SessionStart",
+                }
+                .into())
+            }
         };
         let spec = setup.spec.clone();
         let sampler_at_start = self.sampler.clone().ok_or(ProtocolViolation::NoHandshake)?;
@@ -540,8 +752,10 @@ impl Client {
             iterations: m.iterations,
             iteration: 0,
             eta,
+            version: m.version,
+            next_version: None,
             eta_powers,
-            ledger: Ledger::zeros(&spec),
+            ledger,
             acc: Gradients::zeros(&spec),
             last: None,
             sampler_at_start,
@@ -550,6 +764,9 @@ impl Client {
         });
         self.sampler = Some(sampler);
         self.rng = rng;
+        if m.version.is_some() {
+            self.last_version = m.version;
+        }
         Ok(msg)
     }
 
@@ -585,7 +802,11 @@ impl Client {
         let s = self.session.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let it = s.iteration;
         self.session_in_turn(m.session, it, Awaiting::SessionEnd, "SessionEnd")?;
-        self.session = None;
+        if let Some(s) = self.session.take() {
+            if s.next_version.is_some() {
+                self.last_version = s.next_version;
+            }
+        }
         Ok(())
     }
 }

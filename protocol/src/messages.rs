@@ -25,6 +25,11 @@
 //! server → client  SessionEnd
 //! ```
 //!
+//! That is the paper's form (`Protocol::Paper`). Under protocol v2 (the default,
+//! [`crate::v2`]) `SessionStart` carries the model version instead of `[η]_s`, and the
+//! updates travel in plaintext: `PlainUpdate { D_j }` every iteration but the last,
+//! `Rollover { ν', D }` after the last; there is no `FinalUpdate`.
+//!
 //! Encrypted inference (paper Alg. 1 with the trained model, outside sessions, true
 //! weights, no masks), one round trip per layer:
 //!
@@ -41,10 +46,11 @@ use serde::{Deserialize, Serialize};
 use crate::fixed::Scales;
 use crate::mask::MaskMode;
 use crate::spec::ModelSpec;
+use crate::v2::{ModelVersion, PlainUpdate, Rollover, V2Params};
 use crate::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest message accepted by [`from_wire`], in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -114,8 +120,12 @@ pub struct ServerHello {
     pub mask: MaskMode,
     /// Mini-batch size `B`.
     pub batch_size: u32,
-    /// `PK_s`.
-    pub server_key: PublicModulus,
+    /// `PK_s` (the paper's protocol); `None` under protocol v2, which has no server key
+    /// pair for training (and for an inference-only server).
+    pub server_key: Option<PublicModulus>,
+    /// Protocol v2's public parameters (`model_id`, `σ`, `η`, the mask widths); `None`
+    /// for the paper's protocol ([`crate::v2`]).
+    pub v2: Option<V2Params>,
     /// Whether this run packs values ([`crate::packing`]): samples of a mini-batch per
     /// ciphertext, several parameters per masked or final update ciphertext. Both sides
     /// derive the layouts from the spec, scales, batch size and key sizes.
@@ -127,8 +137,8 @@ pub struct ServerHello {
 pub struct ClientHello {
     /// [`PROTOCOL_VERSION`].
     pub version: u16,
-    /// The fingerprint of the server key the client accepted.
-    pub server_key_id: KeyId,
+    /// The fingerprint of the server key the client accepted (`None` under protocol v2).
+    pub server_key_id: Option<KeyId>,
     /// `PK_c`.
     pub client_key: PublicModulus,
 }
@@ -140,8 +150,12 @@ pub struct SessionStart {
     pub session: u64,
     /// Number of iterations `d` of this session.
     pub iterations: u32,
-    /// `[η]_s`, the learning rate at `2^fe` under the server key.
-    pub eta: Ciphertext,
+    /// `[η]_s`, the learning rate at `2^fe` under the server key (paper's protocol;
+    /// `None` under v2, where `η` is public in [`V2Params`]).
+    pub eta: Option<Ciphertext>,
+    /// The model version the session starts from and its nonce (protocol v2: the client
+    /// sets its ledger to `P_v`); `None` for the paper's protocol.
+    pub version: Option<ModelVersion>,
 }
 
 /// Client → server: `[a_{i−1}]_c` for layer `i` (Alg. 1 line 4).
@@ -392,6 +406,10 @@ pub enum ClientMessage {
     Abort(Abort),
     /// Error answer.
     Error(ErrorReport),
+    /// Protocol v2: the plaintext masked update `D_j = η·Δ_j + r_j`.
+    PlainUpdate(PlainUpdate),
+    /// Protocol v2: the last iteration's update, rolling the mask over to `P_{v+1}`.
+    Rollover(Rollover),
 }
 
 /// Everything the server sends.
@@ -429,6 +447,8 @@ impl ClientMessage {
             Self::Infer(_) => "InferRequest",
             Self::Abort(_) => "Abort",
             Self::Error(_) => "Error",
+            Self::PlainUpdate(_) => "PlainUpdate",
+            Self::Rollover(_) => "Rollover",
         }
     }
 

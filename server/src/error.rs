@@ -36,6 +36,16 @@ pub enum ServerError {
         /// Size of the key.
         bits: u64,
     },
+    /// Protocol v2: the model exists in the clear only once the clients released it.
+    #[error("the model has not been released by the clients")]
+    NotReleased,
+    /// Protocol v2: a release that does not unmask to a model within the scales' ranges
+    /// (a wrong seed or version).
+    #[error("release refused: {reason}")]
+    Release {
+        /// What is wrong (no weights).
+        reason: String,
+    },
     /// A key too small for the mask mode and scales (docs/DESIGN.md: `D` must not wrap).
     #[error("{bits}-bit key is below the {needed} bits the mask and scales need")]
     KeyTooSmall {
@@ -90,7 +100,9 @@ impl ServerError {
             | Self::InsecureKey { .. }
             | Self::KeyTooSmall { .. }
             | Self::WrongServerKey
-            | Self::UnknownClient { .. } => ErrorCode::Config,
+            | Self::UnknownClient { .. }
+            | Self::NotReleased
+            | Self::Release { .. } => ErrorCode::Config,
             Self::RegistrationClosed | Self::SessionActive { .. } => ErrorCode::OutOfTurn,
         }
     }

@@ -36,7 +36,7 @@ impl Server {
         self.check_update_turn(m.session, iteration, "FinalUpdate", true)?;
         let layout = self.final_update_packing();
         let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
-        let pk = self.key.public_key();
+        let pk = self.paper_key()?.public_key();
         let scales = &self.config.scales;
         let mut grads = Gradients::zeros(&self.config.spec);
         for ((rw, rb), g) in raw.iter().zip(grads.layers.iter_mut()) {

@@ -104,7 +104,7 @@ impl Server {
                 return Err(ProtocolViolation::Packing { found: p }.into());
             }
         }
-        let layer = &self.model.layers[req.layer as usize - 1];
+        let layer = &self.true_model()?.layers[req.layer as usize - 1];
         let biases = layer.b.as_slice().unwrap_or(&[]);
         expect_len("biases", width, biases.len())?;
         let rows = if req.row_packing {

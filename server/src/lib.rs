@@ -27,6 +27,7 @@ pub mod final_update;
 pub mod forward;
 pub mod inference;
 pub mod masked_update;
+pub mod plain_update;
 pub mod role;
 pub mod stop;
 
@@ -35,6 +36,7 @@ pub use coordinator::{
     LinkError, ServerEvent, SessionLog, Traffic, TrainingLog,
 };
 pub use error::{Result, ServerError};
+pub use plain_update::V2Checkpoint;
 pub use role::{
     ClientId, DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig, SessionOutcome,
     MAX_INFER_SAMPLES,

@@ -36,7 +36,7 @@ impl Server {
         let n_c = self.clients[s.client].n().clone();
         let layout = self.masked_update_packing();
         let raw = self.decrypt_layers(&m.layers, m.packing, layout)?;
-        let n_s = self.key.public_key().n();
+        let n_s = self.paper_key()?.public_key().n();
         let scales = &self.config.scales;
         let gw = MaskMode::g_bits(scales, MaskTarget::Weight);
         let gb = MaskMode::g_bits(scales, MaskTarget::Bias);

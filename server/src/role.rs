@@ -43,11 +43,13 @@
 use std::fmt;
 
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, PrivateKey, PublicKey, MIN_KEY_BITS};
+use gelunet_protocol::group_key::{ModelId, VersionNonce};
 use gelunet_protocol::messages::{
     Abort, ClientHello, ClientMessage, LayerCiphertexts, Packing, PublicModulus, ServerHello,
     ServerMessage, SessionStart, UpdatePacking, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::sample_packing;
+use gelunet_protocol::v2::{ModelVersion, Protocol, V2Params, MIN_SIGMA};
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
     FixedModel, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy, ValueKind,
@@ -98,6 +100,9 @@ pub struct ServerConfig {
     /// final update ciphertext. On by default; `false` runs the unpacked protocol (one
     /// value per ciphertext). Exact either way.
     pub packing: bool,
+    /// The protocol: v2 (the default; the server never holds a true weight) or the
+    /// paper's form (`docs/DESIGN.md` "Protocol v2").
+    pub protocol: Protocol,
 }
 
 impl ServerConfig {
@@ -117,6 +122,7 @@ impl ServerConfig {
             policy: SessionPolicy::default(),
             insecure: InsecureOptions::default(),
             packing: true,
+            protocol: Protocol::V2,
         }
     }
 }
@@ -187,11 +193,25 @@ pub enum SessionOutcome {
     },
 }
 
+/// What a protocol v2 server holds between sessions: `(v, ν_v, W~ = W_v − P_v)`, and the
+/// model once the clients released it (`docs/DESIGN.md` "Protocol v2").
+#[derive(Clone, Debug)]
+pub(crate) struct V2State {
+    pub(crate) params: V2Params,
+    pub(crate) version: ModelVersion,
+    /// `W~ = W_v − P_v`, signed integers of about `λ` bits.
+    pub(crate) masked: Vec<MaskedLayer>,
+    /// The released model `W_v` and its version.
+    pub(crate) released: Option<(u64, FixedModel)>,
+}
+
 /// The server role (see the module docs).
 pub struct Server {
     pub(crate) config: ServerConfig,
-    /// `(PK_s, SK_s)`.
-    pub(crate) key: PrivateKey,
+    /// `(PK_s, SK_s)`: the paper's protocol only.
+    pub(crate) key: Option<PrivateKey>,
+    /// Protocol v2's state (`None` for the paper's protocol).
+    pub(crate) v2: Option<V2State>,
     /// `η` at `2^fe`.
     pub(crate) eta: i128,
     /// The true model (`w^I, b^I` during a session).
@@ -211,7 +231,8 @@ impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("spec", &self.config.spec)
-            .field("key", &self.key.public_key())
+            .field("key", &self.key.as_ref().map(PrivateKey::public_key))
+            .field("protocol", &self.config.protocol)
             .field("clients", &self.clients.len())
             .field("session", &self.session.as_ref().map(|s| s.id))
             .finish_non_exhaustive()
@@ -233,6 +254,18 @@ pub(crate) fn to_big(a: &Array2<i128>) -> Array2<BigInt> {
     a.mapv(BigInt::from)
 }
 
+/// `w~ = w` for every layer (`R = 0`, or `P_0 = 0`).
+pub(crate) fn masked_copy(model: &FixedModel) -> Vec<MaskedLayer> {
+    model
+        .layers
+        .iter()
+        .map(|l| MaskedLayer {
+            w: to_big(&l.w),
+            b: l.b.mapv(BigInt::from),
+        })
+        .collect()
+}
+
 impl Server {
     /// A server with its key pair; initializes the model from `config.model_seed`.
     ///
@@ -242,7 +275,8 @@ impl Server {
     /// [`ServerError::Config`] for an insecure mask without permission or a batch of 0;
     /// [`gelunet_protocol::Error::SessionBound`] if the policy breaks the session bound
     /// (docs/DESIGN.md) without `insecure_allow_bound_violation`.
-    pub fn new(config: ServerConfig, key: PrivateKey) -> Result<Self> {
+    pub fn new(config: ServerConfig, key: impl Into<Option<PrivateKey>>) -> Result<Self> {
+        let key = key.into();
         config.spec.validate()?;
         config.scales.validate()?;
         let eta = config
@@ -261,18 +295,54 @@ impl Server {
                 });
             }
         }
-        check_key_size(
-            key.public_key().bits(),
-            config.insecure.allow_test_keys,
-            config.mask.min_key_bits(&config.scales),
-        )?;
+        let key = match config.protocol {
+            Protocol::Paper => {
+                let key = key.ok_or_else(|| ServerError::Config {
+                    reason: "the paper's protocol needs the server's key pair".into(),
+                })?;
+                check_key_size(
+                    key.public_key().bits(),
+                    config.insecure.allow_test_keys,
+                    config.mask.min_key_bits(&config.scales),
+                )?;
+                Some(key)
+            }
+            // v2 has no server key pair for training: a key given is not kept.
+            Protocol::V2 => {
+                match config.mask {
+                    MaskMode::Statistical { sigma } if sigma >= MIN_SIGMA => {}
+                    _ => {
+                        return Err(ServerError::Config {
+                            reason: format!(
+                                "protocol v2 needs the statistical mask with sigma >= {MIN_SIGMA}"
+                            ),
+                        })
+                    }
+                }
+                None
+            }
+        };
         // Checks the bound now (with one client) so that a bad configuration fails early.
         Scheduler::new(config.policy, &config.spec, config.batch_size, 1, 0)?;
         let model = FixedModel::init(&config.spec, &config.scales, config.model_seed)?;
         let rng = ChaCha20Rng::seed_from_u64(config.rng_seed);
+        let v2 = match (config.protocol, config.mask) {
+            (Protocol::V2, MaskMode::Statistical { sigma }) => Some(V2State {
+                params: V2Params::new(ModelId::generate(), &config.scales, sigma, eta),
+                // P_0 = 0: W~ = W_0, the server's own initialization.
+                version: ModelVersion {
+                    version: 0,
+                    nonce: VersionNonce([0; 16]),
+                },
+                masked: masked_copy(&model),
+                released: None,
+            }),
+            _ => None,
+        };
         Ok(Self {
             config,
             key,
+            v2,
             eta,
             model,
             clients: Vec::new(),
@@ -292,7 +362,11 @@ impl Server {
     /// # Errors
     /// As [`Server::new`]; [`ServerError::Config`] if the model's architecture is not
     /// `config.spec`; range errors if a parameter is outside the scales' ranges.
-    pub fn with_model(config: ServerConfig, key: PrivateKey, model: FixedModel) -> Result<Self> {
+    pub fn with_model(
+        config: ServerConfig,
+        key: impl Into<Option<PrivateKey>>,
+        model: FixedModel,
+    ) -> Result<Self> {
         if model.spec != config.spec {
             return Err(ServerError::Config {
                 reason: "the model's architecture differs from the configured one".into(),
@@ -300,6 +374,11 @@ impl Server {
         }
         model.validate(&config.scales)?;
         let mut server = Self::new(config, key)?;
+        if let Some(v2) = server.v2.as_mut() {
+            // A model given in the clear (a released model file, for inference).
+            v2.masked = masked_copy(&model);
+            v2.released = Some((0, model.clone()));
+        }
         server.model = model;
         Ok(server)
     }
@@ -312,9 +391,10 @@ impl Server {
             scales: self.config.scales,
             mask: self.config.mask,
             batch_size: self.config.batch_size as u32,
-            server_key: PublicModulus {
-                n: self.key.public_key().n().clone(),
-            },
+            server_key: self.key.as_ref().map(|k| PublicModulus {
+                n: k.public_key().n().clone(),
+            }),
+            v2: self.v2.as_ref().map(|v| v.params),
             packing: self.config.packing,
         }
     }
@@ -333,21 +413,27 @@ impl Server {
 
     /// The layout of masked updates ([`UpdatePacking::masked`]).
     pub fn masked_update_packing(&self) -> UpdatePacking {
-        UpdatePacking::masked(
-            self.config.mask,
-            &self.config.scales,
-            self.key.public_key().bits(),
-            self.config.packing,
-        )
+        match &self.key {
+            Some(k) => UpdatePacking::masked(
+                self.config.mask,
+                &self.config.scales,
+                k.public_key().bits(),
+                self.config.packing,
+            ),
+            None => UpdatePacking::NONE,
+        }
     }
 
     /// The layout of final updates ([`UpdatePacking::final_update`]).
     pub fn final_update_packing(&self) -> UpdatePacking {
-        UpdatePacking::final_update(
-            &self.config.scales,
-            self.key.public_key().bits(),
-            self.config.packing,
-        )
+        match &self.key {
+            Some(k) => UpdatePacking::final_update(
+                &self.config.scales,
+                k.public_key().bits(),
+                self.config.packing,
+            ),
+            None => UpdatePacking::NONE,
+        }
     }
 
     /// The version and the server key a hello names.
@@ -359,7 +445,7 @@ impl Server {
             }
             .into());
         }
-        if hello.server_key_id != self.key.public_key().id() {
+        if hello.server_key_id != self.key.as_ref().map(|k| k.public_key().id()) {
             return Err(ServerError::WrongServerKey);
         }
         Ok(())
@@ -391,7 +477,13 @@ impl Server {
         if self.scheduler.is_some() {
             return Err(ServerError::RegistrationClosed);
         }
-        let pk = self.client_key(hello, self.config.mask.min_key_bits(&self.config.scales))?;
+        let needed = self.config.mask.min_key_bits(&self.config.scales);
+        // v2: masked weights of about `λ_b` bits keep their sign modulo every `N_c`.
+        let needed = match &self.v2 {
+            Some(v) => needed.max(u64::from(v.params.widths.bias_bits) + 8),
+            None => needed,
+        };
+        let pk = self.client_key(hello, needed)?;
         self.clients.push(pk);
         Ok(ClientId(self.clients.len() - 1))
     }
@@ -401,9 +493,47 @@ impl Server {
         &self.config
     }
 
-    /// `PK_s`.
-    pub fn public_key(&self) -> &PublicKey {
-        self.key.public_key()
+    /// `PK_s` (the paper's protocol; `None` under v2).
+    pub fn public_key(&self) -> Option<&PublicKey> {
+        self.key.as_ref().map(PrivateKey::public_key)
+    }
+
+    /// The protocol this server speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.config.protocol
+    }
+
+    /// Protocol v2's public parameters (`None` for the paper's protocol).
+    pub fn v2_params(&self) -> Option<V2Params> {
+        self.v2.as_ref().map(|v| v.params)
+    }
+
+    /// Protocol v2: the current model version `(v, ν_v)`.
+    pub fn model_version(&self) -> Option<ModelVersion> {
+        self.v2.as_ref().map(|v| v.version)
+    }
+
+    /// Protocol v2: what the server holds between sessions, `W~ = W_v − P_v` (public to
+    /// the server; never a true weight for `v ≥ 1`).
+    pub fn masked_model(&self) -> Option<&[MaskedLayer]> {
+        self.v2.as_ref().map(|v| v.masked.as_slice())
+    }
+
+    /// The model in the clear, for inference and model files: under the paper's protocol
+    /// the true model (between sessions the current weights, `w^I, b^I` during one);
+    /// under v2 the released model ([`Server::release`]).
+    ///
+    /// # Errors
+    /// [`ServerError::NotReleased`] under v2 before a release.
+    pub fn true_model(&self) -> Result<&FixedModel> {
+        match &self.v2 {
+            None => Ok(&self.model),
+            Some(v) => v
+                .released
+                .as_ref()
+                .map(|(_, m)| m)
+                .ok_or(ServerError::NotReleased),
+        }
     }
 
     /// `η` at `2^fe`.
@@ -411,9 +541,9 @@ impl Server {
         self.eta
     }
 
-    /// The true model: the current weights between sessions, `w^I, b^I` during one.
-    pub fn model(&self) -> &FixedModel {
-        &self.model
+    /// The model in the clear, if the server has it: [`Server::true_model`] as an option.
+    pub fn model(&self) -> Option<&FixedModel> {
+        self.true_model().ok()
     }
 
     /// The masked parameters `w~, b~` of the active session.
@@ -458,10 +588,13 @@ impl Server {
                 reason: "no registered clients".into(),
             });
         }
-        let eta_ct = self
-            .key
-            .public_key()
-            .encrypt(&BigInt::from(self.eta), &mut self.rng)?;
+        let eta_ct = match &self.key {
+            Some(k) => Some(
+                k.public_key()
+                    .encrypt(&BigInt::from(self.eta), &mut self.rng)?,
+            ),
+            None => None,
+        };
         let mut scheduler = match self.scheduler.take() {
             Some(s) => s,
             None => Scheduler::new(
@@ -476,15 +609,12 @@ impl Server {
         self.scheduler = Some(scheduler);
         let id = self.next_session;
         self.next_session += 1;
-        let masked = self
-            .model
-            .layers
-            .iter()
-            .map(|l| MaskedLayer {
-                w: to_big(&l.w),
-                b: l.b.mapv(BigInt::from),
-            })
-            .collect();
+        let (masked, version) = match &self.v2 {
+            // The session starts from W~ = W_v − P_v; the stored state is kept as it is
+            // until the rollover, so an abandoned session restores it for free.
+            Some(v) => (v.masked.clone(), Some(v.version)),
+            None => (masked_copy(&self.model), None),
+        };
         self.session = Some(Session {
             id,
             client: plan.client,
@@ -499,6 +629,7 @@ impl Server {
                 session: id,
                 iterations: plan.iterations,
                 eta: eta_ct,
+                version,
             }),
         ))
     }
@@ -567,22 +698,41 @@ impl Server {
         match msg {
             ClientMessage::Forward(m) => self.forward(m).map(Some),
             ClientMessage::Backward(m) => self.backward(m).map(Some),
-            ClientMessage::MaskedUpdate(m) => self.masked_update(m).map(Some),
-            ClientMessage::FinalUpdate(m) => self.final_update(m).map(Some),
+            ClientMessage::MaskedUpdate(m) if self.v2.is_none() => self.masked_update(m).map(Some),
+            ClientMessage::FinalUpdate(m) if self.v2.is_none() => self.final_update(m).map(Some),
+            ClientMessage::PlainUpdate(m) if self.v2.is_some() => self.plain_update(m).map(Some),
+            ClientMessage::Rollover(m) if self.v2.is_some() => self.rollover(m).map(Some),
             ClientMessage::Abort(Abort { session: sid, .. }) => {
                 check_session(session, *sid)?;
                 self.abandon_session();
                 Ok(None)
             }
             ClientMessage::Error(_) => Ok(None),
-            ClientMessage::Hello(_) | ClientMessage::Infer(_) => {
-                Err(ProtocolViolation::OutOfTurn {
-                    expected: expected_name(session),
-                    found: msg.kind(),
-                }
-                .into())
+            ClientMessage::Hello(_)
+            | ClientMessage::Infer(_)
+            | ClientMessage::MaskedUpdate(_)
+            | ClientMessage::FinalUpdate(_)
+            | ClientMessage::PlainUpdate(_)
+            | ClientMessage::Rollover(_) => Err(ProtocolViolation::OutOfTurn {
+                expected: expected_name(session),
+                found: msg.kind(),
             }
+            .into()),
         }
+    }
+
+    /// `SK_s` (the paper's protocol).
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::OutOfTurn`] under v2, which has none.
+    pub(crate) fn paper_key(&self) -> Result<&PrivateKey> {
+        self.key.as_ref().ok_or_else(|| {
+            ProtocolViolation::OutOfTurn {
+                expected: "a message of protocol v2".into(),
+                found: "an update under the server key",
+            }
+            .into()
+        })
     }
 
     /// The active session.
@@ -691,7 +841,8 @@ impl Server {
         }
         let spec = &self.config.spec;
         expect_len("layers", spec.num_layers(), layers.len())?;
-        let pk = self.key.public_key();
+        let sk = self.paper_key()?;
+        let pk = sk.public_key();
         for (i, l) in layers.iter().enumerate() {
             let (m, n) = spec.layer_shape(i + 1);
             let (cw, cb) = expected.counts(m, n);
@@ -706,7 +857,7 @@ impl Server {
             .collect();
         let mut plain = all
             .par_iter()
-            .map(|c| self.key.decrypt_raw(c).map_err(ServerError::from))
+            .map(|c| sk.decrypt_raw(c).map_err(ServerError::from))
             .collect::<Result<Vec<BigUint>>>()?
             .into_iter();
         Ok(layers

@@ -154,6 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         };
         let spec = ModelSpec::new(widths.clone(), Activation::Sigmoid);
         let mut cfg = ServerConfig::new(spec, 0.1, 1);
+        cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
         cfg.insecure = InsecureOptions {
             allow_test_keys: args.key_bits < 2048,
             allow_unmasked_gradients: false,
@@ -174,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 &server.hello(),
             )?;
             let key = server.inference_key(&client.hello())?;
-            let expected = server.model().predict(
+            let expected = server.true_model()?.predict(
                 &server.config().scales,
                 x.mapv(|v| {
                     server

@@ -95,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let test_rows: Vec<usize> = (CLIENTS * PER_CLIENT..x.nrows()).collect();
 
     let mut cfg = ServerConfig::new(spec.clone(), 0.25, args.batch);
+    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
     cfg.mask = args.mask;
     cfg.packing = args.packing;
     cfg.insecure = InsecureOptions {

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use gelunet_client::{Client, InferStep, InferenceClient};
 use gelunet_paillier::BigInt;
+use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
 use gelunet_protocol::schedule::SessionPlan;
+use gelunet_protocol::v2::Protocol;
+use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::{FixedModel, ProtocolViolation};
 
 use gelunet_server::{ClientId, Server, ServerError};
@@ -110,6 +113,10 @@ pub struct Simulation {
     client_messages: Vec<(usize, ClientMessage)>,
     check_invariants: bool,
     invariant_checks: usize,
+    /// The clients' group key (protocol v2), known to the driver as to every client.
+    group_key: Option<GroupKey>,
+    /// The true model: the server's under the paper's protocol, `W~ + P_v` under v2.
+    current: FixedModel,
 }
 
 impl Simulation {
@@ -117,7 +124,29 @@ impl Simulation {
     ///
     /// # Errors
     /// The handshake errors of either side.
-    pub fn new(mut server: Server, mut clients: Vec<Client>) -> Result<Self> {
+    pub fn new(server: Server, clients: Vec<Client>) -> Result<Self> {
+        Self::with_group_key(server, clients, GroupKey::generate())
+    }
+
+    /// As [`Simulation::new`], with the group key `k` of protocol v2 given to every client
+    /// that has none (the driver plays the clients' out-of-band key distribution; unused
+    /// under the paper's protocol).
+    ///
+    /// # Errors
+    /// The handshake errors of either side.
+    pub fn with_group_key(
+        mut server: Server,
+        mut clients: Vec<Client>,
+        group_key: GroupKey,
+    ) -> Result<Self> {
+        let v2 = server.protocol() == Protocol::V2;
+        if v2 {
+            for c in &mut clients {
+                if !c.has_group_key() {
+                    c.set_group_key(group_key.clone());
+                }
+            }
+        }
         let hello = server.hello();
         let mut ids = Vec::with_capacity(clients.len());
         for c in &mut clients {
@@ -132,7 +161,11 @@ impl Simulation {
                 }
             }
         }
+        let group_key = v2.then_some(group_key);
+        let current = unmasked_model(&server, group_key.as_ref())?;
         Ok(Self {
+            current,
+            group_key,
             server,
             clients,
             ids,
@@ -196,9 +229,53 @@ impl Simulation {
         &self.client_messages
     }
 
-    /// The server's true model (between sessions).
+    /// The true model between sessions: the server's under the paper's protocol; under
+    /// v2 `W~ + P_v`, which only the clients (and this driver, which knows the group key)
+    /// can compute.
+    ///
+    /// Under v2 the driver recomputes it when its own [`Simulation::run_session`] sees a
+    /// session end; a test that drives the roles by hand calls
+    /// [`Simulation::refresh_model`].
     pub fn model(&self) -> &FixedModel {
-        self.server.model()
+        match self.server.protocol() {
+            Protocol::Paper => self.server.model().unwrap_or(&self.current),
+            Protocol::V2 => &self.current,
+        }
+    }
+
+    /// Recomputes [`Simulation::model`] from the server's state (protocol v2).
+    ///
+    /// # Errors
+    /// [`SimError::Invariant`] if a weight does not fit `i128`.
+    pub fn refresh_model(&mut self) -> Result<()> {
+        self.current = unmasked_model(&self.server, self.group_key.as_ref())?;
+        Ok(())
+    }
+
+    /// The group key (protocol v2).
+    pub fn group_key(&self) -> Option<&GroupKey> {
+        self.group_key.as_ref()
+    }
+
+    /// Protocol v2: client `idx` releases the current model version (sends its seed);
+    /// the server unmasks it. Returns the released model.
+    ///
+    /// # Errors
+    /// [`SimError::Invariant`] under the paper's protocol or for an unknown client;
+    /// the client's [`gelunet_client::ClientError::NoGroupKey`]; [`ServerError::Release`] /
+    /// [`ServerError::Config`] from the server.
+    pub fn release(&mut self, idx: usize) -> Result<FixedModel> {
+        let version = self
+            .server
+            .model_version()
+            .ok_or_else(|| SimError::Invariant {
+                reason: "the paper's server has nothing to release".into(),
+            })?;
+        let client = self.clients.get(idx).ok_or_else(|| SimError::Invariant {
+            reason: format!("no client {idx}"),
+        })?;
+        let seed = client.release_seed(version)?;
+        Ok(self.server.release(version.version, &seed)?.clone())
     }
 
     /// Runs one session to completion.
@@ -304,15 +381,22 @@ impl Simulation {
                 _ => {}
             }
             sent += 1;
-            let expected_final =
-                if self.check_invariants && matches!(msg, ClientMessage::FinalUpdate(_)) {
-                    Some(self.expected_final(idx)?)
-                } else {
-                    None
-                };
+            let expected_final = if self.check_invariants
+                && matches!(
+                    msg,
+                    ClientMessage::FinalUpdate(_) | ClientMessage::Rollover(_)
+                ) {
+                Some(self.expected_final(idx)?)
+            } else {
+                None
+            };
             let answer = self.deliver_to_server(idx, cid, &msg, &mut cur)?;
+            if matches!(answer, Some(ServerMessage::SessionEnd(_))) {
+                // The model changed: the paper's Alg. 5, or v2's rollover to P_{v+1}.
+                self.current = unmasked_model(&self.server, self.group_key.as_ref())?;
+            }
             if let Some(expected) = expected_final {
-                if self.server.model().layers != expected {
+                if self.current.layers != expected {
                     return Err(SimError::Invariant {
                         reason: format!(
                             "Alg. 5: w^F differs from w~ + R - eta*dw in session {session}"
@@ -402,6 +486,55 @@ impl Simulation {
         }
         Ok(out)
     }
+}
+
+/// The true model of `server`: its own under the paper's protocol; under v2
+/// `W~ + P_v`, with `P_v` derived from the group key (`docs/DESIGN.md` "Protocol v2").
+fn unmasked_model(server: &Server, group_key: Option<&GroupKey>) -> Result<FixedModel> {
+    let invariant = |reason: &str| SimError::Invariant {
+        reason: reason.into(),
+    };
+    let (Some(params), Some(version), Some(masked)) = (
+        server.v2_params(),
+        server.model_version(),
+        server.masked_model(),
+    ) else {
+        return server
+            .model()
+            .cloned()
+            .ok_or_else(|| invariant("the paper's server has no model"));
+    };
+    let k = group_key.ok_or_else(|| invariant("protocol v2 without a group key"))?;
+    let spec = &server.config().spec;
+    let masks = if version.version == 0 {
+        VersionMasks::zero(spec)
+    } else {
+        VersionMasks::derive(
+            &k.version_seed(params.model_id, version.version, version.nonce),
+            spec,
+            params.widths,
+        )
+    };
+    let to_i128 = |v: BigInt| i128::try_from(v).map_err(|_| invariant("weight out of i128"));
+    let mut layers = Vec::with_capacity(masked.len());
+    for (ml, p) in masked.iter().zip(masks.layers()) {
+        let w = ndarray::Zip::from(&ml.w)
+            .and(&p.weights)
+            .map_collect(|w, r| to_i128(w + BigInt::from(r.clone())));
+        let b = ndarray::Zip::from(&ml.b)
+            .and(&p.biases)
+            .map_collect(|b, r| to_i128(b + BigInt::from(r.clone())));
+        let w = w.into_iter().collect::<Result<Vec<_>>>()?;
+        let b = b.into_iter().collect::<Result<Vec<_>>>()?;
+        layers.push(gelunet_protocol::LayerParams {
+            w: ndarray::Array2::from_shape_vec(ml.w.dim(), w).map_err(|_| invariant("shape"))?,
+            b: ndarray::Array1::from(b),
+        });
+    }
+    Ok(FixedModel {
+        spec: spec.clone(),
+        layers,
+    })
 }
 
 /// Runs encrypted inference in memory ([`Server::infer`] with an

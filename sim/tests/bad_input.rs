@@ -23,7 +23,7 @@ use rand_chacha::ChaCha20Rng;
 
 #[derive(Debug, PartialEq)]
 struct ServerSnap {
-    model: FixedModel,
+    model: Option<FixedModel>,
     masked: Option<Vec<MaskedLayer>>,
     active: Option<(u64, ClientId)>,
     history: usize,
@@ -32,7 +32,7 @@ struct ServerSnap {
 
 fn snap_server(s: &Server) -> ServerSnap {
     ServerSnap {
-        model: s.model().clone(),
+        model: s.model().cloned(),
         masked: s.masked_weights().map(|m| m.to_vec()),
         active: s.active_session(),
         history: s.history().len(),
@@ -84,7 +84,12 @@ fn server_err(server: &mut Server, from: usize, msg: &ClientMessage) -> ServerEr
 fn client_err(client: &mut Client, msg: &ServerMessage) -> ClientError {
     let before = snap_client(client);
     let e = client.handle(msg).unwrap_err();
-    assert_eq!(snap_client(client), before, "client state changed by {e}");
+    if e.ends_connection() {
+        // A fault of a decrypted value ends the session (no decryption oracle).
+        assert_eq!(client.active_session(), None, "session kept after {e}");
+    } else {
+        assert_eq!(snap_client(client), before, "client state changed by {e}");
+    }
     e
 }
 
@@ -99,6 +104,49 @@ fn cfg_fixed(d: u32) -> ServerConfig {
         ..SessionPolicy::default()
     };
     cfg
+}
+
+/// A forward response whose decryption fails (a ciphertext under another key, a forged
+/// ciphertext, a pre-activation out of range) ends the client's session: no second try
+/// from which a malicious server could learn anything value by value.
+#[test]
+fn faults_of_decrypted_values_end_the_session() {
+    type Mutation = fn(&mut gelunet_protocol::messages::ForwardResponse, usize, &BigUint);
+    let cases: [(Mutation, ErrorCode); 3] = [
+        (
+            |m, _, _| m.pre_activations[0] = encrypt_all(&key(5), &BigInt::from(5), 1).remove(0),
+            ErrorCode::Ciphertext,
+        ),
+        (
+            |m, _, n| m.pre_activations[0] = forge(&m.pre_activations[0], n),
+            ErrorCode::Ciphertext,
+        ),
+        (
+            |m, c, _| {
+                let len = m.pre_activations.len();
+                m.pre_activations = encrypt_all(&key(c + 1), &(BigInt::from(1) << 200), len);
+            },
+            ErrorCode::Range,
+        ),
+    ];
+    for (mutate, code) in cases {
+        let (mut sim, _) = build(cfg_fixed(2), 3, 12);
+        let (cid, start) = sim.server_mut().start_session().unwrap();
+        let c = cid.0;
+        let fwd1 = sim.clients_mut()[c].handle(&start).unwrap().unwrap();
+        let ServerMessage::Forward(mut r1) = sim.server_mut().handle(cid, &fwd1).unwrap().unwrap()
+        else {
+            panic!()
+        };
+        let client_n = key(c + 1).public_key().n().clone();
+        mutate(&mut r1, c, &client_n);
+        let client = &mut sim.clients_mut()[c];
+        let e = client.handle(&ServerMessage::Forward(r1)).unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.ends_connection(), "{e}");
+        assert_eq!(client.active_session(), None);
+        assert_eq!(e.report(None).detail, code.detail());
+    }
 }
 
 #[test]
@@ -126,7 +174,7 @@ fn bad_messages_are_refused_without_state_change() {
         "{e}"
     );
     let mut bad = good_start.clone();
-    bad.eta = encrypt_all(&other, &BigInt::from(1), 1).remove(0);
+    bad.eta = Some(encrypt_all(&other, &BigInt::from(1), 1).remove(0));
     let e = client_err(&mut sim.clients_mut()[c], &ServerMessage::SessionStart(bad));
     assert_eq!(e.code(), ErrorCode::Ciphertext, "{e}");
     let mut bad = good_start.clone();
@@ -245,27 +293,6 @@ fn bad_messages_are_refused_without_state_change() {
         client_err(client, &ServerMessage::Forward(m)),
         ClientError::Violation(ProtocolViolation::WrongSession { .. })
     ));
-    let mut m = r1.clone();
-    m.pre_activations[0] = encrypt_all(&other, &BigInt::from(5), 1).remove(0);
-    assert_eq!(
-        client_err(client, &ServerMessage::Forward(m)).code(),
-        ErrorCode::Ciphertext
-    );
-    let mut m = r1.clone();
-    m.pre_activations[0] = forge(&m.pre_activations[0], &client_n);
-    assert_eq!(
-        client_err(client, &ServerMessage::Forward(m)).code(),
-        ErrorCode::Ciphertext
-    );
-    // A pre-activation far out of the fixed-point range.
-    let mut m = r1.clone();
-    m.pre_activations = encrypt_all(
-        &key(c + 1),
-        &(BigInt::from(1) << 200),
-        r1.pre_activations.len(),
-    );
-    let e = client_err(client, &ServerMessage::Forward(m));
-    assert_eq!(e.code(), ErrorCode::Range, "{e}");
     let e = client_err(
         client,
         &ServerMessage::UpdateApplied(UpdateApplied {
@@ -418,6 +445,7 @@ fn configurations_breaking_the_session_bound_are_refused() {
 fn insecure_settings_need_explicit_permission() {
     let spec = ModelSpec::new(vec![4, 5, 3], Activation::Sigmoid);
     let mut cfg = ServerConfig::new(spec.clone(), 0.5, 1);
+    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
     let e = Server::new(cfg.clone(), key(0)).unwrap_err();
     assert!(matches!(e, ServerError::InsecureKey { bits: 512 }), "{e}");
     cfg.insecure = InsecureOptions {
@@ -507,7 +535,7 @@ fn insecure_settings_need_explicit_permission() {
     let ClientMessage::Hello(mut h) = client.handle_hello(&server.hello()).unwrap() else {
         panic!()
     };
-    h.server_key_id = key(3).public_key().id();
+    h.server_key_id = Some(key(3).public_key().id());
     assert!(matches!(
         server.register_client(&h),
         Err(ServerError::WrongServerKey)

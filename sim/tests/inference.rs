@@ -77,7 +77,7 @@ fn encrypted_inference_equals_plaintext_model() {
             let xs = x.select(Axis(0), &idx);
             let (pred, probs) = infer(server, &mut client, &xs).unwrap();
             let (want_pred, want_probs) =
-                plaintext(server.model(), &scales, &q.x.select(Axis(0), &idx));
+                plaintext(server.model().unwrap(), &scales, &q.x.select(Axis(0), &idx));
             assert_eq!(
                 pred, want_pred,
                 "packing {packing}, rows {rows}, {n} samples"
@@ -245,7 +245,7 @@ fn bad_inference_input_gives_typed_errors() {
     assert_eq!(err(m).code(), ErrorCode::Ciphertext);
     // A hello naming another server key.
     let mut h = client.hello();
-    h.server_key_id = common::key(3).public_key().id();
+    h.server_key_id = Some(common::key(3).public_key().id());
     assert!(matches!(
         server.inference_key(&h),
         Err(ServerError::WrongServerKey)

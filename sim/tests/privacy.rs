@@ -51,7 +51,7 @@ fn step_session(sim: &mut Simulation) -> (usize, usize, usize) {
             let masked = sim.server().masked_weights().unwrap();
             let differs = masked
                 .iter()
-                .zip(&sim.server().model().layers)
+                .zip(&sim.server().model().unwrap().layers)
                 .any(|(m, t)| {
                     m.w.iter()
                         .zip(t.w.iter())
@@ -168,7 +168,7 @@ fn client_to_server_stream_is_ciphertexts_only() {
     let (mut sim, _) = build(cfg, 3, 12);
     sim.record_messages(true);
     sim.run_sessions(6).unwrap();
-    let server_key = sim.server().public_key().id();
+    let server_key = sim.server().public_key().unwrap().id();
     let mut counts = [0usize; 4];
     for (c, msg) in sim.client_messages() {
         let client_key = sim.clients()[*c].public_key().id();
@@ -181,7 +181,9 @@ fn client_to_server_stream_is_ciphertexts_only() {
             ClientMessage::Hello(_)
             | ClientMessage::Abort(_)
             | ClientMessage::Error(_)
-            | ClientMessage::Infer(_) => {
+            | ClientMessage::Infer(_)
+            | ClientMessage::PlainUpdate(_)
+            | ClientMessage::Rollover(_) => {
                 panic!("unexpected {} during training", msg.kind())
             }
         };

@@ -254,6 +254,9 @@ impl ModelArgs {
     pub fn server_config(&self, spec: ModelSpec, keys: &KeyArgs) -> ServerConfig {
         let mut cfg = ServerConfig::new(spec, self.lr, self.batch_size);
         cfg.mask = self.mask.mode();
+        // The networked runs speak the paper's protocol until the release flow of v2
+        // reaches the shells.
+        cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
         cfg.model_seed = self.seed;
         cfg.schedule_seed = derive_seed(self.seed, 0x5c4e_d01e);
         cfg.rng_seed = rand::random();

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use gelunet_client::{Client, ClientConfig};
 use gelunet_paillier::PrivateKey;
+use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Dataset, MaskMode, ModelSpec, ReferenceTrainer, Scales, ValueKind};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use gelunet_sim::{synthetic_blobs, Simulation};
@@ -62,10 +63,19 @@ pub fn client_seed(c: usize) -> u64 {
 pub fn test_config(spec: ModelSpec, batch: usize, mask: MaskMode) -> ServerConfig {
     let mut cfg = ServerConfig::new(spec, 0.5, batch);
     cfg.mask = mask;
+    // The paper's protocol unless a test asks for v2 ([`v2_config`]).
+    cfg.protocol = Protocol::Paper;
     cfg.insecure = InsecureOptions {
         allow_test_keys: true,
         allow_unmasked_gradients: mask.is_insecure(),
     };
+    cfg
+}
+
+/// [`test_config`] under protocol v2 (statistical mask, `σ = 128`).
+pub fn v2_config(spec: ModelSpec, batch: usize) -> ServerConfig {
+    let mut cfg = test_config(spec, batch, MaskMode::default());
+    cfg.protocol = Protocol::V2;
     cfg
 }
 
@@ -75,6 +85,7 @@ pub fn client_config(c: usize, insecure_mask: bool) -> ClientConfig {
         allow_test_keys: true,
         allow_unmasked_gradients: insecure_mask,
         record_transcript: false,
+        ..ClientConfig::default()
     }
 }
 
