@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use gelunet_client::{ClientError, InferStep, InferenceClient, InferenceConfig};
 use gelunet_paillier::BigInt;
+use gelunet_protocol::math::softmax_in_place;
 use gelunet_protocol::messages::{ClientMessage, ErrorCode, InferRequest, Packing, ServerMessage};
 use gelunet_protocol::{Activation, Dataset, FixedModel, MaskMode, ModelSpec, Scales};
 use gelunet_server::{ClientId, Server, ServerError};
@@ -44,19 +45,8 @@ fn inference_client(server: &Server, packing: bool, row_packing: bool) -> Infere
 fn plaintext(model: &FixedModel, scales: &Scales, x: &Array2<i128>) -> (Vec<usize>, Array2<f64>) {
     let trace = model.forward(scales, x.view()).unwrap();
     let z = trace.z.last().unwrap();
-    let mut p = Array2::zeros(z.dim());
-    for (s, row) in z.rows().into_iter().enumerate() {
-        let v: Vec<f64> = row
-            .iter()
-            .map(|&v| scales.decode(gelunet_protocol::ValueKind::PreActivation, v))
-            .collect();
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = v.iter().map(|x| (x - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        for (j, ej) in e.iter().enumerate() {
-            p[[s, j]] = ej / sum;
-        }
-    }
+    let mut p = z.mapv(|v| scales.decode(gelunet_protocol::ValueKind::PreActivation, v));
+    p.rows_mut().into_iter().for_each(softmax_in_place);
     (model.predict(scales, x.view()).unwrap(), p)
 }
 
