@@ -50,8 +50,8 @@ pub enum SimError {
 /// Shorthand for the driver's results.
 pub type Result<T, E = SimError> = std::result::Result<T, E>;
 
-/// Cost of one iteration of a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Cost of one iteration of a session (the default: nothing counted yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IterationStats {
     /// Session id.
     pub session: u64,
@@ -244,14 +244,7 @@ impl Simulation {
         let mut cur = IterationStats {
             session,
             client: idx,
-            iteration: 0,
-            messages_to_server: 0,
-            messages_to_client: 0,
-            bytes_to_server: 0,
-            bytes_to_client: 0,
-            elapsed: Duration::ZERO,
-            server_time: Duration::ZERO,
-            client_time: Duration::ZERO,
+            ..IterationStats::default()
         };
         let mut sent = 0usize;
         let mut to_client = start;
@@ -265,15 +258,10 @@ impl Simulation {
             if ends_iteration {
                 cur.elapsed = t0.elapsed();
                 let next = IterationStats {
+                    session: cur.session,
+                    client: cur.client,
                     iteration: cur.iteration + 1,
-                    messages_to_server: 0,
-                    messages_to_client: 0,
-                    bytes_to_server: 0,
-                    bytes_to_client: 0,
-                    elapsed: Duration::ZERO,
-                    server_time: Duration::ZERO,
-                    client_time: Duration::ZERO,
-                    ..cur.clone()
+                    ..IterationStats::default()
                 };
                 self.stats.push(std::mem::replace(&mut cur, next));
                 t0 = Instant::now();
