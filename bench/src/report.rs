@@ -31,6 +31,15 @@ fn split_row(out: &mut String, name: &str, unit: &str, s: &Split, params: &str) 
     );
 }
 
+/// The Paillier parameters of a table row: key size (marked when test-size), threads and
+/// cores.
+fn paillier_line(key_bits: u64, test_keys: bool, threads: usize, cores: usize) -> String {
+    format!(
+        "Paillier {key_bits} bits{}, threads {threads}, cores {cores}",
+        if test_keys { " TEST-SIZE" } else { "" }
+    )
+}
+
 /// One scheme's row of Table 5: its timings, then `parameters`, `detail` and the timing's
 /// note; or, when it did not run, why (`error`) and `parameters`.
 fn timing_row(
@@ -224,13 +233,7 @@ pub fn markdown(r: &PaperReport) -> String {
             c.repetitions,
             c.bfv_parameters.slots
         );
-        let pp = format!(
-            "Paillier {} bits{}, threads {}, cores {}",
-            c.key_bits,
-            if c.test_keys { " TEST-SIZE" } else { "" },
-            c.threads,
-            env.cores
-        );
+        let pp = paillier_line(c.key_bits, c.test_keys, c.threads, env.cores);
         let _ = writeln!(o, "| scheme | per | communication | crypto (decrypt + encrypt) | activation | total | parameters |");
         let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- |");
         for g in &c.gelu {
@@ -300,13 +303,7 @@ pub fn markdown(r: &PaperReport) -> String {
         let _ = writeln!(o, "| model | scheme | 1 sample (latency) | 1 sample online (offline) | batch | batch time | per sample | predictions = plaintext | parameters |");
         let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &inf.rows {
-            let pl = format!(
-                "Paillier {} bits{}, threads {}, cores {}",
-                inf.key_bits,
-                if env.test_keys { " TEST-SIZE" } else { "" },
-                inf.threads,
-                env.cores
-            );
+            let pl = paillier_line(inf.key_bits, env.test_keys, inf.threads, env.cores);
             timing_row(
                 &mut o,
                 &row.model,

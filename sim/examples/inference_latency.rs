@@ -22,7 +22,7 @@ use gelunet_protocol::{Activation, ModelSpec};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use ndarray::Array2;
 
-use common::{keygen, number, parse_flags};
+use common::{cpu_time, keygen, number, parse_flags};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -92,17 +92,6 @@ fn run_once(
             }
         }
     }
-}
-
-/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
-/// resolution); `None` where unavailable. On a shared machine the single-thread CPU time
-/// per inference is the latency the machine would give unloaded.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 fn median(mut v: Vec<Timing>) -> Timing {

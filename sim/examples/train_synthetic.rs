@@ -23,7 +23,7 @@ use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use gelunet_sim::{synthetic_blobs, Simulation};
 use ndarray::{Array2, Axis};
 
-use common::{keygen, number, parse_flags};
+use common::{cpu_time, keygen, number, parse_flags};
 
 const CLIENTS: usize = 3;
 const PER_CLIENT: usize = 60;
@@ -245,14 +245,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         accuracy(reference.model(), &test)?
     );
     Ok(())
-}
-
-/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
-/// resolution); `None` where unavailable.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }

@@ -103,18 +103,25 @@ fn unpack_and_compare(sim: &Simulation, client: usize, mu: &MaskedUpdate) -> (us
     (equal, total)
 }
 
+/// Six sessions over three clients of 12 samples: the masked updates seen, and how many
+/// of their decrypted values equal `η·Δ` out of how many ([`step_session`]).
+fn six_sessions(cfg: gelunet_server::ServerConfig) -> (usize, usize, usize) {
+    let (mut sim, _) = build(cfg, 3, 12);
+    let (mut updates, mut equal, mut total) = (0, 0, 0);
+    for _ in 0..6 {
+        let (u, e, t) = step_session(&mut sim);
+        updates += u;
+        equal += e;
+        total += t;
+    }
+    (updates, equal, total)
+}
+
 #[test]
 fn masked_updates_hide_gradients() {
     for mask in [MaskMode::default(), MaskMode::Uniform] {
         let cfg = test_config(ModelSpec::new(vec![4, 5, 3], Activation::Sigmoid), 1, mask);
-        let (mut sim, _) = build(cfg, 3, 12);
-        let (mut updates, mut equal, mut total) = (0, 0, 0);
-        for _ in 0..6 {
-            let (u, e, t) = step_session(&mut sim);
-            updates += u;
-            equal += e;
-            total += t;
-        }
+        let (updates, equal, total) = six_sessions(cfg);
         assert!(updates > 0);
         assert_eq!(
             equal, 0,
@@ -131,14 +138,7 @@ fn insecure_mode_reveals_gradients_hook() {
         1,
         MaskMode::InsecureNone,
     );
-    let (mut sim, _) = build(cfg, 3, 12);
-    let (mut updates, mut equal, mut total) = (0, 0, 0);
-    for _ in 0..6 {
-        let (u, e, t) = step_session(&mut sim);
-        updates += u;
-        equal += e;
-        total += t;
-    }
+    let (updates, equal, total) = six_sessions(cfg);
     assert!(updates > 0);
     assert_eq!(equal, total);
 }

@@ -1,7 +1,9 @@
-//! Shared by the examples: `--flag value` command lines and seeded keys.
+//! Shared by the examples: `--flag value` command lines, seeded keys, the process's CPU
+//! time.
 
 use std::fmt::Display;
 use std::str::FromStr;
+use std::time::Duration;
 
 use gelunet_paillier::PrivateKey;
 use rand::SeedableRng;
@@ -46,4 +48,15 @@ pub fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Erro
     } else {
         PrivateKey::generate_insecure_for_tests(bits, &mut rng)
     }
+}
+
+/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
+/// resolution); `None` where unavailable. On a shared machine the single-thread CPU time
+/// per iteration or inference is the latency the machine would give unloaded.
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
