@@ -3,13 +3,25 @@
 
 mod common;
 
-use common::write_file;
+use common::{assert_malformed_at, write_file};
 use gelunet_datasets::*;
 
 fn load(contents: &str, opts: &CsvOptions) -> Result<Dataset> {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "small.csv", contents.as_bytes());
     load_csv(&path, opts)
+}
+
+/// [`load`] with the label in column `label_column` and the other options at their
+/// defaults.
+fn load_labelled(contents: &str, label_column: isize) -> Result<Dataset> {
+    load(
+        contents,
+        &CsvOptions {
+            label_column,
+            ..CsvOptions::default()
+        },
+    )
 }
 
 #[test]
@@ -26,56 +38,21 @@ fn defaults_last_column_label_no_header() {
 #[test]
 fn label_column_negative_and_positive_index() {
     let text = "x,1.5,10\ny,2.5,20\nx,3.5,10\n";
-    let a = load(
-        text,
-        &CsvOptions {
-            label_column: -3,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
-    let b = load(
-        text,
-        &CsvOptions {
-            label_column: 0,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let a = load_labelled(text, -3).unwrap();
+    let b = load_labelled(text, 0).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.labels, vec![0, 1, 0]);
     assert_eq!(a.features.dim(), (3, 2));
     assert_eq!(a.features.column(0).to_vec(), vec![1.5, 2.5, 3.5]);
 
     // -2 = middle column: numeric labels in numeric (not string) order.
-    let c = load(
-        "1,10,0\n2,9,0\n3,10,0\n",
-        &CsvOptions {
-            label_column: -2,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let c = load_labelled("1,10,0\n2,9,0\n3,10,0\n", -2).unwrap();
     assert_eq!(c.class_names, vec!["9", "10"]);
     assert_eq!(c.labels, vec![1, 0, 1]);
 
-    let err = load(
-        text,
-        &CsvOptions {
-            label_column: -4,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_labelled(text, -4).unwrap_err();
     assert!(matches!(err, DatasetError::BadOption { .. }), "{err}");
-    let err = load(
-        text,
-        &CsvOptions {
-            label_column: 3,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_labelled(text, 3).unwrap_err();
     assert!(matches!(err, DatasetError::BadOption { .. }), "{err}");
 }
 
@@ -166,10 +143,7 @@ fn header_forced() {
         },
     )
     .unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
 }
 
 #[test]
@@ -193,21 +167,12 @@ fn text_column_one_hot_sorted() {
 #[test]
 fn malformed_csv_inputs() {
     let err = load("1,2,a\n3,b\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     let err = load("1,2,a\n3,?,b\n4,5,a\n6,7,b\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     assert!(err.to_string().contains("\"?\""), "{err}");
     let err = load("\n\n", &CsvOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
     let err = load("1,2,a\n3,4,\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
 }

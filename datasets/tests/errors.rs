@@ -5,14 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{gzip, idx_images, idx_labels, write_file};
+use common::{assert_malformed_at, copy_edited, gzip, idx_images, idx_labels, write_file};
 use gelunet_datasets::*;
-
-/// Copies the real iris file into `dir` after applying `edit` to its text.
-fn iris_with(dir: &Path, edit: impl Fn(&str) -> String) {
-    let text = std::fs::read_to_string(common::shared_data_dir().join(IRIS_FILE)).unwrap();
-    write_file(dir, IRIS_FILE, edit(&text).as_bytes());
-}
 
 #[test]
 fn missing_data_dir_names_the_file_and_the_fix() {
@@ -62,7 +56,7 @@ fn missing_single_file_in_existing_dir() {
 #[test]
 fn iris_bad_numeric_value() {
     let dir = tempfile::tempdir().unwrap();
-    iris_with(dir.path(), |t| {
+    copy_edited(dir.path(), IRIS_FILE, |t| {
         t.replacen("5.1,3.5,1.4,0.2", "5.1,3.5,abc,0.2", 1)
     });
     let err = load_iris(dir.path()).unwrap_err();
@@ -79,71 +73,43 @@ fn iris_bad_numeric_value() {
 #[test]
 fn iris_wrong_column_count_and_unknown_class() {
     let dir = tempfile::tempdir().unwrap();
-    iris_with(dir.path(), |t| {
+    copy_edited(dir.path(), IRIS_FILE, |t| {
         t.replacen("4.9,3.0,1.4,0.2,", "4.9,3.0,1.4,", 1)
     });
     let err = load_iris(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     assert!(
         err.to_string().contains("expected 5 fields, found 4"),
         "{err}"
     );
 
-    iris_with(dir.path(), |t| t.replacen("Iris-setosa", "Iris-unknown", 1));
+    copy_edited(dir.path(), IRIS_FILE, |t| {
+        t.replacen("Iris-setosa", "Iris-unknown", 1)
+    });
     let err = load_iris(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
 }
 
 #[test]
 fn pima_and_kr_vs_kp_malformed() {
     let dir = tempfile::tempdir().unwrap();
-    let pima = std::fs::read_to_string(common::shared_data_dir().join(PIMA_FILE)).unwrap();
-    write_file(
-        dir.path(),
-        PIMA_FILE,
-        pima.replacen("50,1\n", "50,2\n", 1).as_bytes(),
-    );
+    copy_edited(dir.path(), PIMA_FILE, |t| t.replacen("50,1\n", "50,2\n", 1));
     let err = load_pima(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
-    write_file(
-        dir.path(),
-        PIMA_FILE,
-        pima.replacen("85,66", "85,x6", 1).as_bytes(),
-    );
+    assert_malformed_at(&err, 1);
+    copy_edited(dir.path(), PIMA_FILE, |t| t.replacen("85,66", "85,x6", 1));
     let err = load_pima(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
 
-    let kr = std::fs::read_to_string(common::shared_data_dir().join(KR_VS_KP_FILE)).unwrap();
     // katri (attribute 15) = 'x' on the first row.
-    write_file(
-        dir.path(),
-        KR_VS_KP_FILE,
-        kr.replacen("l,f,n,", "l,f,x,", 1).as_bytes(),
-    );
+    copy_edited(dir.path(), KR_VS_KP_FILE, |t| {
+        t.replacen("l,f,n,", "l,f,x,", 1)
+    });
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
     assert!(err.to_string().contains("katri"), "{err}");
     write_file(dir.path(), KR_VS_KP_FILE, b"f,t,won\n");
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
     write_file(dir.path(), KR_VS_KP_FILE, b"\n");
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
