@@ -127,6 +127,13 @@ fn tiny_mnist(dir: &Path, n: u32) {
     }
 }
 
+/// Replaces the file `rel` of the MNIST set in `dir` by `contents` and returns the
+/// loader's error.
+fn mnist_error_with(dir: &Path, rel: &str, contents: &[u8]) -> DatasetError {
+    write_file(dir, rel, contents);
+    load_mnist(dir, MnistOptions::default()).unwrap_err()
+}
+
 #[test]
 fn tiny_mnist_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,12 +157,11 @@ fn mnist_bad_magic() {
     let dir = tempfile::tempdir().unwrap();
     tiny_mnist(dir.path(), 3);
     // A label file where an image file is expected.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_IMAGES,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     match err {
         DatasetError::BadMagic {
             ref path,
@@ -219,40 +225,35 @@ fn mnist_other_binary_errors() {
     let dir = tempfile::tempdir().unwrap();
     tiny_mnist(dir.path(), 3);
     // Not gzip at all.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
     // Label count differs from image count.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
     // Label out of range.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 10])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(err.to_string().contains("label 10"), "{err}");
     // Trailing bytes after the declared data.
     let mut labels = idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]);
     labels.push(4);
-    write_file(dir.path(), MNIST_TRAIN_LABELS, &gzip(&labels));
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
+    let err = mnist_error_with(dir.path(), MNIST_TRAIN_LABELS, &gzip(&labels));
     assert!(err.to_string().contains("trailing"), "{err}");
     // Corrupted compressed payload (CRC / deflate error).
     let mut gz = gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]));
     let last = gz.len() - 5;
     gz[last] ^= 0xff; // inside the CRC32 trailer
-    write_file(dir.path(), MNIST_TRAIN_LABELS, &gz);
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
+    let err = mnist_error_with(dir.path(), MNIST_TRAIN_LABELS, &gz);
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
 }
