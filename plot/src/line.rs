@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::Ranged;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::{
@@ -88,16 +90,7 @@ pub fn line_figure(path: &Path, panels: &[Panel], caption: &str) -> Result<()> {
                     break;
                 }
             }
-            chart
-                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-                .drawing(WHAT)?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(line.iter().map(|&p| Circle::new(p, 2, color.filled())))
-                .drawing(WHAT)?;
+            draw_line(&mut chart, &line, &s.name, color, (2, 18), WHAT)?;
             chart
                 .draw_series(
                     crosses
@@ -109,6 +102,33 @@ pub fn line_figure(path: &Path, panels: &[Panel], caption: &str) -> Result<()> {
         legend(&mut chart, SeriesLabelPosition::UpperRight, 13, WHAT)?;
     }
     root.present().drawing(WHAT)?;
+    Ok(())
+}
+
+/// Draws `points` as a 2-pixel line of `color` with dots of `radius` pixels, and its
+/// legend entry `name` (a stroke of `legend_len` pixels).
+fn draw_line<'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    points: &[(f64, f64)],
+    name: &str,
+    color: RGBColor,
+    (radius, legend_len): (u32, i32),
+    what: &'static str,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.to_vec(), color.stroke_width(2)))
+        .drawing(what)?
+        .label(name)
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + legend_len, y)], color.stroke_width(2))
+        });
+    chart
+        .draw_series(
+            points
+                .iter()
+                .map(|&p| Circle::new(p, radius, color.filled())),
+        )
+        .drawing(what)?;
     Ok(())
 }
 
@@ -214,16 +234,7 @@ pub fn log_line_figure(path: &Path, figure: &LogFigure) -> Result<()> {
     for (i, s) in figure.series.iter().enumerate() {
         let color = series_color(i);
         let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, y.max(floor))).collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .drawing(WHAT)?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
-            .drawing(WHAT)?;
+        draw_line(&mut chart, &pts, &s.name, color, (4, 20), WHAT)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerLeft, 14, WHAT)?;
     root.present().drawing(WHAT)?;
