@@ -115,6 +115,13 @@ fn pima_and_kr_vs_kp_malformed() {
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
 }
 
+/// A temporary directory holding a small, valid 4-file MNIST set ([`tiny_mnist`]).
+fn tiny_mnist_dir(n: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path(), n);
+    dir
+}
+
 /// Writes a small, valid 4-file MNIST set (images `n`×2×2) into `dir`.
 fn tiny_mnist(dir: &Path, n: u32) {
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
@@ -136,8 +143,7 @@ fn mnist_error_with(dir: &Path, rel: &str, contents: &[u8]) -> DatasetError {
 
 #[test]
 fn tiny_mnist_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 12);
+    let dir = tiny_mnist_dir(12);
     let m = load_mnist(dir.path(), MnistOptions::default()).unwrap();
     assert_eq!(m.train.features.dim(), (12, 4));
     assert_eq!(m.train_total, 12);
@@ -154,8 +160,7 @@ fn tiny_mnist_loads() {
 
 #[test]
 fn mnist_bad_magic() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     // A label file where an image file is expected.
     let err = mnist_error_with(
         dir.path(),
@@ -178,8 +183,7 @@ fn mnist_bad_magic() {
 
 #[test]
 fn mnist_truncated_gzip() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     let gz = gzip(&idx_images(IDX_IMAGES_MAGIC, 50, 28, 28));
     write_file(dir.path(), MNIST_TEST_IMAGES, &gz[..gz.len() / 2]);
     let opts = MnistOptions::default();
@@ -222,8 +226,7 @@ fn tiny_mnist_labels(dir: &Path, n: usize) {
 
 #[test]
 fn mnist_other_binary_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     // Not gzip at all.
     let err = mnist_error_with(
         dir.path(),

@@ -63,11 +63,21 @@ async fn connect_client(
     addr: SocketAddr,
     pinned: &ServerIdentity,
 ) -> (quinn::Endpoint, Result<quinn::Connection, NetError>) {
+    connect_client_as(addr, pinned, "localhost").await
+}
+
+/// A client endpoint connecting to `addr` under `server_name`, pinning `pinned`'s
+/// certificate.
+async fn connect_client_as(
+    addr: SocketAddr,
+    pinned: &ServerIdentity,
+    server_name: &str,
+) -> (quinn::Endpoint, Result<quinn::Connection, NetError>) {
     let endpoint = client_endpoint(client_bind_addr(addr)).unwrap();
     let conn = connect(
         &endpoint,
         addr,
-        "localhost",
+        server_name,
         pinned.certificate().clone(),
         &TransportSettings::default(),
     )
@@ -207,15 +217,8 @@ async fn wrong_server_name_is_refused() {
         let _server_task = tokio::spawn(async move {
             let _ = accept(&server, &TransportSettings::default()).await;
         });
-        let endpoint = client_endpoint(client_bind_addr(addr)).unwrap();
-        let result = connect(
-            &endpoint,
-            addr,
-            "not-the-server.example",
-            identity.certificate().clone(),
-            &TransportSettings::default(),
-        )
-        .await;
+        let (_endpoint, result) =
+            connect_client_as(addr, &identity, "not-the-server.example").await;
         assert!(
             matches!(result, Err(NetError::CertificateRejected { .. })),
             "{result:?}"

@@ -13,14 +13,15 @@
 
 use std::time::{Duration, Instant};
 
-use gelunet_client::{Client, InferStep, InferenceClient};
-use gelunet_paillier::BigInt;
+use gelunet_client::{Client, ClientConfig, InferStep, InferenceClient};
+use gelunet_paillier::{BigInt, PrivateKey};
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::FixedModel;
 
 use gelunet_server::{ClientId, Server, ServerError};
+use ndarray::Array2;
 
 pub mod synthetic;
 pub use synthetic::synthetic_blobs;
@@ -39,6 +40,14 @@ pub enum SimError {
     /// An error of the shared protocol code (e.g. measuring a message).
     #[error("protocol: {0}")]
     Protocol(#[from] gelunet_protocol::Error),
+    /// [`Simulation::with_shares`] was given fewer keys than shares.
+    #[error("no key for client {client} of {clients}")]
+    MissingKey {
+        /// The first client without a key (0-based).
+        client: usize,
+        /// How many shares there are.
+        clients: usize,
+    },
     /// The driver found a broken invariant (Alg. 5 check, message stream).
     #[error("invariant broken: {reason}")]
     Invariant {
@@ -143,6 +152,34 @@ impl Simulation {
             check_invariants: false,
             invariant_checks: 0,
         })
+    }
+
+    /// A simulation of `server` and one client per data share (paper §3: each data owner
+    /// keeps its own data and key): client `c` holds `shares[c]` (features `n_c × n_0`,
+    /// unscaled, and labels), the next key of `keys` and the configuration `config(c)`.
+    ///
+    /// # Errors
+    /// [`SimError::MissingKey`] if `keys` ends before the shares do; the first error of
+    /// [`Client::new`]; as [`Simulation::new`].
+    pub fn with_shares(
+        server: Server,
+        shares: &[(Array2<f64>, Vec<usize>)],
+        keys: impl IntoIterator<Item = PrivateKey>,
+        config: impl Fn(usize) -> ClientConfig,
+    ) -> Result<Self> {
+        let mut keys = keys.into_iter();
+        let clients = shares
+            .iter()
+            .enumerate()
+            .map(|(c, (x, y))| {
+                let key = keys.next().ok_or(SimError::MissingKey {
+                    client: c,
+                    clients: shares.len(),
+                })?;
+                Ok(Client::new(config(c), key, x.clone(), y.clone())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(server, clients)
     }
 
     /// Records every client → server message ([`Simulation::client_messages`]).

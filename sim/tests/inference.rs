@@ -41,6 +41,13 @@ fn inference_client(server: &Server, packing: bool, row_packing: bool) -> Infere
     .unwrap()
 }
 
+/// The client key the server derives from a packing inference client's hello.
+fn inference_key(server: &Server) -> gelunet_paillier::PublicKey {
+    server
+        .inference_key(&inference_client(server, true, true).hello())
+        .unwrap()
+}
+
 /// The plaintext model's predictions and softmax probabilities.
 fn plaintext(model: &FixedModel, scales: &Scales, x: &Array2<i128>) -> (Vec<usize>, Array2<f64>) {
     let trace = model.forward(scales, x.view()).unwrap();
@@ -85,9 +92,7 @@ fn encrypted_inference_equals_plaintext_model() {
 fn precomputed_obfuscators_give_the_same_ciphertexts_and_are_used_once() {
     let sim = trained();
     let server = sim.server();
-    let key = server
-        .inference_key(&inference_client(server, true, true).hello())
-        .unwrap();
+    let key = inference_key(server);
     let (x, _) = synthetic_blobs(5, 4, 3, 0.5, 9);
     for n in [1usize, 5] {
         let xs = x.select(Axis(0), &(0..n).collect::<Vec<_>>());
@@ -137,9 +142,7 @@ fn precomputed_obfuscators_give_the_same_ciphertexts_and_are_used_once() {
 fn row_and_sample_packing_shrink_the_answers() {
     let sim = trained();
     let server = sim.server();
-    let key = server
-        .inference_key(&inference_client(server, true, true).hello())
-        .unwrap();
+    let key = inference_key(server);
     let (x, _) = synthetic_blobs(5, 4, 3, 0.5, 3);
     // One sample with row packing: layer 1 (6 outputs) answers with 1 ciphertext.
     let mut c = inference_client(server, true, true);
