@@ -16,7 +16,7 @@
 //! [`Client::transcript`]: gelunet_client::Client::transcript
 //! [`Client::last_gradients`]: gelunet_client::Client::last_gradients
 
-use gelunet_client::{Client, ClientConfig};
+use gelunet_client::ClientConfig;
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::messages::{ClientMessage, ServerMessage};
 use gelunet_protocol::{
@@ -141,27 +141,19 @@ pub fn build_simulation(
         ..InsecureOptions::default()
     };
     let server = Server::new(sc, keys[0].clone())?;
-    let clients = shares
-        .iter()
-        .enumerate()
-        .map(|(c, (x, y))| {
-            Client::new(
-                ClientConfig {
-                    seed: cfg.seed.wrapping_mul(31).wrapping_add(7 + 13 * c as u64),
-                    allow_test_keys: test_keys,
-                    allow_unmasked_gradients: cfg.mask.is_insecure(),
-                    record_transcript: true,
-                    allow_bound_violation: cfg.allow_bound_violation,
-                    ..ClientConfig::default()
-                },
-                keys[c + 1].clone(),
-                x.clone(),
-                y.clone(),
-            )
-            .map_err(AttackError::from)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Simulation::new(server, clients)?)
+    Ok(Simulation::with_shares(
+        server,
+        shares,
+        keys[1..].iter().cloned(),
+        |c| ClientConfig {
+            seed: cfg.seed.wrapping_mul(31).wrapping_add(7 + 13 * c as u64),
+            allow_test_keys: test_keys,
+            allow_unmasked_gradients: cfg.mask.is_insecure(),
+            record_transcript: true,
+            allow_bound_violation: cfg.allow_bound_violation,
+            ..ClientConfig::default()
+        },
+    )?)
 }
 
 /// Everything recorded about one session.

@@ -23,7 +23,7 @@ pub enum AttackError {
     Dataset(#[from] gelunet_datasets::DatasetError),
     /// Drawing or encoding a PNG.
     #[error("plot: {0}")]
-    Plot(String),
+    Plot(#[from] gelunet_plot::PlotError),
     /// Writing a report.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -653,7 +653,7 @@ pub fn write_figures(
     side: usize,
     dir: &std::path::Path,
 ) -> Result<Vec<std::path::PathBuf>> {
-    use crate::plot::{image_grid, ImageRow};
+    use gelunet_plot::{image_grid, ImageRow};
     let mut written = Vec::new();
     let cols = 8;
     let find = |batch: usize, masked: bool| {

@@ -8,8 +8,9 @@
 //! | [`extraction`] | a client solves for the server's layer-1 weights from its decrypted pre-activations, against the number of samples per session | §4.1, Prop. 2 |
 //!
 //! [`drive`] builds the runs and records both parties' views message by message,
-//! [`linalg`] holds the least-squares and span machinery, [`plot`] the PNG figures,
-//! [`data`] the datasets. The `gelunet attack` subcommand is the front end.
+//! [`linalg`] holds the least-squares and span machinery, [`plot`] the extraction curve
+//! (the figures are drawn by `gelunet-plot`), [`data`] the datasets. The `gelunet attack`
+//! subcommand is the front end.
 
 pub mod data;
 pub mod drive;

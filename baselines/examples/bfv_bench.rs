@@ -31,6 +31,28 @@ fn ms(s: f64) -> String {
     format!("{:.3} ms", s * 1e3)
 }
 
+/// Times a whole-batch inference of `net` on `x` (inputs below `bound`) and prints it.
+fn infer(
+    name: &str,
+    ctx: &mut BfvContext,
+    net: &SquareNet,
+    x: &Array2<i64>,
+    bound: i64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let r = time_inference(ctx, net, x, bound)?;
+    println!("{}", r.parameters);
+    println!(
+        "{name}, {} samples: prepare {}, encrypt {}, infer {}, decrypt {}, exact {}",
+        r.samples,
+        ms(r.prepare_secs),
+        ms(r.encrypt_secs),
+        ms(r.infer_secs),
+        ms(r.decrypt_secs),
+        r.correct
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let mnist = args.iter().any(|a| a == "--mnist");
@@ -66,17 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ctx = BfvContext::new(&cfg, [2; 32])?;
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let x = Array2::from_shape_fn((150, 4), |_| rng.gen_range(0..=bound));
-    let r = time_inference(&mut ctx, &iris, &x, bound)?;
-    println!("{}", r.parameters);
-    println!(
-        "Iris 4-12-3, {} samples: prepare {}, encrypt {}, infer {}, decrypt {}, exact {}",
-        r.samples,
-        ms(r.prepare_secs),
-        ms(r.encrypt_secs),
-        ms(r.infer_secs),
-        ms(r.decrypt_secs),
-        r.correct
-    );
+    infer("Iris 4-12-3", &mut ctx, &iris, &x, bound)?;
 
     if mnist {
         // MNIST-size network, fx = fw = 4, pixels in [0, 1], weights ~ U(-0.1, 0.1).
@@ -90,17 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let mut ctx = BfvContext::new(&cfg, [3; 32])?;
         let x = Array2::from_shape_fn((8192, 784), |_| rng.gen_range(0..=bound));
-        let r = time_inference(&mut ctx, &m, &x, bound)?;
-        println!("{}", r.parameters);
-        println!(
-            "MNIST 784-300-10, {} samples: prepare {}, encrypt {}, infer {}, decrypt {}, exact {}",
-            r.samples,
-            ms(r.prepare_secs),
-            ms(r.encrypt_secs),
-            ms(r.infer_secs),
-            ms(r.decrypt_secs),
-            r.correct
-        );
+        infer("MNIST 784-300-10", &mut ctx, &m, &x, bound)?;
     }
     Ok(())
 }

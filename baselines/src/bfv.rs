@@ -62,6 +62,7 @@ use fhe::bfv::{
     Plaintext, RelinearizationKey, SecretKey,
 };
 use fhe_traits::{FheDecoder, FheDecrypter, FheEncoder, FheEncrypter};
+use gelunet_protocol::math::argmax;
 use ndarray::Array2;
 use rand09::SeedableRng;
 use rand_chacha09::ChaCha20Rng;
@@ -69,7 +70,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BaselineError, Result};
-use crate::square_net::{argmax_i128, SquareNet};
+use crate::square_net::SquareNet;
 
 /// The 128-bit-secure modulus chain that `fhe.rs` lists for `N = 8192`
 /// (`BfvParameters::default_parameters_128`): five NTT-friendly primes of 43, 43, 44,
@@ -800,7 +801,7 @@ impl BfvContext {
     /// As [`BfvContext::decrypt_logits`].
     pub fn predict(&self, out: &EncryptedOutput) -> Result<Vec<usize>> {
         let z = self.decrypt_logits(out)?;
-        Ok(z.outer_iter().map(argmax_i128).collect())
+        Ok(z.outer_iter().map(argmax).collect())
     }
 }
 

@@ -139,6 +139,34 @@ fn constant(ctx: &BfvContext, v: i64) -> Result<Plaintext> {
     )?)
 }
 
+/// Mean time of `op` on one full ciphertext over `reps` repetitions, its slots drawn
+/// from `[−bound, bound]` by [`random_slots`] with `seed`; `correct` says whether every
+/// decrypted slot equals `expected(x)` mod `t`.
+fn time_op(
+    ctx: &mut BfvContext,
+    reps: usize,
+    name: &'static str,
+    (bound, seed): (i64, u64),
+    op: impl Fn(&BfvContext, &Multiplicator, &Ciphertext) -> Result<Ciphertext>,
+    expected: impl Fn(i128) -> i128,
+) -> Result<OpTiming> {
+    check_reps(reps)?;
+    let n = ctx.slots();
+    let t = ctx.params.plaintext();
+    let x = random_slots(n, bound, seed);
+    let ct = ctx.encrypt_slots(&x)?;
+    let mult = Multiplicator::default(&ctx.rk)?;
+    let start = Instant::now();
+    let mut y = op(ctx, &mult, &ct)?;
+    for _ in 1..reps {
+        y = op(ctx, &mult, &ct)?;
+    }
+    let total = start.elapsed().as_secs_f64();
+    let got = ctx.decrypt_slots(&y)?;
+    let correct = check_slots(&got, x.iter().map(|&v| expected(i128::from(v))), t);
+    Ok(OpTiming::new(name, reps, n, total, correct))
+}
+
 /// Mean time of the square `Relin(ct ⊗ ct)` of one full ciphertext over `reps`
 /// repetitions (slots hold random values in `[−1000, 1000]`).
 ///
@@ -146,27 +174,14 @@ fn constant(ctx: &BfvContext, v: i64) -> Result<Plaintext> {
 /// [`BaselineError::InvalidParameter`] for `reps = 0`; [`BaselineError::Fhe`] if the
 /// parameters do not support relinearization.
 pub fn time_square(ctx: &mut BfvContext, reps: usize) -> Result<OpTiming> {
-    check_reps(reps)?;
-    let n = ctx.slots();
-    let t = ctx.params.plaintext();
-    let x = random_slots(n, 1000, 1);
-    let ct = ctx.encrypt_slots(&x)?;
-    let mult = Multiplicator::default(&ctx.rk)?;
-    let start = Instant::now();
-    let mut sq = mult.multiply(&ct, &ct)?;
-    for _ in 1..reps {
-        sq = mult.multiply(&ct, &ct)?;
-    }
-    let total = start.elapsed().as_secs_f64();
-    let got = ctx.decrypt_slots(&sq)?;
-    let correct = check_slots(&got, x.iter().map(|&v| i128::from(v) * i128::from(v)), t);
-    Ok(OpTiming::new(
-        "square (ct×ct + relin)",
+    time_op(
+        ctx,
         reps,
-        n,
-        total,
-        correct,
-    ))
+        "square (ct×ct + relin)",
+        (1000, 1),
+        |_, mult, ct| Ok(mult.multiply(ct, ct)?),
+        |v| v * v,
+    )
 }
 
 /// Evaluates `240 + 120x − 10x³ + x⁵` on one ciphertext (four relinearized products).
@@ -190,31 +205,14 @@ fn poly5(ctx: &BfvContext, mult: &Multiplicator, x: &Ciphertext) -> Result<Ciphe
 /// # Errors
 /// As [`time_square`].
 pub fn time_poly5(ctx: &mut BfvContext, reps: usize) -> Result<OpTiming> {
-    check_reps(reps)?;
-    let n = ctx.slots();
-    let t = ctx.params.plaintext();
-    let x = random_slots(n, 8, 2);
-    let ct = ctx.encrypt_slots(&x)?;
-    let mult = Multiplicator::default(&ctx.rk)?;
-    let start = Instant::now();
-    let mut y = poly5(ctx, &mult, &ct)?;
-    for _ in 1..reps {
-        y = poly5(ctx, &mult, &ct)?;
-    }
-    let total = start.elapsed().as_secs_f64();
-    let got = ctx.decrypt_slots(&y)?;
-    let expected = x.iter().map(|&v| {
-        let v = i128::from(v);
-        240 + 120 * v - 10 * v.pow(3) + v.pow(5)
-    });
-    let correct = check_slots(&got, expected, t);
-    Ok(OpTiming::new(
-        "taylor5 sigmoid (4 ct×ct)",
+    time_op(
+        ctx,
         reps,
-        n,
-        total,
-        correct,
-    ))
+        "taylor5 sigmoid (4 ct×ct)",
+        (8, 2),
+        poly5,
+        |v| 240 + 120 * v - 10 * v.pow(3) + v.pow(5),
+    )
 }
 
 /// Mean time of encrypting (encode + secret-key encrypt) and of decrypting (decrypt +

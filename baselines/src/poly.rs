@@ -57,10 +57,11 @@ pub fn taylor5_derivative(x: f64) -> f64 {
 }
 
 /// The logistic sigmoid `1/(1 + e^{−x})`, the function the Taylor activations
-/// approximate (for comparisons in tests and reports).
+/// approximate (for comparisons in tests and reports): the protocol's,
+/// [`gelunet_protocol::Activation::Sigmoid`].
 #[must_use]
 pub fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
+    gelunet_protocol::Activation::Sigmoid.apply(x)
 }
 
 /// A polynomial activation of the homomorphic baselines.

@@ -24,7 +24,8 @@
 //! Source: the square activation and the fixed-point, rescaling-free evaluation follow
 //! CryptoNets (Gilad-Bachrach et al., ICML 2016).
 
-use ndarray::{Array1, Array2, ArrayView1};
+use gelunet_protocol::math::argmax;
+use ndarray::{Array, Array1, Array2, Dimension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BaselineError, Result};
@@ -119,35 +120,18 @@ fn quantize(what: &'static str, index: usize, v: f64, scale: u32) -> Result<i64>
     Ok(s as i64)
 }
 
-fn quantize_1d(what: &'static str, a: &Array1<f64>, scale: u32) -> Result<Array1<i64>> {
+/// [`quantize`] elementwise, keeping the shape (`index` counts in logical order).
+fn quantize_all<D: Dimension>(
+    what: &'static str,
+    a: &Array<f64, D>,
+    scale: u32,
+) -> Result<Array<i64, D>> {
     let v = a
         .iter()
         .enumerate()
         .map(|(i, &x)| quantize(what, i, x, scale))
         .collect::<Result<Vec<i64>>>()?;
-    Ok(Array1::from(v))
-}
-
-fn quantize_2d(what: &'static str, a: &Array2<f64>, scale: u32) -> Result<Array2<i64>> {
-    let v = a
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| quantize(what, i, x, scale))
-        .collect::<Result<Vec<i64>>>()?;
-    Array2::from_shape_vec(a.raw_dim(), v).map_err(|_| shape_err(what, a.shape(), &[a.len()]))
-}
-
-/// Index of the largest entry (the first one on ties); `0` for an empty row.
-pub(crate) fn argmax_i128(row: ArrayView1<'_, i128>) -> usize {
-    let mut best = 0;
-    let mut best_v = i128::MIN;
-    for (i, &v) in row.iter().enumerate() {
-        if i == 0 || v > best_v {
-            best = i;
-            best_v = v;
-        }
-    }
-    best
+    Array::from_shape_vec(a.raw_dim(), v).map_err(|_| shape_err(what, a.shape(), &[a.len()]))
 }
 
 impl SquareNet {
@@ -208,10 +192,10 @@ impl SquareNet {
     ) -> Result<Self> {
         let scales = SquareScales::new(fx, fw)?;
         Self::new(
-            quantize_2d("w1", w1, scales.fw)?,
-            quantize_1d("b1", b1, scales.hidden_pre())?,
-            quantize_2d("w2", w2, scales.fw)?,
-            quantize_1d("b2", b2, scales.output())?,
+            quantize_all("w1", w1, scales.fw)?,
+            quantize_all("b1", b1, scales.hidden_pre())?,
+            quantize_all("w2", w2, scales.fw)?,
+            quantize_all("b2", b2, scales.output())?,
             scales,
         )
     }
@@ -274,7 +258,7 @@ impl SquareNet {
         if x.ncols() != self.inputs() {
             return Err(shape_err("inputs", &[x.nrows(), self.inputs()], x.shape()));
         }
-        quantize_2d("inputs", x, self.scales.fx)
+        quantize_all("inputs", x, self.scales.fx)
     }
 
     /// Exact integer forward pass of a batch `x` (`S × n`, at `2^fx`); returns the
@@ -321,7 +305,7 @@ impl SquareNet {
     /// As [`SquareNet::forward_plain`].
     pub fn predict_plain(&self, x: &Array2<i64>) -> Result<Vec<usize>> {
         let z = self.forward_plain(x)?;
-        Ok(z.outer_iter().map(argmax_i128).collect())
+        Ok(z.outer_iter().map(argmax).collect())
     }
 
     /// Converts integer logits (at `2^(2fx+3fw)`) back to reals.

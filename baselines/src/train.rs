@@ -7,8 +7,8 @@
 //! sigmoid ([`Sigmoid`], GELU-Net's activation seen in floating point) or one of the
 //! polynomial activations of [`crate::poly`] (square, Taylor-3, Taylor-5).
 //!
-//! It follows GELU-Net's plaintext math (`gelunet-protocol`, `math.rs`) so that the runs
-//! are comparable:
+//! It follows GELU-Net's plaintext math (`gelunet-protocol`, `math.rs`; the sigmoid and
+//! the softmax are the protocol's own functions) so that the runs are comparable:
 //!
 //! ```text
 //! forward    z_i = a_{i−1}·W_iᵀ + b_i,   a_i = f(z_i)   (hidden),   y = softmax(z_L)
@@ -29,6 +29,8 @@
 //! the paper reports for polynomial activations, Fig. 3); [`FloatTrainer::diverged`]
 //! says so and the loss becomes non-finite.
 
+use gelunet_protocol::math::softmax_in_place;
+use gelunet_protocol::Activation;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -48,29 +50,18 @@ pub trait HiddenActivation: Copy + std::fmt::Debug + Send + Sync {
 }
 
 /// The logistic sigmoid `1/(1 + e^{−x})` (GELU-Net's activation, applied by the client
-/// in plaintext), computed without overflow for large `|x|`.
+/// in plaintext): the very function of the protocol,
+/// [`gelunet_protocol::Activation::Sigmoid`], computed without overflow for large `|x|`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Sigmoid;
 
-/// The sigmoid without overflow: `1/(1 + e^{−x})` for `x ≥ 0`, `e^x/(1 + e^x)` below.
-#[must_use]
-pub fn stable_sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
 impl HiddenActivation for Sigmoid {
     fn apply(&self, x: f64) -> f64 {
-        stable_sigmoid(x)
+        Activation::Sigmoid.apply(x)
     }
 
     fn derivative(&self, x: f64) -> f64 {
-        let s = stable_sigmoid(x);
-        s * (1.0 - s)
+        Activation::Sigmoid.derivative(x)
     }
 
     fn name(&self) -> &'static str {
@@ -369,18 +360,6 @@ pub fn mean_cross_entropy(z: &Array2<f64>, labels: &[usize]) -> f64 {
     r
 }
 
-/// Row-wise softmax.
-fn softmax_rows(z: &Array2<f64>) -> Array2<f64> {
-    let mut y = z.clone();
-    for mut row in y.rows_mut() {
-        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        row.mapv_inplace(|v| (v - max).exp());
-        let s = row.sum();
-        row.mapv_inplace(|v| v / s);
-    }
-    y
-}
-
 /// Mini-batch SGD on a [`FloatNet`] with hidden activation `A` (see the module docs).
 #[derive(Clone, Debug)]
 pub struct FloatTrainer<A: HiddenActivation> {
@@ -452,7 +431,9 @@ impl<A: HiddenActivation> FloatTrainer<A> {
         }
         let (a, z) = self.net.trace(&self.act, x);
         let last = z.len() - 1;
-        let mut delta = softmax_rows(&z[last]);
+        // y = softmax(z_L), row by row, with the protocol's softmax.
+        let mut delta = z[last].clone();
+        delta.rows_mut().into_iter().for_each(softmax_in_place);
         for (s, &t) in labels.iter().enumerate() {
             delta[[s, t]] -= 1.0;
         }

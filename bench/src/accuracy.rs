@@ -22,11 +22,11 @@ use gelunet_baselines::{
     BfvConfig, BfvContext, BfvDescription, FloatNet, PolyActivation, SquareNet, SquareNetBfv,
     TrainActivation,
 };
+use gelunet_plot::{bar_figure, BarGroup};
 use serde::Serialize;
 
 use crate::error::{BenchError, Result};
 use crate::pipeline::{mean_std, prepare, MnistLimits, Prepared, TrainSetup};
-use crate::plot::{bar_figure, BarGroup};
 use crate::runs::{encrypted_run, fixed_accuracy, train_side_by_side, EncryptedCheck};
 
 /// Largest BFV plaintext modulus the deployment of a square network may need (bits).
@@ -468,5 +468,6 @@ pub fn plot(rows: &[AccuracyRow], path: &Path, caption: &str) -> Result<()> {
         &groups,
         (0.0, 1.0),
         caption,
-    )
+    )?;
+    Ok(())
 }

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! both for one value per ciphertext and for *packed* ciphertexts (`P` signed slots of
-//! `β` bits per plaintext, `P·β < |N|`). The client encrypts with
+//! `β` bits per plaintext, `P·β ≤ |N| − 2`, packed and unpacked by
+//! [`gelunet_protocol::packing`], [`slot_bits`]). The client encrypts with
 //! [`PrivateKey::encrypt_crt`] (it owns the key). The FHE side is measured with the
 //! baselines' helpers on one full BFV ciphertext (`N` slots): the square `x²`
 //! (CryptoNets) and the degree-5 Taylor sigmoid (BGN-Net's activation, evaluated under
@@ -31,17 +32,22 @@ use gelunet_net::{
     TransportSettings,
 };
 use gelunet_paillier::{BigInt, Ciphertext, PrivateKey};
-use gelunet_protocol::{Scales, ValueKind};
-use num_traits::{One, Zero};
+use gelunet_protocol::packing::{pack_signed, slots_per_plaintext, unpack_signed};
+use gelunet_protocol::{Activation, Scales, ValueKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result};
 
-/// Slot width for packed pre-activations: `|z| < 2^(limit + fa + fw)` = `2^76` with the
-/// default scales, offset to `[0, 2^77)`, plus one guard bit.
-pub const SLOT_BITS: u32 = 78;
+/// Slot width `β` for packed pre-activations and activations: a signed slot holding
+/// `|z| < 2^max_bits(PreActivation)` (`2^(limit + fa + fw)` = `2^76` with the default
+/// scales) needs `max_bits + 1` bits; one guard bit more makes `β = max_bits + 2`, 78 bits
+/// with [`Scales::default`]. The activations `0 ≤ a ≤ 2^fa` fit the same slots.
+#[must_use]
+pub fn slot_bits(scales: &Scales) -> u32 {
+    scales.max_bits(ValueKind::PreActivation) + 2
+}
 
 /// Time split of one outsourced activation round (seconds).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -130,24 +136,18 @@ enum Wire {
     Done,
 }
 
-fn pack(values: &[BigInt], slot_bits: u32) -> BigInt {
-    let offset = BigInt::one() << (slot_bits - 2);
-    let mut m = BigInt::zero();
-    for v in values.iter().rev() {
-        m = (m << slot_bits) + (v + &offset);
+/// The slot width of `per_ct` values per ciphertext: 0 (no packing: the value itself) for
+/// one, [`slot_bits`] otherwise.
+fn layout_bits(scales: &Scales, per_ct: usize) -> u32 {
+    if per_ct == 1 {
+        0
+    } else {
+        slot_bits(scales)
     }
-    m
 }
 
-fn unpack(m: &BigInt, count: usize, slot_bits: u32) -> Vec<BigInt> {
-    let offset = BigInt::one() << (slot_bits - 2);
-    let mask = (BigInt::one() << slot_bits) - 1;
-    (0..count)
-        .map(|s| ((m >> (slot_bits as usize * s)) & &mask) - &offset)
-        .collect()
-}
-
-/// The client's work on one ciphertext: decrypt, unpack, sigmoid, pack, encrypt.
+/// The client's work on one ciphertext: decrypt, unpack, sigmoid, pack, encrypt
+/// (`per_ct` values per ciphertext).
 fn client_round(
     key: &PrivateKey,
     scales: &Scales,
@@ -155,6 +155,7 @@ fn client_round(
     per_ct: usize,
     rng: &mut ChaCha20Rng,
 ) -> Result<(Vec<Ciphertext>, f64, f64, f64)> {
+    let beta = layout_bits(scales, per_ct);
     let t = Instant::now();
     let plain = cts
         .iter()
@@ -164,26 +165,15 @@ fn client_round(
     let t = Instant::now();
     let mut acts = Vec::with_capacity(plain.len());
     for m in &plain {
-        let zs = if per_ct == 1 {
-            vec![m.clone()]
-        } else {
-            unpack(m, per_ct, SLOT_BITS)
-        };
-        let a = zs
+        let a = unpack_signed(m, per_ct, beta)?
             .iter()
             .map(|z| {
                 let zi =
                     i128::try_from(z).map_err(|_| BenchError::Check("z out of i128".into()))?;
-                let x = scales.decode(ValueKind::PreActivation, zi);
-                let s = 1.0 / (1.0 + (-x).exp());
-                Ok(BigInt::from(scales.encode(ValueKind::Activation, s)?))
+                Ok(BigInt::from(activation_of(scales, zi)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        acts.push(if per_ct == 1 {
-            a.into_iter().next().unwrap_or_default()
-        } else {
-            pack(&a, SLOT_BITS)
-        });
+        acts.push(pack_signed(&a, beta));
     }
     let activate = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -195,9 +185,11 @@ fn client_round(
     Ok((out, decrypt, activate, encrypt))
 }
 
-fn expected_activation(scales: &Scales, z: i128) -> Result<i128> {
+/// `a = round(σ(z / 2^(fa+fw))·2^fa)`, the client's activation of one pre-activation
+/// (the protocol's sigmoid and codec; paper Alg. 1 line 10).
+fn activation_of(scales: &Scales, z: i128) -> Result<i128> {
     let x = scales.decode(ValueKind::PreActivation, z);
-    Ok(scales.encode(ValueKind::Activation, 1.0 / (1.0 + (-x).exp()))?)
+    Ok(scales.encode(ValueKind::Activation, Activation::Sigmoid.apply(x))?)
 }
 
 /// Measures GELU-Net's outsourced activation over loopback QUIC, unpacked and packed,
@@ -213,8 +205,7 @@ pub fn measure_gelu(key: &PrivateKey, reps: usize) -> Result<(Vec<GeluCost>, usi
         .enable_all()
         .build()?;
     let bits = key.public_key().bits();
-    let packed = usize::try_from((bits.saturating_sub(2)) / u64::from(SLOT_BITS))
-        .map_err(|e| BenchError::Config(e.to_string()))?;
+    let packed = slots_per_plaintext(bits, slot_bits(&Scales::default())) as usize;
     let out = rt.block_on(async {
         let mut costs = Vec::new();
         for per_ct in [1usize, packed.max(1)] {
@@ -227,6 +218,7 @@ pub fn measure_gelu(key: &PrivateKey, reps: usize) -> Result<(Vec<GeluCost>, usi
 
 async fn round_trip(key: &PrivateKey, reps: usize, per_ct: usize) -> Result<GeluCost> {
     let scales = Scales::default();
+    let beta = layout_bits(&scales, per_ct);
     let settings = TransportSettings::default();
     let identity = ServerIdentity::generate(&["localhost".to_string()])?;
     let bind: SocketAddr = "127.0.0.1:0"
@@ -286,12 +278,7 @@ async fn round_trip(key: &PrivateKey, reps: usize, per_ct: usize) -> Result<Gelu
             .map(|_| scales.encode(ValueKind::PreActivation, rng.gen_range(-6.0..6.0)))
             .collect::<std::result::Result<_, _>>()?;
         let big: Vec<BigInt> = zs.iter().map(|&z| BigInt::from(z)).collect();
-        let m = if per_ct == 1 {
-            big[0].clone()
-        } else {
-            pack(&big, SLOT_BITS)
-        };
-        let ct = pk.encrypt(&m, &mut rng)?;
+        let ct = pk.encrypt(&pack_signed(&big, beta), &mut rng)?;
         let (s0, r0) = (ch.bytes_sent(), ch.bytes_received());
         let t = Instant::now();
         ch.send(&Wire::Z(vec![ct])).await?;
@@ -311,13 +298,9 @@ async fn round_trip(key: &PrivateKey, reps: usize, per_ct: usize) -> Result<Gelu
             cts.first()
                 .ok_or_else(|| BenchError::Check("empty".into()))?,
         )?;
-        let got = if per_ct == 1 {
-            vec![a]
-        } else {
-            unpack(&a, per_ct, SLOT_BITS)
-        };
+        let got = unpack_signed(&a, per_ct, beta)?;
         for (z, g) in zs.iter().zip(&got) {
-            if BigInt::from(expected_activation(&scales, *z)?) != *g {
+            if BigInt::from(activation_of(&scales, *z)?) != *g {
                 correct = false;
             }
         }
@@ -349,7 +332,7 @@ async fn round_trip(key: &PrivateKey, reps: usize, per_ct: usize) -> Result<Gelu
     }
     Ok(GeluCost {
         values_per_ciphertext: per_ct,
-        slot_bits: if per_ct == 1 { 0 } else { SLOT_BITS },
+        slot_bits: beta,
         per_ciphertext: per_ct_split,
         per_value,
         wire_bytes: wire / reps.max(1) as u64,

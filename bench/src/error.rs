@@ -40,7 +40,7 @@ pub enum BenchError {
     Json(#[from] serde_json::Error),
     /// Drawing a plot failed.
     #[error("plot: {0}")]
-    Plot(String),
+    Plot(#[from] gelunet_plot::PlotError),
     /// A check the benchmark makes on its own results failed (e.g. the encrypted run
     /// differs from the reference, or BFV predictions differ from plaintext).
     #[error("check failed: {0}")]

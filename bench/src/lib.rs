@@ -9,6 +9,7 @@
 //! | 4 | Table 5 | inference latency (one sample) and throughput (a batch): GELU-Net vs CryptoNets under BFV, Dense(12) on Iris and Dense(300) on MNIST | [`inference`] |
 //!
 //! [`run`] executes the selected parts and writes `report.md`, `report.json` and PNG plots
+//! (drawn by `gelunet-plot`)
 //! into the output directory. Every table states the key size, BFV parameters, batch size,
 //! threads and the machine's core count.
 
@@ -17,7 +18,6 @@ pub mod activation;
 pub mod error;
 pub mod inference;
 pub mod pipeline;
-pub mod plot;
 pub mod report;
 pub mod runs;
 pub mod stability;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::activation::Split;
+use crate::inference::Timing;
 use crate::{parameters_line, PaperReport};
 
 fn ms(s: f64) -> String {
@@ -28,6 +29,46 @@ fn split_row(out: &mut String, name: &str, unit: &str, s: &Split, params: &str) 
         ms(s.activation),
         ms(s.total)
     );
+}
+
+/// The Paillier parameters of a table row: key size (marked when test-size), threads and
+/// cores.
+fn paillier_line(key_bits: u64, test_keys: bool, threads: usize, cores: usize) -> String {
+    format!(
+        "Paillier {key_bits} bits{}, threads {threads}, cores {cores}",
+        if test_keys { " TEST-SIZE" } else { "" }
+    )
+}
+
+/// One scheme's row of Table 5: its timings, then `parameters`, `detail` and the timing's
+/// note; or, when it did not run, why (`error`) and `parameters`.
+fn timing_row(
+    out: &mut String,
+    model: &str,
+    scheme: &str,
+    (timing, error): (Option<&Timing>, Option<&str>),
+    parameters: &str,
+    detail: &str,
+) {
+    let _ = match timing {
+        Some(t) => writeln!(
+            out,
+            "| {model} | {scheme} | {} | {} ({}) | {} | {} | {} | {} | {parameters}; {detail}{} |",
+            ms(t.single_secs),
+            ms(t.online_single_secs),
+            ms(t.offline_single_secs),
+            t.batch_samples,
+            ms(t.batch_secs),
+            ms(t.batch_per_sample_secs),
+            t.predictions_match_plaintext,
+            t.note
+        ),
+        None => writeln!(
+            out,
+            "| {model} | {scheme} | not run: {} | | | | | | {parameters} |",
+            error.unwrap_or_default()
+        ),
+    };
 }
 
 /// Renders the whole report.
@@ -192,13 +233,7 @@ pub fn markdown(r: &PaperReport) -> String {
             c.repetitions,
             c.bfv_parameters.slots
         );
-        let pp = format!(
-            "Paillier {} bits{}, threads {}, cores {}",
-            c.key_bits,
-            if c.test_keys { " TEST-SIZE" } else { "" },
-            c.threads,
-            env.cores
-        );
+        let pp = paillier_line(c.key_bits, c.test_keys, c.threads, env.cores);
         let _ = writeln!(o, "| scheme | per | communication | crypto (decrypt + encrypt) | activation | total | parameters |");
         let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- |");
         for g in &c.gelu {
@@ -268,70 +303,32 @@ pub fn markdown(r: &PaperReport) -> String {
         let _ = writeln!(o, "| model | scheme | 1 sample (latency) | 1 sample online (offline) | batch | batch time | per sample | predictions = plaintext | parameters |");
         let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &inf.rows {
-            let pl = format!(
-                "Paillier {} bits{}, threads {}, cores {}",
-                inf.key_bits,
-                if env.test_keys { " TEST-SIZE" } else { "" },
-                inf.threads,
-                env.cores
+            let pl = paillier_line(inf.key_bits, env.test_keys, inf.threads, env.cores);
+            timing_row(
+                &mut o,
+                &row.model,
+                "GELU-Net",
+                (row.gelu.as_ref(), row.gelu_error.as_deref()),
+                &pl,
+                "",
             );
-            match &row.gelu {
-                Some(g) => {
-                    let _ = writeln!(
-                        o,
-                        "| {} | GELU-Net | {} | {} ({}) | {} | {} | {} | {} | {pl}; {} |",
-                        row.model,
-                        ms(g.single_secs),
-                        ms(g.online_single_secs),
-                        ms(g.offline_single_secs),
-                        g.batch_samples,
-                        ms(g.batch_secs),
-                        ms(g.batch_per_sample_secs),
-                        g.predictions_match_plaintext,
-                        g.note
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        o,
-                        "| {} | GELU-Net | not run: {} | | | | | | {pl} |",
-                        row.model,
-                        row.gelu_error.clone().unwrap_or_default()
-                    );
-                }
-            }
             let bp = row
                 .bfv_parameters
                 .as_ref()
                 .map_or(String::new(), |d| format!("{d}"));
-            match &row.bfv {
-                Some(b) => {
-                    let _ = writeln!(
-                        o,
-                        "| {} | CryptoNets (BFV) | {} | {} ({}) | {} | {} | {} | {} | {bp}; square net at fx = fw = {} bits; threads {}, cores {}; {} |",
-                        row.model,
-                        ms(b.single_secs),
-                        ms(b.online_single_secs),
-                        ms(b.offline_single_secs),
-                        b.batch_samples,
-                        ms(b.batch_secs),
-                        ms(b.batch_per_sample_secs),
-                        b.predictions_match_plaintext,
-                        row.square_scale_bits.map_or("?".into(), |f| f.to_string()),
-                        env.rayon_threads,
-                        env.cores,
-                        b.note
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        o,
-                        "| {} | CryptoNets (BFV) | not run: {} | | | | | | {bp} |",
-                        row.model,
-                        row.bfv_error.clone().unwrap_or_default()
-                    );
-                }
-            }
+            timing_row(
+                &mut o,
+                &row.model,
+                "CryptoNets (BFV)",
+                (row.bfv.as_ref(), row.bfv_error.as_deref()),
+                &bp,
+                &format!(
+                    "square net at fx = fw = {} bits; threads {}, cores {}; ",
+                    row.square_scale_bits.map_or("?".into(), |f| f.to_string()),
+                    env.rayon_threads,
+                    env.cores
+                ),
+            );
             let _ = writeln!(
                 o,
                 "| {} | ratio BFV / GELU-Net | {} | {} | | | {} | | {pl}; {bp}; paper Table 5 (GELU-Net, local-local): {} |",

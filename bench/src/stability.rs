@@ -10,11 +10,11 @@
 use std::path::Path;
 
 use gelunet_baselines::{PolyActivation, TrainActivation};
+use gelunet_plot::{line_figure, Panel, Series};
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::pipeline::{Prepared, TrainSetup};
-use crate::plot::{line_figure, Panel, Series};
 use crate::runs::train_side_by_side;
 
 /// One training run of the figure.

@@ -98,6 +98,44 @@ fn to_array(path: &Path, rows: usize, cols: usize, values: Vec<f64>) -> Result<A
         .map_err(|e| DatasetError::malformed(path, 0, format!("internal shape error: {e}")))
 }
 
+/// Reads the comma-separated file at `path`, `file_fields` fields a row (checked by
+/// [`read_checked`]), into the dataset `name`: `row(line, fields, values)` appends the
+/// row's `feature_names.len()` feature values and returns its class index into
+/// `classes`.
+fn load_table(
+    path: &Path,
+    (name, file_fields): (&str, usize),
+    feature_names: Vec<String>,
+    classes: Vec<String>,
+    mut row: impl FnMut(usize, &[String], &mut Vec<f64>) -> Result<usize>,
+) -> Result<Dataset> {
+    let rows = read_checked(path, file_fields)?;
+    let width = feature_names.len();
+    let mut values = Vec::with_capacity(rows.len() * width);
+    let mut labels = Vec::with_capacity(rows.len());
+    for (line, fields) in &rows {
+        labels.push(row(*line, fields, &mut values)?);
+    }
+    let features = to_array(path, rows.len(), width, values)?;
+    Dataset::new(name, features, labels, classes, feature_names)
+}
+
+/// The index of `class` in `classes`.
+///
+/// # Errors
+/// [`DatasetError::Malformed`] naming the dataset (`what`) for an unknown class.
+fn named_class(
+    path: &Path,
+    line: usize,
+    class: &str,
+    classes: &[&str],
+    what: &str,
+) -> Result<usize> {
+    classes.iter().position(|c| *c == class).ok_or_else(|| {
+        DatasetError::malformed(path, line, format!("unknown {what} class {class:?}"))
+    })
+}
+
 fn read_checked(path: &Path, fields: usize) -> Result<Vec<Row>> {
     let rows = read_rows(path, b',', FETCH_HINT)?;
     if rows.is_empty() {
@@ -121,29 +159,17 @@ fn read_checked(path: &Path, fields: usize) -> Result<Vec<Row>> {
 /// [`DatasetError::Io`] on read errors.
 pub fn load_iris(data_dir: &Path) -> Result<Dataset> {
     let path = data_dir.join(IRIS_FILE);
-    let rows = read_checked(&path, 5)?;
-    let mut values = Vec::with_capacity(rows.len() * 4);
-    let mut labels = Vec::with_capacity(rows.len());
-    for (line, fields) in &rows {
-        for (j, name) in IRIS_FEATURES.iter().enumerate() {
-            values.push(numeric_field(&path, *line, fields, j, name)?);
-        }
-        let class = fields[4].as_str();
-        let label = IRIS_CLASSES
-            .iter()
-            .position(|c| *c == class)
-            .ok_or_else(|| {
-                DatasetError::malformed(&path, *line, format!("unknown iris class {class:?}"))
-            })?;
-        labels.push(label);
-    }
-    let features = to_array(&path, rows.len(), 4, values)?;
-    Dataset::new(
-        "iris",
-        features,
-        labels,
-        to_strings(&IRIS_CLASSES),
+    load_table(
+        &path,
+        ("iris", 5),
         to_strings(&IRIS_FEATURES),
+        to_strings(&IRIS_CLASSES),
+        |line, fields, values| {
+            for (j, name) in IRIS_FEATURES.iter().enumerate() {
+                values.push(numeric_field(&path, line, fields, j, name)?);
+            }
+            named_class(&path, line, &fields[4], &IRIS_CLASSES, "iris")
+        },
     )
 }
 
@@ -163,34 +189,28 @@ pub fn load_iris(data_dir: &Path) -> Result<Dataset> {
 /// [`DatasetError::Io`] on read errors.
 pub fn load_pima(data_dir: &Path) -> Result<Dataset> {
     let path = data_dir.join(PIMA_FILE);
-    let rows = read_checked(&path, 9)?;
-    let mut values = Vec::with_capacity(rows.len() * 8);
-    let mut labels = Vec::with_capacity(rows.len());
-    for (line, fields) in &rows {
-        for (j, name) in PIMA_FEATURES.iter().enumerate() {
-            values.push(numeric_field(&path, *line, fields, j, name)?);
-        }
-        let class = numeric_field(&path, *line, fields, 8, "class")?;
-        let label = if class == 0.0 {
-            0
-        } else if class == 1.0 {
-            1
-        } else {
-            return Err(DatasetError::malformed(
-                &path,
-                *line,
-                format!("class must be 0 or 1, found {:?}", fields[8]),
-            ));
-        };
-        labels.push(label);
-    }
-    let features = to_array(&path, rows.len(), 8, values)?;
-    Dataset::new(
-        "pima",
-        features,
-        labels,
-        to_strings(&["0", "1"]),
+    load_table(
+        &path,
+        ("pima", 9),
         to_strings(&PIMA_FEATURES),
+        to_strings(&["0", "1"]),
+        |line, fields, values| {
+            for (j, name) in PIMA_FEATURES.iter().enumerate() {
+                values.push(numeric_field(&path, line, fields, j, name)?);
+            }
+            let class = numeric_field(&path, line, fields, 8, "class")?;
+            if class == 0.0 {
+                Ok(0)
+            } else if class == 1.0 {
+                Ok(1)
+            } else {
+                Err(DatasetError::malformed(
+                    &path,
+                    line,
+                    format!("class must be 0 or 1, found {:?}", fields[8]),
+                ))
+            }
+        },
     )
 }
 
@@ -210,7 +230,6 @@ pub fn load_pima(data_dir: &Path) -> Result<Dataset> {
 /// unknown class; [`DatasetError::Io`] on read errors.
 pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
     let path = data_dir.join(KR_VS_KP_FILE);
-    let rows = read_checked(&path, KR_VS_KP_ATTRS.len() + 1)?;
     let mut feature_names = Vec::new();
     for (name, domain) in KR_VS_KP_ATTRS {
         if domain.len() == 2 {
@@ -219,40 +238,29 @@ pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
             feature_names.extend(domain.iter().map(|v| format!("{name}={v}")));
         }
     }
-    let width = feature_names.len();
-    let mut values = Vec::with_capacity(rows.len() * width);
-    let mut labels = Vec::with_capacity(rows.len());
-    for (line, fields) in &rows {
-        for (j, (name, domain)) in KR_VS_KP_ATTRS.iter().enumerate() {
-            let raw = fields[j].as_str();
-            let k = domain.iter().position(|v| *v == raw).ok_or_else(|| {
-                DatasetError::malformed(
-                    &path,
-                    *line,
-                    format!("attribute {} ({name}): {raw:?} not in {domain:?}", j + 1),
-                )
-            })?;
-            if domain.len() == 2 {
-                values.push(k as f64);
-            } else {
-                values.extend((0..domain.len()).map(|i| if i == k { 1.0 } else { 0.0 }));
-            }
-        }
-        let class = fields[KR_VS_KP_ATTRS.len()].as_str();
-        let label = KR_VS_KP_CLASSES
-            .iter()
-            .position(|c| *c == class)
-            .ok_or_else(|| {
-                DatasetError::malformed(&path, *line, format!("unknown kr-vs-kp class {class:?}"))
-            })?;
-        labels.push(label);
-    }
-    let features = to_array(&path, rows.len(), width, values)?;
-    Dataset::new(
-        "kr-vs-kp",
-        features,
-        labels,
-        to_strings(&KR_VS_KP_CLASSES),
+    load_table(
+        &path,
+        ("kr-vs-kp", KR_VS_KP_ATTRS.len() + 1),
         feature_names,
+        to_strings(&KR_VS_KP_CLASSES),
+        |line, fields, values| {
+            for (j, (name, domain)) in KR_VS_KP_ATTRS.iter().enumerate() {
+                let raw = fields[j].as_str();
+                let k = domain.iter().position(|v| *v == raw).ok_or_else(|| {
+                    DatasetError::malformed(
+                        &path,
+                        line,
+                        format!("attribute {} ({name}): {raw:?} not in {domain:?}", j + 1),
+                    )
+                })?;
+                if domain.len() == 2 {
+                    values.push(k as f64);
+                } else {
+                    values.extend((0..domain.len()).map(|i| if i == k { 1.0 } else { 0.0 }));
+                }
+            }
+            let class = &fields[KR_VS_KP_ATTRS.len()];
+            named_class(&path, line, class, &KR_VS_KP_CLASSES, "kr-vs-kp")
+        },
     )
 }

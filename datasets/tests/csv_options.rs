@@ -3,13 +3,20 @@
 
 mod common;
 
-use common::write_file;
+use common::{assert_malformed_at, write_file};
 use gelunet_datasets::*;
 
 fn load(contents: &str, opts: &CsvOptions) -> Result<Dataset> {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "small.csv", contents.as_bytes());
     load_csv(&path, opts)
+}
+
+/// [`load`] with the default options changed by `set`.
+fn load_with(contents: &str, set: impl FnOnce(&mut CsvOptions)) -> Result<Dataset> {
+    let mut opts = CsvOptions::default();
+    set(&mut opts);
+    load(contents, &opts)
 }
 
 #[test]
@@ -26,56 +33,21 @@ fn defaults_last_column_label_no_header() {
 #[test]
 fn label_column_negative_and_positive_index() {
     let text = "x,1.5,10\ny,2.5,20\nx,3.5,10\n";
-    let a = load(
-        text,
-        &CsvOptions {
-            label_column: -3,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
-    let b = load(
-        text,
-        &CsvOptions {
-            label_column: 0,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let a = load_with(text, |o| o.label_column = -3).unwrap();
+    let b = load_with(text, |o| o.label_column = 0).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.labels, vec![0, 1, 0]);
     assert_eq!(a.features.dim(), (3, 2));
     assert_eq!(a.features.column(0).to_vec(), vec![1.5, 2.5, 3.5]);
 
     // -2 = middle column: numeric labels in numeric (not string) order.
-    let c = load(
-        "1,10,0\n2,9,0\n3,10,0\n",
-        &CsvOptions {
-            label_column: -2,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let c = load_with("1,10,0\n2,9,0\n3,10,0\n", |o| o.label_column = -2).unwrap();
     assert_eq!(c.class_names, vec!["9", "10"]);
     assert_eq!(c.labels, vec![1, 0, 1]);
 
-    let err = load(
-        text,
-        &CsvOptions {
-            label_column: -4,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_with(text, |o| o.label_column = -4).unwrap_err();
     assert!(matches!(err, DatasetError::BadOption { .. }), "{err}");
-    let err = load(
-        text,
-        &CsvOptions {
-            label_column: 3,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_with(text, |o| o.label_column = 3).unwrap_err();
     assert!(matches!(err, DatasetError::BadOption { .. }), "{err}");
 }
 
@@ -92,26 +64,12 @@ fn ignore_columns() {
     assert_eq!(ds.class_names, vec!["n", "p"]);
     assert_eq!(ds.labels, vec![1, 0]);
 
-    let err = load(
-        "1,2,3\n",
-        &CsvOptions {
-            ignore_columns: vec![-1],
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_with("1,2,3\n", |o| o.ignore_columns = vec![-1]).unwrap_err();
     assert!(
         matches!(err, DatasetError::BadOption { .. }),
         "label ignored: {err}"
     );
-    let err = load(
-        "1,2,3\n",
-        &CsvOptions {
-            ignore_columns: vec![5],
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = load_with("1,2,3\n", |o| o.ignore_columns = vec![5]).unwrap_err();
     assert!(matches!(err, DatasetError::BadOption { .. }), "{err}");
 }
 
@@ -132,44 +90,20 @@ fn header_auto_detection() {
     // A text field over an ignored column is not a reason to detect a header.
     let text = "id,1,0\n7,2,1\n";
     assert_eq!(load(text, &CsvOptions::default()).unwrap().n_samples(), 1);
-    let ds = load(
-        text,
-        &CsvOptions {
-            ignore_columns: vec![0],
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let ds = load_with(text, |o| o.ignore_columns = vec![0]).unwrap();
     assert_eq!(ds.n_samples(), 2);
 }
 
 #[test]
 fn header_forced() {
     // Forced header on an all-numeric first row drops that row.
-    let ds = load(
-        "1,2,0\n3,4,1\n5,6,1\n",
-        &CsvOptions {
-            header: Some(true),
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
+    let ds = load_with("1,2,0\n3,4,1\n5,6,1\n", |o| o.header = Some(true)).unwrap();
     assert_eq!(ds.n_samples(), 2);
     assert_eq!(ds.feature_names, vec!["1", "2"]);
     // Forced no-header on a text first row keeps it: the column becomes text
     // and is one-hot encoded... unless it is mostly numeric, which is an error.
-    let err = load(
-        "a,b,y\n1,2,0\n3,4,1\n",
-        &CsvOptions {
-            header: Some(false),
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    let err = load_with("a,b,y\n1,2,0\n3,4,1\n", |o| o.header = Some(false)).unwrap_err();
+    assert_malformed_at(&err, 1);
 }
 
 #[test]
@@ -193,21 +127,12 @@ fn text_column_one_hot_sorted() {
 #[test]
 fn malformed_csv_inputs() {
     let err = load("1,2,a\n3,b\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     let err = load("1,2,a\n3,?,b\n4,5,a\n6,7,b\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     assert!(err.to_string().contains("\"?\""), "{err}");
     let err = load("\n\n", &CsvOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
     let err = load("1,2,a\n3,4,\n", &CsvOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
 }

@@ -5,14 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{gzip, idx_images, idx_labels, write_file};
+use common::{assert_malformed_at, copy_edited, gzip, idx_images, idx_labels, write_file};
 use gelunet_datasets::*;
-
-/// Copies the real iris file into `dir` after applying `edit` to its text.
-fn iris_with(dir: &Path, edit: impl Fn(&str) -> String) {
-    let text = std::fs::read_to_string(common::shared_data_dir().join(IRIS_FILE)).unwrap();
-    write_file(dir, IRIS_FILE, edit(&text).as_bytes());
-}
 
 #[test]
 fn missing_data_dir_names_the_file_and_the_fix() {
@@ -62,7 +56,7 @@ fn missing_single_file_in_existing_dir() {
 #[test]
 fn iris_bad_numeric_value() {
     let dir = tempfile::tempdir().unwrap();
-    iris_with(dir.path(), |t| {
+    copy_edited(dir.path(), IRIS_FILE, |t| {
         t.replacen("5.1,3.5,1.4,0.2", "5.1,3.5,abc,0.2", 1)
     });
     let err = load_iris(dir.path()).unwrap_err();
@@ -79,74 +73,53 @@ fn iris_bad_numeric_value() {
 #[test]
 fn iris_wrong_column_count_and_unknown_class() {
     let dir = tempfile::tempdir().unwrap();
-    iris_with(dir.path(), |t| {
+    copy_edited(dir.path(), IRIS_FILE, |t| {
         t.replacen("4.9,3.0,1.4,0.2,", "4.9,3.0,1.4,", 1)
     });
     let err = load_iris(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
     assert!(
         err.to_string().contains("expected 5 fields, found 4"),
         "{err}"
     );
 
-    iris_with(dir.path(), |t| t.replacen("Iris-setosa", "Iris-unknown", 1));
+    copy_edited(dir.path(), IRIS_FILE, |t| {
+        t.replacen("Iris-setosa", "Iris-unknown", 1)
+    });
     let err = load_iris(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
 }
 
 #[test]
 fn pima_and_kr_vs_kp_malformed() {
     let dir = tempfile::tempdir().unwrap();
-    let pima = std::fs::read_to_string(common::shared_data_dir().join(PIMA_FILE)).unwrap();
-    write_file(
-        dir.path(),
-        PIMA_FILE,
-        pima.replacen("50,1\n", "50,2\n", 1).as_bytes(),
-    );
+    copy_edited(dir.path(), PIMA_FILE, |t| t.replacen("50,1\n", "50,2\n", 1));
     let err = load_pima(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
-    write_file(
-        dir.path(),
-        PIMA_FILE,
-        pima.replacen("85,66", "85,x6", 1).as_bytes(),
-    );
+    assert_malformed_at(&err, 1);
+    copy_edited(dir.path(), PIMA_FILE, |t| t.replacen("85,66", "85,x6", 1));
     let err = load_pima(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 2, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 2);
 
-    let kr = std::fs::read_to_string(common::shared_data_dir().join(KR_VS_KP_FILE)).unwrap();
     // katri (attribute 15) = 'x' on the first row.
-    write_file(
-        dir.path(),
-        KR_VS_KP_FILE,
-        kr.replacen("l,f,n,", "l,f,x,", 1).as_bytes(),
-    );
+    copy_edited(dir.path(), KR_VS_KP_FILE, |t| {
+        t.replacen("l,f,n,", "l,f,x,", 1)
+    });
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
     assert!(err.to_string().contains("katri"), "{err}");
     write_file(dir.path(), KR_VS_KP_FILE, b"f,t,won\n");
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, DatasetError::Malformed { line: 1, .. }),
-        "{err}"
-    );
+    assert_malformed_at(&err, 1);
     write_file(dir.path(), KR_VS_KP_FILE, b"\n");
     let err = load_kr_vs_kp(dir.path()).unwrap_err();
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
+}
+
+/// A temporary directory holding a small, valid 4-file MNIST set ([`tiny_mnist`]).
+fn tiny_mnist_dir(n: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path(), n);
+    dir
 }
 
 /// Writes a small, valid 4-file MNIST set (images `n`×2×2) into `dir`.
@@ -161,10 +134,16 @@ fn tiny_mnist(dir: &Path, n: u32) {
     }
 }
 
+/// Replaces the file `rel` of the MNIST set in `dir` by `contents` and returns the
+/// loader's error.
+fn mnist_error_with(dir: &Path, rel: &str, contents: &[u8]) -> DatasetError {
+    write_file(dir, rel, contents);
+    load_mnist(dir, MnistOptions::default()).unwrap_err()
+}
+
 #[test]
 fn tiny_mnist_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 12);
+    let dir = tiny_mnist_dir(12);
     let m = load_mnist(dir.path(), MnistOptions::default()).unwrap();
     assert_eq!(m.train.features.dim(), (12, 4));
     assert_eq!(m.train_total, 12);
@@ -181,15 +160,13 @@ fn tiny_mnist_loads() {
 
 #[test]
 fn mnist_bad_magic() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     // A label file where an image file is expected.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_IMAGES,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     match err {
         DatasetError::BadMagic {
             ref path,
@@ -206,8 +183,7 @@ fn mnist_bad_magic() {
 
 #[test]
 fn mnist_truncated_gzip() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     let gz = gzip(&idx_images(IDX_IMAGES_MAGIC, 50, 28, 28));
     write_file(dir.path(), MNIST_TEST_IMAGES, &gz[..gz.len() / 2]);
     let opts = MnistOptions::default();
@@ -250,43 +226,37 @@ fn tiny_mnist_labels(dir: &Path, n: usize) {
 
 #[test]
 fn mnist_other_binary_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path(), 3);
+    let dir = tiny_mnist_dir(3);
     // Not gzip at all.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
     // Label count differs from image count.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
     // Label out of range.
-    write_file(
+    let err = mnist_error_with(
         dir.path(),
         MNIST_TRAIN_LABELS,
         &gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 10])),
     );
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
     assert!(err.to_string().contains("label 10"), "{err}");
     // Trailing bytes after the declared data.
     let mut labels = idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]);
     labels.push(4);
-    write_file(dir.path(), MNIST_TRAIN_LABELS, &gzip(&labels));
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
+    let err = mnist_error_with(dir.path(), MNIST_TRAIN_LABELS, &gzip(&labels));
     assert!(err.to_string().contains("trailing"), "{err}");
     // Corrupted compressed payload (CRC / deflate error).
     let mut gz = gzip(&idx_labels(IDX_LABELS_MAGIC, &[1, 2, 3]));
     let last = gz.len() - 5;
     gz[last] ^= 0xff; // inside the CRC32 trailer
-    write_file(dir.path(), MNIST_TRAIN_LABELS, &gz);
-    let err = load_mnist(dir.path(), MnistOptions::default()).unwrap_err();
+    let err = mnist_error_with(dir.path(), MNIST_TRAIN_LABELS, &gz);
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
 }

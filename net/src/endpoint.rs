@@ -26,6 +26,13 @@ fn tls_err(context: &str) -> impl FnOnce(rustls::Error) -> NetError + '_ {
     }
 }
 
+/// A TLS configuration QUIC cannot use, as [`NetError::TlsConfig`].
+fn quic_err(e: impl std::fmt::Display) -> NetError {
+    NetError::TlsConfig {
+        reason: e.to_string(),
+    }
+}
+
 /// Always presents the one server certificate.
 #[derive(Debug)]
 struct SingleCert(Arc<CertifiedKey>);
@@ -53,9 +60,7 @@ pub fn server_config(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // 0-RTT is not used: every connection starts with a fresh authenticated handshake.
     tls.max_early_data_size = 0;
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::TlsConfig {
-        reason: e.to_string(),
-    })?;
+    let quic = QuicServerConfig::try_from(tls).map_err(quic_err)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(settings.transport_config()?));
     Ok(config)
@@ -87,9 +92,7 @@ pub fn client_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::TlsConfig {
-        reason: e.to_string(),
-    })?;
+    let quic = QuicClientConfig::try_from(tls).map_err(quic_err)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(settings.transport_config()?));
     Ok(config)

@@ -36,6 +36,22 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Runs a test's body, failing it if it takes longer than [`LIMIT`] (a guard against a
+/// hang, not a timing).
+async fn within_limit<F: std::future::Future>(body: F) -> F::Output {
+    tokio::time::timeout(LIMIT, body)
+        .await
+        .expect("test timed out")
+}
+
+/// A fresh `localhost` identity and a server endpoint for it on an ephemeral loopback
+/// port.
+fn localhost_server() -> (ServerIdentity, quinn::Endpoint, SocketAddr) {
+    let identity = localhost_identity();
+    let (server, addr) = start_server(&identity);
+    (identity, server, addr)
+}
+
 /// Starts a server endpoint on an ephemeral loopback port.
 fn start_server(identity: &ServerIdentity) -> (quinn::Endpoint, SocketAddr) {
     let endpoint = server_endpoint(loopback(), identity, &TransportSettings::default()).unwrap();
@@ -47,11 +63,21 @@ async fn connect_client(
     addr: SocketAddr,
     pinned: &ServerIdentity,
 ) -> (quinn::Endpoint, Result<quinn::Connection, NetError>) {
+    connect_client_as(addr, pinned, "localhost").await
+}
+
+/// A client endpoint connecting to `addr` under `server_name`, pinning `pinned`'s
+/// certificate.
+async fn connect_client_as(
+    addr: SocketAddr,
+    pinned: &ServerIdentity,
+    server_name: &str,
+) -> (quinn::Endpoint, Result<quinn::Connection, NetError>) {
     let endpoint = client_endpoint(client_bind_addr(addr)).unwrap();
     let conn = connect(
         &endpoint,
         addr,
-        "localhost",
+        server_name,
         pinned.certificate().clone(),
         &TransportSettings::default(),
     )
@@ -65,9 +91,8 @@ fn frame_len<T: Serialize>(msg: &T) -> u64 {
 
 #[tokio::test]
 async fn typed_round_trip_with_large_batch_and_byte_counters() {
-    tokio::time::timeout(LIMIT, async {
-        let identity = localhost_identity();
-        let (server, addr) = start_server(&identity);
+    within_limit(async {
+        let (identity, server, addr) = localhost_server();
 
         let server_task = tokio::spawn(async move {
             let settings = TransportSettings::default();
@@ -151,13 +176,12 @@ async fn typed_round_trip_with_large_batch_and_byte_counters() {
         assert_eq!(server_received, sent);
         conn.close(0u32.into(), b"done");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
 async fn client_pinning_another_certificate_is_refused() {
-    tokio::time::timeout(LIMIT, async {
+    within_limit(async {
         let real = localhost_identity();
         let impostor_pin = localhost_identity();
         let (server, addr) = start_server(&real);
@@ -183,34 +207,24 @@ async fn client_pinning_another_certificate_is_refused() {
             other => panic!("expected a handshake error on the server, got {other:?}"),
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_server_name_is_refused() {
-    tokio::time::timeout(LIMIT, async {
-        let identity = localhost_identity();
-        let (server, addr) = start_server(&identity);
+    within_limit(async {
+        let (identity, server, addr) = localhost_server();
         let _server_task = tokio::spawn(async move {
             let _ = accept(&server, &TransportSettings::default()).await;
         });
-        let endpoint = client_endpoint(client_bind_addr(addr)).unwrap();
-        let result = connect(
-            &endpoint,
-            addr,
-            "not-the-server.example",
-            identity.certificate().clone(),
-            &TransportSettings::default(),
-        )
-        .await;
+        let (_endpoint, result) =
+            connect_client_as(addr, &identity, "not-the-server.example").await;
         assert!(
             matches!(result, Err(NetError::CertificateRejected { .. })),
             "{result:?}"
         );
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -221,9 +235,8 @@ struct Small {
 
 #[tokio::test]
 async fn framing_errors_are_typed() {
-    tokio::time::timeout(LIMIT, async {
-        let identity = localhost_identity();
-        let (server, addr) = start_server(&identity);
+    within_limit(async {
+        let (identity, server, addr) = localhost_server();
         let settings = TransportSettings::default();
         let ((_client, conn), server_conn) =
             tokio::join!(connect_client(addr, &identity), accept(&server, &settings));
@@ -330,8 +343,7 @@ async fn framing_errors_are_typed() {
 
         conn.close(0u32.into(), b"done");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
@@ -344,7 +356,7 @@ fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn identity_save_load_round_trip() {
-    tokio::time::timeout(LIMIT, async {
+    within_limit(async {
         let dir = unique_temp_dir("identity");
         let identity = ServerIdentity::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         identity.save(&dir).unwrap();
@@ -416,15 +428,13 @@ async fn identity_save_load_round_trip() {
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&other_dir).unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
 async fn client_disconnect_mid_conversation_is_a_typed_error() {
-    tokio::time::timeout(LIMIT, async {
-        let identity = localhost_identity();
-        let (server, addr) = start_server(&identity);
+    within_limit(async {
+        let (identity, server, addr) = localhost_server();
 
         let server_task = tokio::spawn(async move {
             let settings = TransportSettings::default();
@@ -475,8 +485,7 @@ async fn client_disconnect_mid_conversation_is_a_typed_error() {
             }
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[test]

@@ -217,10 +217,22 @@ impl PublicKey {
     /// [`Error::ShapeMismatch`] if `a.len() ≠ n`; [`Error::KeyMismatch`] or
     /// [`Error::InvalidCiphertext`] for any ciphertext.
     pub fn matvec(&self, w: ArrayView2<'_, BigInt>, a: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
+        self.product_by_rows(w, a, "columns")
+    }
+
+    /// `Π_k [a_k]^{w_jk}` for every row `j` of `w` (`w.ncols()` ciphertexts): the engine of
+    /// [`PublicKey::matvec`] and, on `Wᵀ`, [`PublicKey::vecmat`]; `lines` names what of the
+    /// caller's matrix the ciphertexts match, for the error.
+    fn product_by_rows(
+        &self,
+        w: ArrayView2<'_, BigInt>,
+        a: &[Ciphertext],
+        lines: &str,
+    ) -> Result<Vec<Ciphertext>> {
         if w.ncols() != a.len() {
             return Err(Error::ShapeMismatch {
                 expected: format!(
-                    "{} ciphertexts (the matrix has {} columns)",
+                    "{} ciphertexts (the matrix has {} {lines})",
                     w.ncols(),
                     w.ncols()
                 ),
@@ -240,20 +252,7 @@ impl PublicKey {
     /// # Errors
     /// [`Error::ShapeMismatch`] if `d.len() ≠ m`; the ciphertext checks as in `matvec`.
     pub fn vecmat(&self, d: &[Ciphertext], w: ArrayView2<'_, BigInt>) -> Result<Vec<Ciphertext>> {
-        if w.nrows() != d.len() {
-            return Err(Error::ShapeMismatch {
-                expected: format!(
-                    "{} ciphertexts (the matrix has {} rows)",
-                    w.nrows(),
-                    w.nrows()
-                ),
-                found: format!("{} ciphertexts", d.len()),
-            });
-        }
-        let rows: Vec<Vec<&BigInt>> = (0..w.ncols())
-            .map(|k| (0..w.nrows()).map(|j| &w[[j, k]]).collect())
-            .collect();
-        self.multi_exp_rows(&rows, d)
+        self.product_by_rows(w.t(), d, "rows")
     }
 
     /// Row-packed matrix–vector product for one sample (paper Alg. 1 at inference, with

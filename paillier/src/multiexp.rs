@@ -65,19 +65,7 @@ impl FixedBaseTable {
                 modulus.square_assign(&mut head);
             }
         }
-        let size = (1usize << w) - 1;
-        let rows = heads
-            .par_iter()
-            .map(|h| {
-                let mut row = Vec::with_capacity(size);
-                row.push(h.clone());
-                for d in 1..size {
-                    let next = modulus.mul(&row[d - 1], h);
-                    row.push(next);
-                }
-                row
-            })
-            .collect();
+        let rows = power_tables(modulus, &heads, w);
         Self {
             modulus: modulus.clone(),
             w,
@@ -119,6 +107,25 @@ impl Drop for FixedBaseTable {
     }
 }
 
+/// `[a, a², …, a^(2^w − 1)]` modulo `modulus` for every `a` of `bases` (in parallel with
+/// rayon): the window tables of [`FixedBaseTable`] (one per row head) and of
+/// [`SharedBases`] (one per base).
+fn power_tables(modulus: &Modulus, bases: &[Elem], w: u32) -> Vec<Vec<Elem>> {
+    let size = (1usize << w) - 1;
+    bases
+        .par_iter()
+        .map(|a| {
+            let mut t = Vec::with_capacity(size);
+            t.push(a.clone());
+            for d in 1..size {
+                let next = modulus.mul(&t[d - 1], a);
+                t.push(next);
+            }
+            t
+        })
+        .collect()
+}
+
 /// The cost, in modular multiplications, of `rows` multi-exponentiations over `n` shared
 /// bases with `bits`-bit exponents and window `w`.
 fn straus_cost(n: usize, rows: usize, bits: u64, w: u32) -> f64 {
@@ -155,19 +162,7 @@ impl<'m> SharedBases<'m> {
     /// products of `bits`-bit exponents.
     pub(crate) fn new(modulus: &'m Modulus, bases: &[Elem], rows: usize, bits: u64) -> Self {
         let w = best_window(bases.len(), rows, bits.max(1));
-        let size = (1usize << w) - 1;
-        let tables = bases
-            .par_iter()
-            .map(|a| {
-                let mut t = Vec::with_capacity(size);
-                t.push(a.clone());
-                for d in 1..size {
-                    let next = modulus.mul(&t[d - 1], a);
-                    t.push(next);
-                }
-                t
-            })
-            .collect();
+        let tables = power_tables(modulus, bases, w);
         Self { modulus, w, tables }
     }
 

@@ -122,27 +122,10 @@ impl MaskMode {
     /// # Errors
     /// [`Error::MaskOutOfRange`] outside the interval.
     pub fn interpret_decrypted(&self, g_bits: u32, n_s: &BigUint, raw: &BigUint) -> Result<BigInt> {
-        let g = BigInt::from(1u8) << g_bits;
         match self {
             Self::Uniform => Ok(BigInt::from(raw.clone())),
-            Self::Statistical { sigma } => {
-                let d = centered(raw, n_s);
-                let hi = (BigInt::from(1u8) << (sigma + g_bits)) + &g;
-                if d <= -&g || d >= hi {
-                    return Err(Error::MaskOutOfRange {
-                        reason: format!("a {}-bit value outside (-G, 2^(sigma+g) + G)", d.bits()),
-                    });
-                }
-                Ok(d)
-            }
-            Self::InsecureNone => {
-                let d = centered(raw, n_s);
-                if d.magnitude().bits() > u64::from(g_bits) {
-                    return Err(Error::MaskOutOfRange {
-                        reason: format!("a {}-bit value outside (-G, G)", d.bits()),
-                    });
-                }
-                Ok(d)
+            Self::Statistical { .. } | Self::InsecureNone => {
+                self.check_signed(g_bits, centered(raw, n_s), "value")
             }
         }
     }
@@ -155,16 +138,27 @@ impl MaskMode {
     /// [`Error::MaskOutOfRange`] outside the interval, or for the uniform mask.
     pub fn interpret_slot(&self, g_bits: u32, slot: &BigUint) -> Result<BigInt> {
         let g = BigInt::from(1u8) << g_bits;
-        let d = BigInt::from(slot.clone()) - &g;
         match self {
             Self::Uniform => Err(Error::MaskOutOfRange {
                 reason: "the uniform mask is not packed".into(),
             }),
+            Self::Statistical { .. } | Self::InsecureNone => {
+                self.check_signed(g_bits, BigInt::from(slot.clone()) - &g, "slot")
+            }
+        }
+    }
+
+    /// `d` if it lies in the signed interval of the mode, `(−G, 2^(σ+g) + G)`
+    /// (statistical) or `(−G, G)` (none); the uniform mask has no signed interval and
+    /// passes `d` unchanged. `what` names `d` in the error.
+    fn check_signed(&self, g_bits: u32, d: BigInt, what: &str) -> Result<BigInt> {
+        let g = BigInt::from(1u8) << g_bits;
+        match self {
             Self::Statistical { sigma } => {
                 let hi = (BigInt::from(1u8) << (sigma + g_bits)) + &g;
                 if d <= -&g || d >= hi {
                     return Err(Error::MaskOutOfRange {
-                        reason: format!("a {}-bit slot outside (-G, 2^(sigma+g) + G)", d.bits()),
+                        reason: format!("a {}-bit {what} outside (-G, 2^(sigma+g) + G)", d.bits()),
                     });
                 }
                 Ok(d)
@@ -172,11 +166,12 @@ impl MaskMode {
             Self::InsecureNone => {
                 if d.magnitude().bits() > u64::from(g_bits) {
                     return Err(Error::MaskOutOfRange {
-                        reason: format!("a {}-bit slot outside (-G, G)", d.bits()),
+                        reason: format!("a {}-bit {what} outside (-G, G)", d.bits()),
                     });
                 }
                 Ok(d)
             }
+            Self::Uniform => Ok(d),
         }
     }
 }

@@ -19,7 +19,7 @@
 //! in `f64` from the decoded pre-activation and rounded once; both parties and the
 //! reference run the same code on the same machine, so results are bit-identical.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -402,22 +402,30 @@ pub fn activate(act: Activation, z: ArrayView2<'_, i128>, scales: &Scales) -> Re
     Ok(a)
 }
 
-/// The softmax outputs `y = softmax(z / 2^(fa+fw))` at `2^fd` (rows of `z`, `B × classes`).
+/// The softmax of one row of real logits, in place:
+/// `x_j ← e^(x_j − m) / Σ_k e^(x_k − m)` with `m = max_k x_k` (no overflow), the sum taken
+/// left to right. The one real-valued softmax of the workspace: [`softmax`] (fixed point)
+/// decodes, calls it and encodes, and the `f64` baselines (`gelunet-baselines`) call it
+/// directly. Non-finite logits give non-finite (NaN) outputs; an empty row is left empty.
+pub fn softmax_in_place(mut x: ArrayViewMut1<'_, f64>) {
+    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    x.mapv_inplace(|v| (v - max).exp());
+    let sum: f64 = x.iter().sum();
+    x.mapv_inplace(|e| e / sum);
+}
+
+/// The softmax outputs `y = softmax(z / 2^(fa+fw))` at `2^fd` (rows of `z`, `B × classes`),
+/// through [`softmax_in_place`].
 ///
 /// # Errors
 /// [`Error::OutOfRange`] (cannot happen for `fd` within the limits).
 pub fn softmax(z: ArrayView2<'_, i128>, scales: &Scales) -> Result<Array2<i128>> {
+    let mut p = z.mapv(|v| scales.decode(ValueKind::PreActivation, v));
     let mut y = Array2::zeros(z.dim());
-    for (s, row) in z.rows().into_iter().enumerate() {
-        let x: Vec<f64> = row
-            .iter()
-            .map(|&v| scales.decode(ValueKind::PreActivation, v))
-            .collect();
-        let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        for (j, ej) in e.iter().enumerate() {
-            y[[s, j]] = scales.encode(ValueKind::Error, ej / sum)?;
+    for (mut row, mut out) in p.rows_mut().into_iter().zip(y.rows_mut()) {
+        softmax_in_place(row.view_mut());
+        for (o, &pj) in out.iter_mut().zip(row.iter()) {
+            *o = scales.encode(ValueKind::Error, pj)?;
         }
     }
     Ok(y)
@@ -575,4 +583,42 @@ pub fn argmax(row: ArrayView1<'_, i128>) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array1};
+
+    #[test]
+    fn real_softmax_is_a_distribution_without_overflow() {
+        let mut p = Array1::from(vec![1000.0, 1001.0, 999.0]);
+        softmax_in_place(p.view_mut());
+        assert!((p.sum() - 1.0).abs() < 1e-15, "{p}");
+        assert!(p[1] > p[0] && p[0] > p[2], "{p}");
+        // Shifting every logit leaves it unchanged: the max is subtracted first.
+        let mut q = Array1::from(vec![1.0, 2.0, 0.0]);
+        softmax_in_place(q.view_mut());
+        assert_eq!(p, q);
+        let mut nan = Array1::from(vec![f64::INFINITY, 0.0]);
+        softmax_in_place(nan.view_mut());
+        assert!(nan.iter().any(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn fixed_softmax_is_pinned() {
+        // The training run's error δ_L starts from these bits: a change of the softmax's
+        // arithmetic (order of the sum, the shift) shows here first.
+        let scales = Scales::default();
+        let z = array![[1.5, -0.25, 3.0], [0.0, 0.0, 0.0]]
+            .mapv(|x| scales.encode(ValueKind::PreActivation, x).unwrap());
+        let y = softmax(z.view(), &scales).unwrap();
+        assert_eq!(
+            y,
+            array![
+                [2_966_550, 515_509, 13_295_156],
+                [5_592_405, 5_592_405, 5_592_405]
+            ]
+        );
+    }
 }

@@ -7,18 +7,22 @@
 //! plain runs only.
 //!
 //! ```text
-//! cargo run --release -p gelunet-server --example inference_latency -- \
+//! cargo run --release -p gelunet-sim --example inference_latency -- \
 //!     [--key-bits 2048] [--runs 5] [--batch 16] [--models 12,300]
 //! ```
+
+mod common;
 
 use std::time::{Duration, Instant};
 
 use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
-use gelunet_paillier::{PrivateKey, PublicKey};
+use gelunet_paillier::PublicKey;
 use gelunet_protocol::messages::ClientMessage;
 use gelunet_protocol::{Activation, ModelSpec};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use ndarray::Array2;
+
+use common::{cpu_time, keygen, number, parse_flags};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -36,32 +40,17 @@ fn parse() -> Result<Args, String> {
         batch: 16,
         models: vec![12, 300],
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--key-bits" => a.key_bits = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--runs" => a.runs = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--batch" => a.batch = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--models" => {
-                a.models = val()?
-                    .split(',')
-                    .map(|m| m.parse().map_err(|e| format!("{e}")))
-                    .collect::<Result<_, _>>()?
-            }
+    parse_flags(|flag, val| {
+        match flag {
+            "--key-bits" => a.key_bits = number(&val()?)?,
+            "--runs" => a.runs = number(&val()?)?,
+            "--batch" => a.batch = number(&val()?)?,
+            "--models" => a.models = val()?.split(',').map(number).collect::<Result<_, _>>()?,
             other => return Err(format!("unknown argument {other}")),
         }
-    }
+        Ok(())
+    })?;
     Ok(a)
-}
-
-fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    if bits >= 2048 {
-        PrivateKey::generate(bits, &mut rng)
-    } else {
-        PrivateKey::generate_insecure_for_tests(bits, &mut rng)
-    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -103,17 +92,6 @@ fn run_once(
             }
         }
     }
-}
-
-/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
-/// resolution); `None` where unavailable. On a shared machine the single-thread CPU time
-/// per inference is the latency the machine would give unloaded.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 fn median(mut v: Vec<Timing>) -> Timing {

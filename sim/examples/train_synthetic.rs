@@ -3,7 +3,7 @@
 //! to the plaintext fixed-point reference, and prints the per-iteration cost.
 //!
 //! ```text
-//! cargo run --release -p gelunet-server --example train_synthetic -- \
+//! cargo run --release -p gelunet-sim --example train_synthetic -- \
 //!     [--key-bits 512|2048] [--sessions N] [--mask statistical|uniform] [--batch B] \
 //!     [--packing on|off] [--threads T]
 //! ```
@@ -13,16 +13,17 @@
 //!
 //! Keys below 2048 bits are test keys (fast, insecure); `--key-bits 2048` uses real ones.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use gelunet_client::{Client, ClientConfig};
-use gelunet_paillier::PrivateKey;
 use gelunet_protocol::{Activation, Dataset, MaskMode, ModelSpec, ReferenceTrainer, ValueKind};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use gelunet_sim::{synthetic_blobs, Simulation};
 use ndarray::{Array2, Axis};
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
+
+use common::{cpu_time, keygen, number, parse_flags};
 
 const CLIENTS: usize = 3;
 const PER_CLIENT: usize = 60;
@@ -46,14 +47,12 @@ fn parse() -> Result<Args, String> {
         packing: true,
         threads: 0,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--key-bits" => a.key_bits = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--sessions" => a.sessions = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--batch" => a.batch = val()?.parse().map_err(|e| format!("{e}"))?,
-            "--threads" => a.threads = val()?.parse().map_err(|e| format!("{e}"))?,
+    parse_flags(|flag, val| {
+        match flag {
+            "--key-bits" => a.key_bits = number(&val()?)?,
+            "--sessions" => a.sessions = number(&val()?)?,
+            "--batch" => a.batch = number(&val()?)?,
+            "--threads" => a.threads = number(&val()?)?,
             "--packing" => {
                 a.packing = match val()?.as_str() {
                     "on" => true,
@@ -70,17 +69,9 @@ fn parse() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other}")),
         }
-    }
+        Ok(())
+    })?;
     Ok(a)
-}
-
-fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    if bits >= 2048 {
-        PrivateKey::generate(bits, &mut rng)
-    } else {
-        PrivateKey::generate_insecure_for_tests(bits, &mut rng)
-    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -255,14 +246,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         accuracy(reference.model(), &test)?
     );
     Ok(())
-}
-
-/// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms
-/// resolution); `None` where unavailable.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }

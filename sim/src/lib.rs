@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use gelunet_client::{Client, InferStep, InferenceClient};
-use gelunet_paillier::BigInt;
+use gelunet_client::{Client, ClientConfig, InferStep, InferenceClient};
+use gelunet_paillier::{BigInt, PrivateKey};
 use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::messages::{wire_size, ClientMessage, ServerMessage};
@@ -24,6 +24,7 @@ use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::{FixedModel, ProtocolViolation};
 
 use gelunet_server::{ClientId, Server, ServerError};
+use ndarray::Array2;
 
 pub mod synthetic;
 pub use synthetic::synthetic_blobs;
@@ -42,6 +43,14 @@ pub enum SimError {
     /// An error of the shared protocol code (e.g. measuring a message).
     #[error("protocol: {0}")]
     Protocol(#[from] gelunet_protocol::Error),
+    /// [`Simulation::with_shares`] was given fewer keys than shares.
+    #[error("no key for client {client} of {clients}")]
+    MissingKey {
+        /// The first client without a key (0-based).
+        client: usize,
+        /// How many shares there are.
+        clients: usize,
+    },
     /// The driver found a broken invariant (Alg. 5 check, message stream).
     #[error("invariant broken: {reason}")]
     Invariant {
@@ -53,8 +62,8 @@ pub enum SimError {
 /// Shorthand for the driver's results.
 pub type Result<T, E = SimError> = std::result::Result<T, E>;
 
-/// Cost of one iteration of a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Cost of one iteration of a session (the default: nothing counted yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IterationStats {
     /// Session id.
     pub session: u64,
@@ -176,6 +185,34 @@ impl Simulation {
             check_invariants: false,
             invariant_checks: 0,
         })
+    }
+
+    /// A simulation of `server` and one client per data share (paper §3: each data owner
+    /// keeps its own data and key): client `c` holds `shares[c]` (features `n_c × n_0`,
+    /// unscaled, and labels), the next key of `keys` and the configuration `config(c)`.
+    ///
+    /// # Errors
+    /// [`SimError::MissingKey`] if `keys` ends before the shares do; the first error of
+    /// [`Client::new`]; as [`Simulation::new`].
+    pub fn with_shares(
+        server: Server,
+        shares: &[(Array2<f64>, Vec<usize>)],
+        keys: impl IntoIterator<Item = PrivateKey>,
+        config: impl Fn(usize) -> ClientConfig,
+    ) -> Result<Self> {
+        let mut keys = keys.into_iter();
+        let clients = shares
+            .iter()
+            .enumerate()
+            .map(|(c, (x, y))| {
+                let key = keys.next().ok_or(SimError::MissingKey {
+                    client: c,
+                    clients: shares.len(),
+                })?;
+                Ok(Client::new(config(c), key, x.clone(), y.clone())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(server, clients)
     }
 
     /// Records every client → server message ([`Simulation::client_messages`]).
@@ -321,14 +358,7 @@ impl Simulation {
         let mut cur = IterationStats {
             session,
             client: idx,
-            iteration: 0,
-            messages_to_server: 0,
-            messages_to_client: 0,
-            bytes_to_server: 0,
-            bytes_to_client: 0,
-            elapsed: Duration::ZERO,
-            server_time: Duration::ZERO,
-            client_time: Duration::ZERO,
+            ..IterationStats::default()
         };
         let mut sent = 0usize;
         let mut to_client = start;
@@ -342,15 +372,10 @@ impl Simulation {
             if ends_iteration {
                 cur.elapsed = t0.elapsed();
                 let next = IterationStats {
+                    session: cur.session,
+                    client: cur.client,
                     iteration: cur.iteration + 1,
-                    messages_to_server: 0,
-                    messages_to_client: 0,
-                    bytes_to_server: 0,
-                    bytes_to_client: 0,
-                    elapsed: Duration::ZERO,
-                    server_time: Duration::ZERO,
-                    client_time: Duration::ZERO,
-                    ..cur.clone()
+                    ..IterationStats::default()
                 };
                 self.stats.push(std::mem::replace(&mut cur, next));
                 t0 = Instant::now();

@@ -44,3 +44,25 @@ fn abandoned_sessions_roll_back_and_training_continues() {
     assert!(abandoned >= 3, "{abandoned}");
     assert!(sim.records().iter().filter(|r| r.completed).count() >= 5);
 }
+
+#[test]
+fn a_share_without_a_key_is_refused() {
+    let cfg = test_config(
+        ModelSpec::new(vec![4, 5, 3], Activation::Sigmoid),
+        1,
+        MaskMode::default(),
+    );
+    let data = share(&cfg.spec, 3, 12, 5);
+    let server = gelunet_server::Server::new(cfg.clone(), key(0)).unwrap();
+    let err = gelunet_sim::Simulation::with_shares(server, &data, [key(1), key(2)], |c| {
+        client_config(c, false)
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        gelunet_sim::SimError::MissingKey {
+            client: 2,
+            clients: 3
+        }
+    );
+}

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use gelunet_client::{ClientError, InferStep, InferenceClient, InferenceConfig};
 use gelunet_paillier::BigInt;
+use gelunet_protocol::math::softmax_in_place;
 use gelunet_protocol::messages::{ClientMessage, ErrorCode, InferRequest, Packing, ServerMessage};
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, Dataset, FixedModel, MaskMode, ModelSpec, Scales};
@@ -41,23 +42,19 @@ fn inference_client(server: &Server, packing: bool, row_packing: bool) -> Infere
     .unwrap()
 }
 
+/// The client key the server derives from a packing inference client's hello.
+fn inference_key(server: &Server) -> gelunet_paillier::PublicKey {
+    server
+        .inference_key(&inference_client(server, true, true).hello())
+        .unwrap()
+}
+
 /// The plaintext model's predictions and softmax probabilities.
 fn plaintext(model: &FixedModel, scales: &Scales, x: &Array2<i128>) -> (Vec<usize>, Array2<f64>) {
     let trace = model.forward(scales, x.view()).unwrap();
     let z = trace.z.last().unwrap();
-    let mut p = Array2::zeros(z.dim());
-    for (s, row) in z.rows().into_iter().enumerate() {
-        let v: Vec<f64> = row
-            .iter()
-            .map(|&v| scales.decode(gelunet_protocol::ValueKind::PreActivation, v))
-            .collect();
-        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = v.iter().map(|x| (x - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        for (j, ej) in e.iter().enumerate() {
-            p[[s, j]] = ej / sum;
-        }
-    }
+    let mut p = z.mapv(|v| scales.decode(gelunet_protocol::ValueKind::PreActivation, v));
+    p.rows_mut().into_iter().for_each(softmax_in_place);
     (model.predict(scales, x.view()).unwrap(), p)
 }
 
@@ -96,9 +93,7 @@ fn encrypted_inference_equals_plaintext_model() {
 fn precomputed_obfuscators_give_the_same_ciphertexts_and_are_used_once() {
     let sim = trained();
     let server = sim.server();
-    let key = server
-        .inference_key(&inference_client(server, true, true).hello())
-        .unwrap();
+    let key = inference_key(server);
     let (x, _) = synthetic_blobs(5, 4, 3, 0.5, 9);
     for n in [1usize, 5] {
         let xs = x.select(Axis(0), &(0..n).collect::<Vec<_>>());
@@ -148,9 +143,7 @@ fn precomputed_obfuscators_give_the_same_ciphertexts_and_are_used_once() {
 fn row_and_sample_packing_shrink_the_answers() {
     let sim = trained();
     let server = sim.server();
-    let key = server
-        .inference_key(&inference_client(server, true, true).hello())
-        .unwrap();
+    let key = inference_key(server);
     let (x, _) = synthetic_blobs(5, 4, 3, 0.5, 3);
     // One sample with row packing: layer 1 (6 outputs) answers with 1 ciphertext.
     let mut c = inference_client(server, true, true);

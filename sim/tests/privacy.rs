@@ -83,31 +83,16 @@ fn unpack_and_compare(sim: &Simulation, client: usize, mu: &MaskedUpdate) -> (us
         assert!(layout.weights.samples_per_ciphertext > 1, "{layout:?}");
     }
     let grads = sim.clients()[client].last_gradients().unwrap().clone();
-    let gw = MaskMode::g_bits(&cfg.scales, MaskTarget::Weight);
-    let gb = MaskMode::g_bits(&cfg.scales, MaskTarget::Bias);
+    // Decrypts and unpacks one target's ciphertexts into its `total` values.
+    let open = |target, packing, cs: &[gelunet_paillier::Ciphertext], total| {
+        let raw: Vec<_> = cs.iter().map(|c| sk.decrypt_raw(c).unwrap()).collect();
+        let g_bits = MaskMode::g_bits(&cfg.scales, target);
+        unpack_masked(cfg.mask, g_bits, &n_s, packing, &raw, total).unwrap()
+    };
     let (mut equal, mut total) = (0, 0);
     for (l, g) in mu.layers.iter().zip(&grads.layers) {
-        let dec = |cs: &[gelunet_paillier::Ciphertext]| -> Vec<_> {
-            cs.iter().map(|c| sk.decrypt_raw(c).unwrap()).collect()
-        };
-        let dw = unpack_masked(
-            cfg.mask,
-            gw,
-            &n_s,
-            layout.weights,
-            &dec(&l.weights),
-            g.w.len(),
-        )
-        .unwrap();
-        let db = unpack_masked(
-            cfg.mask,
-            gb,
-            &n_s,
-            layout.biases,
-            &dec(&l.biases),
-            g.b.len(),
-        )
-        .unwrap();
+        let dw = open(MaskTarget::Weight, layout.weights, &l.weights, g.w.len());
+        let db = open(MaskTarget::Bias, layout.biases, &l.biases, g.b.len());
         for (d, v) in dw.iter().zip(g.w.iter()).chain(db.iter().zip(g.b.iter())) {
             total += 1;
             if *d == &eta * BigInt::from(*v) {
@@ -118,18 +103,25 @@ fn unpack_and_compare(sim: &Simulation, client: usize, mu: &MaskedUpdate) -> (us
     (equal, total)
 }
 
+/// Six sessions over three clients of 12 samples: the masked updates seen, and how many
+/// of their decrypted values equal `η·Δ` out of how many ([`step_session`]).
+fn six_sessions(cfg: gelunet_server::ServerConfig) -> (usize, usize, usize) {
+    let (mut sim, _) = build(cfg, 3, 12);
+    let (mut updates, mut equal, mut total) = (0, 0, 0);
+    for _ in 0..6 {
+        let (u, e, t) = step_session(&mut sim);
+        updates += u;
+        equal += e;
+        total += t;
+    }
+    (updates, equal, total)
+}
+
 #[test]
 fn masked_updates_hide_gradients() {
     for mask in [MaskMode::default(), MaskMode::Uniform] {
         let cfg = test_config(ModelSpec::new(vec![4, 5, 3], Activation::Sigmoid), 1, mask);
-        let (mut sim, _) = build(cfg, 3, 12);
-        let (mut updates, mut equal, mut total) = (0, 0, 0);
-        for _ in 0..6 {
-            let (u, e, t) = step_session(&mut sim);
-            updates += u;
-            equal += e;
-            total += t;
-        }
+        let (updates, equal, total) = six_sessions(cfg);
         assert!(updates > 0);
         assert_eq!(
             equal, 0,
@@ -146,14 +138,7 @@ fn insecure_mode_reveals_gradients_hook() {
         1,
         MaskMode::InsecureNone,
     );
-    let (mut sim, _) = build(cfg, 3, 12);
-    let (mut updates, mut equal, mut total) = (0, 0, 0);
-    for _ in 0..6 {
-        let (u, e, t) = step_session(&mut sim);
-        updates += u;
-        equal += e;
-        total += t;
-    }
+    let (updates, equal, total) = six_sessions(cfg);
     assert!(updates > 0);
     assert_eq!(equal, total);
 }

@@ -17,6 +17,21 @@ pub fn write_file(dir: &Path, rel: &str, contents: &[u8]) -> PathBuf {
     path
 }
 
+/// Copies the real dataset file `rel` into `dir` after applying `edit` to its text.
+pub fn copy_edited(dir: &Path, rel: &str, edit: impl Fn(&str) -> String) {
+    let text = std::fs::read_to_string(shared_data_dir().join(rel)).unwrap();
+    write_file(dir, rel, edit(&text).as_bytes());
+}
+
+/// Asserts that `err` is [`gelunet_datasets::DatasetError::Malformed`] at `line`.
+#[track_caller]
+pub fn assert_malformed_at(err: &gelunet_datasets::DatasetError, line: usize) {
+    assert!(
+        matches!(err, gelunet_datasets::DatasetError::Malformed { line: l, .. } if *l == line),
+        "expected a malformed line {line}: {err}"
+    );
+}
+
 /// Gzip-compresses `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use gelunet_client::{Client, ClientConfig};
+use gelunet_client::ClientConfig;
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Dataset, MaskMode, ModelSpec, ReferenceTrainer, Scales, ValueKind};
@@ -107,23 +107,11 @@ pub fn build_with(
 ) -> (Simulation, ReferenceTrainer) {
     let data = share(&cfg.spec, clients, per_client, 5);
     let server = Server::new(cfg.clone(), key(0)).unwrap();
-    let cs = data
-        .iter()
-        .enumerate()
-        .map(|(c, (x, y))| {
-            Client::new(
-                ClientConfig {
-                    record_transcript: record,
-                    ..client_config(c, cfg.mask.is_insecure())
-                },
-                key(c + 1),
-                x.clone(),
-                y.clone(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let sim = Simulation::new(server, cs).unwrap();
+    let sim = Simulation::with_shares(server, &data, (1..).map(key), |c| ClientConfig {
+        record_transcript: record,
+        ..client_config(c, cfg.mask.is_insecure())
+    })
+    .unwrap();
     let reference = reference_for(&cfg, &data);
     (sim, reference)
 }
