@@ -16,6 +16,7 @@ pub mod accuracy;
 pub mod activation;
 pub mod error;
 pub mod inference;
+pub mod paillier_throughput;
 pub mod pipeline;
 pub mod plot;
 pub mod report;

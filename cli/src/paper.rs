@@ -76,7 +76,7 @@ pub fn run(args: PaperArgs) -> Result<(), String> {
         datasets: args.datasets,
         encrypted_sessions,
         lr: args.lr,
-        backend: crate::bench::backend().to_string(),
+        backend: gelunet_paillier::BACKEND.to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         verbose: !args.quiet,
     };

@@ -135,11 +135,7 @@ impl InferenceClient {
         hello.scales.validate()?;
         let allow = config.allow_test_keys;
         let n = hello.server_key.n.clone();
-        let server_key = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
-        };
+        let server_key = PublicKey::from_n_for_run(n, allow)?;
         let bits = key.public_key().bits();
         if bits < MIN_KEY_BITS && !allow {
             return Err(ClientError::InsecureKey { bits });

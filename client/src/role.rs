@@ -333,11 +333,7 @@ impl Client {
         }
         let allow = self.config.allow_test_keys;
         let n = hello.server_key.n.clone();
-        let server_key = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
-        };
+        let server_key = PublicKey::from_n_for_run(n, allow)?;
         let needed = hello.mask.min_key_bits(&hello.scales);
         check_key_size(server_key.bits(), allow, needed)?;
         check_key_size(self.key.public_key().bits(), allow, needed)?;

@@ -56,12 +56,8 @@ fn parse() -> Result<Args, String> {
 }
 
 fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    if bits >= 2048 {
-        PrivateKey::generate(bits, &mut rng)
-    } else {
-        PrivateKey::generate_insecure_for_tests(bits, &mut rng)
-    }
+    // Below 2048 bits: test-only keys (this example is built with `hazmat`).
+    PrivateKey::generate_for_run(bits, true, &mut ChaCha20Rng::seed_from_u64(seed))
 }
 
 #[derive(Default, Clone, Copy)]
