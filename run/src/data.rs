@@ -197,7 +197,8 @@ mod tests {
                 ..
             })
         ));
-        assert!(parse_shares(Some("0.5,0.6")).is_err());
+        assert!(parse_shares(Some("0.5,x")).is_err());
+        assert_eq!(parse_shares(Some("0.5,0.5")).unwrap(), Some(vec![0.5, 0.5]));
         assert_eq!(parse_shares(None).unwrap(), None);
     }
 }
