@@ -19,7 +19,7 @@ pub enum Error {
     /// A key below 2048 bits that the run allows as a test key, in a build without the
     /// test-only keys (the `hazmat` cargo feature, [`crate::TEST_KEYS_AVAILABLE`]).
     #[error(
-        "{bits}-bit keys are test-only and this build has none (they need the `hazmat` feature of gelunet-paillier)"
+        "{bits}-bit keys are test-only and this build has none: they need the `hazmat` feature of gelunet-paillier (for the gelunet binary: build it with `--features insecure-test-keys`)"
     )]
     TestKeysUnavailable {
         /// The requested size of `N`, in bits.
