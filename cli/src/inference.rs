@@ -131,31 +131,10 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
         report: args.report,
     };
     let out = gelunet_run::infer(&config)?;
-    let r = &out.report;
     if !args.quiet {
-        println!("sample\tpredicted\ttrue\tprobability");
-        let class = |c: usize| out.class_names.get(c).cloned().unwrap_or_default();
-        for (i, (&p, &l)) in r.predictions.iter().zip(&out.labels).enumerate() {
-            let prob = out.probabilities.get((i, p)).copied().unwrap_or(0.0);
-            println!("{i}\t{}\t{}\t{prob:.4}", class(p), class(l));
-        }
+        print!("{}", out.predictions_table());
     }
-    let plaintext = r
-        .plaintext_accuracy
-        .map_or(String::new(), |a| format!(" (plaintext model: {a:.4})"));
-    println!(
-        "accuracy {:.4} ({}/{}) on the {} split of {}, encrypted with {}-bit keys{plaintext}; \
-         {} requests, {:.2} MiB sent, {:.2} MiB received",
-        r.accuracy,
-        out.correct,
-        r.samples,
-        r.split,
-        r.dataset,
-        r.key_bits,
-        r.requests,
-        r.bytes_sent as f64 / 1048576.0,
-        r.bytes_received as f64 / 1048576.0
-    );
+    print!("{out}");
     Ok(())
 }
 

@@ -101,29 +101,25 @@ fn main() -> ExitCode {
                 eprintln!("error: --seconds must be a positive number");
                 return ExitCode::from(2);
             }
-            let budget = Duration::from_secs_f64(seconds);
-            match paillier_throughput::run_paillier(key_bits, budget, seed) {
-                Ok(report) => {
-                    if json {
-                        match serde_json::to_string_pretty(&report) {
-                            Ok(s) => println!("{s}"),
-                            Err(e) => {
-                                eprintln!("error: {e}");
-                                return ExitCode::FAILURE;
-                            }
-                        }
-                    } else {
-                        print!("{}", paillier_throughput::render(&report));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit(bench_paillier(key_bits, seconds, seed, json))
         }
     }
+}
+
+/// Runs `gelunet bench paillier` and prints its report (a table, or JSON).
+fn bench_paillier(key_bits: u64, seconds: f64, seed: u64, json: bool) -> Result<(), String> {
+    let budget = Duration::from_secs_f64(seconds);
+    let report =
+        paillier_throughput::run_paillier(key_bits, budget, seed).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", paillier_throughput::render(&report));
+    }
+    Ok(())
 }
 
 /// Prints the error and maps the outcome to the process exit code.

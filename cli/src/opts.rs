@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use gelunet_protocol::{Activation, ClientOrder, MaskMode};
 use gelunet_run::{
     Credential, DataOptions, KeyOptions, ListenOptions, ModelOptions, NetOptions, OutputOptions,
-    RunError,
 };
 
 /// Where the data comes from.
@@ -236,12 +235,8 @@ pub struct ListenArgs {
     #[arg(long)]
     pub tokens_file: Option<PathBuf>,
     /// A client credential NAME:TOKEN (repeatable).
-    #[arg(long = "client", value_name = "NAME:TOKEN", value_parser = credential)]
+    #[arg(long = "client", value_name = "NAME:TOKEN", value_parser = gelunet_run::parse_credential)]
     pub client_creds: Vec<Credential>,
-}
-
-fn credential(s: &str) -> Result<Credential, RunError> {
-    gelunet_run::parse_credential(s)
 }
 
 impl ListenArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gelunet_net::Zeroizing;
-use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig, TrainReport};
+use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig};
 
 use crate::opts::{
     init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, ModelArgs, NetArgs, OutputArgs,
@@ -161,7 +161,7 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
         gelunet_run::train(&config)?
     };
     if !args.out.quiet {
-        print_summary(&report);
+        print!("{report}");
     }
     Ok(())
 }
@@ -192,7 +192,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
         }
     })?;
     if !quiet {
-        print_summary(&report);
+        print!("{report}");
     }
     Ok(())
 }
@@ -223,56 +223,9 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         net: args.net.options(),
         report: args.report,
     };
-    let r = gelunet_run::join(&config)?;
+    let report = gelunet_run::join(&config)?;
     if !args.quiet {
-        println!(
-            "{}: {} sessions of {} in total; sent {:.2} MiB, received {:.2} MiB; training over ({})",
-            r.name,
-            r.sessions,
-            r.server_sessions,
-            r.bytes_sent as f64 / 1048576.0,
-            r.bytes_received as f64 / 1048576.0,
-            r.stop_reason
-        );
+        print!("{report}");
     }
     Ok(())
-}
-
-/// The summary of a training run on stdout.
-fn print_summary(r: &TrainReport) {
-    let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
-    let dataset = r.dataset.as_deref().unwrap_or("client data");
-    if r.key_bits == 0 {
-        println!(
-            "plaintext fixed-point reference on {dataset} with {} clients (no encryption; an encrypted run with the same options gives the same model)",
-            r.clients
-        );
-    } else {
-        println!(
-            "trained on {dataset} with {} clients, {}-bit keys ({} mask, {} backend)",
-            r.clients, r.key_bits, r.mask, r.backend
-        );
-    }
-    println!(
-        "{} sessions ({} abandoned), {:.2} epochs in {:.1} s{}; stopped: {}",
-        r.sessions,
-        r.sessions_abandoned,
-        r.epochs_completed,
-        r.training_seconds,
-        r.seconds_per_epoch
-            .map_or(String::new(), |s| format!(" ({s:.1} s/epoch)")),
-        r.stop_reason
-    );
-    println!(
-        "test accuracy {} (plaintext fixed-point reference {}), max |w - w_ref| = {}",
-        pct(r.test_accuracy),
-        pct(r.plaintext_test_accuracy),
-        r.max_abs_weight_diff
-            .map_or("n/a".to_string(), |d| format!("{d}"))
-    );
-    println!(
-        "server traffic: {:.2} MiB sent, {:.2} MiB received",
-        r.bytes_sent as f64 / 1048576.0,
-        r.bytes_received as f64 / 1048576.0
-    );
 }

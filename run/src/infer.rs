@@ -14,7 +14,7 @@
 //!   split; no weights); [`infer`] with [`InferTarget::Remote`] queries it with only that
 //!   card, the certificate and a credential. The client never sees the weights.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use crate::endpoint::{
 };
 use crate::keys::KeyOptions;
 use crate::model_file::{ModelCard, ModelFile};
-use crate::report::{accuracy, quantize, write_json, InferReport};
+use crate::report::{accuracy, mib, quantize, write_json, InferReport};
 use crate::{Result, RunError};
 
 /// The file name of the model card in a `serve-model` state directory.
@@ -143,6 +143,44 @@ pub struct InferOutcome {
     pub class_names: Vec<String>,
     /// Samples classified correctly.
     pub correct: usize,
+}
+
+impl InferOutcome {
+    /// One line per sample: index, predicted class, true class, predicted probability
+    /// (tab-separated, with a header).
+    pub fn predictions_table(&self) -> String {
+        let class = |c: usize| self.class_names.get(c).map_or("", String::as_str);
+        let mut s = String::from("sample\tpredicted\ttrue\tprobability\n");
+        for (i, (&p, &l)) in self.report.predictions.iter().zip(&self.labels).enumerate() {
+            let prob = self.probabilities.get((i, p)).copied().unwrap_or(0.0);
+            let _ = writeln!(s, "{i}\t{}\t{}\t{prob:.4}", class(p), class(l));
+        }
+        s
+    }
+}
+
+/// The summary line `gelunet infer` prints.
+impl fmt::Display for InferOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.report;
+        let plaintext = r
+            .plaintext_accuracy
+            .map_or(String::new(), |a| format!(" (plaintext model: {a:.4})"));
+        writeln!(
+            f,
+            "accuracy {:.4} ({}/{}) on the {} split of {}, encrypted with {}-bit keys{plaintext}; \
+             {} requests, {:.2} MiB sent, {:.2} MiB received",
+            r.accuracy,
+            self.correct,
+            r.samples,
+            r.split,
+            r.dataset,
+            r.key_bits,
+            r.requests,
+            mib(r.bytes_sent),
+            mib(r.bytes_received)
+        )
+    }
 }
 
 /// A server role holding `file`'s model (its spec and scales; test keys accepted from

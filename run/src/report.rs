@@ -4,6 +4,7 @@
 //! equals bit for bit.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -419,4 +420,71 @@ pub struct InferReport {
     pub seconds: f64,
     /// Big-integer backend.
     pub backend: String,
+}
+
+/// MiB from bytes, for the summaries.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+/// The summary `gelunet train` and `gelunet serve` print (four lines).
+impl fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
+        let dataset = self.dataset.as_deref().unwrap_or("client data");
+        if self.key_bits == 0 {
+            writeln!(
+                f,
+                "plaintext fixed-point reference on {dataset} with {} clients (no encryption; an encrypted run with the same options gives the same model)",
+                self.clients
+            )?;
+        } else {
+            writeln!(
+                f,
+                "trained on {dataset} with {} clients, {}-bit keys ({} mask, {} backend)",
+                self.clients, self.key_bits, self.mask, self.backend
+            )?;
+        }
+        writeln!(
+            f,
+            "{} sessions ({} abandoned), {:.2} epochs in {:.1} s{}; stopped: {}",
+            self.sessions,
+            self.sessions_abandoned,
+            self.epochs_completed,
+            self.training_seconds,
+            self.seconds_per_epoch
+                .map_or(String::new(), |s| format!(" ({s:.1} s/epoch)")),
+            self.stop_reason
+        )?;
+        writeln!(
+            f,
+            "test accuracy {} (plaintext fixed-point reference {}), max |w - w_ref| = {}",
+            pct(self.test_accuracy),
+            pct(self.plaintext_test_accuracy),
+            self.max_abs_weight_diff
+                .map_or("n/a".to_string(), |d| format!("{d}"))
+        )?;
+        writeln!(
+            f,
+            "server traffic: {:.2} MiB sent, {:.2} MiB received",
+            mib(self.bytes_sent),
+            mib(self.bytes_received)
+        )
+    }
+}
+
+/// The summary line `gelunet join` prints.
+impl fmt::Display for JoinReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} sessions of {} in total; sent {:.2} MiB, received {:.2} MiB; training over ({})",
+            self.name,
+            self.sessions,
+            self.server_sessions,
+            mib(self.bytes_sent),
+            mib(self.bytes_received),
+            self.stop_reason
+        )
+    }
 }
