@@ -116,7 +116,7 @@ fn parse_credential_at(s: &str, at: String) -> Result<Credential> {
     let Some((name, token)) = s.split_once(':') else {
         return Err(RunError::Credential {
             at,
-            name: String::new(),
+            name: None,
             reason: "expected NAME:TOKEN",
         });
     };
@@ -124,7 +124,7 @@ fn parse_credential_at(s: &str, at: String) -> Result<Credential> {
     if name.is_empty() || token.is_empty() {
         return Err(RunError::Credential {
             at,
-            name: name.to_string(),
+            name: Some(name.to_string()),
             reason: "name and token must not be empty",
         });
     }
@@ -201,7 +201,7 @@ impl ListenOptions {
             .map_err(RunError::net("--listen"))?;
         let addr = endpoint
             .local_addr()
-            .map_err(RunError::io("--listen", self.state_dir.clone()))?;
+            .map_err(RunError::io("--listen", self.listen.to_string()))?;
         write_atomic(
             &self.state_dir.join("listen.addr"),
             addr.to_string().as_bytes(),

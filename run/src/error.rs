@@ -62,12 +62,12 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// A malformed credential (`NAME:TOKEN`); `at` says where it came from.
-    #[error("{at}credential `{name}`: {reason}")]
+    #[error("{at}credential{}: {reason}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
     Credential {
         /// `FILE:LINE: ` for a tokens file, empty for a command-line value.
         at: String,
-        /// The credential's name part (never its token).
-        name: String,
+        /// The credential's name part, if it has one (never its token).
+        name: Option<String>,
         /// What is wrong.
         reason: &'static str,
     },
