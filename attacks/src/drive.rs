@@ -34,10 +34,12 @@ use crate::{AttackError, Result};
 pub const SECURE_KEY_BITS: u64 = 2048;
 
 /// `count` Paillier key pairs of `bits` bits from `seed`. Keys below 2048 bits are only
-/// generated with `insecure_test_keys` (through the test-only constructor).
+/// generated with `insecure_test_keys`, in builds with paillier's `hazmat` feature
+/// (`PrivateKey::generate_for_run`).
 ///
 /// # Errors
-/// [`AttackError::Invalid`] for a small key without permission; key-generation errors.
+/// [`AttackError::Invalid`] for a small key without permission; key-generation errors
+/// (`TestKeysUnavailable` in a build without `hazmat`).
 pub fn generate_keys(
     bits: u64,
     count: usize,
@@ -52,12 +54,8 @@ pub fn generate_keys(
     (0..count)
         .map(|i| {
             let mut rng = ChaCha20Rng::seed_from_u64(seed.wrapping_mul(1_000_003) + i as u64);
-            if bits < SECURE_KEY_BITS {
-                PrivateKey::generate_insecure_for_tests(bits, &mut rng)
-            } else {
-                PrivateKey::generate(bits, &mut rng)
-            }
-            .map_err(AttackError::from)
+            PrivateKey::generate_for_run(bits, insecure_test_keys, &mut rng)
+                .map_err(AttackError::from)
         })
         .collect()
 }

@@ -17,6 +17,7 @@ pub mod accuracy;
 pub mod activation;
 pub mod error;
 pub mod inference;
+pub mod paillier_throughput;
 pub mod pipeline;
 pub mod report;
 pub mod runs;

@@ -256,21 +256,24 @@ pub struct EncryptedCheck {
 }
 
 /// A Paillier key of `bits` bits from `seed`: a real key at 2048 bits and above, a test
-/// key below (only if `allow_test_keys`).
+/// key below (only if `allow_test_keys`, in builds with paillier's `hazmat` feature;
+/// `PrivateKey::generate_for_run`).
 ///
 /// # Errors
-/// [`BenchError::Config`] for a test-size key without permission; key generation errors.
+/// [`BenchError::Config`] for a test-size key without permission; key generation errors
+/// (`TestKeysUnavailable` in a build without `hazmat`).
 pub fn keygen(bits: u64, seed: u64, allow_test_keys: bool) -> Result<PrivateKey> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    if bits >= gelunet_paillier::MIN_KEY_BITS {
-        Ok(PrivateKey::generate(bits, &mut rng)?)
-    } else if allow_test_keys {
-        Ok(PrivateKey::generate_insecure_for_tests(bits, &mut rng)?)
-    } else {
-        Err(BenchError::Config(format!(
+    if bits < gelunet_paillier::MIN_KEY_BITS && !allow_test_keys {
+        return Err(BenchError::Config(format!(
             "{bits}-bit keys are test-only keys: use --quick or --insecure-test-keys"
-        )))
+        )));
     }
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    Ok(PrivateKey::generate_for_run(
+        bits,
+        allow_test_keys,
+        &mut rng,
+    )?)
 }
 
 /// Runs GELU-Net encrypted ([`Simulation`], real Paillier keys of `key_bits`) for the

@@ -37,7 +37,7 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 2048)]
     pub key_bits: u64,
     /// Allow test-only key sizes below 2048 bits (fast; the attacks' outcome does not
-    /// depend on the key size).
+    /// depend on the key size; only in a binary built with `--features insecure-test-keys`).
     #[arg(long)]
     pub insecure_test_keys: bool,
     /// Directory for the JSON and markdown reports and the PNG figures.

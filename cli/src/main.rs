@@ -3,41 +3,48 @@
 //! Subcommands: `train` (server and clients in one process over loopback QUIC), `serve`
 //! and `join` (the same as separate processes), `infer` (encrypted inference), `bench`
 //! (`paillier`: cryptosystem throughput; `paper`: the paper's comparisons), and `attack`
-//! (the privacy attacks of paper §4.1 and §4.3). Each subcommand lives in its own module,
-//! which owns its clap arguments.
+//! (the privacy attacks of paper §4.1 and §4.3). This crate only parses arguments into
+//! the configurations of `gelunet-run` (training, inference), `gelunet-bench` and
+//! `gelunet-attacks`, calls them, and prints. Keys below 2048 bits
+//! (`--insecure-test-keys`) exist only in a binary built with the `insecure-test-keys`
+//! feature.
 
 mod attack;
-mod bench;
-mod net_cmd;
+mod inference;
+mod opts;
 mod paper;
+mod training;
 
+use std::fmt::Display;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use gelunet_bench::paillier_throughput;
 
 /// Privacy-preserving collaborative neural-network training (GELU-Net, IJCAI-18).
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "gelunet", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+/// The subcommands (no `Debug`: `join` and `infer` may hold a token).
+#[derive(Subcommand)]
 enum Command {
     /// Train a model: server and `--clients K` clients in one process over loopback QUIC.
-    Train(net_cmd::TrainArgs),
+    Train(training::TrainArgs),
     /// Run the server alone; clients join with `gelunet join`.
-    Serve(net_cmd::ServeArgs),
+    Serve(training::ServeArgs),
     /// Join a running server as one client.
-    Join(net_cmd::JoinArgs),
+    Join(training::JoinArgs),
     /// Encrypted inference with a trained model (paper Alg. 1): in this process
     /// (`--model`) or against a `serve-model` server (`--server`).
-    Infer(net_cmd::InferArgs),
+    Infer(inference::InferArgs),
     /// Serve a trained model for encrypted inference by authenticated clients on other
     /// hosts (`gelunet infer --server`).
-    ServeModel(net_cmd::ServeModelArgs),
+    ServeModel(inference::ServeModelArgs),
     /// Benchmarks and comparison reports.
     Bench {
         #[command(subcommand)]
@@ -47,11 +54,12 @@ enum Command {
     Attack(attack::AttackArgs),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Throughput of the Paillier operations, one thread and all cores.
     Paillier {
-        /// Size of N in bits (2048, 3072 or 4096; smaller sizes use test-only keys).
+        /// Size of N in bits (2048, 3072 or 4096; smaller sizes use test-only keys, in a
+        /// binary built with the `insecure-test-keys` feature).
         #[arg(long, default_value_t = 2048)]
         key_bits: u64,
         /// Wall time spent on each operation, in seconds.
@@ -71,11 +79,11 @@ enum BenchCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Train(args) => exit(net_cmd::train(args)),
-        Command::Serve(args) => exit(net_cmd::serve(args)),
-        Command::Join(args) => exit(net_cmd::join(args)),
-        Command::Infer(args) => exit(net_cmd::infer(args)),
-        Command::ServeModel(args) => exit(net_cmd::serve_model(args)),
+        Command::Train(args) => exit(training::train(args)),
+        Command::Serve(args) => exit(training::serve(args)),
+        Command::Join(args) => exit(training::join(args)),
+        Command::Infer(args) => exit(inference::infer(args)),
+        Command::ServeModel(args) => exit(inference::serve_model(args)),
         Command::Attack(args) => exit(attack::run(args)),
         Command::Bench {
             what: BenchCommand::Paper(args),
@@ -93,32 +101,29 @@ fn main() -> ExitCode {
                 eprintln!("error: --seconds must be a positive number");
                 return ExitCode::from(2);
             }
-            match bench::run_paillier(key_bits, Duration::from_secs_f64(seconds), seed) {
-                Ok(report) => {
-                    if json {
-                        match serde_json::to_string_pretty(&report) {
-                            Ok(s) => println!("{s}"),
-                            Err(e) => {
-                                eprintln!("error: {e}");
-                                return ExitCode::FAILURE;
-                            }
-                        }
-                    } else {
-                        print!("{}", bench::render(&report));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit(bench_paillier(key_bits, seconds, seed, json))
         }
     }
 }
 
-/// Prints an error chain and maps the outcome to the process exit code.
-fn exit(result: Result<(), String>) -> ExitCode {
+/// Runs `gelunet bench paillier` and prints its report (a table, or JSON).
+fn bench_paillier(key_bits: u64, seconds: f64, seed: u64, json: bool) -> Result<(), String> {
+    let budget = Duration::from_secs_f64(seconds);
+    let report =
+        paillier_throughput::run_paillier(key_bits, budget, seed).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", paillier_throughput::render(&report));
+    }
+    Ok(())
+}
+
+/// Prints the error and maps the outcome to the process exit code.
+fn exit<E: Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -19,7 +19,9 @@ pub struct PaperArgs {
     /// keys (512 bits unless `--key-bits` is given); under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Allow Paillier keys below 2048 bits outside `--quick` (insecure; stated in the report).
+    /// Allow Paillier keys below 2048 bits outside `--quick` (insecure; stated in the
+    /// report). Test-size keys (also those of `--quick`) need a binary built with
+    /// `--features insecure-test-keys`.
     #[arg(long)]
     pub insecure_test_keys: bool,
     /// Parts to run: 1 = training stability (Fig. 3), 2 = accuracy (Table 3), 3 = cost of
@@ -76,7 +78,7 @@ pub fn run(args: PaperArgs) -> Result<(), String> {
         datasets: args.datasets,
         encrypted_sessions,
         lr: args.lr,
-        backend: crate::bench::backend().to_string(),
+        backend: gelunet_paillier::BACKEND.to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         verbose: !args.quiet,
     };

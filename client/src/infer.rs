@@ -139,8 +139,7 @@ impl InferenceClient {
         // A server key (the paper's protocol) is checked and named in the hello; a v2 or
         // inference-only server has none.
         let server_key = match &hello.server_key {
-            Some(pm) if allow => Some(PublicKey::from_n_insecure_for_tests(pm.n.clone())?),
-            Some(pm) => Some(PublicKey::from_n(pm.n.clone())?),
+            Some(pm) => Some(PublicKey::from_n_for_run(pm.n.clone(), allow)?),
             None => None,
         };
         let bits = key.public_key().bits();

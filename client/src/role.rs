@@ -396,12 +396,7 @@ impl Client {
                         reason: "this client takes part in protocol v2 only".into(),
                     });
                 }
-                let n = pm.n.clone();
-                let pk = if allow {
-                    PublicKey::from_n_insecure_for_tests(n)?
-                } else {
-                    PublicKey::from_n(n)?
-                };
+                let pk = PublicKey::from_n_for_run(pm.n.clone(), allow)?;
                 check_key_size(pk.bits(), allow, needed)?;
                 Some(pk)
             }

@@ -8,13 +8,22 @@ use crate::KeyId;
 #[non_exhaustive]
 pub enum Error {
     /// The modulus is smaller than the minimum accepted size (2048 bits outside the
-    /// `*_insecure_for_tests` constructors).
+    /// test-only constructors of the `hazmat` feature).
     #[error("key of {bits} bits is below the minimum of {min_bits} bits")]
     KeyTooSmall {
         /// Size of the offered modulus `N`, in bits.
         bits: u64,
         /// The minimum accepted size, in bits.
         min_bits: u64,
+    },
+    /// A key below 2048 bits that the run allows as a test key, in a build without the
+    /// test-only keys (the `hazmat` cargo feature, [`crate::TEST_KEYS_AVAILABLE`]).
+    #[error(
+        "{bits}-bit keys are test-only and this build has none: they need the `hazmat` feature of gelunet-paillier (for the gelunet binary: build it with `--features insecure-test-keys`)"
+    )]
+    TestKeysUnavailable {
+        /// The requested size of `N`, in bits.
+        bits: u64,
     },
     /// The requested key size is not one this crate generates (2048, 3072 or 4096 bits,
     /// or any even size ≥ 128 bits through the test-only constructor).

@@ -24,6 +24,29 @@ pub const MIN_TEST_KEY_BITS: u64 = 128;
 /// Key sizes [`PrivateKey::generate`] accepts, in bits of `N`.
 pub const SUPPORTED_KEY_BITS: [u64; 3] = [2048, 3072, 4096];
 
+/// Whether this build has the test-only keys below [`MIN_KEY_BITS`]: the `hazmat` cargo
+/// feature, which also exposes the `*_insecure_for_tests` constructors. Without it the
+/// `*_for_run` constructors refuse small keys with [`Error::TestKeysUnavailable`] even
+/// when a run allows test keys, so a shipping build has no small-key path.
+pub const TEST_KEYS_AVAILABLE: bool = cfg!(feature = "hazmat");
+
+/// Whether a key of `bits` bits takes the test-only path: `Ok(false)` for the checked
+/// constructors (which refuse `bits < MIN_KEY_BITS` with [`Error::KeyTooSmall`]),
+/// `Ok(true)` for the test-only ones when the run allows them and `available`.
+///
+/// # Errors
+/// [`Error::TestKeysUnavailable`] for a test-size key that the run allows but the build
+/// cannot make (`available` false).
+fn test_key_path(bits: u64, allow_test_keys: bool, available: bool) -> Result<bool> {
+    if bits >= MIN_KEY_BITS || !allow_test_keys {
+        Ok(false)
+    } else if available {
+        Ok(true)
+    } else {
+        Err(Error::TestKeysUnavailable { bits })
+    }
+}
+
 /// A short public fingerprint of a public key: the first 8 bytes of `SHA-256(N)`
 /// (big-endian bytes of `N`). Ciphertexts carry it so that mixing keys is an error.
 #[derive(
@@ -123,13 +146,33 @@ impl PublicKey {
     }
 
     /// Like [`PublicKey::from_n`] but accepts moduli down to [`MIN_TEST_KEY_BITS`]: only for
-    /// tests and the explicitly insecure modes that want small, fast keys.
+    /// tests and the explicitly insecure modes that want small, fast keys (`hazmat`
+    /// feature).
     ///
     /// # Errors
     /// [`Error::KeyTooSmall`] below [`MIN_TEST_KEY_BITS`]; [`Error::InvalidModulus`] for an
     /// even `n`.
+    #[cfg(feature = "hazmat")]
     pub fn from_n_insecure_for_tests(n: BigUint) -> Result<Self> {
         Self::checked(n, MIN_TEST_KEY_BITS)
+    }
+
+    /// A peer's public key in a run: [`PublicKey::from_n`], or, when the run allows test
+    /// keys (`allow_test_keys`, e.g. `InsecureOptions::allow_test_keys` of the server
+    /// role) and `N` is below [`MIN_KEY_BITS`], the test-only minimum
+    /// [`MIN_TEST_KEY_BITS`] — in builds with the `hazmat` feature only
+    /// ([`TEST_KEYS_AVAILABLE`]).
+    ///
+    /// # Errors
+    /// [`Error::TestKeysUnavailable`] for a test-size `N` allowed by the run in a build
+    /// without `hazmat`; otherwise the errors of [`PublicKey::from_n`] (with the smaller
+    /// minimum for allowed test keys).
+    pub fn from_n_for_run(n: BigUint, allow_test_keys: bool) -> Result<Self> {
+        if test_key_path(n.bits(), allow_test_keys, TEST_KEYS_AVAILABLE)? {
+            Self::checked(n, MIN_TEST_KEY_BITS)
+        } else {
+            Self::from_n(n)
+        }
     }
 
     fn checked(n: BigUint, min_bits: u64) -> Result<Self> {
@@ -538,24 +581,55 @@ impl PrivateKey {
     }
 
     /// The one test-only way to small keys: like [`PrivateKey::from_primes`] but accepts
-    /// `N` down to [`MIN_TEST_KEY_BITS`]. Such keys are insecure; tests use them for speed.
+    /// `N` down to [`MIN_TEST_KEY_BITS`]. Such keys are insecure; tests use them for speed
+    /// (`hazmat` feature).
     ///
     /// # Errors
     /// As [`PrivateKey::from_primes`], with the smaller minimum.
+    #[cfg(feature = "hazmat")]
     pub fn from_primes_insecure_for_tests(p: BigUint, q: BigUint) -> Result<Self> {
         Self::checked(p, q, MIN_TEST_KEY_BITS)
     }
 
     /// Generates a small key for tests through [`PrivateKey::from_primes_insecure_for_tests`]
-    /// (`bits` even, at least [`MIN_TEST_KEY_BITS`]).
+    /// (`bits` even, at least [`MIN_TEST_KEY_BITS`]; `hazmat` feature).
     ///
     /// # Errors
     /// [`Error::KeyTooSmall`] below [`MIN_TEST_KEY_BITS`]; [`Error::UnsupportedKeySize`] for
     /// an odd size.
+    #[cfg(feature = "hazmat")]
     pub fn generate_insecure_for_tests<R: RngCore + CryptoRng + ?Sized>(
         bits: u64,
         rng: &mut R,
     ) -> Result<Self> {
+        Self::generate_small(bits, rng)
+    }
+
+    /// The one key-generation entry point of runs (`gelunet train`, the attacks, the
+    /// benches): [`PrivateKey::generate`] for `bits ≥` [`MIN_KEY_BITS`]; below, a
+    /// test-only key of `bits` bits (even, at least [`MIN_TEST_KEY_BITS`]) when the run
+    /// allows test keys and the build has the `hazmat` feature ([`TEST_KEYS_AVAILABLE`]).
+    ///
+    /// # Errors
+    /// [`Error::KeyTooSmall`] below [`MIN_KEY_BITS`] without `allow_test_keys` (and below
+    /// [`MIN_TEST_KEY_BITS`] with it); [`Error::TestKeysUnavailable`] for an allowed test
+    /// key in a build without `hazmat`; [`Error::UnsupportedKeySize`] for sizes other
+    /// than 2048, 3072 or 4096 bits, or an odd test size.
+    pub fn generate_for_run<R: RngCore + CryptoRng + ?Sized>(
+        bits: u64,
+        allow_test_keys: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if test_key_path(bits, allow_test_keys, TEST_KEYS_AVAILABLE)? {
+            Self::generate_small(bits, rng)
+        } else {
+            Self::generate(bits, rng)
+        }
+    }
+
+    /// A test-size key; reached only through the `hazmat` constructors or
+    /// [`test_key_path`].
+    fn generate_small<R: RngCore + CryptoRng + ?Sized>(bits: u64, rng: &mut R) -> Result<Self> {
         if bits < MIN_TEST_KEY_BITS {
             return Err(Error::KeyTooSmall {
                 bits,
@@ -566,7 +640,7 @@ impl PrivateKey {
             return Err(Error::UnsupportedKeySize { bits });
         }
         let (p, q) = random_primes(bits, rng);
-        Self::from_primes_insecure_for_tests(p, q)
+        Self::checked(p, q, MIN_TEST_KEY_BITS)
     }
 
     fn checked(p: BigUint, q: BigUint, min_bits: u64) -> Result<Self> {
@@ -826,6 +900,19 @@ impl PrivateKey {
     /// [`Error::Malformed`] for a truncated or padded encoding, and the errors of
     /// [`PrivateKey::from_primes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_secret_bytes_for_run(bytes, false)
+    }
+
+    /// Parses [`PrivateKey::to_secret_bytes`] output in a run: as
+    /// [`PrivateKey::from_secret_bytes`], or with the test-only minimum
+    /// [`MIN_TEST_KEY_BITS`] when `allow_test_keys` and `N` is below [`MIN_KEY_BITS`], in
+    /// builds with the `hazmat` feature only.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a truncated or padded encoding;
+    /// [`Error::TestKeysUnavailable`] for an allowed test-size key in a build without
+    /// `hazmat`; the errors of [`PrivateKey::from_primes`].
+    pub fn from_secret_bytes_for_run(bytes: &[u8], allow_test_keys: bool) -> Result<Self> {
         let (p, rest) = take_prefixed(bytes)?;
         let (q, rest) = take_prefixed(rest)?;
         if !rest.is_empty() {
@@ -833,7 +920,12 @@ impl PrivateKey {
                 reason: "trailing bytes after the private key".into(),
             });
         }
-        Self::from_primes(p, q)
+        let bits = (&p * &q).bits();
+        if test_key_path(bits, allow_test_keys, TEST_KEYS_AVAILABLE)? {
+            Self::checked(p, q, MIN_TEST_KEY_BITS)
+        } else {
+            Self::from_primes(p, q)
+        }
     }
 }
 
@@ -878,5 +970,50 @@ impl<R: RngCore + ?Sized> RngCore for RngAdapter<'_, R> {
     }
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand::Error> {
         self.0.try_fill_bytes(dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn test_keys_need_permission_and_the_hazmat_build() {
+        for available in [false, true] {
+            // Real sizes and refused small keys take the checked path (which refuses them).
+            assert_eq!(test_key_path(2048, true, available), Ok(false));
+            assert_eq!(test_key_path(512, false, available), Ok(false));
+        }
+        assert_eq!(test_key_path(512, true, true), Ok(true));
+        let e = test_key_path(512, true, false).unwrap_err();
+        assert_eq!(e, Error::TestKeysUnavailable { bits: 512 });
+        assert!(e.to_string().contains("hazmat"), "{e}");
+    }
+
+    #[test]
+    fn run_constructors_follow_the_build() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        assert!(matches!(
+            PrivateKey::generate_for_run(512, false, &mut rng),
+            Err(Error::KeyTooSmall { bits: 512, .. })
+        ));
+        let small = PrivateKey::generate_for_run(256, true, &mut rng);
+        if TEST_KEYS_AVAILABLE {
+            let key = small.unwrap();
+            assert_eq!(key.public_key().bits(), 256);
+            let bytes = key.to_secret_bytes();
+            assert!(PrivateKey::from_secret_bytes(&bytes).is_err());
+            let back = PrivateKey::from_secret_bytes_for_run(&bytes, true).unwrap();
+            assert_eq!(back.public_key(), key.public_key());
+            let n = key.public_key().n().clone();
+            assert!(PublicKey::from_n_for_run(n.clone(), false).is_err());
+            assert_eq!(
+                &PublicKey::from_n_for_run(n, true).unwrap(),
+                key.public_key()
+            );
+        } else {
+            assert_eq!(small.unwrap_err(), Error::TestKeysUnavailable { bits: 256 });
+        }
     }
 }

@@ -40,7 +40,14 @@
 //! # Keys
 //!
 //! Keys below 2048 bits are refused ([`Error::KeyTooSmall`]) except through the
-//! constructors whose names end in `_insecure_for_tests`, which tests use for speed:
+//! constructors whose names end in `_insecure_for_tests`, which tests use for speed. They
+//! exist only with the `hazmat` cargo feature (as RustCrypto RSA's `hazmat`), which the
+//! workspace's tests turn on through their dev-dependencies; a build without it has no
+//! small-key path. Runs make and accept keys through [`PrivateKey::generate_for_run`],
+//! [`PrivateKey::from_secret_bytes_for_run`] and [`PublicKey::from_n_for_run`], which take
+//! the test-only path only when the run allows test keys *and* the build has `hazmat`
+//! ([`TEST_KEYS_AVAILABLE`]), and otherwise refuse small keys with a typed error
+//! ([`Error::KeyTooSmall`], [`Error::TestKeysUnavailable`]):
 //!
 //! ```
 //! use gelunet_paillier::{Error, PrivateKey};
@@ -49,6 +56,7 @@
 //!     PrivateKey::generate(1024, &mut rng),
 //!     Err(Error::KeyTooSmall { bits: 1024, min_bits: 2048 })
 //! ));
+//! # #[cfg(feature = "hazmat")] {
 //! let key = PrivateKey::generate_insecure_for_tests(256, &mut rng).unwrap();
 //! let pk = key.public_key();
 //! let c = pk.encrypt(&(-42).into(), &mut rng).unwrap();
@@ -57,6 +65,7 @@
 //! // A ciphertext under another key is refused, not decrypted to garbage.
 //! let other = PrivateKey::generate_insecure_for_tests(256, &mut rng).unwrap();
 //! assert!(other.decrypt(&c).is_err());
+//! # }
 //! ```
 //!
 //! A private key contains its public key; its secrets (`p`, `q`, `λ`, `μ`, the CRT
@@ -93,10 +102,20 @@ pub use ciphertext::{Ciphertext, PreparedCiphertext};
 pub use error::{Error, Result};
 pub use keys::{
     KeyId, Obfuscator, PrivateKey, PublicKey, MIN_KEY_BITS, MIN_TEST_KEY_BITS, SUPPORTED_KEY_BITS,
+    TEST_KEYS_AVAILABLE,
 };
 pub use pool::ObfuscatorPool;
 
 pub use num_bigint::{BigInt, BigUint};
+
+/// The big-integer backend of the hot loops in this build: `"gmp"` with the `gmp`
+/// feature, else `"num-bigint"` (reported by `gelunet bench paillier` and the run
+/// reports).
+pub const BACKEND: &str = if cfg!(feature = "gmp") {
+    "gmp"
+} else {
+    "num-bigint"
+};
 
 impl serde::Serialize for PublicKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {

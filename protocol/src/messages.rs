@@ -98,8 +98,8 @@ impl Default for Packing {
 }
 
 /// A public key on the wire: its modulus `N` (big-endian bytes in postcard). The receiver
-/// builds the key with `PublicKey::from_n`, or `from_n_insecure_for_tests` only when its
-/// configuration explicitly allows test keys.
+/// builds the key with `PublicKey::from_n_for_run`: test-size keys only when its
+/// configuration explicitly allows test keys and the build has paillier's `hazmat` feature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicModulus {
     /// `N`.

@@ -451,23 +451,18 @@ impl Server {
         Ok(())
     }
 
-    /// The hello's client key, built with `PublicKey::from_n` (or
-    /// `from_n_insecure_for_tests` when test keys are allowed) and of at least `needed`
-    /// bits.
+    /// The hello's client key, built with `PublicKey::from_n_for_run` (test-size keys only
+    /// when allowed, in `hazmat` builds) and of at least `needed` bits.
     pub(crate) fn client_key(&self, hello: &ClientHello, needed: u64) -> Result<PublicKey> {
         let n = hello.client_key.n.clone();
         let allow = self.config.insecure.allow_test_keys;
-        let pk = if allow {
-            PublicKey::from_n_insecure_for_tests(n)?
-        } else {
-            PublicKey::from_n(n)?
-        };
+        let pk = PublicKey::from_n_for_run(n, allow)?;
         check_key_size(pk.bits(), allow, needed)?;
         Ok(pk)
     }
 
-    /// Registers a client from its hello; its key is built with `PublicKey::from_n`, or
-    /// `from_n_insecure_for_tests` when test keys are allowed.
+    /// Registers a client from its hello; its key is built with
+    /// `PublicKey::from_n_for_run` (test-size keys only when allowed, in `hazmat` builds).
     ///
     /// # Errors
     /// [`ServerError::Violation`] ([`ProtocolViolation::Version`]), [`ServerError::WrongServerKey`],

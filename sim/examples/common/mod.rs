@@ -42,12 +42,8 @@ where
 /// # Errors
 /// Key generation errors.
 pub fn keygen(bits: u64, seed: u64) -> Result<PrivateKey, gelunet_paillier::Error> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    if bits >= 2048 {
-        PrivateKey::generate(bits, &mut rng)
-    } else {
-        PrivateKey::generate_insecure_for_tests(bits, &mut rng)
-    }
+    // Below 2048 bits: test-only keys (the examples are built with `hazmat`).
+    PrivateKey::generate_for_run(bits, true, &mut ChaCha20Rng::seed_from_u64(seed))
 }
 
 /// CPU time of the whole process so far (user + system, from `/proc/self/stat`, 10 ms

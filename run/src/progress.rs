@@ -1,5 +1,5 @@
-//! Logging (tracing, `RUST_LOG`) and the progress bar (indicatif; hidden when stderr is
-//! not a terminal or with `--quiet`).
+//! The progress bar of a training run on stderr (indicatif; hidden when stderr is not a
+//! terminal or without progress).
 
 use std::io::IsTerminal;
 
@@ -7,22 +7,10 @@ use gelunet_shell::server::ServerEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-/// Initializes tracing once: `RUST_LOG` if set, else `warn` (`error` with `quiet`).
-pub fn init_tracing(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// A progress bar on stderr, hidden unless stderr is a terminal and not `quiet`.
-pub fn bar(quiet: bool) -> ProgressBar {
+/// A progress bar on stderr, hidden unless stderr is a terminal and `show`.
+pub(crate) fn bar(show: bool) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if quiet || !std::io::stderr().is_terminal() {
+    if !show || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
     pb
@@ -30,7 +18,11 @@ pub fn bar(quiet: bool) -> ProgressBar {
 
 /// Drives `pb` from the server's events until the sender is dropped: the bar counts
 /// samples towards `epochs` epochs (or sessions, with a session limit).
-pub async fn follow(pb: ProgressBar, epochs: u32, mut rx: mpsc::UnboundedReceiver<ServerEvent>) {
+pub(crate) async fn follow(
+    pb: ProgressBar,
+    epochs: f64,
+    mut rx: mpsc::UnboundedReceiver<ServerEvent>,
+) {
     let mut per_epoch: Option<f64> = None;
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -61,7 +53,7 @@ pub async fn follow(pb: ProgressBar, epochs: u32, mut rx: mpsc::UnboundedReceive
                     pb.set_length(m);
                 } else if let Some(t) = target_samples {
                     pb.set_length(t);
-                    per_epoch = Some(t as f64 / f64::from(epochs.max(1)));
+                    per_epoch = (epochs > 0.0).then(|| t as f64 / epochs);
                 }
                 pb.set_message(format!("{clients} clients"));
             }

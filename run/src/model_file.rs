@@ -1,4 +1,4 @@
-//! Trained-model files.
+//! Trained-model files, the public model card, and atomic writes.
 //!
 //! Layout (all integers little-endian):
 //!
@@ -82,8 +82,9 @@ pub struct ModelFile {
     pub test_fraction: f64,
 }
 
-/// Why a model file was refused.
+/// Why a model file or a model card was refused or could not be written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelFileError {
     /// File-system error.
     #[error("{op} `{}`: {source}", path.display())]
@@ -100,6 +101,14 @@ pub enum ModelFileError {
     #[error("`{}` is not a valid gelunet model file: {reason}", path.display())]
     Invalid {
         /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model card that is missing, unreadable, malformed or inconsistent.
+    #[error("model card `{}`: {reason}", path.display())]
+    InvalidCard {
+        /// The card.
         path: PathBuf,
         /// What is wrong.
         reason: String,
@@ -286,12 +295,29 @@ impl ModelFile {
     }
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, fsyncs, renames it over `path` and
-/// fsyncs the directory (best effort).
+/// Writes `bytes` to a temporary sibling of `path` (created new), fsyncs, renames it over
+/// `path` and fsyncs the directory (best effort): readers see the old file or the whole
+/// new one, never a part.
 ///
 /// # Errors
 /// [`ModelFileError::Io`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
+    write_atomic_mode(path, bytes, false)
+}
+
+/// [`write_atomic`] for secrets (a client's key file): the file is readable by its owner
+/// only (mode 0600 on Unix) from its creation.
+///
+/// # Errors
+/// The I/O error.
+pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, true).map_err(|e| match e {
+        ModelFileError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), ModelFileError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -314,11 +340,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelFileError> {
         }
     };
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
+        let mut o = fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut f = o.open(&tmp).map_err(io("create", &tmp))?;
         f.write_all(bytes).map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("sync", &tmp))?;
         drop(f);
@@ -375,14 +406,17 @@ impl ModelCard {
         write_atomic(path, &json)
     }
 
-    /// Reads and checks a card: a message naming the file for a missing, unreadable or
-    /// malformed one, or one whose lengths disagree or whose standard deviations are not
-    /// positive and finite.
+    /// Reads and checks a card.
     ///
     /// # Errors
-    /// As above.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let what = |e: String| format!("model card `{}`: {e}", path.display());
+    /// [`ModelFileError::InvalidCard`] (naming the file) for a missing, unreadable or
+    /// malformed card, or one whose lengths disagree, whose standard deviations are not
+    /// positive and finite or whose test fraction is outside `(0, 1)`.
+    pub fn load(path: &Path) -> Result<Self, ModelFileError> {
+        let what = |reason: String| ModelFileError::InvalidCard {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = fs::read(path).map_err(|e| what(e.to_string()))?;
         let card: Self = serde_json::from_slice(&text).map_err(|e| what(e.to_string()))?;
         if card.inputs == 0 || card.classes < 2 {

@@ -1,0 +1,178 @@
+//! `gelunet infer` and `gelunet serve-model`: arguments and printing. The runs are
+//! `gelunet_run::{infer, serve_model}` (encrypted inference, paper Alg. 1).
+
+use std::path::PathBuf;
+
+use gelunet_net::Zeroizing;
+use gelunet_run::{InferConfig, InferTarget, RunError, ServeModelConfig, Split};
+
+use crate::opts::{init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, NetArgs};
+
+/// Which part of the dataset to classify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    /// The test split of training (same seed and fraction as the model was trained with).
+    Test,
+    /// The training split.
+    Train,
+    /// Every sample.
+    All,
+}
+
+/// Arguments of `gelunet infer` (no `Debug`: it may hold a token).
+#[derive(clap::Args)]
+pub struct InferArgs {
+    /// The trained model file (`--model-out` of train/serve): serve it in this process.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    model: Option<PathBuf>,
+    /// Query a `gelunet serve-model` server at HOST:PORT instead.
+    #[arg(long, requires_all = ["server_cert", "model_card", "name"])]
+    server: Option<String>,
+    /// The server's certificate (its STATE_DIR/cert.der), pinned.
+    #[arg(long, requires = "server")]
+    server_cert: Option<PathBuf>,
+    /// Name the certificate is valid for.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// The served model's public card (its STATE_DIR/model-card.json).
+    #[arg(long, requires = "server")]
+    model_card: Option<PathBuf>,
+    /// This client's name, as configured on the server.
+    #[arg(long, requires = "server")]
+    name: Option<String>,
+    /// This client's token (visible in the process list; prefer --token-file).
+    #[arg(long, conflicts_with = "token_file", requires = "server")]
+    token: Option<String>,
+    /// A file holding this client's token (first line).
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Which samples to classify.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Classify at most this many samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Samples per encrypted request.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Write a JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Arguments of `gelunet serve-model`.
+#[derive(Debug, clap::Args)]
+pub struct ServeModelArgs {
+    /// The trained model file to serve (`--model-out` of train/serve).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    endpoint: ListenArgs,
+    /// Stop after this many registered client connections have ended (refused ones do
+    /// not count; default: serve until killed).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Errors only.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn missing(option: &'static str) -> RunError {
+    RunError::InvalidOption {
+        option,
+        reason: "needed with --server".into(),
+    }
+}
+
+/// Runs `gelunet infer` and prints the predictions (unless `--quiet`) and the accuracy.
+///
+/// # Errors
+/// The run's errors.
+pub fn infer(args: InferArgs) -> Result<(), RunError> {
+    init_tracing(args.quiet);
+    let target = match (args.model, args.server) {
+        (Some(model), None) => InferTarget::Local { model },
+        (None, Some(server)) => InferTarget::Remote {
+            server,
+            server_cert: args.server_cert.ok_or_else(|| missing("--server-cert"))?,
+            server_name: args.server_name,
+            model_card: args.model_card.ok_or_else(|| missing("--model-card"))?,
+            name: args.name.ok_or_else(|| missing("--name"))?,
+            token: args.token.map(Zeroizing::new),
+            token_file: args.token_file,
+        },
+        _ => return Err(missing("--model FILE or --server ADDR")),
+    };
+    let config = InferConfig {
+        target,
+        data: args.data.options(),
+        split: match args.split {
+            SplitArg::Test => Split::Test,
+            SplitArg::Train => Split::Train,
+            SplitArg::All => Split::All,
+        },
+        limit: args.limit,
+        batch: args.batch,
+        keys: args.keys.options(),
+        net: args.net.options(),
+        report: args.report,
+    };
+    let out = gelunet_run::infer(&config)?;
+    if !args.quiet {
+        print!("{}", out.predictions_table());
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Runs `gelunet serve-model` and prints what it served.
+///
+/// # Errors
+/// The run's errors.
+pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
+    init_tracing(args.quiet);
+    let config = ServeModelConfig {
+        model: args.model.clone(),
+        listen: args.endpoint.options(),
+        max_connections: args.max_connections,
+        keys: args.keys.options(),
+        net: args.net.options(),
+    };
+    let quiet = args.quiet;
+    let log = gelunet_run::serve_model(&config, &|s| {
+        if !quiet {
+            print_listening(&s.listening);
+            println!(
+                "serving {} ({} inputs, {} classes); model card {}",
+                args.model.display(),
+                s.inputs,
+                s.classes,
+                s.model_card.display()
+            );
+        }
+    })?;
+    if !quiet {
+        println!(
+            "{} connections, {} requests answered, {} refused; {:.2} MiB sent, {:.2} MiB received",
+            log.connections,
+            log.requests,
+            log.refused_requests,
+            log.bytes_sent as f64 / 1048576.0,
+            log.bytes_received as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The options shared by `train`, `serve`, `join`, `infer` and `serve-model`, and their
+//! conversion into the configurations of `gelunet-run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gelunet_protocol::{Activation, ClientOrder, MaskMode};
+use gelunet_run::{
+    Credential, DataOptions, KeyOptions, ListenOptions, ModelOptions, NetOptions, OutputOptions,
+};
+
+/// Where the data comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Dataset: iris, pima, kr-vs-kp, mnist, or csv:PATH.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Data directory (default: $GELUNET_DATA_DIR, else ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// CSV: 0-based label column, negative counts from the end.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub label_column: isize,
+    /// CSV: columns to drop, comma-separated (same indexing as --label-column).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub ignore_columns: Vec<isize>,
+    /// CSV: the first row is a header (default: auto-detect).
+    #[arg(long)]
+    pub header: bool,
+    /// Fraction of the samples held out for testing (datasets without their own split).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// MNIST: use at most this many training samples.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// MNIST: use at most this many test samples.
+    #[arg(long)]
+    pub max_test: Option<usize>,
+}
+
+impl DataArgs {
+    /// The library's data options.
+    pub fn options(&self) -> DataOptions {
+        DataOptions {
+            dataset: self.dataset.clone(),
+            data_dir: self.data_dir.clone(),
+            label_column: self.label_column,
+            ignore_columns: self.ignore_columns.clone(),
+            header: self.header,
+            test_fraction: self.test_fraction,
+            max_train: self.max_train,
+            max_test: self.max_test,
+        }
+    }
+}
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationArg {
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// Rectified linear unit.
+    Relu,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+/// Gradient mask (docs/DESIGN.md "Masked update").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaskArg {
+    /// `r` uniform on `[0, 2^(σ+g))`, σ = 128 (default).
+    Statistical,
+    /// `r` uniform on `[G, N_s − G)` (the paper's mask).
+    Uniform,
+}
+
+/// Order in which the server schedules clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderArg {
+    /// 0, 1, …, K−1, 0, …
+    RoundRobin,
+    /// Uniformly random (seeded).
+    Random,
+}
+
+/// Paillier key options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// Paillier modulus size in bits (2048, 3072 or 4096; smaller only with
+    /// --insecure-test-keys).
+    #[arg(long, default_value_t = 2048)]
+    pub key_bits: u64,
+    /// Allow keys below 2048 bits (insecure; tests only; only in a gelunet built with
+    /// `--features insecure-test-keys`).
+    #[arg(long)]
+    pub insecure_test_keys: bool,
+}
+
+impl KeyArgs {
+    /// The library's key options.
+    pub fn options(&self) -> KeyOptions {
+        KeyOptions {
+            key_bits: self.key_bits,
+            allow_test_keys: self.insecure_test_keys,
+        }
+    }
+}
+
+/// Model and training options (the server's side of the configuration).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Hidden-layer widths, comma-separated (e.g. 12 or 64,32).
+    #[arg(long, value_delimiter = ',', default_value = "12")]
+    pub hidden: Vec<usize>,
+    /// Hidden-layer activation.
+    #[arg(long, value_enum, default_value_t = ActivationArg::Sigmoid)]
+    pub activation: ActivationArg,
+    /// Stop once the completed sessions have processed this many epochs (an epoch: as
+    /// many samples as the clients hold together) [default: 1 when --sessions is not
+    /// given]. With --sessions too, training stops at whichever limit comes first. 0 is
+    /// refused.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Stop after this many completed sessions (alone: no epoch limit; with --epochs:
+    /// whichever limit comes first). 0 is refused.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Mini-batch size B (sessions have d·B ≤ the smallest fan-in samples).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Learning rate η.
+    #[arg(long, default_value_t = 0.5)]
+    pub lr: f64,
+    /// Gradient mask.
+    #[arg(long, value_enum, default_value_t = MaskArg::Statistical)]
+    pub mask: MaskArg,
+    /// Client order of the session scheduler.
+    #[arg(long, value_enum, default_value_t = OrderArg::RoundRobin)]
+    pub order: OrderArg,
+    /// Seed of the data split, the weight initialization and the scheduler.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ModelArgs {
+    /// The library's model options.
+    pub fn options(&self) -> ModelOptions {
+        ModelOptions {
+            hidden: self.hidden.clone(),
+            activation: match self.activation {
+                ActivationArg::Sigmoid => Activation::Sigmoid,
+                ActivationArg::Relu => Activation::Relu,
+                ActivationArg::Tanh => Activation::Tanh,
+            },
+            epochs: self.epochs,
+            sessions: self.sessions,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            mask: match self.mask {
+                MaskArg::Statistical => MaskMode::default(),
+                MaskArg::Uniform => MaskMode::Uniform,
+            },
+            order: match self.order {
+                OrderArg::RoundRobin => ClientOrder::RoundRobin,
+                OrderArg::Random => ClientOrder::SeededRandom,
+            },
+            seed: self.seed,
+        }
+    }
+}
+
+/// Transport options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// QUIC idle timeout in seconds: a peer that vanishes without closing its connection
+    /// is detected after this long (keep-alives are sent every idle/4 s, at most 5 s).
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Longest wait for one protocol answer, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub response_timeout: u64,
+}
+
+impl NetArgs {
+    /// The library's transport options.
+    pub fn options(&self) -> NetOptions {
+        NetOptions {
+            idle_timeout: self.idle_timeout,
+            response_timeout: self.response_timeout,
+        }
+    }
+}
+
+/// What a training run writes (`train`, `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Write the trained model here.
+    #[arg(long)]
+    pub model_out: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bar, errors only.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl OutputArgs {
+    /// The library's output options.
+    pub fn options(&self) -> OutputOptions {
+        OutputOptions {
+            model_out: self.model_out.clone(),
+            report: self.report.clone(),
+            progress: !self.quiet,
+        }
+    }
+}
+
+/// Where a server listens, its certificate and the clients it accepts (`serve`,
+/// `serve-model`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
+    /// Address to listen on (port 0: any free port, written to STATE_DIR/listen.addr).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// Directory of the server's certificate (cert.der, given to clients) and key
+    /// (key.der); generated on first use.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Extra names (DNS or IP) for a newly generated certificate, besides localhost and
+    /// 127.0.0.1.
+    #[arg(long = "cert-name")]
+    pub cert_names: Vec<String>,
+    /// File of client credentials, one `NAME:TOKEN` per line (# comments).
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// A client credential NAME:TOKEN (repeatable).
+    #[arg(long = "client", value_name = "NAME:TOKEN", value_parser = gelunet_run::parse_credential)]
+    pub client_creds: Vec<Credential>,
+}
+
+impl ListenArgs {
+    /// The library's listening options.
+    pub fn options(&self) -> ListenOptions {
+        ListenOptions {
+            listen: self.listen,
+            state_dir: self.state_dir.clone(),
+            cert_names: self.cert_names.clone(),
+            tokens_file: self.tokens_file.clone(),
+            credentials: self.client_creds.clone(),
+        }
+    }
+}
+
+/// Initializes tracing once: `RUST_LOG` if set, else `warn` (`error` with `quiet`).
+pub fn init_tracing(quiet: bool) {
+    use std::io::IsTerminal;
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Prints where a server listens (unless `quiet`).
+pub fn print_listening(l: &gelunet_run::Listening) {
+    println!(
+        "listening on {}; certificate {} (sha256 {})",
+        l.addr,
+        l.cert_path.display(),
+        l.fingerprint
+    );
+}

@@ -1,0 +1,231 @@
+//! `gelunet train`, `serve` and `join`: arguments, and the printed summaries. The runs are
+//! `gelunet_run::{train, train_plaintext, serve, join}`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gelunet_net::Zeroizing;
+use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig};
+
+use crate::opts::{
+    init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, ModelArgs, NetArgs, OutputArgs,
+};
+
+/// Arguments of `gelunet train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Number of clients K.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Fractions of the training set per client, comma-separated (default: equal).
+    #[arg(long)]
+    client_shares: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// Train only the plaintext fixed-point reference: no keys, no network, seconds
+    /// instead of minutes. Same data split, initialization, client samplers, session
+    /// plans and stop rule as an encrypted run with the same options, hence the same
+    /// model (clients are scheduled in index order here, in registration order over
+    /// QUIC). For choosing hyper-parameters before an encrypted run.
+    #[arg(long)]
+    plaintext: bool,
+}
+
+/// Arguments of `gelunet serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    endpoint: ListenArgs,
+    /// Clients to wait for before training (default: all configured).
+    #[arg(long)]
+    wait_for: Option<usize>,
+    /// Number of shares the public seeded split has (default: configured clients); with
+    /// --dataset, lets the server rebuild the plaintext reference of reproducible clients.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Share fractions of the public split.
+    #[arg(long)]
+    client_shares: Option<String>,
+    /// Input width, when no --dataset is given.
+    #[arg(long)]
+    inputs: Option<usize>,
+    /// Number of classes, when no --dataset is given.
+    #[arg(long)]
+    classes: Option<usize>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Arguments of `gelunet join` (no `Debug`: it holds the token).
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// The server's address (HOST:PORT).
+    #[arg(long)]
+    server: String,
+    /// The server's certificate (its STATE_DIR/cert.der), pinned.
+    #[arg(long)]
+    server_cert: PathBuf,
+    /// Name the certificate is valid for.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// This client's name, as configured on the server.
+    #[arg(long)]
+    name: String,
+    /// This client's token (visible to other local users in the process list; prefer
+    /// --token-file).
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding this client's token (first line).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Take share i of the public seeded split of the training set (with --clients K);
+    /// without it, the whole training split of --dataset is this client's data.
+    #[arg(long)]
+    client_index: Option<usize>,
+    /// Number of shares of the public split.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Share fractions of the public split.
+    #[arg(long)]
+    client_shares: Option<String>,
+    /// Seed of the public split (same as the server's --seed).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Reproducible run: derive this client's role seed from --seed and --client-index
+    /// and tell the server (which can then check exactness against the plaintext
+    /// reference). The masks then come from a public seed: experiments only.
+    #[arg(long)]
+    reproducible: bool,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Keep this client's Paillier key pair here (loaded if present, else generated and
+    /// saved), so that a restarted client can rejoin.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Reconnections allowed after a lost connection.
+    #[arg(long, default_value_t = 3)]
+    reconnect: u32,
+    /// How long to keep trying to reach the server, in seconds.
+    #[arg(long, default_value_t = 120)]
+    connect_timeout: u64,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Write a JSON report of this client's run here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Errors only.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `gelunet train` (or `train --plaintext`) and prints its summary.
+///
+/// # Errors
+/// The run's errors.
+pub fn train(args: TrainArgs) -> Result<(), RunError> {
+    init_tracing(args.out.quiet);
+    let config = TrainConfig {
+        data: args.data.options(),
+        clients: args.clients,
+        client_shares: parse_shares(args.client_shares.as_deref())?,
+        model: args.model.options(),
+        keys: args.keys.options(),
+        net: args.net.options(),
+        output: args.out.options(),
+    };
+    let report = if args.plaintext {
+        gelunet_run::train_plaintext(&config)?
+    } else {
+        gelunet_run::train(&config)?
+    };
+    if !args.out.quiet {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Runs `gelunet serve` and prints its summary.
+///
+/// # Errors
+/// The run's errors.
+pub fn serve(args: ServeArgs) -> Result<(), RunError> {
+    init_tracing(args.out.quiet);
+    let config = ServeConfig {
+        listen: args.endpoint.options(),
+        wait_for: args.wait_for,
+        clients: args.clients,
+        client_shares: parse_shares(args.client_shares.as_deref())?,
+        inputs: args.inputs,
+        classes: args.classes,
+        data: args.data.options(),
+        model: args.model.options(),
+        keys: args.keys.options(),
+        net: args.net.options(),
+        output: args.out.options(),
+    };
+    let quiet = args.out.quiet;
+    let report = gelunet_run::serve(&config, &|l| {
+        if !quiet {
+            print_listening(l);
+        }
+    })?;
+    if !quiet {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Runs `gelunet join` and prints its summary.
+///
+/// # Errors
+/// The run's errors.
+pub fn join(args: JoinArgs) -> Result<(), RunError> {
+    init_tracing(args.quiet);
+    let config = JoinConfig {
+        server: args.server,
+        server_cert: args.server_cert,
+        server_name: args.server_name,
+        name: args.name,
+        token: args.token.map(Zeroizing::new),
+        token_file: args.token_file,
+        data: args.data.options(),
+        client_index: args.client_index,
+        clients: args.clients,
+        client_shares: parse_shares(args.client_shares.as_deref())?,
+        seed: args.seed,
+        reproducible: args.reproducible,
+        keys: args.keys.options(),
+        key_file: args.key_file,
+        reconnect: args.reconnect,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        net: args.net.options(),
+        report: args.report,
+    };
+    let report = gelunet_run::join(&config)?;
+    if !args.quiet {
+        print!("{report}");
+    }
+    Ok(())
+}

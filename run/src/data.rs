@@ -1,0 +1,204 @@
+//! The data pipeline of a run: load → deterministic stratified split (seeded) →
+//! standardize on the training split → split the training set among K clients; and the
+//! seeds and names derived from the run's seed.
+
+use std::path::PathBuf;
+
+use gelunet_datasets::{
+    load_by_name, parse_client_shares, resolve_data_dir, split_clients, standardize_train_test,
+    CsvOptions, Dataset, LoadOptions, MnistOptions, Standardizer,
+};
+
+use crate::{Result, RunError};
+
+/// Where the data comes from (`--dataset`, `--data-dir` and the loader options).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataOptions {
+    /// Dataset: `iris`, `pima`, `kr-vs-kp`, `mnist`, or `csv:PATH`.
+    pub dataset: Option<String>,
+    /// Data directory (`None`: `$GELUNET_DATA_DIR`, else `./data`).
+    pub data_dir: Option<PathBuf>,
+    /// CSV: 0-based label column, negative counts from the end.
+    pub label_column: isize,
+    /// CSV: columns to drop (same indexing as `label_column`).
+    pub ignore_columns: Vec<isize>,
+    /// CSV: the first row is a header (`false`: auto-detect).
+    pub header: bool,
+    /// Fraction of the samples held out for testing, in `[0, 1)` (datasets without their
+    /// own split).
+    pub test_fraction: f64,
+    /// MNIST: use at most this many training samples.
+    pub max_train: Option<usize>,
+    /// MNIST: use at most this many test samples.
+    pub max_test: Option<usize>,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        Self {
+            dataset: None,
+            data_dir: None,
+            label_column: -1,
+            ignore_columns: Vec::new(),
+            header: false,
+            test_fraction: 0.2,
+            max_train: None,
+            max_test: None,
+        }
+    }
+}
+
+/// The prepared data: standardized train/test splits and the clients' shares.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Dataset name as given.
+    pub name: String,
+    /// Standardized training split.
+    pub train: Dataset,
+    /// Standardized test split.
+    pub test: Dataset,
+    /// Fitted on the training split.
+    pub standardizer: Standardizer,
+    /// The clients' shares of `train`.
+    pub shares: Vec<Dataset>,
+}
+
+/// A seed derived from `seed` and a label (SplitMix64 finalizer): the schedule seed
+/// (label `0x5c4e_d01e`), the client split (`0x5ba2e`) and the clients' role seeds
+/// ([`client_seed`]) of a run with `--seed`.
+pub fn derive_seed(seed: u64, label: u64) -> u64 {
+    let mut z = seed ^ label.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The role seed of client `k` in a reproducible run with `seed` (`train`, and `join
+/// --reproducible`).
+pub fn client_seed(seed: u64, k: usize) -> u64 {
+    derive_seed(seed, 0xc11e_0000 + k as u64)
+}
+
+/// Name of client `k` in a `train` run (`client-k`).
+pub fn client_name(k: usize) -> String {
+    format!("client-{k}")
+}
+
+/// Parses `--client-shares` (comma-separated fractions summing to 1).
+///
+/// # Errors
+/// [`RunError::Dataset`] for a malformed list.
+pub fn parse_shares(s: Option<&str>) -> Result<Option<Vec<f64>>> {
+    Ok(s.map(parse_client_shares).transpose()?)
+}
+
+impl DataOptions {
+    /// The dataset name, required here.
+    ///
+    /// # Errors
+    /// [`RunError::InvalidOption`] when no dataset is given.
+    pub fn name(&self) -> Result<&str> {
+        self.dataset.as_deref().ok_or_else(|| {
+            RunError::option(
+                "--dataset",
+                "required (iris, pima, kr-vs-kp, mnist or csv:PATH)",
+            )
+        })
+    }
+
+    /// The loader options (CSV and MNIST).
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            csv: CsvOptions {
+                label_column: self.label_column,
+                ignore_columns: self.ignore_columns.clone(),
+                header: self.header.then_some(true),
+                ..CsvOptions::default()
+            },
+            mnist: MnistOptions {
+                max_train: self.max_train,
+                max_test: self.max_test,
+            },
+        }
+    }
+
+    /// Loads the dataset and splits it (stratified, `seed`) into train and test with
+    /// `test_fraction`, unstandardized.
+    ///
+    /// # Errors
+    /// [`RunError::InvalidOption`] without a dataset; [`RunError::Dataset`] (a missing
+    /// file names the file and how to get it).
+    pub fn load_split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        let name = self.name()?;
+        let dir = resolve_data_dir(self.data_dir.as_deref());
+        let loaded = load_by_name(name, &dir, &self.load_options())?;
+        Ok(loaded.into_train_test(test_fraction, seed)?)
+    }
+
+    /// Loads, splits (stratified, `seed`), standardizes on the training split, and splits
+    /// the training set among `clients` clients with `shares` (`None`: equal; seed
+    /// `derive_seed(seed, 0x5ba2e)`).
+    ///
+    /// # Errors
+    /// [`RunError::InvalidOption`] without a dataset or for a test fraction outside
+    /// `[0, 1)`; [`RunError::Dataset`].
+    pub fn prepare(&self, clients: usize, shares: Option<&[f64]>, seed: u64) -> Result<Prepared> {
+        let name = self.name()?;
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return Err(RunError::option(
+                "--test-fraction",
+                format!("{}: must be in [0, 1)", self.test_fraction),
+            ));
+        }
+        let (train, test) = self.load_split(self.test_fraction, seed)?;
+        let (train, test, standardizer) = standardize_train_test(&train, &test)?;
+        let shares = split_clients(&train, clients, shares, derive_seed(seed, 0x5ba2e))?;
+        Ok(Prepared {
+            name: name.to_string(),
+            train,
+            test,
+            standardizer,
+            shares,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_fixed_functions_of_the_run_seed() {
+        // Model files and reproducible joins depend on these values.
+        assert_eq!(client_seed(1, 0), derive_seed(1, 0xc11e_0000));
+        assert_ne!(client_seed(1, 0), client_seed(1, 1));
+        assert_ne!(derive_seed(1, 7), derive_seed(2, 7));
+        assert_eq!(client_name(2), "client-2");
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(matches!(
+            DataOptions::default().prepare(1, None, 1),
+            Err(RunError::InvalidOption {
+                option: "--dataset",
+                ..
+            })
+        ));
+        let d = DataOptions {
+            dataset: Some("iris".into()),
+            test_fraction: 1.0,
+            ..DataOptions::default()
+        };
+        assert!(matches!(
+            d.prepare(1, None, 1),
+            Err(RunError::InvalidOption {
+                option: "--test-fraction",
+                ..
+            })
+        ));
+        assert!(parse_shares(Some("0.5,x")).is_err());
+        assert_eq!(parse_shares(Some("0.5,0.5")).unwrap(), Some(vec![0.5, 0.5]));
+        assert_eq!(parse_shares(None).unwrap(), None);
+    }
+}

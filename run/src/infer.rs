@@ -1,0 +1,528 @@
+//! `gelunet infer` and `gelunet serve-model`: encrypted inference with a trained model
+//! (paper Alg. 1).
+//!
+//! A client encrypts its samples under its own key and sends them over QUIC; the server
+//! computes every layer's pre-activations on the ciphertexts with the true weights; the
+//! client decrypts them and applies the activations. With a dataset and
+//! [`Split::Test`] the same train/test split as in training (seed and test fraction stored
+//! with the model) is used and the accuracy reported.
+//!
+//! * [`infer`] with [`InferTarget::Local`]: the server runs in this process (loopback
+//!   QUIC) and the plaintext model's accuracy is reported beside the encrypted one.
+//! * [`serve_model`] serves the model to authenticated clients on other hosts and writes
+//!   `STATE_DIR/model-card.json` (the public part: input standardization, class names,
+//!   split; no weights); [`infer`] with [`InferTarget::Remote`] queries it with only that
+//!   card, the certificate and a credential. The client never sees the weights.
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gelunet_client::{InferenceClient, InferenceConfig};
+use gelunet_net::{ServerIdentity, TransportSettings, Zeroizing};
+use gelunet_server::{InsecureOptions, Server, ServerConfig};
+use gelunet_shell::client::{run_inference, ClientShellConfig, InferenceRun};
+use gelunet_shell::server::{run_inference_server, Credential, InferenceLog, InferenceShellConfig};
+use ndarray::Array2;
+
+use crate::data::DataOptions;
+use crate::endpoint::{
+    random_token, read_token, resolve_addr, runtime, ListenOptions, Listening, NetOptions,
+};
+use crate::keys::KeyOptions;
+use crate::model_file::{ModelCard, ModelFile};
+use crate::report::{accuracy, mib, quantize, write_json, InferReport};
+use crate::{Result, RunError};
+
+/// The file name of the model card in a `serve-model` state directory.
+pub const MODEL_CARD_FILE: &str = "model-card.json";
+
+/// Which part of the dataset to classify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The test split of training (same seed and fraction as the model was trained with).
+    Test,
+    /// The training split.
+    Train,
+    /// Every sample.
+    All,
+}
+
+impl Split {
+    /// Lower-case name (`test`, `train`, `all`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Train => "train",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Where [`infer`] sends its requests.
+#[derive(Clone)]
+pub enum InferTarget {
+    /// A server in this process, holding this model file (`--model`).
+    Local {
+        /// The model file.
+        model: PathBuf,
+    },
+    /// A remote `serve-model` server (`--server`).
+    Remote {
+        /// Its address, `HOST:PORT`.
+        server: String,
+        /// Its certificate (its `STATE_DIR/cert.der`), pinned.
+        server_cert: PathBuf,
+        /// Name the certificate is valid for.
+        server_name: String,
+        /// The served model's public card (its `STATE_DIR/model-card.json`).
+        model_card: PathBuf,
+        /// This client's name, as configured on the server.
+        name: String,
+        /// This client's token, given directly …
+        token: Option<Zeroizing<String>>,
+        /// … or as the first line of this file.
+        token_file: Option<PathBuf>,
+    },
+}
+
+impl fmt::Debug for InferTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local { model } => f.debug_struct("Local").field("model", model).finish(),
+            Self::Remote {
+                server,
+                server_name,
+                model_card,
+                name,
+                ..
+            } => f
+                .debug_struct("Remote")
+                .field("server", server)
+                .field("server_name", server_name)
+                .field("model_card", model_card)
+                .field("name", name)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The configuration of `gelunet infer`.
+#[derive(Clone, Debug)]
+pub struct InferConfig {
+    /// The model's server.
+    pub target: InferTarget,
+    /// The dataset to classify (required).
+    pub data: DataOptions,
+    /// Which samples.
+    pub split: Split,
+    /// Classify at most this many samples.
+    pub limit: Option<usize>,
+    /// Samples per encrypted request.
+    pub batch: usize,
+    /// The client's Paillier key (and the local server's).
+    pub keys: KeyOptions,
+    /// Transport options.
+    pub net: NetOptions,
+    /// Write the JSON report ([`InferReport`]) here.
+    pub report: Option<PathBuf>,
+}
+
+/// What [`infer`] found, for printing.
+#[derive(Clone, Debug)]
+pub struct InferOutcome {
+    /// The report (also written to [`InferConfig::report`]).
+    pub report: InferReport,
+    /// The true class per sample.
+    pub labels: Vec<usize>,
+    /// Class probabilities per sample (samples × classes).
+    pub probabilities: Array2<f64>,
+    /// Class names (index = class).
+    pub class_names: Vec<String>,
+    /// Samples classified correctly.
+    pub correct: usize,
+}
+
+impl InferOutcome {
+    /// One line per sample: index, predicted class, true class, predicted probability
+    /// (tab-separated, with a header).
+    pub fn predictions_table(&self) -> String {
+        let class = |c: usize| self.class_names.get(c).map_or("", String::as_str);
+        let mut s = String::from("sample\tpredicted\ttrue\tprobability\n");
+        for (i, (&p, &l)) in self.report.predictions.iter().zip(&self.labels).enumerate() {
+            let prob = self.probabilities.get((i, p)).copied().unwrap_or(0.0);
+            let _ = writeln!(s, "{i}\t{}\t{}\t{prob:.4}", class(p), class(l));
+        }
+        s
+    }
+}
+
+/// The summary line `gelunet infer` prints.
+impl fmt::Display for InferOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.report;
+        let plaintext = r
+            .plaintext_accuracy
+            .map_or(String::new(), |a| format!(" (plaintext model: {a:.4})"));
+        writeln!(
+            f,
+            "accuracy {:.4} ({}/{}) on the {} split of {}, encrypted with {}-bit keys{plaintext}; \
+             {} requests, {:.2} MiB sent, {:.2} MiB received",
+            r.accuracy,
+            self.correct,
+            r.samples,
+            r.split,
+            r.dataset,
+            r.key_bits,
+            r.requests,
+            mib(r.bytes_sent),
+            mib(r.bytes_received)
+        )
+    }
+}
+
+/// A server role holding `file`'s model (its spec and scales; test keys accepted from
+/// clients as `keys` allow).
+fn server_with_model(file: &ModelFile, keys: &KeyOptions) -> Result<Server> {
+    let mut cfg = ServerConfig::new(file.model.spec.clone(), 0.5, 1);
+    cfg.scales = file.scales;
+    cfg.insecure = InsecureOptions {
+        allow_test_keys: keys.test_keys(),
+        allow_unmasked_gradients: false,
+    };
+    let key = keys.generate_one()?;
+    Ok(Server::with_model(cfg, key, file.model.clone())?)
+}
+
+/// The samples of `split` (at most `limit`), with the card's split and checks that the
+/// dataset fits the model.
+fn load_samples(
+    data: &DataOptions,
+    card: &ModelCard,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<gelunet_datasets::Dataset> {
+    let name = data.name()?.to_string();
+    let (train, test) = data.load_split(card.test_fraction, card.split_seed)?;
+    if train.class_names != card.class_names {
+        return Err(RunError::DataMismatch {
+            reason: format!(
+                "the model was trained on classes {:?}, the dataset has {:?}",
+                card.class_names, train.class_names
+            ),
+        });
+    }
+    if train.n_features() != card.inputs {
+        return Err(RunError::DataMismatch {
+            reason: format!(
+                "the model takes {} features, the dataset has {}",
+                card.inputs,
+                train.n_features()
+            ),
+        });
+    }
+    let ds = match split {
+        Split::Test => test,
+        Split::Train => train,
+        Split::All => {
+            let x = ndarray::concatenate(
+                ndarray::Axis(0),
+                &[train.features.view(), test.features.view()],
+            )
+            .map_err(|e| RunError::DataMismatch {
+                reason: e.to_string(),
+            })?;
+            let mut labels = train.labels.clone();
+            labels.extend(&test.labels);
+            gelunet_datasets::Dataset::new(
+                name,
+                x,
+                labels,
+                train.class_names.clone(),
+                train.feature_names.clone(),
+            )?
+        }
+    };
+    let n = limit.unwrap_or(ds.n_samples()).min(ds.n_samples());
+    if n == 0 {
+        return Err(RunError::DataMismatch {
+            reason: "no samples to classify".into(),
+        });
+    }
+    let rows: Vec<usize> = (0..n).collect();
+    Ok(ds.select(&rows, "")?)
+}
+
+/// Where [`infer`] sends its requests, once resolved.
+enum Resolved {
+    /// A server in this process with this model.
+    Local(Box<ModelFile>),
+    /// A remote server.
+    Remote(Box<ClientShellConfig>),
+}
+
+/// The shell configuration of an inference client.
+fn client_shell(
+    addr: SocketAddr,
+    server_name: String,
+    cert: gelunet_net::CertificateDer<'static>,
+    transport: &TransportSettings,
+    name: String,
+    token: Zeroizing<String>,
+) -> ClientShellConfig {
+    ClientShellConfig {
+        server: addr,
+        server_name,
+        pinned_cert: cert,
+        transport: transport.clone(),
+        name,
+        token,
+        samples: 0,
+        reference: None,
+        connect_timeout: Duration::from_secs(30),
+        reconnect_attempts: 0,
+        reconnect_delay: Duration::from_secs(1),
+    }
+}
+
+/// Runs `gelunet infer`: classifies the samples with encrypted inference against the
+/// target and reports the accuracy (and the plaintext model's, for a local model).
+///
+/// # Errors
+/// [`RunError::ModelFile`] for a refused model file or card (corrupt, truncated,
+/// mismatched); [`RunError::DataMismatch`] for data that does not fit the model; bad
+/// options; refusals by a remote server, transport and inference errors.
+pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
+    let t0 = Instant::now();
+    c.keys.validate()?;
+    let transport = c.net.transport()?;
+    if c.batch == 0 {
+        return Err(RunError::option("--batch", "must be at least 1"));
+    }
+    let (card, target) = match &c.target {
+        InferTarget::Local { model } => {
+            let file = ModelFile::load(model)?;
+            (file.card(), Resolved::Local(Box::new(file)))
+        }
+        InferTarget::Remote {
+            server,
+            server_cert,
+            server_name,
+            model_card,
+            name,
+            token,
+            token_file,
+        } => {
+            let card = ModelCard::load(model_card)?;
+            let cert = gelunet_net::load_certificate(server_cert)
+                .map_err(RunError::net("--server-cert"))?;
+            let token = read_token(token.as_ref(), token_file.as_deref())?;
+            let addr = resolve_addr(server)?;
+            (
+                card,
+                Resolved::Remote(Box::new(client_shell(
+                    addr,
+                    server_name.clone(),
+                    cert,
+                    &transport,
+                    name.clone(),
+                    token,
+                ))),
+            )
+        }
+    };
+    let ds = load_samples(&c.data, &card, c.split, c.limit)?;
+    let x: Array2<f64> = card.standardize(&ds.features);
+    // Plaintext check (local model only): the same fixed-point model without encryption.
+    let plaintext_accuracy = match &target {
+        Resolved::Local(file) => {
+            let quantized = quantize(
+                &gelunet_datasets::Dataset {
+                    features: x.clone(),
+                    ..ds.clone()
+                },
+                file.model.spec.classes(),
+                &file.scales,
+            )?;
+            Some(accuracy(&file.model, &file.scales, &quantized)?)
+        }
+        Resolved::Remote(_) => None,
+    };
+    let client_key = c.keys.generate_one()?;
+    let allow_test_keys = c.keys.test_keys();
+    let make = move |hello: &gelunet_protocol::messages::ServerHello| {
+        InferenceClient::new(
+            InferenceConfig {
+                seed: rand::random(),
+                allow_test_keys,
+                ..InferenceConfig::default()
+            },
+            client_key,
+            hello,
+        )
+    };
+    let rt = runtime()?;
+    let run: InferenceRun = match target {
+        Resolved::Local(file) => {
+            let server = Arc::new(server_with_model(&file, &c.keys)?);
+            let identity = ServerIdentity::generate(&["localhost".to_string()])
+                .map_err(RunError::net("certificate"))?;
+            let credential = Credential {
+                name: "infer".into(),
+                token: random_token(),
+            };
+            rt.block_on(async {
+                let endpoint = gelunet_net::server_endpoint(
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    &identity,
+                    &transport,
+                )
+                .map_err(RunError::net("loopback endpoint"))?;
+                let addr = endpoint
+                    .local_addr()
+                    .map_err(RunError::io("loopback endpoint", "127.0.0.1"))?;
+                let server_task = tokio::spawn(run_inference_server(
+                    server,
+                    endpoint,
+                    InferenceShellConfig {
+                        transport: transport.clone(),
+                        credentials: vec![credential.clone()],
+                        response_timeout: c.net.response(),
+                        register_timeout: Duration::from_secs(60),
+                        max_connections: Some(1),
+                    },
+                ));
+                let cc = client_shell(
+                    addr,
+                    "localhost".into(),
+                    identity.certificate().clone(),
+                    &transport,
+                    credential.name.clone(),
+                    credential.token.clone(),
+                );
+                let run = run_inference(make, x, c.batch, &cc)
+                    .await
+                    .map_err(RunError::Inference);
+                let served = server_task.await;
+                let run = run?;
+                served
+                    .map_err(|source| RunError::Task {
+                        what: "server",
+                        source,
+                    })?
+                    .map_err(RunError::ServerShell)?;
+                Ok::<_, RunError>(run)
+            })?
+        }
+        Resolved::Remote(cc) => rt
+            .block_on(run_inference(make, x, c.batch, &cc))
+            .map_err(RunError::Inference)?,
+    };
+    let n = ds.n_samples();
+    let correct = run
+        .predictions
+        .iter()
+        .zip(&ds.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let report = InferReport {
+        model: match &c.target {
+            InferTarget::Local { model } => model.display().to_string(),
+            InferTarget::Remote { server, .. } => format!("remote {server}"),
+        },
+        dataset: c.data.name()?.to_string(),
+        split: c.split.name().into(),
+        samples: n,
+        accuracy: correct as f64 / n as f64,
+        plaintext_accuracy,
+        predictions: run.predictions.clone(),
+        requests: run.requests,
+        bytes_sent: run.bytes_sent,
+        bytes_received: run.bytes_received,
+        key_bits: c.keys.key_bits,
+        seconds: t0.elapsed().as_secs_f64(),
+        backend: gelunet_paillier::BACKEND.into(),
+    };
+    if let Some(path) = &c.report {
+        write_json(path, &report)?;
+    }
+    Ok(InferOutcome {
+        report,
+        labels: ds.labels.clone(),
+        probabilities: run.probabilities,
+        class_names: card.class_names,
+        correct,
+    })
+}
+
+/// The configuration of `gelunet serve-model`.
+#[derive(Clone, Debug)]
+pub struct ServeModelConfig {
+    /// The trained model file to serve.
+    pub model: PathBuf,
+    /// Address, state directory, certificate names and the accepted clients.
+    pub listen: ListenOptions,
+    /// Stop after this many registered client connections have ended (refused ones do
+    /// not count; `None`: serve until killed).
+    pub max_connections: Option<usize>,
+    /// The server's Paillier key.
+    pub keys: KeyOptions,
+    /// Transport options.
+    pub net: NetOptions,
+}
+
+/// What a model server announces once it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingModel {
+    /// The endpoint.
+    pub listening: Listening,
+    /// The model's input width.
+    pub inputs: usize,
+    /// Its number of classes.
+    pub classes: usize,
+    /// Where its public card was written.
+    pub model_card: PathBuf,
+}
+
+/// Runs `gelunet serve-model`: loads the model, writes its public card to
+/// `STATE_DIR/model-card.json` and answers authenticated inference clients; `on_listen`
+/// is called once the endpoint is bound.
+///
+/// # Errors
+/// [`RunError::ModelFile`] for a refused model file; bad options, identity, key
+/// generation, file and transport errors.
+pub fn serve_model(
+    c: &ServeModelConfig,
+    on_listen: &(dyn Fn(&ServingModel) + Sync),
+) -> Result<InferenceLog> {
+    c.keys.validate()?;
+    let transport = c.net.transport()?;
+    let file = ModelFile::load(&c.model)?;
+    let credentials = c.listen.load_credentials()?;
+    let identity = c.listen.load_or_create_identity()?;
+    let card_path = c.listen.state_dir.join(MODEL_CARD_FILE);
+    file.card().save(&card_path)?;
+    let server = Arc::new(server_with_model(&file, &c.keys)?);
+    let rt = runtime()?;
+    let config = InferenceShellConfig {
+        transport: transport.clone(),
+        credentials,
+        response_timeout: c.net.response(),
+        register_timeout: Duration::from_secs(60),
+        max_connections: c.max_connections,
+    };
+    rt.block_on(async {
+        let (endpoint, listening) = c.listen.bind(&identity, &transport)?;
+        on_listen(&ServingModel {
+            listening,
+            inputs: file.model.spec.inputs(),
+            classes: file.model.spec.classes(),
+            model_card: card_path.clone(),
+        });
+        run_inference_server(server, endpoint, config)
+            .await
+            .map_err(RunError::ServerShell)
+    })
+}

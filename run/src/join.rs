@@ -1,0 +1,175 @@
+//! `gelunet join`: one client of a `gelunet serve` run, in its own process.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gelunet_client::{Client, ClientConfig};
+use gelunet_net::Zeroizing;
+use gelunet_protocol::envelope::ReferenceHint;
+use gelunet_shell::client::{run_client, ClientShellConfig};
+
+use crate::data::{client_seed, DataOptions};
+use crate::endpoint::{read_token, resolve_addr, runtime, NetOptions};
+use crate::keys::KeyOptions;
+use crate::report::{write_json, JoinReport};
+use crate::{Result, RunError};
+
+/// The configuration of `gelunet join`.
+#[derive(Clone)]
+pub struct JoinConfig {
+    /// The server's address (`HOST:PORT`).
+    pub server: String,
+    /// The server's certificate (its `STATE_DIR/cert.der`), pinned.
+    pub server_cert: PathBuf,
+    /// Name the certificate is valid for.
+    pub server_name: String,
+    /// This client's name, as configured on the server.
+    pub name: String,
+    /// This client's token, given directly …
+    pub token: Option<Zeroizing<String>>,
+    /// … or as the first line of this file.
+    pub token_file: Option<PathBuf>,
+    /// The dataset (required).
+    pub data: DataOptions,
+    /// Take share `i` of the public seeded split of the training set (with `clients`);
+    /// `None`: the whole training split is this client's data.
+    pub client_index: Option<usize>,
+    /// Number of shares of the public split.
+    pub clients: usize,
+    /// Share fractions of the public split (`None`: equal).
+    pub client_shares: Option<Vec<f64>>,
+    /// Seed of the public split (the server's `--seed`).
+    pub seed: u64,
+    /// Derive this client's role seed from `seed` and `client_index` and tell the server,
+    /// which can then check exactness against the plaintext reference (the masks then
+    /// come from a public seed: experiments only).
+    pub reproducible: bool,
+    /// This client's Paillier key.
+    pub keys: KeyOptions,
+    /// Keep the key pair here ([`KeyOptions::load_or_create`]) so that a restarted client
+    /// can rejoin.
+    pub key_file: Option<PathBuf>,
+    /// Reconnections allowed after a lost connection.
+    pub reconnect: u32,
+    /// How long to keep trying to reach the server.
+    pub connect_timeout: Duration,
+    /// Transport options.
+    pub net: NetOptions,
+    /// Write the JSON report ([`JoinReport`]) here.
+    pub report: Option<PathBuf>,
+}
+
+impl fmt::Debug for JoinConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinConfig")
+            .field("server", &self.server)
+            .field("server_name", &self.server_name)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("client_index", &self.client_index)
+            .field("clients", &self.clients)
+            .field("seed", &self.seed)
+            .field("reproducible", &self.reproducible)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `gelunet join`: registers with the server, takes part in sessions until the
+/// server's summary, reconnecting as allowed, and writes the report if asked for.
+///
+/// # Errors
+/// [`RunError::InvalidOption`] and [`RunError::TestKeysUnavailable`] for bad options;
+/// data, key, certificate and token errors; [`RunError::ClientShell`] for refusals
+/// (credentials, certificate) and transport errors.
+pub fn join(c: &JoinConfig) -> Result<JoinReport> {
+    let t_all = Instant::now();
+    c.keys.validate()?;
+    let transport = c.net.transport()?;
+    let server = resolve_addr(&c.server)?;
+    let pinned =
+        gelunet_net::load_certificate(&c.server_cert).map_err(RunError::net("--server-cert"))?;
+    let (k, split) = match c.client_index {
+        Some(i) if i >= c.clients => {
+            return Err(RunError::option(
+                "--client-index",
+                format!("{i} is out of range for --clients {}", c.clients),
+            ))
+        }
+        Some(i) => (i, c.clients),
+        None => (0, 1),
+    };
+    if c.reproducible && c.client_index.is_none() {
+        return Err(RunError::option(
+            "--reproducible",
+            "needs --client-index (a share of the public split)",
+        ));
+    }
+    let token = read_token(c.token.as_ref(), c.token_file.as_deref())?;
+    let prepared = c.data.prepare(split, c.client_shares.as_deref(), c.seed)?;
+    let share = &prepared.shares[k];
+    let key = match &c.key_file {
+        Some(p) => c.keys.load_or_create(p)?,
+        None => c.keys.generate_one()?,
+    };
+    let seed = if c.reproducible {
+        client_seed(c.seed, k)
+    } else {
+        rand::random()
+    };
+    let config = ClientConfig {
+        seed,
+        allow_test_keys: c.keys.test_keys(),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(config, key, share.features.clone(), share.labels.clone()).map_err(
+        |source| RunError::Client {
+            name: c.name.clone(),
+            source,
+        },
+    )?;
+    let cc = ClientShellConfig {
+        server,
+        server_name: c.server_name.clone(),
+        pinned_cert: pinned,
+        transport,
+        name: c.name.clone(),
+        token,
+        samples: share.n_samples() as u64,
+        reference: c.reproducible.then_some(ReferenceHint {
+            share: k as u32,
+            client_seed: seed,
+        }),
+        connect_timeout: c.connect_timeout,
+        reconnect_attempts: c.reconnect,
+        reconnect_delay: Duration::from_secs(1),
+    };
+    let rt = runtime()?;
+    let (_, stats) =
+        rt.block_on(run_client(client, &cc))
+            .map_err(|source| RunError::ClientShell {
+                name: c.name.clone(),
+                source,
+            })?;
+    let r = JoinReport {
+        name: c.name.clone(),
+        samples: share.n_samples() as u64,
+        sessions: stats.sessions,
+        abandoned: stats.abandoned,
+        reconnects: stats.reconnects,
+        bytes_sent: stats.bytes_sent,
+        bytes_received: stats.bytes_received,
+        compute_seconds: stats.compute.as_secs_f64(),
+        wall_seconds: t_all.elapsed().as_secs_f64(),
+        server_sessions: stats.summary.sessions,
+        server_epochs: stats.summary.epochs,
+        stop_reason: stats.summary.reason.clone(),
+        backend: gelunet_paillier::BACKEND.into(),
+    };
+    if let Some(path) = &c.report {
+        write_json(path, &r)?;
+    }
+    Ok(r)
+}

@@ -1,0 +1,490 @@
+//! The JSON reports of `train`, `serve`, `join` and `infer`, the evaluation of a trained
+//! model, and the replay of a run's completed sessions by the plaintext fixed-point
+//! reference ([`ReferenceTrainer`], docs/DESIGN.md "Exactness"), which the encrypted model
+//! equals bit for bit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use gelunet_datasets::Dataset as RawDataset;
+use gelunet_protocol::schedule::SessionPlan;
+use gelunet_protocol::{Dataset, FixedModel, ModelSpec, ReferenceTrainer, Scales, ValueKind};
+use gelunet_server::ServerConfig;
+use gelunet_shell::server::TrainingLog;
+use serde::Serialize;
+
+use crate::data::Prepared;
+use crate::keys::KeyOptions;
+use crate::model::{activation_name, mask_name, ModelOptions};
+use crate::model_file::{write_atomic, ModelFileError};
+use crate::{Result, RunError};
+
+/// One party's traffic and sessions.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartyReport {
+    /// Name (`server` or the client's name).
+    pub name: String,
+    /// Bytes the party sent.
+    pub bytes_sent: u64,
+    /// Bytes the party received.
+    pub bytes_received: u64,
+    /// Sessions completed (clients).
+    pub sessions: u64,
+    /// Sessions abandoned.
+    pub abandoned: u64,
+    /// Registrations (clients; 1 + reconnections).
+    pub registrations: u32,
+}
+
+/// The report of `gelunet train` / `gelunet serve` (`--report PATH`).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// `train`, `train --plaintext` or `serve`.
+    pub command: String,
+    /// Dataset name (`null` when the server had no dataset).
+    pub dataset: Option<String>,
+    /// Registered clients.
+    pub clients: usize,
+    /// Paillier modulus bits (0 for `train --plaintext`).
+    pub key_bits: u64,
+    /// Gradient mask.
+    pub mask: String,
+    /// Epoch limit (`--epochs`; 1 when neither limit was given; `null` for a run bound
+    /// by `--sessions` alone).
+    pub epochs: Option<u32>,
+    /// Epochs completed (samples processed / samples held).
+    pub epochs_completed: f64,
+    /// Session limit, if any.
+    pub max_sessions: Option<u64>,
+    /// Accuracy of the encrypted-trained model on the test split.
+    pub test_accuracy: Option<f64>,
+    /// Accuracy on the training split.
+    pub train_accuracy: Option<f64>,
+    /// Accuracy of the plaintext fixed-point reference (same seed, same session plans).
+    pub plaintext_test_accuracy: Option<f64>,
+    /// Largest |encrypted − reference| over all weights and biases, in real units
+    /// (0 when exact).
+    pub max_abs_weight_diff: Option<f64>,
+    /// The same in fixed-point units (integer).
+    pub max_abs_weight_diff_fixed: Option<u64>,
+    /// Whole command.
+    pub wall_seconds: f64,
+    /// Key generation.
+    pub keygen_seconds: f64,
+    /// First session to last.
+    pub training_seconds: f64,
+    /// `training_seconds / epochs_completed`.
+    pub seconds_per_epoch: Option<f64>,
+    /// Bytes the server sent.
+    pub bytes_sent: u64,
+    /// Bytes the server received.
+    pub bytes_received: u64,
+    /// Completed sessions.
+    pub sessions: u64,
+    /// Abandoned sessions (rolled back).
+    pub sessions_abandoned: u64,
+    /// Completed sessions per client name.
+    pub sessions_per_client: BTreeMap<String, u64>,
+    /// Samples processed in completed sessions.
+    pub samples_processed: u64,
+    /// Training samples held by the clients.
+    pub train_samples: u64,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Hidden widths.
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    pub activation: String,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Big-integer backend (`gmp` or `num-bigint`; the reference's name for
+    /// `train --plaintext`).
+    pub backend: String,
+    /// Why training stopped: `N sessions completed` or `N samples processed` (the epoch
+    /// target), from [`gelunet_server::StopReason`].
+    pub stop_reason: String,
+    /// Every party's traffic.
+    pub parties: Vec<PartyReport>,
+}
+
+/// Writes `value` as pretty JSON (with a final newline), atomically.
+///
+/// # Errors
+/// [`RunError::ModelFile`] ([`ModelFileError::Io`]) on failure.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| ModelFileError::Io {
+        op: "encode report",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    s.push('\n');
+    Ok(write_atomic(path, s.as_bytes())?)
+}
+
+/// Quantizes a raw (standardized) dataset at the scales (inputs at `2^fa`).
+///
+/// # Errors
+/// [`RunError::Protocol`] for values out of the fixed-point range.
+pub fn quantize(ds: &RawDataset, classes: usize, scales: &Scales) -> Result<Dataset> {
+    Dataset::quantize(ds.features.view(), &ds.labels, classes, scales)
+        .map_err(RunError::protocol(format!("quantizing {}", ds.name)))
+}
+
+/// Accuracy of `model` on `ds`, in `[0, 1]`.
+///
+/// # Errors
+/// [`RunError::Protocol`] for range errors.
+pub fn accuracy(model: &FixedModel, scales: &Scales, ds: &Dataset) -> Result<f64> {
+    model
+        .accuracy(scales, ds.x.view(), &ds.labels)
+        .map_err(RunError::protocol("evaluation"))
+}
+
+/// Replays the completed sessions of `log` in plaintext with the [`ReferenceTrainer`]:
+/// one reference client per (client, incarnation), since a client re-seeds its sampler at
+/// every registration. `share_of(client index)` gives the client's quantized data and
+/// role seed, or `None` when it cannot be reproduced. Returns `None` if some client that
+/// completed a session cannot be reproduced.
+///
+/// # Errors
+/// [`RunError::Protocol`] for the reference's errors.
+pub fn replay(
+    spec: &ModelSpec,
+    scales: Scales,
+    model_seed: u64,
+    eta: i128,
+    batch: usize,
+    log: &TrainingLog,
+    share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
+) -> Result<Option<FixedModel>> {
+    let mut slots: BTreeMap<(usize, u32), usize> = BTreeMap::new();
+    let mut data = Vec::new();
+    let mut plans = Vec::new();
+    for s in log.sessions.iter().filter(|s| s.completed) {
+        let slot = match slots.get(&(s.client, s.incarnation)) {
+            Some(&i) => i,
+            None => {
+                let Some(d) = share_of(s.client) else {
+                    return Ok(None);
+                };
+                data.push(d);
+                slots.insert((s.client, s.incarnation), data.len() - 1);
+                data.len() - 1
+            }
+        };
+        plans.push(SessionPlan {
+            client: slot,
+            iterations: s.iterations,
+        });
+    }
+    if data.is_empty() {
+        return FixedModel::init(spec, &scales, model_seed)
+            .map(Some)
+            .map_err(RunError::protocol("reference"));
+    }
+    let mut r = ReferenceTrainer::new(spec, scales, model_seed, eta, batch, data)
+        .map_err(RunError::protocol("reference"))?;
+    for p in plans {
+        r.run_session(p).map_err(RunError::protocol("reference"))?;
+    }
+    Ok(Some(r.model().clone()))
+}
+
+/// Largest |a − b| over all parameters: (real units, fixed-point units); infinite and
+/// `u64::MAX` for models of different depths.
+pub fn max_diff(a: &FixedModel, b: &FixedModel, scales: &Scales) -> (f64, u64) {
+    let mut real = 0.0f64;
+    let mut fixed = 0u128;
+    for (la, lb) in a.layers.iter().zip(&b.layers) {
+        for (x, y) in la.w.iter().zip(lb.w.iter()) {
+            let d = x.abs_diff(*y);
+            fixed = fixed.max(d);
+            real = real.max(scales.decode(ValueKind::Weight, (x - y).abs()));
+        }
+        for (x, y) in la.b.iter().zip(lb.b.iter()) {
+            let d = x.abs_diff(*y);
+            fixed = fixed.max(d);
+            real = real.max(scales.decode(ValueKind::Bias, (x - y).abs()));
+        }
+    }
+    if a.layers.len() != b.layers.len() {
+        real = f64::INFINITY;
+        fixed = u128::MAX;
+    }
+    (real, u64::try_from(fixed).unwrap_or(u64::MAX))
+}
+
+/// The learning rate `η` at its fixed-point scale.
+///
+/// # Errors
+/// [`RunError::Protocol`] for a rate outside the scale's range.
+pub fn eta(cfg: &ServerConfig) -> Result<i128> {
+    cfg.scales
+        .encode(ValueKind::LearningRate, cfg.learning_rate)
+        .map_err(RunError::protocol("--lr"))
+}
+
+/// What the evaluation of a finished run gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    /// Accuracy of the trained model on the test split.
+    pub test_accuracy: Option<f64>,
+    /// Accuracy on the training split.
+    pub train_accuracy: Option<f64>,
+    /// Accuracy of the plaintext fixed-point reference replaying the same sessions.
+    pub plaintext_test_accuracy: Option<f64>,
+    /// `max |w − w_ref|` in real and fixed-point units ([`max_diff`]).
+    pub diff: Option<(f64, u64)>,
+}
+
+/// Evaluates `model` on the prepared splits and replays `log` with the plaintext
+/// reference (`share_of` as in [`replay`]); everything `None` without data.
+///
+/// # Errors
+/// [`RunError::Protocol`] for quantization, evaluation and reference errors.
+pub fn evaluate(
+    model: &FixedModel,
+    cfg: &ServerConfig,
+    prepared: Option<&Prepared>,
+    log: &TrainingLog,
+    share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
+) -> Result<Evaluation> {
+    let scales: Scales = cfg.scales;
+    let classes = cfg.spec.classes();
+    let Some(p) = prepared else {
+        return Ok(Evaluation::default());
+    };
+    let test = quantize(&p.test, classes, &scales)?;
+    let train = quantize(&p.train, classes, &scales)?;
+    let acc = |m: &FixedModel, d: &Dataset| -> Result<Option<f64>> {
+        if d.is_empty() {
+            Ok(None)
+        } else {
+            accuracy(m, &scales, d).map(Some)
+        }
+    };
+    let reference = replay(
+        &cfg.spec,
+        scales,
+        cfg.model_seed,
+        eta(cfg)?,
+        cfg.batch_size,
+        log,
+        share_of,
+    )?;
+    Ok(Evaluation {
+        test_accuracy: acc(model, &test)?,
+        train_accuracy: acc(model, &train)?,
+        plaintext_test_accuracy: match &reference {
+            Some(r) => acc(r, &test)?,
+            None => None,
+        },
+        diff: reference.map(|r| max_diff(model, &r, &scales)),
+    })
+}
+
+/// What [`build_report`] needs besides the training log.
+pub(crate) struct ReportInput<'a> {
+    pub command: &'a str,
+    pub dataset: Option<String>,
+    pub model: &'a ModelOptions,
+    pub keys: &'a KeyOptions,
+    pub log: &'a TrainingLog,
+    pub eval: &'a Evaluation,
+    pub wall: Duration,
+    pub keygen: Duration,
+    pub test_samples: usize,
+    pub parties: Vec<PartyReport>,
+}
+
+/// The report of a training run.
+pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
+    let log = i.log;
+    let mut per_client = BTreeMap::new();
+    for c in &log.clients {
+        per_client.insert(c.name.clone(), c.sessions);
+    }
+    let training = log.training_time.as_secs_f64();
+    TrainReport {
+        command: i.command.into(),
+        dataset: i.dataset,
+        clients: log.clients.len(),
+        key_bits: i.keys.key_bits,
+        mask: mask_name(i.model.mask).into(),
+        epochs: i.model.epoch_limit(),
+        epochs_completed: log.epochs,
+        max_sessions: i.model.sessions,
+        test_accuracy: i.eval.test_accuracy,
+        train_accuracy: i.eval.train_accuracy,
+        plaintext_test_accuracy: i.eval.plaintext_test_accuracy,
+        max_abs_weight_diff: i.eval.diff.map(|d| d.0),
+        max_abs_weight_diff_fixed: i.eval.diff.map(|d| d.1),
+        wall_seconds: i.wall.as_secs_f64(),
+        keygen_seconds: i.keygen.as_secs_f64(),
+        training_seconds: training,
+        seconds_per_epoch: (log.epochs > 0.0).then(|| training / log.epochs),
+        bytes_sent: log.bytes_sent,
+        bytes_received: log.bytes_received,
+        sessions: log.sessions_completed,
+        sessions_abandoned: log.sessions.iter().filter(|s| !s.completed).count() as u64,
+        sessions_per_client: per_client,
+        samples_processed: log.samples,
+        train_samples: log.samples_held,
+        test_samples: i.test_samples,
+        batch_size: i.model.batch_size,
+        hidden: i.model.hidden.clone(),
+        activation: activation_name(i.model.activation).into(),
+        learning_rate: i.model.lr,
+        seed: i.model.seed,
+        backend: gelunet_paillier::BACKEND.into(),
+        stop_reason: log.stop_reason.clone(),
+        parties: i.parties,
+    }
+}
+
+/// The server's own line of [`TrainReport::parties`].
+pub(crate) fn server_party(log: &TrainingLog) -> PartyReport {
+    PartyReport {
+        name: "server".into(),
+        bytes_sent: log.bytes_sent,
+        bytes_received: log.bytes_received,
+        sessions: log.sessions_completed,
+        abandoned: log.sessions.iter().filter(|s| !s.completed).count() as u64,
+        registrations: 0,
+    }
+}
+
+/// The report of `gelunet join` (`--report PATH`).
+#[derive(Clone, Debug, Serialize)]
+pub struct JoinReport {
+    /// This client's name.
+    pub name: String,
+    /// Training samples this client holds.
+    pub samples: u64,
+    /// Sessions this client completed.
+    pub sessions: u64,
+    /// Sessions of this client that were abandoned.
+    pub abandoned: u64,
+    /// Reconnections after a lost connection.
+    pub reconnects: u32,
+    /// Bytes this client sent.
+    pub bytes_sent: u64,
+    /// Bytes this client received.
+    pub bytes_received: u64,
+    /// CPU time of the client role, in seconds.
+    pub compute_seconds: f64,
+    /// Whole command, in seconds.
+    pub wall_seconds: f64,
+    /// Sessions the server completed with all clients.
+    pub server_sessions: u64,
+    /// Epochs the server completed.
+    pub server_epochs: f64,
+    /// Why the server stopped training.
+    pub stop_reason: String,
+    /// Big-integer backend.
+    pub backend: String,
+}
+
+/// The report of `gelunet infer` (`--report PATH`).
+#[derive(Clone, Debug, Serialize)]
+pub struct InferReport {
+    /// The model file, or `remote HOST:PORT`.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// `test`, `train` or `all`.
+    pub split: String,
+    /// Samples classified.
+    pub samples: usize,
+    /// Fraction classified correctly by the encrypted inference.
+    pub accuracy: f64,
+    /// The same for the plaintext fixed-point model (local model only).
+    pub plaintext_accuracy: Option<f64>,
+    /// Predicted class per sample.
+    pub predictions: Vec<usize>,
+    /// Encrypted requests sent.
+    pub requests: u64,
+    /// Bytes the client sent.
+    pub bytes_sent: u64,
+    /// Bytes the client received.
+    pub bytes_received: u64,
+    /// Paillier modulus bits of the client's key.
+    pub key_bits: u64,
+    /// Whole command, in seconds.
+    pub seconds: f64,
+    /// Big-integer backend.
+    pub backend: String,
+}
+
+/// MiB from bytes, for the summaries.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
+}
+
+/// The summary `gelunet train` and `gelunet serve` print (four lines).
+impl fmt::Display for TrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
+        let dataset = self.dataset.as_deref().unwrap_or("client data");
+        if self.key_bits == 0 {
+            writeln!(
+                f,
+                "plaintext fixed-point reference on {dataset} with {} clients (no encryption; an encrypted run with the same options gives the same model)",
+                self.clients
+            )?;
+        } else {
+            writeln!(
+                f,
+                "trained on {dataset} with {} clients, {}-bit keys ({} mask, {} backend)",
+                self.clients, self.key_bits, self.mask, self.backend
+            )?;
+        }
+        writeln!(
+            f,
+            "{} sessions ({} abandoned), {:.2} epochs in {:.1} s{}; stopped: {}",
+            self.sessions,
+            self.sessions_abandoned,
+            self.epochs_completed,
+            self.training_seconds,
+            self.seconds_per_epoch
+                .map_or(String::new(), |s| format!(" ({s:.1} s/epoch)")),
+            self.stop_reason
+        )?;
+        writeln!(
+            f,
+            "test accuracy {} (plaintext fixed-point reference {}), max |w - w_ref| = {}",
+            pct(self.test_accuracy),
+            pct(self.plaintext_test_accuracy),
+            self.max_abs_weight_diff
+                .map_or("n/a".to_string(), |d| format!("{d}"))
+        )?;
+        writeln!(
+            f,
+            "server traffic: {:.2} MiB sent, {:.2} MiB received",
+            mib(self.bytes_sent),
+            mib(self.bytes_received)
+        )
+    }
+}
+
+/// The summary line `gelunet join` prints.
+impl fmt::Display for JoinReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} sessions of {} in total; sent {:.2} MiB, received {:.2} MiB; training over ({})",
+            self.name,
+            self.sessions,
+            self.server_sessions,
+            mib(self.bytes_sent),
+            mib(self.bytes_received),
+            self.stop_reason
+        )
+    }
+}

@@ -1,0 +1,159 @@
+//! `gelunet serve`: the server of a training run whose clients are separate processes
+//! (`gelunet join`), with its certificate in a state directory.
+
+use std::time::Instant;
+
+use gelunet_server::Server;
+use gelunet_shell::server::{run_server, ServerShellConfig};
+use tokio::sync::mpsc;
+
+use crate::data::DataOptions;
+use crate::endpoint::{runtime, ListenOptions, Listening, NetOptions};
+use crate::keys::KeyOptions;
+use crate::model::ModelOptions;
+use crate::report::{
+    build_report, evaluate, quantize, server_party, PartyReport, ReportInput, TrainReport,
+};
+use crate::train::{save_model, OutputOptions};
+use crate::{progress, Result, RunError};
+
+/// The configuration of `gelunet serve`.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Address, state directory, certificate names and the accepted clients.
+    pub listen: ListenOptions,
+    /// Clients to wait for before training (`None`: all configured).
+    pub wait_for: Option<usize>,
+    /// Number of shares of the public seeded split (`None`: the configured clients); with
+    /// a dataset, lets the server rebuild the plaintext reference of reproducible clients.
+    pub clients: Option<usize>,
+    /// Share fractions of the public split (`None`: equal).
+    pub client_shares: Option<Vec<f64>>,
+    /// Input width, when no dataset is given.
+    pub inputs: Option<usize>,
+    /// Number of classes, when no dataset is given.
+    pub classes: Option<usize>,
+    /// The dataset (optional: the model's shape and the evaluation).
+    pub data: DataOptions,
+    /// Model, optimizer, mask, scheduler and stop rule.
+    pub model: ModelOptions,
+    /// The server's Paillier key.
+    pub keys: KeyOptions,
+    /// Transport options.
+    pub net: NetOptions,
+    /// Outputs.
+    pub output: OutputOptions,
+}
+
+/// Runs `gelunet serve`: waits for the clients, trains until
+/// [`ModelOptions::stop_rule`] says stop, evaluates (with a dataset; the plaintext
+/// reference when every client that completed a session joined `--reproducible`), and
+/// writes the model and the report as asked. `on_listen` is called once the endpoint is
+/// bound (its address is also written to `STATE_DIR/listen.addr`).
+///
+/// # Errors
+/// [`RunError::InvalidOption`] and [`RunError::TestKeysUnavailable`] for bad options
+/// (before any key is generated); data, identity, key-generation, role, transport and
+/// file errors.
+pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result<TrainReport> {
+    let t_all = Instant::now();
+    let rule = c.model.validate()?;
+    c.keys.validate()?;
+    let transport = c.net.transport()?;
+    let credentials = c.listen.load_credentials()?;
+    let wait_for = c.wait_for.unwrap_or(credentials.len());
+    if wait_for == 0 || wait_for > credentials.len() {
+        return Err(RunError::option(
+            "--wait-for",
+            format!(
+                "{wait_for}: must be between 1 and the {} configured clients",
+                credentials.len()
+            ),
+        ));
+    }
+    let split_clients = c.clients.unwrap_or(credentials.len());
+    let prepared = match &c.data.dataset {
+        Some(_) => Some(
+            c.data
+                .prepare(split_clients, c.client_shares.as_deref(), c.model.seed)?,
+        ),
+        None => None,
+    };
+    let (inputs, classes) = match (&prepared, c.inputs, c.classes) {
+        (Some(p), _, _) => (p.train.n_features(), p.train.n_classes()),
+        (None, Some(i), Some(k)) => (i, k),
+        _ => {
+            return Err(RunError::option(
+                "--dataset",
+                "the server needs the model's shape: pass --dataset, or --inputs and --classes",
+            ))
+        }
+    };
+    let spec = c.model.spec(inputs, classes)?;
+    let cfg = c.model.server_config(spec, &c.keys);
+    let identity = c.listen.load_or_create_identity()?;
+    let t_keys = Instant::now();
+    let key = c.keys.generate_one()?;
+    let keygen = t_keys.elapsed();
+    let server = Server::new(cfg.clone(), key)?;
+    let mut shell = ServerShellConfig::new(credentials, transport.clone());
+    shell.coordinator.wait_for = wait_for;
+    shell.coordinator.epochs = rule.epochs();
+    shell.coordinator.max_sessions = rule.max_sessions();
+    shell.coordinator.response_timeout = c.net.response();
+    let pb = progress::bar(c.output.progress);
+    let epochs = rule.epochs().unwrap_or(1.0);
+    let rt = runtime()?;
+    let (role, log) = rt.block_on(async {
+        let (endpoint, listening) = c.listen.bind(&identity, &transport)?;
+        on_listen(&listening);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
+        let r = run_server(server, endpoint, shell, Some(ev_tx)).await;
+        let _ = follower.await;
+        r.map_err(RunError::ServerShell)
+    })?;
+    let model = role.true_model()?.clone();
+    let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
+        let hint = log.clients.get(id)?.reference?;
+        let p = prepared.as_ref()?;
+        let share = p.shares.get(hint.share as usize)?;
+        let d = quantize(share, cfg.spec.classes(), &cfg.scales).ok()?;
+        Some((d, hint.client_seed))
+    };
+    let eval = evaluate(&model, &cfg, prepared.as_ref(), &log, share_of)?;
+    if let Some(path) = &c.output.model_out {
+        save_model(
+            path,
+            &model,
+            cfg.scales,
+            prepared.as_ref(),
+            (c.model.seed, c.data.test_fraction),
+        )?;
+    }
+    let mut parties = vec![server_party(&log)];
+    for cl in &log.clients {
+        // From the server's side: what it received from the client is what the client sent.
+        parties.push(PartyReport {
+            name: cl.name.clone(),
+            bytes_sent: cl.bytes_received,
+            bytes_received: cl.bytes_sent,
+            sessions: cl.sessions,
+            abandoned: cl.abandoned,
+            registrations: cl.registrations,
+        });
+    }
+    let report = build_report(ReportInput {
+        command: "serve",
+        dataset: prepared.as_ref().map(|p| p.name.clone()),
+        model: &c.model,
+        keys: &c.keys,
+        log: &log,
+        eval: &eval,
+        wall: t_all.elapsed(),
+        keygen,
+        test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
+        parties,
+    });
+    c.output.finish(report)
+}
