@@ -52,6 +52,23 @@ enum Command {
     },
     /// The privacy attacks (paper §4.1, §4.3) against the real protocol messages.
     Attack(attack::AttackArgs),
+    /// The clients' group key of protocol v2.
+    GroupKey {
+        #[command(subcommand)]
+        what: GroupKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupKeyCommand {
+    /// Make a new 256-bit group key (from the operating system's generator) and write it
+    /// to a new file (mode 0600; an existing file is never overwritten). Give it to every
+    /// data owner out of band, never to the server.
+    New {
+        /// The file to create.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +102,13 @@ fn main() -> ExitCode {
         Command::Infer(args) => exit(inference::infer(args)),
         Command::ServeModel(args) => exit(inference::serve_model(args)),
         Command::Attack(args) => exit(attack::run(args)),
+        Command::GroupKey {
+            what: GroupKeyCommand::New { out },
+        } => exit(
+            gelunet_protocol::group_key::GroupKey::generate()
+                .save_new(&out)
+                .map(|()| println!("wrote a new group key to {}", out.display())),
+        ),
         Command::Bench {
             what: BenchCommand::Paper(args),
         } => exit(paper::run(args)),

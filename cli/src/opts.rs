@@ -1,6 +1,7 @@
 //! The options shared by `train`, `serve`, `join`, `infer` and `serve-model`, and their
 //! conversion into the configurations of `gelunet-run`.
 
+use gelunet_protocol::v2::Protocol;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -74,6 +75,27 @@ pub enum MaskArg {
     Uniform,
 }
 
+/// The protocol (docs/DESIGN.md "Protocol v2").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// Protocol v2 (default): the server only ever holds masked weights; the clients
+    /// release the trained model at the end.
+    V2,
+    /// The paper's form (true weights on the server between sessions; leaks each
+    /// session's summed gradient to the server). For comparisons.
+    Paper,
+}
+
+impl ProtocolArg {
+    /// The library's protocol.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Self::V2 => Protocol::V2,
+            Self::Paper => Protocol::Paper,
+        }
+    }
+}
+
 /// Order in which the server schedules clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OrderArg {
@@ -140,6 +162,9 @@ pub struct ModelArgs {
     /// Seed of the data split, the weight initialization and the scheduler.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The protocol: v2 (the server never holds a true weight) or the paper's form.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
+    pub protocol: ProtocolArg,
 }
 
 impl ModelArgs {
@@ -160,6 +185,7 @@ impl ModelArgs {
                 MaskArg::Statistical => MaskMode::default(),
                 MaskArg::Uniform => MaskMode::Uniform,
             },
+            protocol: self.protocol.protocol(),
             order: match self.order {
                 OrderArg::RoundRobin => ClientOrder::RoundRobin,
                 OrderArg::Random => ClientOrder::SeededRandom,

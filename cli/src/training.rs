@@ -124,6 +124,14 @@ pub struct JoinArgs {
     /// saved), so that a restarted client can rejoin.
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// The clients' group key file of protocol v2 (made once by `gelunet group-key new`
+    /// and shared by the data owners, never with the server). Read before connecting.
+    #[arg(long)]
+    group_key: Option<PathBuf>,
+    /// The protocol this client takes part in: v2 (default; a server of the paper's
+    /// protocol is refused) or paper (either is accepted).
+    #[arg(long, value_enum, default_value_t = crate::opts::ProtocolArg::V2)]
+    protocol: crate::opts::ProtocolArg,
     /// Reconnections allowed after a lost connection.
     #[arg(long, default_value_t = 3)]
     reconnect: u32,
@@ -218,6 +226,8 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         reproducible: args.reproducible,
         keys: args.keys.options(),
         key_file: args.key_file,
+        group_key_file: args.group_key,
+        protocol: args.protocol.protocol(),
         reconnect: args.reconnect,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         net: args.net.options(),

@@ -94,10 +94,11 @@ fn masks_and_the_plaintext_mode_train_the_same_model() {
         .map(|mode| {
             let model = dir.join(&format!("{mode}.bin"));
             let report = dir.join(&format!("{mode}.json"));
-            let how: &[&str] = if *mode == "plaintext" {
-                &["--plaintext"]
-            } else {
-                &["--mask", mode]
+            let how: &[&str] = match *mode {
+                "plaintext" => &["--plaintext"],
+                // The paper's uniform mask exists only in the paper's protocol.
+                "uniform" => &["--mask", "uniform", "--protocol", "paper"],
+                _ => &["--mask", mode],
             };
             let mut p = run(
                 mode,

@@ -9,6 +9,8 @@
 //! server → client  Registered { client, incarnation }   or Refused
 //! server → client  Message(SessionStart | ForwardResponse | …)     sessions, as scheduled
 //! client → server  Message(ForwardRequest | …)
+//! server → client  Release(v, ν_v)        protocol v2, one client, when training stops
+//! client → server  Release(v, s_v)
 //! server → client  Finished(Summary)
 //! ```
 
@@ -17,6 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{ClientMessage, ServerHello, ServerMessage};
+use crate::v2::ModelVersion;
 
 /// Version of the shell's framing ([`ToServer`], [`ToClient`]).
 pub const SHELL_VERSION: u16 = 1;
@@ -67,6 +70,27 @@ pub enum ToServer {
     Register(Register),
     /// A protocol message.
     Message(ClientMessage),
+    /// Protocol v2: the answer to [`ToClient::Release`], the version's seed.
+    Release(ReleaseSeed),
+}
+
+/// Protocol v2, client → server at the end of training: the seed `s_v` of the version the
+/// server asked to release (`docs/DESIGN.md` "Release"); never the group key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSeed {
+    /// The version `v`.
+    pub version: u64,
+    /// `s_v = HKDF(k; model_id ‖ v ‖ ν_v)`.
+    pub seed: [u8; 32],
+}
+
+impl fmt::Debug for ReleaseSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseSeed")
+            .field("version", &self.version)
+            .field("seed", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Why the server refused a client or closed its connection.
@@ -140,4 +164,7 @@ pub enum ToClient {
     Message(ServerMessage),
     /// Training is over.
     Finished(Summary),
+    /// Protocol v2: training is over; release this model version (answer with
+    /// [`ToServer::Release`]).
+    Release(ModelVersion),
 }

@@ -50,6 +50,12 @@ pub struct JoinConfig {
     /// Keep the key pair here ([`KeyOptions::load_or_create`]) so that a restarted client
     /// can rejoin.
     pub key_file: Option<PathBuf>,
+    /// The clients' group key file of protocol v2 (`--group-key`, made by
+    /// `gelunet group-key new`); read before connecting.
+    pub group_key_file: Option<PathBuf>,
+    /// The protocol this client takes part in: v2 refuses a server of the paper's
+    /// protocol; paper accepts either.
+    pub protocol: gelunet_protocol::v2::Protocol,
     /// Reconnections allowed after a lost connection.
     pub reconnect: u32,
     /// How long to keep trying to reach the server.
@@ -87,6 +93,14 @@ impl fmt::Debug for JoinConfig {
 pub fn join(c: &JoinConfig) -> Result<JoinReport> {
     let t_all = Instant::now();
     c.keys.validate()?;
+    // A missing or malformed group key is an error before anything connects.
+    let group_key = match &c.group_key_file {
+        Some(p) => Some(
+            gelunet_protocol::group_key::GroupKey::load(p)
+                .map_err(|e| RunError::option("--group-key", e.to_string()))?,
+        ),
+        None => None,
+    };
     let transport = c.net.transport()?;
     let server = resolve_addr(&c.server)?;
     let pinned =
@@ -122,14 +136,20 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
     let config = ClientConfig {
         seed,
         allow_test_keys: c.keys.test_keys(),
+        policy: gelunet_client::ClientPolicy {
+            accept_paper_protocol: c.protocol == gelunet_protocol::v2::Protocol::Paper,
+            ..gelunet_client::ClientPolicy::default()
+        },
         ..ClientConfig::default()
     };
-    let client = Client::new(config, key, share.features.clone(), share.labels.clone()).map_err(
-        |source| RunError::Client {
+    let mut client = Client::new(config, key, share.features.clone(), share.labels.clone())
+        .map_err(|source| RunError::Client {
             name: c.name.clone(),
             source,
-        },
-    )?;
+        })?;
+    if let Some(k) = group_key {
+        client.set_group_key(k);
+    }
     let cc = ClientShellConfig {
         server,
         server_name: c.server_name.clone(),

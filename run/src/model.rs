@@ -2,6 +2,7 @@
 //! and the stop rule ([`gelunet_server::StopRule`]) of `train`, `train --plaintext` and
 //! `serve`.
 
+use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{
     Activation, ClientOrder, MaskMode, ModelSpec, SessionLength, SessionPolicy,
 };
@@ -33,6 +34,8 @@ pub struct ModelOptions {
     pub order: ClientOrder,
     /// Seed of the data split, the weight initialization and the scheduler.
     pub seed: u64,
+    /// The protocol (`--protocol`; v2 by default, docs/DESIGN.md "Protocol v2").
+    pub protocol: Protocol,
 }
 
 impl Default for ModelOptions {
@@ -47,6 +50,7 @@ impl Default for ModelOptions {
             mask: MaskMode::default(),
             order: ClientOrder::RoundRobin,
             seed: 1,
+            protocol: Protocol::V2,
         }
     }
 }
@@ -114,6 +118,12 @@ impl ModelOptions {
         if self.batch_size == 0 {
             return Err(RunError::option("--batch-size", "must be at least 1"));
         }
+        if self.protocol == Protocol::V2 && !matches!(self.mask, MaskMode::Statistical { .. }) {
+            return Err(RunError::option(
+                "--mask",
+                "protocol v2 works with the statistical mask only; add --protocol paper for the paper's uniform mask",
+            ));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(RunError::option(
                 "--lr",
@@ -143,9 +153,7 @@ impl ModelOptions {
     pub fn server_config(&self, spec: ModelSpec, keys: &KeyOptions) -> ServerConfig {
         let mut cfg = ServerConfig::new(spec, self.lr, self.batch_size);
         cfg.mask = self.mask;
-        // The networked runs speak the paper's protocol until the release flow of v2
-        // reaches the shells.
-        cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
+        cfg.protocol = self.protocol;
         cfg.model_seed = self.seed;
         cfg.schedule_seed = derive_seed(self.seed, 0x5c4e_d01e);
         cfg.rng_seed = rand::random();

@@ -51,6 +51,9 @@ pub struct TrainReport {
     pub key_bits: u64,
     /// Gradient mask.
     pub mask: String,
+    /// The protocol: `v2` (the server held masked weights only; the clients released the
+    /// model) or `paper`.
+    pub protocol: String,
     /// Epoch limit (`--epochs`; 1 when neither limit was given; `null` for a run bound
     /// by `--sessions` alone).
     pub epochs: Option<u32>,
@@ -317,6 +320,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         clients: log.clients.len(),
         key_bits: i.keys.key_bits,
         mask: mask_name(i.model.mask).into(),
+        protocol: i.model.protocol.name().into(),
         epochs: i.model.epoch_limit(),
         epochs_completed: log.epochs,
         max_sessions: i.model.sessions,
@@ -441,8 +445,8 @@ impl fmt::Display for TrainReport {
         } else {
             writeln!(
                 f,
-                "trained on {dataset} with {} clients, {}-bit keys ({} mask, {} backend)",
-                self.clients, self.key_bits, self.mask, self.backend
+                "trained on {dataset} with {} clients, {}-bit keys (protocol {}, {} mask, {} backend)",
+                self.clients, self.key_bits, self.protocol, self.mask, self.backend
             )?;
         }
         writeln!(

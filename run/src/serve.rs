@@ -93,7 +93,11 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
     let cfg = c.model.server_config(spec, &c.keys);
     let identity = c.listen.load_or_create_identity()?;
     let t_keys = Instant::now();
-    let key = c.keys.generate_one()?;
+    // Protocol v2 has no server key pair for training.
+    let key = match cfg.protocol {
+        gelunet_protocol::v2::Protocol::Paper => Some(c.keys.generate_one()?),
+        gelunet_protocol::v2::Protocol::V2 => None,
+    };
     let keygen = t_keys.elapsed();
     let server = Server::new(cfg.clone(), key)?;
     let mut shell = ServerShellConfig::new(credentials, transport.clone());

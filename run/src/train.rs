@@ -3,6 +3,8 @@
 //! the model file and the report; and `gelunet train --plaintext`, the same session plans
 //! replayed by the reference alone (no keys, no network).
 
+use gelunet_protocol::group_key::GroupKey;
+use gelunet_protocol::v2::Protocol;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -160,10 +162,14 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     } = c.setup()?;
     let transport = c.net.transport()?;
     let t_keys = Instant::now();
-    let mut keys = c.keys.generate(c.clients + 1)?;
+    // Protocol v2 has no server key pair for training.
+    let paper = cfg.protocol == Protocol::Paper;
+    let mut keys = c.keys.generate(c.clients + usize::from(paper))?;
     let keygen = t_keys.elapsed();
-    let server_key = keys.remove(0);
+    let server_key = if paper { Some(keys.remove(0)) } else { None };
     let server = Server::new(cfg.clone(), server_key)?;
+    // The clients' group key of protocol v2, made in memory: the server never sees it.
+    let group_key = GroupKey::generate();
     let mut clients = Vec::with_capacity(c.clients);
     for (k, (share, key)) in prepared.shares.iter().zip(keys).enumerate() {
         let config = ClientConfig {
@@ -171,11 +177,12 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             allow_test_keys: c.keys.test_keys(),
             ..ClientConfig::default()
         };
-        let client = Client::new(config, key, share.features.clone(), share.labels.clone())
+        let mut client = Client::new(config, key, share.features.clone(), share.labels.clone())
             .map_err(|source| RunError::Client {
                 name: k.to_string(),
                 source,
             })?;
+        client.set_group_key(group_key.clone());
         clients.push((client, share.n_samples() as u64));
     }
     let identity = ServerIdentity::generate(&["localhost".to_string(), "127.0.0.1".to_string()])

@@ -471,6 +471,16 @@ enum Farewell {
     Gone,
 }
 
+/// Protocol v2's release at the end of training: which client was asked, until when, and
+/// who failed already.
+#[derive(Debug)]
+struct Releasing {
+    reason: String,
+    asked: Option<(usize, ConnectionId)>,
+    deadline: Option<Instant>,
+    tried: Vec<usize>,
+}
+
 #[derive(Debug)]
 enum Phase {
     /// Waiting for the first `wait_for` clients.
@@ -506,6 +516,8 @@ pub struct Coordinator {
     known: Vec<Known>,
     /// Connected clients: index → connection (ordered, for a deterministic finish).
     peers: BTreeMap<usize, ConnectionId>,
+    /// Protocol v2: the release of the trained model, once training stopped.
+    releasing: Option<Releasing>,
     conns: HashMap<ConnectionId, Conn>,
     pending: VecDeque<Pending>,
     running: Option<Running>,
@@ -569,6 +581,7 @@ impl Coordinator {
             rejoin_deadline: None,
             known: Vec::new(),
             peers: BTreeMap::new(),
+            releasing: None,
             conns: HashMap::new(),
             pending: VecDeque::new(),
             running: None,
@@ -634,9 +647,10 @@ impl Coordinator {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Joining => self.join_deadline,
-            Phase::Training => match &self.running {
-                Some(r) => r.deadline,
-                None => self.rejoin_deadline,
+            Phase::Training => match (&self.running, &self.releasing) {
+                (Some(r), _) => r.deadline,
+                (None, Some(rel)) => rel.deadline,
+                (None, None) => self.rejoin_deadline,
             },
             Phase::Finishing { .. } | Phase::Finished { .. } => None,
         }
@@ -693,6 +707,21 @@ impl Coordinator {
                             },
                         );
                     }
+                }
+            }
+            Phase::Training if self.releasing.is_some() => {
+                let late = self
+                    .releasing
+                    .as_ref()
+                    .filter(|r| r.deadline.is_some_and(|d| now >= d))
+                    .and_then(|r| r.asked);
+                if let Some((id, _)) = late {
+                    self.drop_peer(
+                        id,
+                        "no release within the response timeout",
+                        Farewell::Close,
+                    );
+                    self.ask_release(now);
                 }
             }
             Phase::Training => {
@@ -906,6 +935,7 @@ impl Coordinator {
                 "Register in the middle of a session",
                 Farewell::Close,
             ),
+            ToServer::Release(r) => self.on_release(now, id, conn, &r),
             ToServer::Message(m) if in_session => self.session_message(now, id, conn, &m),
             // A report outside a session (e.g. the client refused a SessionEnd) needs no
             // answer.
@@ -1182,6 +1212,75 @@ impl Coordinator {
         self.finish(now, Err(e));
     }
 
+    /// Protocol v2: asks the next connected client (lowest index first) to release the
+    /// current model version; with none left, training finishes without a released model
+    /// (the stop reason says so).
+    fn ask_release(&mut self, now: Instant) {
+        let Some(rel) = self.releasing.as_mut() else {
+            return;
+        };
+        if let Some((id, _)) = rel.asked.take() {
+            rel.tried.push(id);
+        }
+        let next = self
+            .peers
+            .iter()
+            .map(|(&id, &conn)| (id, conn))
+            .find(|(id, _)| !rel.tried.contains(id));
+        let (Some((id, conn)), Some(version)) = (next, self.role.model_version()) else {
+            let reason = format!(
+                "{}; the model was not released (no connected client released it)",
+                rel.reason
+            );
+            self.releasing = None;
+            self.finish(now, Ok(reason));
+            return;
+        };
+        rel.asked = Some((id, conn));
+        rel.deadline = Some(now + self.config.response_timeout);
+        self.send(conn, ToClient::Release(version));
+    }
+
+    /// Protocol v2: a client's release seed. From the asked client: the role unmasks and
+    /// range-checks the model, and training finishes; a refused seed drops that client
+    /// and asks the next one. From any other client: a protocol violation.
+    fn on_release(
+        &mut self,
+        now: Instant,
+        id: usize,
+        conn: ConnectionId,
+        r: &gelunet_protocol::envelope::ReleaseSeed,
+    ) {
+        let asked = self.releasing.as_ref().and_then(|rel| rel.asked);
+        if asked != Some((id, conn)) {
+            let detail = "a release seed nobody asked for".to_string();
+            let refusal = Refusal {
+                code: RefusalCode::Protocol,
+                detail: detail.clone(),
+            };
+            self.drop_peer(id, &detail, Farewell::Refuse(refusal));
+            return;
+        }
+        let seed = gelunet_protocol::group_key::VersionSeed::from_bytes(r.seed);
+        match self.role.release(r.version, &seed) {
+            Ok(_) => {
+                let reason = self
+                    .releasing
+                    .take()
+                    .map_or_else(String::new, |rel| rel.reason);
+                self.finish(now, Ok(reason));
+            }
+            Err(_) => {
+                let refusal = Refusal {
+                    code: RefusalCode::Protocol,
+                    detail: "the release seed does not unmask the model".into(),
+                };
+                self.drop_peer(id, "release refused", Farewell::Refuse(refusal));
+                self.ask_release(now);
+            }
+        }
+    }
+
     /// Stops training: the summary to every connected client, refusals to the queue.
     fn finish(&mut self, now: Instant, outcome: Result<String, CoordinatorError>) {
         let (outcome, held) = match outcome {
@@ -1247,6 +1346,14 @@ impl Coordinator {
                     }
                     self.begin_training(now);
                 }
+                Phase::Training if self.releasing.is_some() => {
+                    let asked = self.releasing.as_ref().and_then(|r| r.asked);
+                    match asked {
+                        // The asked client left: ask the next one.
+                        Some((id, _)) if !self.peers.contains_key(&id) => self.ask_release(now),
+                        _ => return,
+                    }
+                }
                 Phase::Training => {
                     if self.running.is_some() {
                         return;
@@ -1256,7 +1363,21 @@ impl Coordinator {
                         continue;
                     }
                     if let Some(r) = self.stop.check(self.completed, self.samples, self.held) {
-                        self.finish(now, Ok(r.to_string()));
+                        if self.role.model_version().is_some()
+                            && self.role.released_version().is_none()
+                        {
+                            // Protocol v2: the model exists in the clear only once a client
+                            // releases it.
+                            self.releasing = Some(Releasing {
+                                reason: r.to_string(),
+                                asked: None,
+                                deadline: None,
+                                tried: Vec::new(),
+                            });
+                            self.ask_release(now);
+                        } else {
+                            self.finish(now, Ok(r.to_string()));
+                        }
                         continue;
                     }
                     if self.peers.is_empty() {

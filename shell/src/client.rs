@@ -42,7 +42,7 @@ use ndarray::{Array2, Axis};
 
 use gelunet_client::{Client, ClientError, InferStep, InferenceClient};
 use gelunet_protocol::envelope::{
-    ReferenceHint, Refusal, Register, Summary, ToClient, ToServer, SHELL_VERSION,
+    ReferenceHint, Refusal, Register, ReleaseSeed, Summary, ToClient, ToServer, SHELL_VERSION,
 };
 
 /// Everything that can stop the client's shell.
@@ -242,6 +242,23 @@ async fn converse(
             ToClient::Message(m) => m,
             ToClient::Finished(s) => return Ok(s),
             ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
+            ToClient::Release(version) => {
+                // Protocol v2: the seed of the asked version, never the group key.
+                let role = client
+                    .as_ref()
+                    .ok_or_else(|| ClientShellError::Worker("client role lost".into()))?;
+                let seed = role
+                    .release_seed(version)
+                    .map_err(ClientShellError::Handshake)?;
+                tracing::info!(version = version.version, "releasing the trained model");
+                channel
+                    .send(&ToServer::Release(ReleaseSeed {
+                        version: version.version,
+                        seed: *seed.to_bytes(),
+                    }))
+                    .await?;
+                continue;
+            }
             other => {
                 return Err(ClientShellError::Protocol(format!(
                     "unexpected {} during training",
@@ -279,6 +296,13 @@ async fn converse(
                 channel
                     .send(&ToServer::Message(ClientMessage::Error(report)))
                     .await?;
+                if e.ends_connection() {
+                    // A fault of a decrypted value: the session is over on our side and
+                    // the connection ends, so refusals cannot serve as an oracle.
+                    return Err(ClientShellError::Protocol(format!(
+                        "the server sent a {kind} that does not decrypt to a valid value"
+                    )));
+                }
             }
         }
     }
@@ -303,6 +327,7 @@ fn frame_kind(f: &ToClient) -> &'static str {
         ToClient::Refused(_) => "Refused",
         ToClient::Message(m) => m.kind(),
         ToClient::Finished(_) => "Finished",
+        ToClient::Release(_) => "Release",
     }
 }
 

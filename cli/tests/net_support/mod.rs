@@ -236,12 +236,35 @@ pub fn start_server(state: &TempDir, clients: &[&str], extra: &[&str]) -> (Proc,
     (p, addr.trim().to_string())
 }
 
-/// Starts `gelunet join` against `addr` with the certificate of `state`.
+/// The clients' group key file of a run (protocol v2), made once per state directory
+/// (`state/group.key`) the way a data owner would: `gelunet group-key new`.
+pub fn group_key_file(state: &TempDir) -> PathBuf {
+    let path = state.join("group.key");
+    if !path.exists() {
+        let out = gelunet()
+            .args(["group-key", "new", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
+/// Starts `gelunet join` against `addr` with the certificate of `state` and the run's
+/// group key ([`group_key_file`]).
 pub fn start_client(state: &TempDir, addr: &str, name: &str, token: &str, extra: &[&str]) -> Proc {
+    let group_key = group_key_file(state);
     let mut cmd = gelunet();
     cmd.args(["join", "--server", addr, "--server-cert"])
         .arg(state.join("cert.der"))
-        .args(["--name", name, "--token", token]);
+        .args(["--name", name, "--token", token])
+        .arg("--group-key")
+        .arg(group_key);
     cmd.args(extra);
     Proc::spawn(&format!("join {name}"), cmd)
 }
