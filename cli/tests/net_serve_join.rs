@@ -24,7 +24,7 @@ fn iris_share(k: usize, clients: usize) -> Vec<String> {
         &clients.to_string(),
         "--seed",
         "7",
-        "--reproducible",
+        "--insecure-reproducible",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -51,6 +51,7 @@ fn serve_and_three_joins_with_2048_bit_keys_are_exact() {
             "iris",
             "--seed",
             "7",
+            "--insecure-reproducible",
             "--sessions",
             "9",
             "--report",
@@ -271,6 +272,7 @@ fn client_killed_mid_training_leaves_the_model_exact() {
         &[
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--insecure-reproducible"],
             &["--sessions", "12", "--idle-timeout", "3"],
             &["--report", report.to_str().unwrap()],
         ]
@@ -329,6 +331,7 @@ fn killed_client_rejoins_with_its_key_file() {
         &[
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--insecure-reproducible"],
             &["--sessions", "12", "--idle-timeout", "3"],
             &["--report", report.to_str().unwrap()],
         ]
