@@ -38,10 +38,10 @@ use gelunet_protocol::packing::{
     group_sizes, inference_packing, pack_samples, row_packing_is_valid, unpack_signed,
     unpack_unsigned,
 };
+use gelunet_protocol::randomness::Randomness;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, ModelSpec};
 use ndarray::{Array2, ArrayView2};
-use gelunet_protocol::randomness::Randomness;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 

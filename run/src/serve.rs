@@ -212,7 +212,11 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
 /// What the report says about the clients' masks: known to the server when a client sent
 /// a reproduction hint (it joined `--insecure-reproducible`), secret otherwise.
 fn randomness_label(log: &TrainingLog) -> &'static str {
-    let seed = log.clients.iter().find_map(|c| c.reference).map(|h| h.client_seed);
+    let seed = log
+        .clients
+        .iter()
+        .find_map(|c| c.reference)
+        .map(|h| h.client_seed);
     match seed {
         Some(seed) => Randomness::InsecureReproducible { seed }.report_label(),
         None => Randomness::Os.report_label(),
