@@ -70,7 +70,7 @@ fn os_masks_with_a_public_batch_order_give_the_reference_model_with_fresh_masks(
 }
 
 #[test]
-fn the_insecure_reproducible_mode_repeats_a_run_message_for_message() {
+fn the_insecure_reproducible_mode_repeats_every_seeded_message() {
     let (a, exact_a) = run(|c| client_config(c, false));
     let (b, exact_b) = run(|c| client_config(c, false));
     assert!(exact_a && exact_b);
