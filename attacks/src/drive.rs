@@ -144,7 +144,9 @@ pub fn build_simulation(
         shares,
         keys[1..].iter().cloned(),
         |c| ClientConfig {
-            seed: cfg.seed.wrapping_mul(31).wrapping_add(7 + 13 * c as u64),
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                seed: cfg.seed.wrapping_mul(31).wrapping_add(7 + 13 * c as u64),
+            },
             allow_test_keys: test_keys,
             allow_unmasked_gradients: cfg.mask.is_insecure(),
             record_transcript: true,

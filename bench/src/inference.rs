@@ -245,7 +245,7 @@ fn run_gelu(
         None => Server::new(cfg.clone(), key)?,
     };
     let icfg = InferenceConfig {
-        seed: 7,
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 7 },
         allow_test_keys: cfg.insecure.allow_test_keys,
         packing: true,
         row_packing: true,

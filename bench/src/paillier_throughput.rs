@@ -1,6 +1,7 @@
 //! `gelunet bench paillier`: single-thread and all-core throughput of the cryptosystem
 //! (the README's "Paillier throughput" table; `keygen`, `encrypt` (DJN), `encrypt_crt`,
-//! `decrypt` (CRT), `add`, `scalar_mul_32` and the 128 × 128 `W ⊗ [a]` of the server's
+//! `decrypt` (CRT), `decrypt_blinded` (CRT of `c · s^N`, the client's decryption of the
+//! server's ciphertexts, docs/DESIGN.md "Side channels"), `add`, `scalar_mul_32` and the 128 × 128 `W ⊗ [a]` of the server's
 //! forward pass).
 
 use std::time::{Duration, Instant};
@@ -130,6 +131,9 @@ pub fn run_paillier(key_bits: u64, budget: Duration, seed: u64) -> Result<Pailli
         single.push(measure("decrypt", budget, 1, || {
             let _ = sk.decrypt(&c);
         }));
+        single.push(measure("decrypt_blinded", budget, 1, || {
+            let _ = sk.decrypt_blinded(&c, &mut rng);
+        }));
         single.push(measure("add", budget, 100, || {
             for _ in 0..100 {
                 let _ = pk.add(&c, &c2);
@@ -159,6 +163,14 @@ pub fn run_paillier(key_bits: u64, budget: Duration, seed: u64) -> Result<Pailli
             all_cores.push(measure("decrypt", budget, batch_ct.len() as u64, || {
                 let _ = sk.decrypt_batch(&batch_ct);
             }));
+            all_cores.push(measure(
+                "decrypt_blinded",
+                budget,
+                batch_ct.len() as u64,
+                || {
+                    let _ = sk.decrypt_raw_blinded_batch(&batch_ct, &mut rng);
+                },
+            ));
             all_cores.push(measure("matvec_128x128", budget, 1, || {
                 let _ = pk.matvec(w.view(), &a);
             }));

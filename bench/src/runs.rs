@@ -314,7 +314,9 @@ pub fn encrypted_run(
     let mut clients = Vec::with_capacity(prep.shares.len());
     for (k, share) in prep.shares.iter().enumerate() {
         let config = ClientConfig {
-            seed: share.seed,
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                seed: share.seed,
+            },
             allow_test_keys: test_keys && allow_test_keys,
             ..ClientConfig::default()
         };

@@ -11,8 +11,24 @@ use crate::opts::{
     init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, ModelArgs, NetArgs, OutputArgs,
 };
 
+/// Randomness of `gelunet train` (shown after its options).
+const TRAIN_RANDOMNESS_HELP: &str = "Randomness: every client's masks, encryption obfuscators \
+and decryption blinding factors come from the operating system (ChaCha20 seeded with 256 bits \
+from it); only the clients' mini-batch order derives from the public --seed, so that the \
+plaintext reference can replay it (the order, never the masks, determines the model). The \
+report says so (\"randomness\").";
+
+/// Randomness of `gelunet join` and `gelunet serve` (shown after their options).
+const JOIN_RANDOMNESS_HELP: &str = "Randomness: by default every secret of a client (masks, \
+obfuscators, blinding factors) and its mini-batch order come from the operating system. \
+`join --insecure-reproducible` derives them from the public --seed instead, so that a server \
+started with `serve --insecure-reproducible` can check the run against the plaintext \
+reference: the masks are then known to the server, and both reports say \
+\"masks known to the server\". Experiments only.";
+
 /// Arguments of `gelunet train`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = TRAIN_RANDOMNESS_HELP)]
 pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
@@ -41,6 +57,7 @@ pub struct TrainArgs {
 
 /// Arguments of `gelunet serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = JOIN_RANDOMNESS_HELP)]
 pub struct ServeArgs {
     #[command(flatten)]
     endpoint: ListenArgs,
@@ -70,10 +87,16 @@ pub struct ServeArgs {
     net: NetArgs,
     #[command(flatten)]
     out: OutputArgs,
+    /// Admit clients that join with --insecure-reproducible (their masks derive from the
+    /// public --seed: known to this server), to check the run against the plaintext
+    /// reference. Without it such clients are refused. Experiments only.
+    #[arg(long)]
+    insecure_reproducible: bool,
 }
 
 /// Arguments of `gelunet join` (no `Debug`: it holds the token).
 #[derive(clap::Args)]
+#[command(after_help = JOIN_RANDOMNESS_HELP)]
 pub struct JoinArgs {
     /// The server's address (HOST:PORT).
     #[arg(long)]
@@ -113,11 +136,12 @@ pub struct JoinArgs {
     /// Seed of the public split (same as the server's --seed).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Reproducible run: derive this client's role seed from --seed and --client-index
-    /// and tell the server (which can then check exactness against the plaintext
-    /// reference). The masks then come from a public seed: experiments only.
+    /// INSECURE reproducible run: derive this client's masks, obfuscators and batch order
+    /// from --seed and --client-index and tell the server, which can then check
+    /// exactness against the plaintext reference. The masks are then known to the
+    /// server; it must be started with --insecure-reproducible. Experiments only.
     #[arg(long)]
-    reproducible: bool,
+    insecure_reproducible: bool,
     #[command(flatten)]
     keys: KeyArgs,
     /// Keep this client's Paillier key pair here (loaded if present, else generated and
@@ -192,6 +216,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
         keys: args.keys.options(),
         net: args.net.options(),
         output: args.out.options(),
+        insecure_reproducible: args.insecure_reproducible,
     };
     let quiet = args.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {
@@ -223,7 +248,7 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         clients: args.clients,
         client_shares: parse_shares(args.client_shares.as_deref())?,
         seed: args.seed,
-        reproducible: args.reproducible,
+        insecure_reproducible: args.insecure_reproducible,
         keys: args.keys.options(),
         key_file: args.key_file,
         group_key_file: args.group_key,

@@ -36,6 +36,7 @@ fn bench_paillier_json_reports_every_operation() {
         "encrypt",
         "encrypt_crt",
         "decrypt",
+        "decrypt_blinded",
         "add",
         "scalar_mul_32",
         "matvec_128x128",

@@ -24,7 +24,7 @@ fn iris_share(k: usize, clients: usize) -> Vec<String> {
         &clients.to_string(),
         "--seed",
         "7",
-        "--reproducible",
+        "--insecure-reproducible",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -51,6 +51,7 @@ fn serve_and_three_joins_with_2048_bit_keys_are_exact() {
             "iris",
             "--seed",
             "7",
+            "--insecure-reproducible",
             "--sessions",
             "9",
             "--report",
@@ -111,6 +112,20 @@ fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
         .concat(),
     );
     let data = [&["--dataset", "iris"][..], &TEST_KEYS[..]].concat();
+
+    // A client in the insecure reproducible mode, which this server did not allow.
+    let repro: Vec<String> = [
+        iris_share(0, 1),
+        TEST_KEYS.iter().map(|s| s.to_string()).collect(),
+    ]
+    .concat();
+    let mut repro = start_client(&state, &addr, "alice", "right-token", &strs(&repro));
+    assert!(!repro.wait(MIN).success());
+    let err = repro.stderr();
+    assert!(
+        err.contains("refused") && err.contains("insecure reproducible mode"),
+        "{err}"
+    );
 
     let mut bad = start_client(&state, &addr, "alice", "wrong-token", &data);
     assert!(!bad.wait(MIN).success());
@@ -265,14 +280,17 @@ fn server_survives_garbage_and_oversized_frames() {
 fn client_killed_mid_training_leaves_the_model_exact() {
     let state = TempDir::new("kill");
     let report = state.join("report.json");
+    let model = state.join("model.bin");
     let (mut server, addr) = start_server(
         &state,
         &["c0:t0", "c1:t1", "c2:t2"],
         &[
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--insecure-reproducible"],
             &["--sessions", "12", "--idle-timeout", "3"],
             &["--report", report.to_str().unwrap()],
+            &["--model-out", model.to_str().unwrap()],
         ]
         .concat(),
     );
@@ -314,6 +332,49 @@ fn client_killed_mid_training_leaves_the_model_exact() {
     assert!(r["sessions_per_client"]["c2"].as_u64().unwrap() >= 1);
     assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
     assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"]);
+    assert_eq!(
+        r["randomness"], "masks known to the server (insecure reproducible mode)",
+        "{r}"
+    );
+    v2_state_holds_no_true_weight(&state, &model, 12);
+}
+
+/// The server's `STATE_DIR/v2-state.bin` after a v2 run of `sessions` completed sessions:
+/// it decodes, holds the last version and the masked model of the released model's
+/// shapes, no entry of which is the true weight; a truncated copy is refused clearly.
+fn v2_state_holds_no_true_weight(state: &TempDir, model: &std::path::Path, sessions: u64) {
+    let path = state.join(gelunet_run::V2_STATE_FILE);
+    let cp = gelunet_run::load_v2_state(&path).unwrap();
+    assert_eq!(cp.version.version, sessions);
+    let released = gelunet_run::ModelFile::load(model).unwrap().model;
+    assert_eq!(cp.masked.len(), released.layers.len());
+    let mut entries = 0;
+    for (masked, true_layer) in cp.masked.iter().zip(&released.layers) {
+        assert_eq!(masked.w.dim(), true_layer.w.dim());
+        assert_eq!(masked.b.len(), true_layer.b.len());
+        let pairs = masked
+            .w
+            .iter()
+            .zip(true_layer.w.iter())
+            .chain(masked.b.iter().zip(true_layer.b.iter()));
+        for (m, t) in pairs {
+            // W~ = W_v − P_v with P_v uniform on [0, 2^λ), λ ≥ 128 + the weight bits.
+            assert_ne!(*m, gelunet_paillier::BigInt::from(*t));
+            assert!(m.bits() > 64, "a masked value of {} bits", m.bits());
+            entries += 1;
+        }
+    }
+    assert!(entries > 0);
+    let bytes = std::fs::read(&path).unwrap();
+    let truncated = state.join("v2-state-truncated.bin");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let e = gelunet_run::load_v2_state(&truncated)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not a valid gelunet v2 server state") && e.contains("truncated"),
+        "{e}"
+    );
 }
 
 /// A killed client restarted with the same key file rejoins (a new incarnation that
@@ -329,6 +390,7 @@ fn killed_client_rejoins_with_its_key_file() {
         &[
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
+            &["--insecure-reproducible"],
             &["--sessions", "12", "--idle-timeout", "3"],
             &["--report", report.to_str().unwrap()],
         ]

@@ -38,10 +38,10 @@ use gelunet_protocol::packing::{
     group_sizes, inference_packing, pack_samples, row_packing_is_valid, unpack_signed,
     unpack_unsigned,
 };
+use gelunet_protocol::randomness::Randomness;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, ModelSpec};
 use ndarray::{Array2, ArrayView2};
-use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
@@ -53,8 +53,11 @@ pub const MAX_INFER_SAMPLES: usize = 1 << 16;
 /// Settings of an [`InferenceClient`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InferenceConfig {
-    /// Seed of the encryption randomness.
-    pub seed: u64,
+    /// Where the encryption randomness comes from: the operating system by default;
+    /// [`Randomness::InsecureReproducible`] `{ seed }` uses
+    /// `ChaCha20Rng::seed_from_u64(seed ^ 0x696e_6665_7221_2121)` (tests, benchmarks).
+    /// Decryption blinding factors come from the operating system in every mode.
+    pub randomness: Randomness,
     /// Accept keys below 2048 bits (tests, examples).
     pub allow_test_keys: bool,
     /// Sample packing for batches (default on).
@@ -66,7 +69,7 @@ pub struct InferenceConfig {
 impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
-            seed: 0,
+            randomness: Randomness::Os,
             allow_test_keys: false,
             packing: true,
             row_packing: true,
@@ -161,7 +164,7 @@ impl InferenceClient {
             spec: hello.spec.clone(),
             scales: hello.scales,
             server_key_id: server_key.as_ref().map(PublicKey::id),
-            rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x696e_6665_7221_2121),
+            rng: crate::role::stream(config.randomness, 0x696e_6665_7221_2121),
             next_request: 1,
             pending: None,
             obfuscators: VecDeque::new(),
@@ -470,10 +473,12 @@ impl InferenceClient {
         Ok(z)
     }
 
+    /// Blinded decryption of the server's answers (as [`crate::Client`]'s, docs/DESIGN.md
+    /// "Side channels"): blinding factors from a stream seeded by the operating system.
     fn decrypt_own(&self, cs: &[Ciphertext]) -> Result<Vec<BigUint>> {
         self.key.public_key().validate_all(cs)?;
-        cs.par_iter()
-            .map(|c| self.key.decrypt_raw(c).map_err(ClientError::from))
-            .collect()
+        Ok(self
+            .key
+            .decrypt_raw_blinded_batch(cs, &mut gelunet_protocol::randomness::os_rng())?)
     }
 }

@@ -36,8 +36,15 @@
 //!
 //! # Determinism and secrets
 //!
-//! All randomness (mini-batches, masks, encryption) comes from ChaCha20 streams seeded by
-//! [`ClientConfig::seed`]. The ledger and the private key never appear in `Debug`; the
+//! Every secret random value (masks, encryption obfuscators, decryption blinding factors)
+//! and the mini-batch order come from ChaCha20 streams seeded with 256 bits from the
+//! operating system ([`Randomness::Os`], the default of [`ClientConfig::randomness`]). In
+//! the insecure reproducible mode ([`Randomness::InsecureReproducible`]) the masks,
+//! obfuscators and batch order derive from a public 64-bit seed instead (tests, the
+//! exactness replay; the masks are then known to the server); [`ClientConfig::batch_seed`]
+//! makes only the batch order public and reproducible (`gelunet train`: it never affects
+//! the masks). Blinding factors come from the operating system in every mode
+//! (docs/DESIGN.md "Protocol v2", "Side channels"). The ledger and the private key never appear in `Debug`; the
 //! ledger is overwritten with zeros on drop (best effort, [`crate::ledger`]). Faults of
 //! the server's messages are [`ProtocolViolation`]s ([`ClientError::Violation`]).
 
@@ -54,6 +61,7 @@ use gelunet_protocol::messages::{
     SessionEnd, SessionStart, UpdateApplied, UpdatePacking, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{pack_samples, sample_packing};
+use gelunet_protocol::randomness::{os_rng, Randomness};
 use gelunet_protocol::v2::{ModelVersion, V2Params, MIN_SIGMA};
 use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::violation::ProtocolViolation;
@@ -63,7 +71,6 @@ use gelunet_protocol::{
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use rayon::prelude::*;
 
 use crate::error::{ClientError, Result};
 use crate::ledger::Ledger;
@@ -105,9 +112,18 @@ pub struct ClientConfig {
     /// docs/DESIGN.md "Sessions and the d_max bound"; insecure, for the attack
     /// benchmarks only).
     pub allow_bound_violation: bool,
-    /// Seed of every random stream of the client (mini-batches through
-    /// [`sampler_seed`], masks and encryption).
-    pub seed: u64,
+    /// Where the client's secret randomness comes from (masks, encryption obfuscators;
+    /// and the mini-batch order unless [`ClientConfig::batch_seed`] is set): the operating
+    /// system by default. [`Randomness::InsecureReproducible`] `{ seed }` derives the role's
+    /// stream as `ChaCha20Rng::seed_from_u64(seed ^ 0x6372_7970_746f_2121)` and the batch
+    /// order through [`sampler_seed`]`(seed)`: reproducible bit for bit, and the masks are
+    /// known to anyone who knows `seed` (the server included).
+    pub randomness: Randomness,
+    /// A public seed of the mini-batch order alone (through [`sampler_seed`]), whatever
+    /// [`ClientConfig::randomness`] says: lets a plaintext reference replay the client's
+    /// mini-batches while the masks stay secret (`gelunet train`). `None`: the order comes
+    /// from [`ClientConfig::randomness`].
+    pub batch_seed: Option<u64>,
     /// Accept a server key below 2048 bits (tests, examples).
     pub allow_test_keys: bool,
     /// Accept [`MaskMode::InsecureNone`] (gradient-inversion demo only).
@@ -227,6 +243,15 @@ impl fmt::Debug for Client {
     }
 }
 
+/// A random stream of `randomness`: `ChaCha20Rng::seed_from_u64(seed ^ tweak)` in the
+/// insecure reproducible mode, 256 bits from the operating system otherwise.
+pub(crate) fn stream(randomness: Randomness, tweak: u64) -> ChaCha20Rng {
+    match randomness {
+        Randomness::InsecureReproducible { seed } => randomness.rng_with_seed(seed ^ tweak),
+        Randomness::Os => os_rng(),
+    }
+}
+
 /// `found` values where `expected` are due.
 pub(crate) fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
     if expected != found {
@@ -275,7 +300,7 @@ impl Client {
             });
         }
         check_key_size(key.public_key().bits(), config.allow_test_keys, 0)?;
-        let rng = ChaCha20Rng::seed_from_u64(config.seed ^ 0x6372_7970_746f_2121);
+        let rng = stream(config.randomness, 0x6372_7970_746f_2121);
         Ok(Self {
             config,
             key,
@@ -442,7 +467,13 @@ impl Client {
             &hello.scales,
         )?;
         let batch = hello.batch_size as usize;
-        let sampler = BatchSampler::new(data.len(), batch, sampler_seed(self.config.seed))?;
+        let order = match (self.config.batch_seed, self.config.randomness) {
+            (Some(seed), _) | (None, Randomness::InsecureReproducible { seed }) => {
+                ChaCha20Rng::seed_from_u64(sampler_seed(seed))
+            }
+            (None, Randomness::Os) => os_rng(),
+        };
+        let sampler = BatchSampler::from_rng(data.len(), batch, order)?;
         let server_key_id = server_key.as_ref().map(PublicKey::id);
         let packing = sample_packing(
             &hello.spec,
@@ -670,12 +701,15 @@ impl Client {
         Ok(self.key.encrypt_crt_batch(&ms, rng)?)
     }
 
-    /// Decrypts own ciphertexts to raw plaintexts in `[0, N_c)` after validation.
+    /// Decrypts own ciphertexts, as the server computed them, to raw plaintexts in
+    /// `[0, N_c)` after validation: blinded ([`PrivateKey::decrypt_raw_blinded_batch`], the
+    /// exponentiations' input independent of the server's choice; docs/DESIGN.md "Side
+    /// channels"), one blinding factor per ciphertext from a ChaCha20 stream seeded with
+    /// 256 bits from the operating system in every mode (the factors never change a
+    /// plaintext, so reproducible runs stay reproducible).
     pub(crate) fn decrypt_own(&self, cs: &[Ciphertext]) -> Result<Vec<BigUint>> {
         self.key.public_key().validate_all(cs)?;
-        cs.par_iter()
-            .map(|c| self.key.decrypt_raw(c).map_err(ClientError::from))
-            .collect()
+        Ok(self.key.decrypt_raw_blinded_batch(cs, &mut os_rng())?)
     }
 
     /// Alg. 2 line 1 (client side): a session begins with `[η]_s`; precomputes the powers

@@ -16,7 +16,7 @@ fn key() -> PrivateKey {
 
 fn config() -> ClientConfig {
     ClientConfig {
-        seed: 1,
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 1 },
         allow_test_keys: true,
         ..ClientConfig::default()
     }

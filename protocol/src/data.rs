@@ -103,12 +103,21 @@ impl BatchSampler {
     /// # Errors
     /// [`Error::InvalidConfig`] if `batch` is 0 or exceeds `n`.
     pub fn new(n: usize, batch: usize, seed: u64) -> Result<Self> {
+        Self::from_rng(n, batch, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// A sampler over `n` samples drawing its permutations from `rng` (e.g. one seeded
+    /// with 256 bits from the operating system, [`crate::randomness::os_rng`]);
+    /// [`BatchSampler::new`] is `from_rng(n, batch, ChaCha20Rng::seed_from_u64(seed))`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if `batch` is 0 or exceeds `n`.
+    pub fn from_rng(n: usize, batch: usize, mut rng: ChaCha20Rng) -> Result<Self> {
         if batch == 0 || batch > n {
             return Err(Error::InvalidConfig {
                 reason: format!("batch size {batch} for {n} samples"),
             });
         }
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
         Ok(Self {

@@ -27,12 +27,15 @@ pub const SHELL_VERSION: u16 = 1;
 /// A client's plaintext reproduction hint, sent only by clients whose data share and seed
 /// are derived from public parameters (reproducible experiments): which share of the
 /// public seeded split it holds and its role seed, so that the server can rebuild the
-/// plaintext fixed-point reference and check exactness. Real deployments leave it out.
+/// plaintext fixed-point reference and check exactness. Real deployments leave it out;
+/// a server admits it only when allowed (`gelunet serve --insecure-reproducible`), since
+/// the client's masks derive from that seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceHint {
     /// Index of the client's share in the seeded split.
     pub share: u32,
-    /// The client's role seed (`gelunet_client::ClientConfig::seed`).
+    /// The client's seed (`Randomness::InsecureReproducible { seed }` of its
+    /// `gelunet_client::ClientConfig::randomness`).
     pub client_seed: u64,
 }
 

@@ -73,8 +73,8 @@ pub fn derive_seed(seed: u64, label: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The role seed of client `k` in a reproducible run with `seed` (`train`, and `join
-/// --reproducible`).
+/// The seed of client `k` in a run with `seed`: of its mini-batch order in `train`
+/// (`ClientConfig::batch_seed`), of all its randomness in `join --insecure-reproducible`.
 pub fn client_seed(seed: u64, k: usize) -> u64 {
     derive_seed(seed, 0xc11e_0000 + k as u64)
 }

@@ -127,6 +127,15 @@ pub enum RunError {
     /// A model file or model card that was refused, or could not be written.
     #[error(transparent)]
     ModelFile(#[from] ModelFileError),
+    /// A protocol v2 server state file (`STATE_DIR/v2-state.bin`) that was refused:
+    /// truncated, corrupt, of another format or undecodable.
+    #[error("`{}` is not a valid gelunet v2 server state: {reason}", path.display())]
+    V2State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Data that does not fit the model (classes, feature count, no samples).
     #[error("{reason}")]
     DataMismatch {

@@ -355,7 +355,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
     let make = move |hello: &gelunet_protocol::messages::ServerHello| {
         InferenceClient::new(
             InferenceConfig {
-                seed: rand::random(),
+                randomness: gelunet_protocol::randomness::Randomness::Os,
                 allow_test_keys,
                 ..InferenceConfig::default()
             },

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use gelunet_client::{Client, ClientConfig};
 use gelunet_net::Zeroizing;
 use gelunet_protocol::envelope::ReferenceHint;
+use gelunet_protocol::randomness::Randomness;
 use gelunet_shell::client::{run_client, ClientShellConfig};
 
 use crate::data::{client_seed, DataOptions};
@@ -41,10 +42,14 @@ pub struct JoinConfig {
     pub client_shares: Option<Vec<f64>>,
     /// Seed of the public split (the server's `--seed`).
     pub seed: u64,
-    /// Derive this client's role seed from `seed` and `client_index` and tell the server,
-    /// which can then check exactness against the plaintext reference (the masks then
-    /// come from a public seed: experiments only).
-    pub reproducible: bool,
+    /// The insecure reproducible mode (`--insecure-reproducible`): derive every random
+    /// stream of this client (masks, obfuscators, batch order) from `seed` and
+    /// `client_index` ([`Randomness::InsecureReproducible`]) and tell the server, which can
+    /// then check exactness against the plaintext reference. **The masks are then known
+    /// to the server** (and to anyone who knows the public seed): experiments only; the
+    /// server must opt in as well (`serve --insecure-reproducible`). Otherwise every
+    /// secret and the batch order come from the operating system ([`Randomness::Os`]).
+    pub insecure_reproducible: bool,
     /// This client's Paillier key.
     pub keys: KeyOptions,
     /// Keep the key pair here ([`KeyOptions::load_or_create`]) so that a restarted client
@@ -77,7 +82,7 @@ impl fmt::Debug for JoinConfig {
             .field("client_index", &self.client_index)
             .field("clients", &self.clients)
             .field("seed", &self.seed)
-            .field("reproducible", &self.reproducible)
+            .field("insecure_reproducible", &self.insecure_reproducible)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
@@ -115,9 +120,9 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         Some(i) => (i, c.clients),
         None => (0, 1),
     };
-    if c.reproducible && c.client_index.is_none() {
+    if c.insecure_reproducible && c.client_index.is_none() {
         return Err(RunError::option(
-            "--reproducible",
+            "--insecure-reproducible",
             "needs --client-index (a share of the public split)",
         ));
     }
@@ -128,13 +133,15 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         Some(p) => c.keys.load_or_create(p)?,
         None => c.keys.generate_one()?,
     };
-    let seed = if c.reproducible {
-        client_seed(c.seed, k)
+    let randomness = if c.insecure_reproducible {
+        Randomness::InsecureReproducible {
+            seed: client_seed(c.seed, k),
+        }
     } else {
-        rand::random()
+        Randomness::Os
     };
     let config = ClientConfig {
-        seed,
+        randomness,
         allow_test_keys: c.keys.test_keys(),
         policy: gelunet_client::ClientPolicy {
             accept_paper_protocol: c.protocol == gelunet_protocol::v2::Protocol::Paper,
@@ -158,10 +165,13 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         name: c.name.clone(),
         token,
         samples: share.n_samples() as u64,
-        reference: c.reproducible.then_some(ReferenceHint {
-            share: k as u32,
-            client_seed: seed,
-        }),
+        reference: match randomness {
+            Randomness::InsecureReproducible { seed } => Some(ReferenceHint {
+                share: k as u32,
+                client_seed: seed,
+            }),
+            Randomness::Os => None,
+        },
         connect_timeout: c.connect_timeout,
         reconnect_attempts: c.reconnect,
         reconnect_delay: Duration::from_secs(1),
@@ -187,6 +197,7 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         server_epochs: stats.summary.epochs,
         stop_reason: stats.summary.reason.clone(),
         backend: gelunet_paillier::BACKEND.into(),
+        randomness: randomness.report_label().into(),
     };
     if let Some(path) = &c.report {
         write_json(path, &r)?;

@@ -25,7 +25,9 @@
 //!
 //! Model files ([`ModelFile`]) carry a magic, a version, a length and a SHA-256 checksum
 //! and are written atomically (temporary file, fsync, rename); a damaged or mismatched
-//! file is refused with [`ModelFileError`].
+//! file is refused with [`ModelFileError`]. A protocol v2 server (`serve`) persists its
+//! masked state `(v, ν_v, W~)` the same way after every completed session
+//! ([`v2_state`], `STATE_DIR/v2-state.bin`).
 
 mod data;
 mod endpoint;
@@ -39,6 +41,7 @@ mod progress;
 pub mod report;
 mod serve;
 mod train;
+pub mod v2_state;
 
 pub use data::{client_name, client_seed, derive_seed, parse_shares, DataOptions, Prepared};
 pub use endpoint::{
@@ -57,6 +60,7 @@ pub use model_file::{ModelCard, ModelFile, ModelFileError};
 pub use report::{InferReport, JoinReport, PartyReport, TrainReport};
 pub use serve::{serve, ServeConfig};
 pub use train::{train, train_plaintext, OutputOptions, TrainConfig};
+pub use v2_state::{load_v2_state, save_v2_state, V2_STATE_FILE};
 
 pub use gelunet_server::{StopReason, StopRule};
 pub use gelunet_shell::server::Credential;

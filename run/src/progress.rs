@@ -72,6 +72,7 @@ pub(crate) async fn follow(
                     pb.set_message(format!("sessions ({})", s.name));
                 }
             },
+            ServerEvent::V2State(_) => {}
         }
     }
     pb.finish_and_clear();

@@ -112,6 +112,12 @@ pub struct TrainReport {
     /// Why training stopped: `N sessions completed` or `N samples processed` (the epoch
     /// target), from [`gelunet_server::StopReason`].
     pub stop_reason: String,
+    /// Where the clients' masks came from
+    /// ([`gelunet_protocol::randomness::Randomness::report_label`]): `secret (OS
+    /// randomness)…`, or `masks known to the server (insecure reproducible mode)` when a
+    /// client joined `--insecure-reproducible` (docs/DESIGN.md "Protocol v2",
+    /// "Randomness").
+    pub randomness: String,
     /// Every party's traffic.
     pub parties: Vec<PartyReport>,
 }
@@ -292,6 +298,15 @@ pub fn evaluate(
     })
 }
 
+/// [`TrainReport::randomness`] of `gelunet train`: the masks and obfuscators from the
+/// operating system, only the mini-batch order from the public seed (for the replay of
+/// the plaintext reference).
+pub(crate) const TRAIN_RANDOMNESS: &str =
+    "secret (OS randomness); mini-batch order from the public --seed";
+/// [`TrainReport::randomness`] of `gelunet train --plaintext`.
+pub(crate) const PLAINTEXT_RANDOMNESS: &str =
+    "none (plaintext reference); mini-batch order from the public --seed";
+
 /// What [`build_report`] needs besides the training log.
 pub(crate) struct ReportInput<'a> {
     pub command: &'a str,
@@ -304,6 +319,7 @@ pub(crate) struct ReportInput<'a> {
     pub keygen: Duration,
     pub test_samples: usize,
     pub parties: Vec<PartyReport>,
+    pub randomness: &'a str,
 }
 
 /// The report of a training run.
@@ -348,6 +364,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         seed: i.model.seed,
         backend: gelunet_paillier::BACKEND.into(),
         stop_reason: log.stop_reason.clone(),
+        randomness: i.randomness.into(),
         parties: i.parties,
     }
 }
@@ -393,6 +410,10 @@ pub struct JoinReport {
     pub stop_reason: String,
     /// Big-integer backend.
     pub backend: String,
+    /// Where this client's masks came from
+    /// ([`gelunet_protocol::randomness::Randomness::report_label`]): `secret (OS
+    /// randomness)` or `masks known to the server (insecure reproducible mode)`.
+    pub randomness: String,
 }
 
 /// The report of `gelunet infer` (`--report PATH`).
@@ -445,8 +466,8 @@ impl fmt::Display for TrainReport {
         } else {
             writeln!(
                 f,
-                "trained on {dataset} with {} clients, {}-bit keys (protocol {}, {} mask, {} backend)",
-                self.clients, self.key_bits, self.protocol, self.mask, self.backend
+                "trained on {dataset} with {} clients, {}-bit keys (protocol {}, {} mask, {} backend; masks {})",
+                self.clients, self.key_bits, self.protocol, self.mask, self.backend, self.randomness
             )?;
         }
         writeln!(
@@ -482,13 +503,14 @@ impl fmt::Display for JoinReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{}: {} sessions of {} in total; sent {:.2} MiB, received {:.2} MiB; training over ({})",
+            "{}: {} sessions of {} in total; sent {:.2} MiB, received {:.2} MiB; training over ({}); masks {}",
             self.name,
             self.sessions,
             self.server_sessions,
             mib(self.bytes_sent),
             mib(self.bytes_received),
-            self.stop_reason
+            self.stop_reason,
+            self.randomness
         )
     }
 }

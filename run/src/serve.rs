@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use gelunet_server::Server;
+use gelunet_protocol::randomness::Randomness;
+use gelunet_server::{Server, ServerEvent, TrainingLog};
 use gelunet_shell::server::{run_server, ServerShellConfig};
 use tokio::sync::mpsc;
 
@@ -15,6 +16,7 @@ use crate::report::{
     build_report, evaluate, quantize, server_party, PartyReport, ReportInput, TrainReport,
 };
 use crate::train::{save_model, OutputOptions};
+use crate::v2_state::{save_v2_state, V2_STATE_FILE};
 use crate::{progress, Result, RunError};
 
 /// The configuration of `gelunet serve`.
@@ -43,18 +45,27 @@ pub struct ServeConfig {
     pub net: NetOptions,
     /// Outputs.
     pub output: OutputOptions,
+    /// Admit clients in the insecure reproducible mode (`--insecure-reproducible`: their
+    /// masks derive from a public seed, so the server could know them), which lets the
+    /// server check the run against the plaintext reference. Off by default: such
+    /// clients are refused at registration.
+    pub insecure_reproducible: bool,
 }
 
 /// Runs `gelunet serve`: waits for the clients, trains until
 /// [`ModelOptions::stop_rule`] says stop, evaluates (with a dataset; the plaintext
-/// reference when every client that completed a session joined `--reproducible`), and
-/// writes the model and the report as asked. `on_listen` is called once the endpoint is
-/// bound (its address is also written to `STATE_DIR/listen.addr`).
+/// reference when every client that completed a session joined `--insecure-reproducible`,
+/// which the server must allow, [`ServeConfig::insecure_reproducible`]), and writes the
+/// model and the report as asked. `on_listen` is called once the endpoint is bound (its
+/// address is also written to `STATE_DIR/listen.addr`). Under protocol v2 the masked
+/// state `(v, ν_v, W~)` is written atomically to `STATE_DIR/v2-state.bin`
+/// ([`crate::v2_state`]) after every completed session.
 ///
 /// # Errors
 /// [`RunError::InvalidOption`] and [`RunError::TestKeysUnavailable`] for bad options
 /// (before any key is generated); data, identity, key-generation, role, transport and
-/// file errors.
+/// file errors (a v2 state that could not be written is reported once training is
+/// over).
 pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result<TrainReport> {
     let t_all = Instant::now();
     let rule = c.model.validate()?;
@@ -105,17 +116,52 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
     shell.coordinator.epochs = rule.epochs();
     shell.coordinator.max_sessions = rule.max_sessions();
     shell.coordinator.response_timeout = c.net.response();
+    shell.coordinator.accept_reference_hints = c.insecure_reproducible;
+    shell.coordinator.v2_state_events = true;
+    let state_path = c.listen.state_dir.join(V2_STATE_FILE);
     let pb = progress::bar(c.output.progress);
     let epochs = rule.epochs().unwrap_or(1.0);
     let rt = runtime()?;
     let (role, log) = rt.block_on(async {
         let (endpoint, listening) = c.listen.bind(&identity, &transport)?;
         on_listen(&listening);
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (pb_tx, pb_rx) = mpsc::unbounded_channel();
+        let follower = tokio::spawn(progress::follow(pb, epochs, pb_rx));
+        // Persists the v2 state after every completed session, passes the rest on.
+        let saver = tokio::spawn(async move {
+            let mut failed = None;
+            while let Some(e) = ev_rx.recv().await {
+                match e {
+                    ServerEvent::V2State(cp) => {
+                        let path = state_path.clone();
+                        let r = tokio::task::spawn_blocking(move || save_v2_state(&path, &cp))
+                            .await
+                            .map_err(|source| RunError::Task {
+                                what: "v2 state",
+                                source,
+                            })
+                            .and_then(|r| r);
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "could not persist the v2 state");
+                            failed.get_or_insert(e);
+                        }
+                    }
+                    other => {
+                        let _ = pb_tx.send(other);
+                    }
+                }
+            }
+            failed
+        });
         let r = run_server(server, endpoint, shell, Some(ev_tx)).await;
+        let failed = saver.await.ok().flatten();
         let _ = follower.await;
-        r.map_err(RunError::ServerShell)
+        let r = r.map_err(RunError::ServerShell)?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
     })?;
     let model = role.true_model()?.clone();
     let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
@@ -158,6 +204,21 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
         keygen,
         test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
         parties,
+        randomness: randomness_label(&log),
     });
     c.output.finish(report)
+}
+
+/// What the report says about the clients' masks: known to the server when a client sent
+/// a reproduction hint (it joined `--insecure-reproducible`), secret otherwise.
+fn randomness_label(log: &TrainingLog) -> &'static str {
+    let seed = log
+        .clients
+        .iter()
+        .find_map(|c| c.reference)
+        .map(|h| h.client_seed);
+    match seed {
+        Some(seed) => Randomness::InsecureReproducible { seed }.report_label(),
+        None => Randomness::Os.report_label(),
+    }
 }

@@ -27,7 +27,7 @@ use crate::model::ModelOptions;
 use crate::model_file::ModelFile;
 use crate::report::{
     build_report, evaluate, quantize, replay, server_party, write_json, PartyReport, ReportInput,
-    TrainReport,
+    TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
 };
 use crate::{progress, Result, RunError};
 
@@ -173,7 +173,10 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let mut clients = Vec::with_capacity(c.clients);
     for (k, (share, key)) in prepared.shares.iter().zip(keys).enumerate() {
         let config = ClientConfig {
-            seed: client_seed(c.model.seed, k),
+            // The masks and obfuscators from the operating system; only the batch order
+            // from the public seed, for the replay of the plaintext reference (it never
+            // affects the masks: docs/DESIGN.md "Protocol v2", "Randomness").
+            batch_seed: Some(client_seed(c.model.seed, k)),
             allow_test_keys: c.keys.test_keys(),
             ..ClientConfig::default()
         };
@@ -298,6 +301,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         keygen,
         test_samples: prepared.test.n_samples(),
         parties,
+        randomness: TRAIN_RANDOMNESS,
     });
     c.output.finish(report)
 }
@@ -430,6 +434,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         keygen: Duration::ZERO,
         test_samples: prepared.test.n_samples(),
         parties: Vec::new(),
+        randomness: PLAINTEXT_RANDOMNESS,
     });
     report.key_bits = 0;
     report.backend = "plaintext fixed-point reference".into();

@@ -66,6 +66,7 @@ use gelunet_protocol::envelope::{
 use gelunet_protocol::messages::{Abort, ClientHello, ClientMessage, ServerHello, ServerMessage};
 
 use crate::error::ServerError;
+use crate::plain_update::V2Checkpoint;
 use crate::role::{ClientId, Server};
 use crate::stop::StopRule;
 
@@ -248,6 +249,10 @@ pub enum ServerEvent {
     },
     /// A session ended.
     SessionDone(SessionLog),
+    /// Protocol v2, after a completed session (only with
+    /// [`CoordinatorConfig::v2_state_events`]): the state to persist,
+    /// `(v, ν_v, W~)` ([`Server::v2_checkpoint`]); no true weight, no secret.
+    V2State(V2Checkpoint),
 }
 
 /// One session as it ran.
@@ -347,6 +352,13 @@ pub struct CoordinatorConfig {
     /// connected (`K` registered clients; default 1000). A session for a connected client
     /// resets the count.
     pub absent_skips_per_client: usize,
+    /// Admit clients that send a [`ReferenceHint`] (the insecure reproducible mode: their
+    /// masks derive from a public seed). Default false: such a client is refused
+    /// ([`RefusalCode::Handshake`]) and the server never holds masks it could know.
+    pub accept_reference_hints: bool,
+    /// Emit [`ServerEvent::V2State`] after every completed session of protocol v2, for a
+    /// driver that persists the state (default false).
+    pub v2_state_events: bool,
 }
 
 impl CoordinatorConfig {
@@ -362,6 +374,8 @@ impl CoordinatorConfig {
             join_timeout: None,
             rejoin_timeout: Duration::from_secs(120),
             absent_skips_per_client: 1000,
+            accept_reference_hints: false,
+            v2_state_events: false,
         }
     }
 }
@@ -870,6 +884,12 @@ impl Coordinator {
         };
         self.sessions.push(log.clone());
         self.event(ServerEvent::SessionDone(log));
+        if completed && self.config.v2_state_events {
+            // Between sessions under v2; the paper's protocol has no v2 state.
+            if let Ok(cp) = self.role.v2_checkpoint() {
+                self.event(ServerEvent::V2State(cp));
+            }
+        }
     }
 
     fn on_joined(&mut self, now: Instant, j: Pending) {
@@ -886,6 +906,24 @@ impl Coordinator {
                 },
             );
             self.refuse(j.conn, RefusalCode::ShuttingDown, "training is over".into());
+            return;
+        }
+        if j.reference.is_some() && !self.config.accept_reference_hints {
+            self.conns.insert(
+                j.conn,
+                Conn {
+                    client: None,
+                    state: ConnState::Closing,
+                },
+            );
+            self.refuse(
+                j.conn,
+                RefusalCode::Handshake,
+                "this server does not accept clients in the insecure reproducible mode (their \
+                 masks would be known to the server); start the server with \
+                 --insecure-reproducible, or join without it"
+                    .into(),
+            );
             return;
         }
         self.rejoin_deadline = None;

@@ -271,7 +271,13 @@ impl Server {
 /// What a protocol v2 server persists after every completed session (`docs/DESIGN.md`
 /// "Protocol v2", "Dropouts and crashes"): the public parameters, the version and the
 /// masked model `W~`. It contains no true weight and no secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serde: a struct of `params`, `version` and `masked` (a list of `{ w, b }`, ndarray's
+/// serde form of big integers); the run layer stores it as postcard in
+/// `STATE_DIR/v2-state.bin` (`gelunet serve --state-dir`). Deserialization checks each
+/// array's shape against its data; [`Server::restore_v2`] checks the model's shapes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "CheckpointOnDisk", from = "CheckpointOnDisk")]
 pub struct V2Checkpoint {
     /// The run's public parameters.
     pub params: gelunet_protocol::v2::V2Params,
@@ -334,5 +340,50 @@ impl Server {
         v2.masked = cp.masked.clone();
         v2.released = None;
         Ok(())
+    }
+}
+
+/// The serde form of [`V2Checkpoint`] (a [`MaskedLayer`] has no serde of its own).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "V2Checkpoint")]
+struct CheckpointOnDisk {
+    params: gelunet_protocol::v2::V2Params,
+    version: ModelVersion,
+    masked: Vec<LayerOnDisk>,
+}
+
+/// The serde form of one [`MaskedLayer`]: `W~` (`m × n`) and `b~` (length `m`).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "MaskedLayer")]
+struct LayerOnDisk {
+    w: ndarray::Array2<num_bigint::BigInt>,
+    b: ndarray::Array1<num_bigint::BigInt>,
+}
+
+impl From<V2Checkpoint> for CheckpointOnDisk {
+    fn from(cp: V2Checkpoint) -> Self {
+        Self {
+            params: cp.params,
+            version: cp.version,
+            masked: cp
+                .masked
+                .into_iter()
+                .map(|l| LayerOnDisk { w: l.w, b: l.b })
+                .collect(),
+        }
+    }
+}
+
+impl From<CheckpointOnDisk> for V2Checkpoint {
+    fn from(cp: CheckpointOnDisk) -> Self {
+        Self {
+            params: cp.params,
+            version: cp.version,
+            masked: cp
+                .masked
+                .into_iter()
+                .map(|l| MaskedLayer { w: l.w, b: l.b })
+                .collect(),
+        }
     }
 }

@@ -89,7 +89,9 @@ fn client_seed(k: usize) -> u64 {
 fn client_role(k: usize, key_index: usize) -> Client {
     let (x, y) = share(k);
     let config = ClientConfig {
-        seed: client_seed(k),
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+            seed: client_seed(k),
+        },
         allow_test_keys: true,
         ..ClientConfig::default()
     };

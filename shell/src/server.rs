@@ -538,6 +538,9 @@ fn log_event(e: &ServerEvent) {
                 "session ended"
             );
         }
+        ServerEvent::V2State(cp) => {
+            tracing::debug!(version = cp.version.version, "v2 state ready to persist");
+        }
     }
 }
 

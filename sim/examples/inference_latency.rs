@@ -144,7 +144,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for row_packing in [true, false] {
             let mut client = InferenceClient::new(
                 InferenceConfig {
-                    seed: 3,
+                    randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                        seed: 3,
+                    },
                     allow_test_keys: args.key_bits < 2048,
                     packing: true,
                     row_packing,
@@ -217,7 +219,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if args.batch > 1 {
             let mut client = InferenceClient::new(
                 InferenceConfig {
-                    seed: 4,
+                    randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                        seed: 4,
+                    },
                     allow_test_keys: args.key_bits < 2048,
                     ..InferenceConfig::default()
                 },

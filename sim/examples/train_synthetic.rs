@@ -102,7 +102,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let xc = x.select(Axis(0), &rows);
         let yc: Vec<usize> = rows.iter().map(|&i| y[i]).collect();
         let config = ClientConfig {
-            seed: 100 + c as u64,
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                seed: 100 + c as u64,
+            },
             allow_test_keys: args.key_bits < 2048,
             ..ClientConfig::default()
         };
@@ -114,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?);
         shares.push((
             Dataset::quantize(xc.view(), &yc, 3, &cfg.scales)?,
-            config.seed,
+            100 + c as u64,
         ));
     }
     println!(

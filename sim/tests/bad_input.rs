@@ -482,7 +482,7 @@ fn insecure_settings_need_explicit_permission() {
     let cfg = test_config(spec.clone(), 1, MaskMode::default());
     let server = Server::new(cfg, key(0)).unwrap();
     let strict = gelunet_client::ClientConfig {
-        seed: 1,
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 1 },
         ..Default::default()
     };
     assert!(matches!(

@@ -31,7 +31,7 @@ fn trained() -> Simulation {
 fn inference_client(server: &Server, packing: bool, row_packing: bool) -> InferenceClient {
     InferenceClient::new(
         InferenceConfig {
-            seed: 5,
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 5 },
             allow_test_keys: true,
             packing,
             row_packing,

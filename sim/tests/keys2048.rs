@@ -25,7 +25,7 @@ fn two_sessions_with_2048_bit_keys() {
     let server = Server::new(cfg.clone(), server_key).unwrap();
     let client = Client::new(
         ClientConfig {
-            seed,
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed },
             ..ClientConfig::default()
         },
         client_key,

@@ -81,7 +81,9 @@ pub fn v2_config(spec: ModelSpec, batch: usize) -> ServerConfig {
 
 pub fn client_config(c: usize, insecure_mask: bool) -> ClientConfig {
     ClientConfig {
-        seed: client_seed(c),
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+            seed: client_seed(c),
+        },
         allow_test_keys: true,
         allow_unmasked_gradients: insecure_mask,
         record_transcript: false,
