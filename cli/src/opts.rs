@@ -217,6 +217,19 @@ impl NetArgs {
     }
 }
 
+/// The options `train` and `serve` share: model, keys, transport and outputs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainingArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
 /// What a training run writes (`train`, `serve`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {

@@ -8,7 +8,7 @@ use gelunet_net::Zeroizing;
 use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig};
 
 use crate::opts::{
-    init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, ModelArgs, NetArgs, OutputArgs,
+    init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, NetArgs, TrainingArgs,
 };
 
 /// Randomness of `gelunet train` (shown after its options).
@@ -39,13 +39,7 @@ pub struct TrainArgs {
     #[arg(long)]
     client_shares: Option<String>,
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    net: NetArgs,
-    #[command(flatten)]
-    out: OutputArgs,
+    run: TrainingArgs,
     /// Train only the plaintext fixed-point reference: no keys, no network, seconds
     /// instead of minutes. Same data split, initialization, client samplers, session
     /// plans and stop rule as an encrypted run with the same options, hence the same
@@ -80,13 +74,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    net: NetArgs,
-    #[command(flatten)]
-    out: OutputArgs,
+    run: TrainingArgs,
     /// Admit clients that join with --insecure-reproducible (their masks derive from the
     /// public --seed: known to this server), to check the run against the plaintext
     /// reference. Without it such clients are refused. Experiments only.
@@ -177,22 +165,23 @@ pub struct JoinArgs {
 /// # Errors
 /// The run's errors.
 pub fn train(args: TrainArgs) -> Result<(), RunError> {
-    init_tracing(args.out.quiet);
+    let run = &args.run;
+    init_tracing(run.out.quiet);
     let config = TrainConfig {
         data: args.data.options(),
         clients: args.clients,
         client_shares: parse_shares(args.client_shares.as_deref())?,
-        model: args.model.options(),
-        keys: args.keys.options(),
-        net: args.net.options(),
-        output: args.out.options(),
+        model: run.model.options(),
+        keys: run.keys.options(),
+        net: run.net.options(),
+        output: run.out.options(),
     };
     let report = if args.plaintext {
         gelunet_run::train_plaintext(&config)?
     } else {
         gelunet_run::train(&config)?
     };
-    if !args.out.quiet {
+    if !run.out.quiet {
         print!("{report}");
     }
     Ok(())
@@ -203,7 +192,8 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
 /// # Errors
 /// The run's errors.
 pub fn serve(args: ServeArgs) -> Result<(), RunError> {
-    init_tracing(args.out.quiet);
+    let run = &args.run;
+    init_tracing(run.out.quiet);
     let config = ServeConfig {
         listen: args.endpoint.options(),
         wait_for: args.wait_for,
@@ -212,13 +202,13 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
         inputs: args.inputs,
         classes: args.classes,
         data: args.data.options(),
-        model: args.model.options(),
-        keys: args.keys.options(),
-        net: args.net.options(),
-        output: args.out.options(),
+        model: run.model.options(),
+        keys: run.keys.options(),
+        net: run.net.options(),
+        output: run.out.options(),
         insecure_reproducible: args.insecure_reproducible,
     };
-    let quiet = args.out.quiet;
+    let quiet = run.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {
         if !quiet {
             print_listening(l);

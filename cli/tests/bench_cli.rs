@@ -2,27 +2,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+mod net_support;
+
+use net_support::{gelunet, output_ok};
 
 #[test]
 fn bench_paillier_json_reports_every_operation() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gelunet"))
-        .args([
-            "bench",
-            "paillier",
-            "--key-bits",
-            "512",
-            "--seconds",
-            "0.02",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = output_ok(gelunet().args([
+        "bench",
+        "paillier",
+        "--key-bits",
+        "512",
+        "--seconds",
+        "0.02",
+        "--json",
+    ]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["key_bits"], 512);
     let ops: Vec<&str> = report["single_thread"]
@@ -50,12 +44,12 @@ fn bench_paillier_json_reports_every_operation() {
 
 #[test]
 fn bench_rejects_bad_arguments() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gelunet"))
+    let out = gelunet()
         .args(["bench", "paillier", "--seconds", "-1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_gelunet"))
+    let out = gelunet()
         .args([
             "bench",
             "paillier",

@@ -3,30 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod net_support;
 
-fn data_dir() -> PathBuf {
-    gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-}
+use net_support::{data_dir, gelunet, output_ok};
 
 #[test]
 fn bench_paper_quick_part1_writes_report_and_plots() {
     let out = std::env::temp_dir().join(format!("gelunet-cli-paper-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new(env!("CARGO_BIN_EXE_gelunet"))
-        .args([
-            "bench", "paper", "--quick", "--parts", "1", "--quiet", "--out",
-        ])
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(data_dir())
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    output_ok(
+        gelunet()
+            .args([
+                "bench", "paper", "--quick", "--parts", "1", "--quiet", "--out",
+            ])
+            .arg(&out)
+            .arg("--data-dir")
+            .arg(data_dir()),
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## 1. Training stability"));
@@ -41,7 +33,7 @@ fn bench_paper_quick_part1_writes_report_and_plots() {
 
 #[test]
 fn bench_paper_refuses_test_keys_without_quick() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gelunet"))
+    let out = gelunet()
         .args([
             "bench",
             "paper",

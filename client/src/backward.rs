@@ -16,14 +16,27 @@
 
 use gelunet_protocol::math::{hidden_error, layer_gradients};
 use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ClientMessage};
-use gelunet_protocol::packing::group_sizes;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, Gradients, ValueKind};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ClientError, Result};
-use crate::role::{expect_len, Awaiting, Client, Step};
+use crate::ledger::Ledger;
+use crate::role::{Awaiting, Client, Step};
 use crate::unmask::unmask_unpack;
+
+/// A finished iteration, handed to the update that ends it (Alg. 3 or 5, or protocol v2's
+/// plain update or rollover): nothing of it is committed until the update is built.
+pub(crate) struct Finished {
+    /// The iteration's state.
+    pub(crate) step: Step,
+    /// The role's generator, advanced past the iteration's encryptions.
+    pub(crate) rng: ChaCha20Rng,
+    /// The iteration's gradients `Δw, Δb`.
+    pub(crate) grads: Gradients,
+    /// The session's accumulators `ΔW^c, Δb^c`, this iteration's gradients included.
+    pub(crate) acc: Gradients,
+}
 
 impl Client {
     /// Alg. 4 backward and Alg. 2 line 7: unmasks `q`, computes `δ_{i−1}` and the
@@ -33,22 +46,16 @@ impl Client {
     /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], packing and counts;
     /// ciphertext errors; values out of range.
     pub(crate) fn backward(&mut self, m: &BackwardResponse) -> Result<ClientMessage> {
-        let s = self.session_in_turn(
-            m.session,
-            m.iteration,
-            Awaiting::Backward(m.layer),
-            "BackwardResponse",
+        let (s, raw) = self.open_layer_response(
+            (m.session, m.iteration, m.layer),
+            (Awaiting::Backward, "BackwardResponse"),
+            m.packing,
+            ("products", |_, fan_in| fan_in),
+            &m.products,
         )?;
         let setup = self.setup()?;
-        if m.packing != setup.packing {
-            return Err(ProtocolViolation::Packing { found: m.packing }.into());
-        }
         let layer = m.layer as usize;
         let (_, fan_in) = setup.spec.layer_shape(layer);
-        let b = setup.batch;
-        let groups = group_sizes(b, setup.packing.samples_per_ciphertext).len();
-        expect_len("products", fan_in * groups, m.products.len())?;
-        let raw = self.decrypt_own(&m.products)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let delta = s.step.delta.as_ref().ok_or(ProtocolViolation::NoSession)?;
@@ -122,11 +129,42 @@ impl Client {
         };
         let acc = s.acc.checked_add(scales, &grads)?;
         let v2 = setup.v2.is_some();
+        let done = Finished {
+            step,
+            rng,
+            grads,
+            acc,
+        };
         match (v2, s.iteration + 1 < s.iterations) {
-            (false, true) => self.masked_update(step, rng, grads, acc),
-            (false, false) => self.final_update(step, rng, grads, acc),
-            (true, true) => self.plain_update(step, rng, grads, acc),
-            (true, false) => self.rollover(step, rng, grads, acc),
+            (false, true) => self.masked_update(done),
+            (false, false) => self.final_update(done),
+            (true, true) => self.plain_update(done),
+            (true, false) => self.rollover(done),
         }
+    }
+
+    /// Commits an update built from `done`: the iteration's state, generator, gradients
+    /// (as the session's last) and accumulators, the new `ledger` if the update drew masks,
+    /// and what the session awaits next. Called once the update's message is built, so that
+    /// a failed update changes nothing.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::NoSession`] (nothing is changed then).
+    pub(crate) fn commit_update(
+        &mut self,
+        done: Finished,
+        ledger: Option<Ledger>,
+        awaiting: Awaiting,
+    ) -> Result<()> {
+        let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
+        if let Some(ledger) = ledger {
+            s.ledger = ledger;
+        }
+        s.acc = done.acc;
+        s.last = Some(done.grads);
+        s.step = done.step;
+        s.awaiting = awaiting;
+        self.rng = done.rng;
+        Ok(())
     }
 }

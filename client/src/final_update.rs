@@ -17,25 +17,19 @@ use gelunet_paillier::BigInt;
 use gelunet_protocol::messages::{ClientMessage, FinalUpdate, LayerCiphertexts, Packing};
 use gelunet_protocol::packing::final_plaintext;
 use gelunet_protocol::violation::ProtocolViolation;
-use gelunet_protocol::{Gradients, ValueKind};
-use rand_chacha::ChaCha20Rng;
+use gelunet_protocol::ValueKind;
 
+use crate::backward::Finished;
 use crate::error::Result;
-use crate::role::{Awaiting, Client, Step};
+use crate::role::{Awaiting, Client};
 
 impl Client {
-    /// Alg. 5: encrypts the accumulators `acc` (which include the last iteration's
-    /// `grads`) under `PK_s`; commits `acc` and `step` on success only.
+    /// Alg. 5: encrypts the accumulators (which include the last iteration's gradients)
+    /// under `PK_s`; commits `done` on success only ([`Client::commit_update`]).
     ///
     /// # Errors
     /// Accumulators out of range for their packing, encryption errors.
-    pub(crate) fn final_update(
-        &mut self,
-        step: Step,
-        mut rng: ChaCha20Rng,
-        grads: Gradients,
-        acc: Gradients,
-    ) -> Result<ClientMessage> {
+    pub(crate) fn final_update(&mut self, mut done: Finished) -> Result<ClientMessage> {
         let setup = self.setup()?;
         let s = self.session.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let scales = &setup.scales;
@@ -43,7 +37,7 @@ impl Client {
             .server_key
             .as_ref()
             .ok_or(ProtocolViolation::NoHandshake)?;
-        let mut layers = Vec::with_capacity(acc.layers.len());
+        let mut layers = Vec::with_capacity(done.acc.layers.len());
         let layout = setup.final_packing;
         let pack = |kind: ValueKind, values: Vec<i128>, p: Packing| -> Result<Vec<BigInt>> {
             if p == Packing::NONE {
@@ -54,7 +48,7 @@ impl Client {
                 .map(|c| Ok(BigInt::from(final_plaintext(scales, kind, c, p.slot_bits)?)))
                 .collect()
         };
-        for g in &acc.layers {
+        for g in &done.acc.layers {
             let w = pack(
                 ValueKind::WeightGradient,
                 g.w.iter().copied().collect(),
@@ -66,8 +60,8 @@ impl Client {
                 layout.biases,
             )?;
             layers.push(LayerCiphertexts {
-                weights: pk_s.encrypt_batch(&w, &mut rng)?,
-                biases: pk_s.encrypt_batch(&b, &mut rng)?,
+                weights: pk_s.encrypt_batch(&w, &mut done.rng)?,
+                biases: pk_s.encrypt_batch(&b, &mut done.rng)?,
             });
         }
         let msg = ClientMessage::FinalUpdate(FinalUpdate {
@@ -75,12 +69,7 @@ impl Client {
             packing: layout,
             layers,
         });
-        let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
-        s.acc = acc;
-        s.last = Some(grads);
-        s.step = step;
-        s.awaiting = Awaiting::SessionEnd;
-        self.rng = rng;
+        self.commit_update(done, None, Awaiting::SessionEnd)?;
         Ok(msg)
     }
 }

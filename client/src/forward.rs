@@ -13,18 +13,49 @@
 //!    client [`gelunet_protocol::messages::ForwardResponse`] `{ [z~_i]_c }`. With a
 //!    single layer, the update follows directly (`Client::finish_iteration`).
 
+use gelunet_paillier::{BigUint, Ciphertext};
 use gelunet_protocol::math::{activate, layer_gradients, output_error};
-use gelunet_protocol::messages::{BackwardRequest, ClientMessage, ForwardRequest, ForwardResponse};
+use gelunet_protocol::messages::{
+    BackwardRequest, ClientMessage, ForwardRequest, ForwardResponse, Packing,
+};
 use gelunet_protocol::packing::group_sizes;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, BatchSampler, ValueKind};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::Result;
-use crate::role::{expect_len, Awaiting, Client, Step, TranscriptEntry};
+use crate::role::{expect_len, Awaiting, Client, Session, Step, TranscriptEntry};
 use crate::unmask::unmask_unpack;
 
 impl Client {
+    /// Checks a layer's answer, a [`ForwardResponse`] or
+    /// [`gelunet_protocol::messages::BackwardResponse`]: in turn (its session, iteration
+    /// and layer, awaited as `want(layer)`; [`Client::session_in_turn`]), in the session's
+    /// sample packing, and `count(width, fan_in)` ciphertexts of that layer per group of
+    /// samples (`what` names them); then decrypts them under `SK_c` (raw, still masked).
+    ///
+    /// # Errors
+    /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], `Packing` and `Shape`;
+    /// ciphertext errors.
+    pub(crate) fn open_layer_response(
+        &self,
+        (sid, iteration, layer): (u64, u32, u32),
+        (want, found): (fn(u32) -> Awaiting, &'static str),
+        packing: Packing,
+        (what, count): (&'static str, fn(usize, usize) -> usize),
+        cts: &[Ciphertext],
+    ) -> Result<(&Session, Vec<BigUint>)> {
+        let s = self.session_in_turn(sid, iteration, want(layer), found)?;
+        let setup = self.setup()?;
+        if packing != setup.packing {
+            return Err(ProtocolViolation::Packing { found: packing }.into());
+        }
+        let (width, fan_in) = setup.spec.layer_shape(layer as usize);
+        let groups = group_sizes(setup.batch, setup.packing.samples_per_ciphertext).len();
+        expect_len(what, count(width, fan_in) * groups, cts.len())?;
+        Ok((s, self.decrypt_own(cts)?))
+    }
+
     /// Alg. 1 lines 2–4: draws the next mini-batch `a_0 = x_d` and builds the first
     /// forward request.
     ///
@@ -68,22 +99,16 @@ impl Client {
     /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], packing and counts;
     /// ciphertext errors; values out of range.
     pub(crate) fn forward(&mut self, m: &ForwardResponse) -> Result<ClientMessage> {
-        let s = self.session_in_turn(
-            m.session,
-            m.iteration,
-            Awaiting::Forward(m.layer),
-            "ForwardResponse",
+        let (s, raw) = self.open_layer_response(
+            (m.session, m.iteration, m.layer),
+            (Awaiting::Forward, "ForwardResponse"),
+            m.packing,
+            ("pre-activations", |width, _| width),
+            &m.pre_activations,
         )?;
         let setup = self.setup()?;
-        if m.packing != setup.packing {
-            return Err(ProtocolViolation::Packing { found: m.packing }.into());
-        }
         let layer = m.layer as usize;
         let (width, _) = setup.spec.layer_shape(layer);
-        let b = setup.batch;
-        let groups = group_sizes(b, setup.packing.samples_per_ciphertext).len();
-        expect_len("pre-activations", width * groups, m.pre_activations.len())?;
-        let raw = self.decrypt_own(&m.pre_activations)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let a_prev = &s.step.a[layer - 1];

@@ -25,28 +25,23 @@ use gelunet_protocol::mask::{centered, MaskTarget};
 use gelunet_protocol::messages::{ClientMessage, LayerCiphertexts, MaskedUpdate, Packing};
 use gelunet_protocol::packing::mask_plaintext;
 use gelunet_protocol::violation::ProtocolViolation;
-use gelunet_protocol::{Gradients, MaskMode};
+use gelunet_protocol::MaskMode;
 use ndarray::Array2;
 use num_traits::Zero;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
+use crate::backward::Finished;
 use crate::error::Result;
-use crate::role::{Awaiting, Client, Setup, Step};
+use crate::role::{Awaiting, Client, Setup};
 
 impl Client {
-    /// Alg. 3: masks the iteration's gradients `grads` into `[D]_s` and adds the masks to
-    /// the ledger; commits the ledger, the accumulators `acc` and `step` on success only.
+    /// Alg. 3: masks the iteration's gradients into `[D]_s` and adds the masks to the
+    /// ledger; commits the ledger and `done` on success only ([`Client::commit_update`]).
     ///
     /// # Errors
     /// Mask, encryption and packing errors.
-    pub(crate) fn masked_update(
-        &mut self,
-        step: Step,
-        mut rng: ChaCha20Rng,
-        grads: Gradients,
-        acc: Gradients,
-    ) -> Result<ClientMessage> {
+    pub(crate) fn masked_update(&mut self, mut done: Finished) -> Result<ClientMessage> {
         let setup = self.setup()?;
         let s = self.session.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let scales = &setup.scales;
@@ -55,11 +50,11 @@ impl Client {
         let gb = MaskMode::g_bits(scales, MaskTarget::Bias);
         let eta = s.eta.as_ref().ok_or(ProtocolViolation::NoSession)?;
         let mut ledger = s.ledger.clone();
-        let mut layers = Vec::with_capacity(grads.layers.len());
+        let mut layers = Vec::with_capacity(done.grads.layers.len());
         let layout = setup.masked_packing;
-        for (i, g) in grads.layers.iter().enumerate() {
+        for (i, g) in done.grads.layers.iter().enumerate() {
             let weights = mask_values(
-                &mut rng,
+                &mut done.rng,
                 setup,
                 eta,
                 (layout.weights, &s.eta_powers.0),
@@ -69,7 +64,7 @@ impl Client {
                 n_c,
             )?;
             let biases = mask_values(
-                &mut rng,
+                &mut done.rng,
                 setup,
                 eta,
                 (layout.biases, &s.eta_powers.1),
@@ -86,13 +81,7 @@ impl Client {
             packing: layout,
             layers,
         });
-        let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
-        s.ledger = ledger;
-        s.acc = acc;
-        s.last = Some(grads);
-        s.step = step;
-        s.awaiting = Awaiting::UpdateApplied;
-        self.rng = rng;
+        self.commit_update(done, Some(ledger), Awaiting::UpdateApplied)?;
         Ok(msg)
     }
 }

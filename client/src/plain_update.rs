@@ -29,13 +29,12 @@ use gelunet_protocol::messages::ClientMessage;
 use gelunet_protocol::v2::{ModelVersion, PlainLayerUpdate, PlainUpdate, Rollover, V2Params};
 use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::violation::ProtocolViolation;
-use gelunet_protocol::Gradients;
 use num_bigint::RandBigInt;
 use rand::RngCore;
-use rand_chacha::ChaCha20Rng;
 
+use crate::backward::Finished;
 use crate::error::{ClientError, Result};
-use crate::role::{Awaiting, Client, Step};
+use crate::role::{Awaiting, Client};
 
 impl Client {
     fn v2_params(&self) -> Result<V2Params> {
@@ -45,17 +44,11 @@ impl Client {
     }
 
     /// Steps 3 (v2 Alg. 3): `D_j = η·Δ_j + r_j` in plaintext, `R ← R + r_j`; commits the
-    /// ledger, the accumulators `acc` and `step` on success only.
+    /// ledger and `done` on success only ([`Client::commit_update`]).
     ///
     /// # Errors
     /// Gradients out of range ([`gelunet_protocol::Error::OutOfRange`]).
-    pub(crate) fn plain_update(
-        &mut self,
-        step: Step,
-        mut rng: ChaCha20Rng,
-        grads: Gradients,
-        acc: Gradients,
-    ) -> Result<ClientMessage> {
+    pub(crate) fn plain_update(&mut self, mut done: Finished) -> Result<ClientMessage> {
         let p = self.v2_params()?;
         let setup = self.setup()?;
         let scales = &setup.scales;
@@ -66,11 +59,11 @@ impl Client {
             u64::from(p.update_mask_bits(scales, MaskTarget::Bias)),
         );
         let mut ledger = s.ledger.clone();
-        let mut layers = Vec::with_capacity(grads.layers.len());
-        for (i, g) in grads.layers.iter().enumerate() {
+        let mut layers = Vec::with_capacity(done.grads.layers.len());
+        for (i, g) in done.grads.layers.iter().enumerate() {
             let (dw, db) = scaled_step(scales, p.eta, g)?;
             let mut mask = |v: i128, bits: u64, entry: &mut BigUint| -> BigInt {
-                let r = rng.gen_biguint(bits);
+                let r = done.rng.gen_biguint(bits);
                 *entry = (&*entry + &r) % n_c;
                 BigInt::from(v) + BigInt::from(r)
             };
@@ -91,13 +84,7 @@ impl Client {
             iteration: s.iteration,
             layers,
         });
-        let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
-        s.ledger = ledger;
-        s.acc = acc;
-        s.last = Some(grads);
-        s.step = step;
-        s.awaiting = Awaiting::UpdateApplied;
-        self.rng = rng;
+        self.commit_update(done, Some(ledger), Awaiting::UpdateApplied)?;
         Ok(msg)
     }
 
@@ -106,13 +93,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::NoGroupKey`]; gradients out of range.
-    pub(crate) fn rollover(
-        &mut self,
-        step: Step,
-        mut rng: ChaCha20Rng,
-        grads: Gradients,
-        acc: Gradients,
-    ) -> Result<ClientMessage> {
+    pub(crate) fn rollover(&mut self, mut done: Finished) -> Result<ClientMessage> {
         let p = self.v2_params()?;
         let setup = self.setup()?;
         let scales = &setup.scales;
@@ -120,15 +101,16 @@ impl Client {
         let k = self.group_key.as_ref().ok_or(ClientError::NoGroupKey)?;
         let from = s.version.ok_or(ProtocolViolation::NoSession)?;
         let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
+        done.rng.fill_bytes(&mut nonce);
         let next = ModelVersion {
             version: from.version + 1,
             nonce: VersionNonce(nonce),
         };
         let seed = k.version_seed(p.model_id, next.version, next.nonce);
         let masks = VersionMasks::derive(&seed, &setup.spec, p.widths);
-        let mut layers = Vec::with_capacity(grads.layers.len());
-        for ((g, pl), (rw, rb)) in grads
+        let mut layers = Vec::with_capacity(done.grads.layers.len());
+        for ((g, pl), (rw, rb)) in done
+            .grads
             .layers
             .iter()
             .zip(masks.layers())
@@ -157,12 +139,8 @@ impl Client {
             layers,
         });
         let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
-        s.acc = acc;
-        s.last = Some(grads);
-        s.step = step;
         s.next_version = Some(next);
-        s.awaiting = Awaiting::SessionEnd;
-        self.rng = rng;
+        self.commit_update(done, None, Awaiting::SessionEnd)?;
         Ok(msg)
     }
 }

@@ -217,6 +217,25 @@ impl ListenOptions {
     }
 }
 
+/// A QUIC server endpoint on `127.0.0.1`, any free port (inside a tokio runtime), for the
+/// in-process server of `train` and `infer --model`; with its bound address.
+///
+/// # Errors
+/// [`RunError::Net`] if the endpoint cannot be opened, [`RunError::Io`] if its address
+/// cannot be read.
+pub fn loopback_endpoint(
+    identity: &ServerIdentity,
+    transport: &TransportSettings,
+) -> Result<(gelunet_net::quinn::Endpoint, SocketAddr)> {
+    let endpoint =
+        gelunet_net::server_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), identity, transport)
+            .map_err(RunError::net("loopback endpoint"))?;
+    let addr = endpoint
+        .local_addr()
+        .map_err(RunError::io("loopback endpoint", "127.0.0.1"))?;
+    Ok((endpoint, addr))
+}
+
 /// The first address `s` (`HOST:PORT`) resolves to.
 ///
 /// # Errors

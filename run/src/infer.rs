@@ -29,7 +29,8 @@ use ndarray::Array2;
 
 use crate::data::DataOptions;
 use crate::endpoint::{
-    random_token, read_token, resolve_addr, runtime, ListenOptions, Listening, NetOptions,
+    loopback_endpoint, random_token, read_token, resolve_addr, runtime, ListenOptions, Listening,
+    NetOptions,
 };
 use crate::keys::KeyOptions;
 use crate::model_file::{ModelCard, ModelFile};
@@ -374,15 +375,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
                 token: random_token(),
             };
             rt.block_on(async {
-                let endpoint = gelunet_net::server_endpoint(
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    &identity,
-                    &transport,
-                )
-                .map_err(RunError::net("loopback endpoint"))?;
-                let addr = endpoint
-                    .local_addr()
-                    .map_err(RunError::io("loopback endpoint", "127.0.0.1"))?;
+                let (endpoint, addr) = loopback_endpoint(&identity, &transport)?;
                 let server_task = tokio::spawn(run_inference_server(
                     server,
                     endpoint,

@@ -5,7 +5,6 @@
 
 use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::v2::Protocol;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,13 +20,13 @@ use gelunet_shell::server::{
 use tokio::sync::mpsc;
 
 use crate::data::{client_name, client_seed, DataOptions, Prepared};
-use crate::endpoint::{random_token, runtime, NetOptions};
+use crate::endpoint::{loopback_endpoint, random_token, runtime, NetOptions};
 use crate::keys::KeyOptions;
 use crate::model::ModelOptions;
 use crate::model_file::ModelFile;
 use crate::report::{
-    build_report, evaluate, quantize, replay, server_party, write_json, PartyReport, ReportInput,
-    TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
+    build_report, evaluate, quantize, replay, server_party, write_json, Evaluation, PartyReport,
+    ReportInput, TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
 };
 use crate::{progress, Result, RunError};
 
@@ -71,17 +70,10 @@ pub struct TrainConfig {
     pub output: OutputOptions,
 }
 
-/// The checked parts of a training configuration.
-struct Setup {
-    rule: StopRule,
-    prepared: Prepared,
-    cfg: ServerConfig,
-}
-
 impl TrainConfig {
     /// Checks every option (the stop rule and the key size before any key is generated),
-    /// prepares the data and the server role's configuration.
-    fn setup(&self) -> Result<Setup> {
+    /// prepares the data and the server role's configuration: `(rule, prepared, cfg)`.
+    fn setup(&self) -> Result<(StopRule, Prepared, ServerConfig)> {
         let rule = self.model.validate()?;
         self.keys.validate()?;
         self.net.transport()?;
@@ -95,11 +87,57 @@ impl TrainConfig {
             .model
             .spec(prepared.train.n_features(), prepared.train.n_classes())?;
         let cfg = self.model.server_config(spec, &self.keys);
-        Ok(Setup {
-            rule,
-            prepared,
-            cfg,
-        })
+        Ok((rule, prepared, cfg))
+    }
+}
+
+/// A finished training run, for [`TrainConfig::conclude`].
+struct Trained<'a> {
+    /// The command, as the report names it.
+    command: &'a str,
+    /// The trained model.
+    model: &'a FixedModel,
+    /// The sessions run.
+    log: &'a TrainingLog,
+    /// The model's evaluation.
+    eval: &'a Evaluation,
+    /// When the command started.
+    started: Instant,
+    /// Time spent generating keys.
+    keygen: Duration,
+    /// Traffic per party (server first), if the run had any.
+    parties: Vec<PartyReport>,
+    /// What the report says of the masks' randomness.
+    randomness: &'static str,
+}
+
+impl TrainConfig {
+    /// The end of `train` and `train --plaintext`: writes the model where `--model-out`
+    /// asks (with the split of `prepared`) and builds the report (written by
+    /// [`OutputOptions::finish`]).
+    fn conclude(&self, prepared: &Prepared, scales: Scales, t: Trained<'_>) -> Result<TrainReport> {
+        if let Some(path) = &self.output.model_out {
+            save_model(
+                path,
+                t.model,
+                scales,
+                Some(prepared),
+                (self.model.seed, self.data.test_fraction),
+            )?;
+        }
+        Ok(build_report(ReportInput {
+            command: t.command,
+            dataset: Some(prepared.name.clone()),
+            model: &self.model,
+            keys: &self.keys,
+            log: t.log,
+            eval: t.eval,
+            wall: t.started.elapsed(),
+            keygen: t.keygen,
+            test_samples: prepared.test.n_samples(),
+            parties: t.parties,
+            randomness: t.randomness,
+        }))
     }
 }
 
@@ -155,11 +193,7 @@ pub(crate) fn save_model(
 /// (before any key is generated); data, key-generation, role, transport and file errors.
 pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let Setup {
-        rule,
-        prepared,
-        cfg,
-    } = c.setup()?;
+    let (rule, prepared, cfg) = c.setup()?;
     let transport = c.net.transport()?;
     let t_keys = Instant::now();
     // Protocol v2 has no server key pair for training.
@@ -205,15 +239,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let epochs = rule.epochs().unwrap_or(1.0);
     let rt = runtime()?;
     let (role, log, client_stats) = rt.block_on(async move {
-        let endpoint = gelunet_net::server_endpoint(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &identity,
-            &transport,
-        )
-        .map_err(RunError::net("loopback endpoint"))?;
-        let addr = endpoint
-            .local_addr()
-            .map_err(RunError::io("loopback endpoint", "127.0.0.1"))?;
+        let (endpoint, addr) = loopback_endpoint(&identity, &transport)?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
         let server_task = tokio::spawn(run_server(server, endpoint, shell, Some(ev_tx)));
@@ -269,15 +295,6 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         Some((d, client_seed(c.model.seed, k)))
     };
     let eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
-    if let Some(path) = &c.output.model_out {
-        save_model(
-            path,
-            &model,
-            cfg.scales,
-            Some(&prepared),
-            (c.model.seed, c.data.test_fraction),
-        )?;
-    }
     let mut parties = vec![server_party(&log)];
     for (k, s) in client_stats.iter().enumerate() {
         let cl = log.clients.iter().find(|cl| cl.name == client_name(k));
@@ -290,19 +307,20 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             registrations: cl.map_or(0, |cl| cl.registrations),
         });
     }
-    let report = build_report(ReportInput {
-        command: "train",
-        dataset: Some(prepared.name.clone()),
-        model: &c.model,
-        keys: &c.keys,
-        log: &log,
-        eval: &eval,
-        wall: t_all.elapsed(),
-        keygen,
-        test_samples: prepared.test.n_samples(),
-        parties,
-        randomness: TRAIN_RANDOMNESS,
-    });
+    let report = c.conclude(
+        &prepared,
+        cfg.scales,
+        Trained {
+            command: "train",
+            model: &model,
+            log: &log,
+            eval: &eval,
+            started: t_all,
+            keygen,
+            parties,
+            randomness: TRAIN_RANDOMNESS,
+        },
+    )?;
     c.output.finish(report)
 }
 
@@ -318,11 +336,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
 /// data, scheduler, reference and file errors.
 pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let Setup {
-        rule,
-        prepared,
-        cfg,
-    } = c.setup()?;
+    let (rule, prepared, cfg) = c.setup()?;
     let mut scheduler = Scheduler::new(
         cfg.policy,
         &cfg.spec,
@@ -414,28 +428,20 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     log.training_time = t0.elapsed();
     let mut eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
     eval.diff = None;
-    if let Some(path) = &c.output.model_out {
-        save_model(
-            path,
-            &model,
-            cfg.scales,
-            Some(&prepared),
-            (c.model.seed, c.data.test_fraction),
-        )?;
-    }
-    let mut report = build_report(ReportInput {
-        command: "train --plaintext",
-        dataset: Some(prepared.name.clone()),
-        model: &c.model,
-        keys: &c.keys,
-        log: &log,
-        eval: &eval,
-        wall: t_all.elapsed(),
-        keygen: Duration::ZERO,
-        test_samples: prepared.test.n_samples(),
-        parties: Vec::new(),
-        randomness: PLAINTEXT_RANDOMNESS,
-    });
+    let mut report = c.conclude(
+        &prepared,
+        cfg.scales,
+        Trained {
+            command: "train --plaintext",
+            model: &model,
+            log: &log,
+            eval: &eval,
+            started: t_all,
+            keygen: Duration::ZERO,
+            parties: Vec::new(),
+            randomness: PLAINTEXT_RANDOMNESS,
+        },
+    )?;
     report.key_bits = 0;
     report.backend = "plaintext fixed-point reference".into();
     c.output.finish(report)

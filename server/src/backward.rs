@@ -11,10 +11,10 @@
 //!    client [`BackwardResponse`] `{ [q~]_c }`.
 
 use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ServerMessage};
-use gelunet_protocol::packing::group_sizes;
 
 use crate::error::Result;
-use crate::role::{expect_len, Phase, Server};
+use crate::forward::LayerRequest;
+use crate::role::{Phase, Server};
 
 impl Server {
     /// Alg. 2 line 6: `[q~] = [δ]ᵀ ⊗ W~` per group of samples; moves the session to the
@@ -24,22 +24,19 @@ impl Server {
     /// [`gelunet_protocol::ProtocolViolation`]s of the header
     /// ([`Server::check_header`]) and counts, ciphertext errors under `PK_c`.
     pub(crate) fn backward(&mut self, m: &BackwardRequest) -> Result<ServerMessage> {
-        let s = self.check_header(
-            "BackwardRequest",
-            Phase::Backward(0),
-            m.session,
-            m.iteration,
-            m.layer,
-            m.packing,
+        let LayerRequest {
+            pk,
+            masked: ml,
+            width,
+            fan_in,
+            groups,
+        } = self.check_layer_request(
+            ("BackwardRequest", Phase::Backward(0)),
+            (m.session, m.iteration, m.layer, m.packing),
+            ("errors", |width, _| width),
+            &m.errors,
         )?;
-        let layer = m.layer as usize;
-        let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext).len();
-        expect_len("errors", width * groups, m.errors.len())?;
-        let pk = &self.clients[s.client];
-        pk.validate_all(&m.errors)?;
-        let ml = &s.masked[layer - 1];
-        let mut out = Vec::with_capacity(fan_in * groups);
+        let mut out = Vec::with_capacity(fan_in * groups.len());
         for group in m.errors.chunks(width) {
             out.extend(pk.vecmat(group, ml.w.view())?);
         }
@@ -48,9 +45,7 @@ impl Server {
         } else {
             Phase::Update
         };
-        if let Some(s) = self.session.as_mut() {
-            s.phase = next;
-        }
+        self.advance(next);
         Ok(ServerMessage::Backward(BackwardResponse {
             session: m.session,
             iteration: m.iteration,

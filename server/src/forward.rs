@@ -11,16 +11,67 @@
 //! 4. *Sent*: client → server [`ForwardRequest`] `{ layer i, [a_{i−1}]_c }`; server →
 //!    client [`ForwardResponse`] `{ [z~_i]_c }`, which the client unmasks (Alg. 4).
 
-use gelunet_paillier::BigInt;
+use gelunet_paillier::{BigInt, Ciphertext, PublicKey};
 use gelunet_protocol::mask::reduce_centered;
 use gelunet_protocol::messages::{ForwardRequest, ForwardResponse, Packing, ServerMessage};
 use gelunet_protocol::packing::{group_sizes, slot_sum};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::role::{expect_len, Phase, Server};
+use crate::role::{expect_len, MaskedLayer, Phase, Server};
+
+/// A forward or backward request that passed [`Server::check_layer_request`].
+pub(crate) struct LayerRequest<'a> {
+    /// `PK_c` of the session's client.
+    pub(crate) pk: &'a PublicKey,
+    /// The layer's masked weights `W~_i, b~_i` of the session.
+    pub(crate) masked: &'a MaskedLayer,
+    /// The layer's width `m = n_i`.
+    pub(crate) width: usize,
+    /// Its fan-in `n = n_{i−1}`.
+    pub(crate) fan_in: usize,
+    /// Samples per ciphertext group of the mini-batch ([`group_sizes`]).
+    pub(crate) groups: Vec<usize>,
+}
 
 impl Server {
+    /// Checks a forward or backward request: its header against the session (`found`
+    /// names the message, `want` the kind of phase; session, iteration, layer and sample
+    /// packing, [`Server::check_header`]), `count(width, fan_in)` ciphertexts per group of
+    /// samples (`what` names them), every one valid under `PK_c`.
+    ///
+    /// # Errors
+    /// The [`gelunet_protocol::ProtocolViolation`]s of the header and the count;
+    /// ciphertext errors under `PK_c`.
+    pub(crate) fn check_layer_request(
+        &self,
+        (found, want): (&'static str, Phase),
+        (sid, iteration, layer, packing): (u64, u32, u32, Packing),
+        (what, count): (&'static str, fn(usize, usize) -> usize),
+        cts: &[Ciphertext],
+    ) -> Result<LayerRequest<'_>> {
+        let s = self.check_header(found, want, sid, iteration, layer, packing)?;
+        let (width, fan_in) = self.config.spec.layer_shape(layer as usize);
+        let groups = group_sizes(self.config.batch_size, packing.samples_per_ciphertext);
+        expect_len(what, count(width, fan_in) * groups.len(), cts.len())?;
+        let pk = &self.clients[s.client];
+        pk.validate_all(cts)?;
+        Ok(LayerRequest {
+            pk,
+            masked: &s.masked[layer as usize - 1],
+            width,
+            fan_in,
+            groups,
+        })
+    }
+
+    /// Moves the active session (if any) to `next`.
+    pub(crate) fn advance(&mut self, next: Phase) {
+        if let Some(s) = self.session.as_mut() {
+            s.phase = next;
+        }
+    }
+
     /// Alg. 1 line 5: `[z~] = W~ ⊗ [a] ⊕ b~` per group of samples; moves the session to
     /// the next layer's forward request, the output layer's backward request, or the
     /// update.
@@ -29,21 +80,18 @@ impl Server {
     /// [`gelunet_protocol::ProtocolViolation`]s of the header
     /// ([`Server::check_header`]) and counts, ciphertext errors under `PK_c`.
     pub(crate) fn forward(&mut self, m: &ForwardRequest) -> Result<ServerMessage> {
-        let s = self.check_header(
-            "ForwardRequest",
-            Phase::Forward(0),
-            m.session,
-            m.iteration,
-            m.layer,
-            m.packing,
+        let LayerRequest {
+            pk,
+            masked: ml,
+            width,
+            fan_in,
+            groups,
+        } = self.check_layer_request(
+            ("ForwardRequest", Phase::Forward(0)),
+            (m.session, m.iteration, m.layer, m.packing),
+            ("activations", |_, fan_in| fan_in),
+            &m.activations,
         )?;
-        let layer = m.layer as usize;
-        let (width, fan_in) = self.config.spec.layer_shape(layer);
-        let groups = group_sizes(self.config.batch_size, m.packing.samples_per_ciphertext);
-        expect_len("activations", fan_in * groups.len(), m.activations.len())?;
-        let pk = &self.clients[s.client];
-        pk.validate_all(&m.activations)?;
-        let ml = &s.masked[layer - 1];
         let n_c = pk.n();
         let mut out = Vec::with_capacity(width * groups.len());
         for (g, &size) in groups.iter().enumerate() {
@@ -73,9 +121,7 @@ impl Server {
         } else {
             Phase::Update
         };
-        if let Some(s) = self.session.as_mut() {
-            s.phase = next;
-        }
+        self.advance(next);
         Ok(ServerMessage::Forward(ForwardResponse {
             session: m.session,
             iteration: m.iteration,

@@ -140,6 +140,22 @@ struct Pair {
     finished: bool,
 }
 
+impl Peer {
+    /// An honest client `name` with role `role`, not connected.
+    fn honest(name: String, role: Client) -> Self {
+        Self {
+            name,
+            role,
+            conn: None,
+            behaviour: Behaviour::Honest,
+            received: 0,
+            registered: Vec::new(),
+            refusals: Vec::new(),
+            summary: None,
+        }
+    }
+}
+
 impl Pair {
     /// A coordinator for the names `c0..c{k-1}` and `k` honest clients (not connected).
     fn new(k: usize, order: ClientOrder, config: CoordinatorConfig) -> Self {
@@ -148,16 +164,7 @@ impl Pair {
         let names = (0..k).map(name).collect();
         let co = Coordinator::new(role, config, names, start).unwrap();
         let peers = (0..k)
-            .map(|c| Peer {
-                name: name(c),
-                role: client_role(c, c + 1),
-                conn: None,
-                behaviour: Behaviour::Honest,
-                received: 0,
-                registered: Vec::new(),
-                refusals: Vec::new(),
-                summary: None,
-            })
+            .map(|c| Peer::honest(name(c), client_role(c, c + 1)))
             .collect();
         Self {
             co: Some(co),
@@ -174,22 +181,36 @@ impl Pair {
         }
     }
 
+    /// [`Pair::new`] with `k` clients in round-robin order for `sessions` sessions.
+    fn round_robin(k: usize, sessions: u64) -> Self {
+        Self::new(k, ClientOrder::RoundRobin, config(k, None, Some(sessions)))
+    }
+
+    /// [`Pair::round_robin`], every client connected, run until c0 is in the first
+    /// session (it received its SessionStart).
+    fn in_first_session(k: usize, sessions: u64) -> Self {
+        let mut p = Self::round_robin(k, sessions);
+        p.connect_all();
+        p.run_until(|p| p.peers[0].received > 0);
+        p
+    }
+
+    /// [`Pair::round_robin`] with client `c` behaving as `b`, run to the end.
+    fn run_with(k: usize, sessions: u64, (c, b): (usize, Behaviour)) -> Self {
+        let mut p = Self::round_robin(k, sessions);
+        p.peers[c].behaviour = b;
+        p.connect_all();
+        p.run();
+        p
+    }
+
     fn co(&mut self) -> &mut Coordinator {
         self.co.as_mut().unwrap()
     }
 
     /// Adds a client `name` with role `role` (e.g. an impostor with another key).
     fn add_peer(&mut self, name: &str, role: Client) -> usize {
-        self.peers.push(Peer {
-            name: name.into(),
-            role,
-            conn: None,
-            behaviour: Behaviour::Honest,
-            received: 0,
-            registered: Vec::new(),
-            refusals: Vec::new(),
-            summary: None,
-        });
+        self.peers.push(Peer::honest(name.into(), role));
         self.peers.len() - 1
     }
 
@@ -506,11 +527,8 @@ fn session_bound_and_whichever_limit_comes_first() {
 
 #[test]
 fn a_client_vanishing_mid_session_costs_the_model_nothing() {
-    let mut p = Pair::new(3, ClientOrder::RoundRobin, config(3, None, Some(8)));
     // c1 is lost at its third message, inside its first session.
-    p.peers[1].behaviour = Behaviour::VanishAt(2);
-    p.connect_all();
-    p.run();
+    let mut p = Pair::run_with(3, 8, (1, Behaviour::VanishAt(2)));
     let left: Vec<_> = p
         .events
         .iter()
@@ -548,7 +566,7 @@ fn a_client_vanishing_mid_session_costs_the_model_nothing() {
 
 #[test]
 fn a_rejoining_client_is_a_new_incarnation_and_another_key_is_refused() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(10)));
+    let mut p = Pair::round_robin(2, 10);
     p.peers[1].behaviour = Behaviour::VanishAt(1);
     p.connect_all();
     // Until c1's first session is abandoned.
@@ -593,7 +611,7 @@ fn a_rejoining_client_is_a_new_incarnation_and_another_key_is_refused() {
 
 #[test]
 fn a_new_connection_of_the_session_client_ends_its_session() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(4)));
+    let mut p = Pair::round_robin(2, 4);
     p.connect_all();
     // Until c0's first session is running (SessionStart delivered, answer queued).
     p.run_until(|p| p.peers[0].received > 0);
@@ -634,7 +652,7 @@ fn sessions_of_absent_clients_are_skipped_until_the_bound() {
 
 #[test]
 fn absent_clients_are_skipped_and_the_others_go_on() {
-    let mut p = Pair::new(3, ClientOrder::RoundRobin, config(3, None, Some(9)));
+    let mut p = Pair::round_robin(3, 9);
     p.connect(0);
     p.connect(2);
     p.connect(1);
@@ -683,7 +701,7 @@ fn too_few_clients_within_the_join_timeout() {
 
 #[test]
 fn every_client_gone_waits_for_the_rejoin_timeout() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(50)));
+    let mut p = Pair::round_robin(2, 50);
     p.connect_all();
     p.run_until(|p| p.sessions_done().len() >= 2);
     p.vanish(0);
@@ -714,11 +732,8 @@ fn every_client_gone_waits_for_the_rejoin_timeout() {
 
 #[test]
 fn a_client_that_stops_answering_times_out() {
-    let mut p = Pair::new(3, ClientOrder::RoundRobin, config(3, None, Some(7)));
     // c2 answers SessionStart and one more, then nothing.
-    p.peers[2].behaviour = Behaviour::MuteAt(2);
-    p.connect_all();
-    p.run();
+    let mut p = Pair::run_with(3, 7, (2, Behaviour::MuteAt(2)));
     let refusals = p.peers[2].refusals.clone();
     let (role, log) = p.log();
     assert_eq!(refusals.len(), 1);
@@ -738,7 +753,7 @@ fn a_client_that_stops_answering_times_out() {
 
 #[test]
 fn registration_follows_the_order_of_the_names() {
-    let mut p = Pair::new(3, ClientOrder::RoundRobin, config(3, None, Some(3)));
+    let mut p = Pair::round_robin(3, 3);
     p.connect(2);
     p.connect(1);
     p.drive();
@@ -798,9 +813,7 @@ fn late_newcomers_are_refused_and_queued_joins_shut_down() {
 
 #[test]
 fn invalid_messages_and_aborts_abandon_the_session_only() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(4)));
-    p.connect_all();
-    p.run_until(|p| p.peers[0].received > 0);
+    let mut p = Pair::in_first_session(2, 4);
     // Instead of its answer to SessionStart, c0 sends an abort for another session.
     let conn = p.peers[0].conn.unwrap();
     p.inbox.clear();
@@ -832,9 +845,7 @@ fn invalid_messages_and_aborts_abandon_the_session_only() {
 
 #[test]
 fn frames_outside_a_session_are_refused() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(2)));
-    p.connect_all();
-    p.run_until(|p| p.peers[0].received > 0);
+    let mut p = Pair::in_first_session(2, 2);
     // c1 is idle while c0's session runs.
     let conn = p.peers[1].conn.unwrap();
     p.send_frame(
@@ -853,9 +864,7 @@ fn frames_outside_a_session_are_refused() {
 
 #[test]
 fn a_malformed_frame_in_a_session_is_refused_and_rolled_back() {
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(3)));
-    p.connect_all();
-    p.run_until(|p| p.peers[0].received > 0);
+    let mut p = Pair::in_first_session(2, 3);
     let conn = p.peers[0].conn.unwrap();
     // The shell could not decode c0's next frame.
     p.inbox.clear();
@@ -918,7 +927,7 @@ fn configurations_that_cannot_train_are_refused() {
 #[test]
 fn nothing_happens_after_the_end_but_refusals() {
     // After Finished nothing more is asked of the driver, and a late join is refused.
-    let mut p = Pair::new(2, ClientOrder::RoundRobin, config(2, None, Some(2)));
+    let mut p = Pair::round_robin(2, 2);
     p.connect_all();
     p.run();
     assert!(p.finished);
@@ -943,7 +952,7 @@ fn nothing_happens_after_the_end_but_refusals() {
 
 #[test]
 fn the_response_timeout_runs_from_when_the_message_goes_out() {
-    let mut p = Pair::new(1, ClientOrder::RoundRobin, config(1, None, Some(1)));
+    let mut p = Pair::round_robin(1, 1);
     p.connect(0);
     let t0 = p.now;
     let joined = p.inbox.pop_front().unwrap();

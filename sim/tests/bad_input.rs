@@ -492,13 +492,7 @@ fn insecure_settings_need_explicit_permission() {
     let mut cfg = test_config(spec.clone(), 1, MaskMode::InsecureNone);
     cfg.insecure.allow_unmasked_gradients = true;
     let unmasked = Server::new(cfg, key(0)).unwrap();
-    let mut client = Client::new(
-        client_config(0, false),
-        key(1),
-        data[0].0.clone(),
-        data[0].1.clone(),
-    )
-    .unwrap();
+    let mut client = client_on(client_config(0, false), &data[0]);
     assert!(matches!(
         client.handle_hello(&unmasked.hello()),
         Err(ClientError::InsecureMask)

@@ -220,13 +220,7 @@ fn a_client_refuses_a_malicious_servers_proposals() {
     let data = share(&cfg.spec, 1, 12, 5);
     let server = Server::new(cfg.clone(), None).unwrap();
     let fresh = || {
-        let mut c = Client::new(
-            client_config(0, false),
-            key(1),
-            data[0].0.clone(),
-            data[0].1.clone(),
-        )
-        .unwrap();
+        let mut c = client_on(client_config(0, false), &data[0]);
         c.set_group_key(GroupKey::from_bytes([3; 32]));
         c
     };
@@ -249,7 +243,7 @@ fn a_client_refuses_a_malicious_servers_proposals() {
     }
     policy(fresh().handle_hello(&h).unwrap_err());
     // An oversize model.
-    let mut c = Client::new(
+    let mut c = client_on(
         ClientConfig {
             policy: gelunet_client::ClientPolicy {
                 max_parameters: 10,
@@ -257,11 +251,8 @@ fn a_client_refuses_a_malicious_servers_proposals() {
             },
             ..client_config(0, false)
         },
-        key(1),
-        data[0].0.clone(),
-        data[0].1.clone(),
-    )
-    .unwrap();
+        &data[0],
+    );
     c.set_group_key(GroupKey::from_bytes([3; 32]));
     policy(c.handle_hello(&good).unwrap_err());
     // An oversize batch.
@@ -269,13 +260,7 @@ fn a_client_refuses_a_malicious_servers_proposals() {
     h.batch_size = 1 << 20;
     policy(fresh().handle_hello(&h).unwrap_err());
     // No group key.
-    let mut c = Client::new(
-        client_config(0, false),
-        key(1),
-        data[0].0.clone(),
-        data[0].1.clone(),
-    )
-    .unwrap();
+    let mut c = client_on(client_config(0, false), &data[0]);
     assert!(matches!(
         c.handle_hello(&good).unwrap_err(),
         ClientError::NoGroupKey

@@ -1,10 +1,11 @@
-//! Helpers for the process-spawning tests of `gelunet train/serve/join/infer`: children
-//! killed on drop, bounded waits, temporary directories, the shared datasets.
+//! Helpers for the process-spawning tests of the `gelunet` binary (`train`, `serve`,
+//! `join`, `infer`, `bench`): commands that must succeed, children killed on drop,
+//! bounded waits, temporary directories, the shared datasets.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,6 +26,18 @@ pub fn gelunet() -> Command {
     c.env("GELUNET_DATA_DIR", data_dir());
     c.env_remove("RUST_LOG");
     c
+}
+
+/// Runs `cmd` to its end and returns its output; fails the test, showing its stderr,
+/// unless it exited successfully.
+pub fn output_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A temporary directory removed on drop.
@@ -241,16 +254,7 @@ pub fn start_server(state: &TempDir, clients: &[&str], extra: &[&str]) -> (Proc,
 pub fn group_key_file(state: &TempDir) -> PathBuf {
     let path = state.join("group.key");
     if !path.exists() {
-        let out = gelunet()
-            .args(["group-key", "new", "--out"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        output_ok(gelunet().args(["group-key", "new", "--out"]).arg(&path));
     }
     path
 }

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use gelunet_client::ClientConfig;
+use gelunet_client::{Client, ClientConfig};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Dataset, MaskMode, ModelSpec, ReferenceTrainer, Scales, ValueKind};
@@ -89,6 +89,11 @@ pub fn client_config(c: usize, insecure_mask: bool) -> ClientConfig {
         record_transcript: false,
         ..ClientConfig::default()
     }
+}
+
+/// A client with key 1 and `config` holding `share` (features, labels).
+pub fn client_on(config: ClientConfig, share: &(Array2<f64>, Vec<usize>)) -> Client {
+    Client::new(config, key(1), share.0.clone(), share.1.clone()).unwrap()
 }
 
 /// A simulation with `clients` clients (keys 1..) and the matching reference trainer.
