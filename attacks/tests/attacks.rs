@@ -10,6 +10,7 @@ use gelunet_attacks::drive::generate_keys;
 use gelunet_attacks::extraction::{self, ExtractionSetup};
 use gelunet_attacks::inversion::{self, Case, InversionSetup};
 use gelunet_paillier::PrivateKey;
+use gelunet_protocol::v2::Protocol;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -27,6 +28,7 @@ fn inversion_setup(data: AttackData, cases: Vec<Case>) -> InversionSetup {
         sessions: 3,
         cases,
         seed: 9,
+        protocol: Protocol::Paper,
     }
 }
 
@@ -155,6 +157,7 @@ fn model_extraction_succeeds_beyond_the_bound_and_fails_at_it() {
         warmup: 1,
         trials: 2,
         seed: 11,
+        protocol: Protocol::Paper,
     };
     let r = extraction::run_experiment(&setup, keys()).unwrap();
     assert_eq!(r.bound, 6);

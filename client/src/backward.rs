@@ -22,7 +22,7 @@ use gelunet_protocol::{Activation, Gradients, ValueKind};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ClientError, Result};
-use crate::role::{expect_len, Awaiting, Client, Step};
+use crate::role::{expect_len, Awaiting, BackwardEntry, Client, Step};
 use crate::unmask::unmask_unpack;
 
 impl Client {
@@ -64,6 +64,13 @@ impl Client {
             scales,
             ValueKind::Product,
         )?;
+        let entry = self.config.record_transcript.then(|| BackwardEntry {
+            session: m.session,
+            iteration: m.iteration,
+            layer: m.layer,
+            errors: delta.clone(),
+            products: q.clone(),
+        });
         let below = layer - 1;
         let act = setup.spec.activation(below).unwrap_or(Activation::Identity);
         let new_delta = hidden_error(q.view(), s.step.z[below - 1].view(), act, scales)?;
@@ -75,24 +82,26 @@ impl Client {
         )?);
         let mut rng = self.rng.clone();
         let packing = setup.packing;
-        if below >= 2 {
+        let out = if below >= 2 {
             let cts = self.encrypt_own(&mut rng, &new_delta)?;
             step.delta = Some(new_delta);
             let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
             s.step = step;
             s.awaiting = Awaiting::Backward(m.layer - 1);
             self.rng = rng;
-            Ok(ClientMessage::Backward(BackwardRequest {
+            ClientMessage::Backward(BackwardRequest {
                 session: m.session,
                 iteration: m.iteration,
                 layer: m.layer - 1,
                 packing,
                 errors: cts,
-            }))
+            })
         } else {
             step.delta = None;
-            self.finish_iteration(step, rng)
-        }
+            self.finish_iteration(step, rng)?
+        };
+        self.backward_transcript.extend(entry);
+        Ok(out)
     }
 
     /// Accumulates the iteration's gradients (`ΔW^c += Δw`, Alg. 2 lines 3 and 8) and
