@@ -3,28 +3,37 @@
 //! each party sees.
 //!
 //! Per session, [`run_observed_session`] records:
-//! - the server's view: its true model before (`w^I`) and after (`w^F`) the session, and
-//!   every decrypted masked update `D = η·Δ + r` of Alg. 3
-//!   ([`Server::last_decrypted_update`]);
+//! - the server's view: what it stores before and after the session (under the paper's
+//!   protocol its true model, `w^I` and `w^F`; under protocol v2 the masked model
+//!   `W~_v = W_v − P_v` and `W~_{v+1}`, [`Server::masked_model`]) and every masked update
+//!   `D` it learns: under the paper's protocol the decrypted `D = η·Δ + r` of Alg. 3
+//!   ([`Server::last_decrypted_update`]), under v2 the plaintext `D_j = η·Δ_j + r_j` of
+//!   every [`PlainUpdate`] and the rollover's `D = η·Δ_last + P_{v+1} − R`
+//!   ([`Rollover`]);
 //! - the client's view: its layer-1 inputs and unmasked pre-activations per iteration
 //!   ([`Client::transcript`]) and its own gradients per iteration
 //!   ([`Client::last_gradients`]).
 //!
 //! Neither attack uses more than its party's view; the other party's secrets (the true
-//! inputs, the true weights) are only used to score the attack.
+//! inputs, the true weights: [`Simulation::model`], which under v2 only the clients and
+//! the driver can compute) are only used to score the attack.
 //!
+//! [`PlainUpdate`]: gelunet_protocol::v2::PlainUpdate
+//! [`Rollover`]: gelunet_protocol::v2::Rollover
 //! [`Client::transcript`]: gelunet_client::Client::transcript
 //! [`Client::last_gradients`]: gelunet_client::Client::last_gradients
 
 use gelunet_client::ClientConfig;
+use gelunet_paillier::BigInt;
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::messages::{ClientMessage, ServerMessage};
+use gelunet_protocol::v2::{PlainLayerUpdate, Protocol};
 use gelunet_protocol::{
     ClientOrder, FixedModel, Gradients, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
 };
-use gelunet_server::{DecryptedUpdate, InsecureOptions, Server, ServerConfig};
+use gelunet_server::{DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig};
 use gelunet_sim::Simulation;
-use ndarray::Array2;
+use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -165,11 +174,22 @@ pub struct ObservedSession {
     pub client: usize,
     /// Iterations `d`.
     pub iterations: u32,
-    /// Server's view: the true model when the session started (`w^I`).
+    /// The protocol of the run.
+    pub protocol: Protocol,
+    /// The true model when the session started (`w^I`; under v2 `W~_v + P_v`, which the
+    /// server cannot compute): the ground truth of the extraction attack.
     pub model_before: FixedModel,
-    /// Server's view: the true model after Alg. 5 (`w^F`).
+    /// The true model after the session (`w^F`; under v2 `W_{v+1}`).
     pub model_after: FixedModel,
-    /// Server's view: the decrypted masked updates of Alg. 3, in order (`d − 1` of them).
+    /// Server's view: what it stores when the session starts, per layer (the paper's
+    /// protocol: the true `w^I`; v2: `W~_v = W_v − P_v`).
+    pub stored_before: Vec<MaskedLayer>,
+    /// Server's view: what it stores after the session (the paper's protocol: `w^F`
+    /// after Alg. 5; v2: `W~_{v+1}` after the rollover).
+    pub stored_after: Vec<MaskedLayer>,
+    /// Server's view: every masked update it learns, in order, per layer. The paper's
+    /// protocol: the decrypted `D = η·Δ + r` of Alg. 3 (`d − 1` of them); v2: the
+    /// plaintext `D_j` of iterations `0..d−1` and the rollover's `D` (`d` of them).
     pub decrypted: Vec<Vec<DecryptedUpdate>>,
     /// Client's view: its gradients of each iteration (`d` of them).
     pub client_gradients: Vec<Gradients>,
@@ -181,12 +201,58 @@ pub struct ObservedSession {
     pub pre_activations: Vec<Array2<i128>>,
 }
 
-/// Runs the next session message by message and records both parties' views.
+/// What the server stores between sessions, per layer: its true model under the paper's
+/// protocol, the masked model `W~ = W_v − P_v` under v2.
+///
+/// # Errors
+/// [`AttackError::Invalid`] if the server holds neither.
+pub fn stored_model(server: &Server) -> Result<Vec<MaskedLayer>> {
+    if let Some(masked) = server.masked_model() {
+        return Ok(masked.to_vec());
+    }
+    let model = server
+        .model()
+        .ok_or_else(|| AttackError::Invalid("the server holds no model".into()))?;
+    Ok(model
+        .layers
+        .iter()
+        .map(|l| MaskedLayer {
+            w: l.w.mapv(BigInt::from),
+            b: l.b.mapv(BigInt::from),
+        })
+        .collect())
+}
+
+/// A v2 update message's values as the layers' `D` (`m × n` weights, `m` biases).
+fn plain_layers(layers: &[PlainLayerUpdate], spec: &ModelSpec) -> Result<Vec<DecryptedUpdate>> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (m, n) = spec.layer_shape(i + 1);
+            let w = Array2::from_shape_vec((m, n), l.weights.clone())
+                .map_err(|_| AttackError::Invalid(format!("layer {} update shape", i + 1)))?;
+            if l.biases.len() != m {
+                return Err(AttackError::Invalid(format!("layer {} biases", i + 1)));
+            }
+            Ok(DecryptedUpdate {
+                w,
+                b: Array1::from(l.biases.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Runs the next session message by message and records both parties' views (either
+/// protocol).
 ///
 /// # Errors
 /// The roles' errors; [`AttackError::Invalid`] if the flow is not the expected one.
 pub fn run_observed_session(sim: &mut Simulation) -> Result<ObservedSession> {
+    let protocol = sim.server().protocol();
+    let spec = sim.server().config().spec.clone();
     let model_before = sim.model().clone();
+    let stored_before = stored_model(sim.server())?;
     let (cid, start) = sim.server_mut().start_session()?;
     let (session, iterations) = match &start {
         ServerMessage::SessionStart(s) => (s.session, s.iterations),
@@ -206,7 +272,18 @@ pub fn run_observed_session(sim: &mut Simulation) -> Result<ObservedSession> {
     let mut msg = start;
     while let Some(reply) = sim.clients_mut()[idx].handle(&msg)? {
         let is_masked = matches!(reply, ClientMessage::MaskedUpdate(_));
-        if is_masked || matches!(reply, ClientMessage::FinalUpdate(_)) {
+        match &reply {
+            ClientMessage::PlainUpdate(u) => decrypted.push(plain_layers(&u.layers, &spec)?),
+            ClientMessage::Rollover(r) => decrypted.push(plain_layers(&r.layers, &spec)?),
+            _ => {}
+        }
+        if matches!(
+            reply,
+            ClientMessage::MaskedUpdate(_)
+                | ClientMessage::FinalUpdate(_)
+                | ClientMessage::PlainUpdate(_)
+                | ClientMessage::Rollover(_)
+        ) {
             let g = sim.clients()[idx]
                 .last_gradients()
                 .ok_or_else(|| AttackError::Invalid("no gradients after an iteration".into()))?;
@@ -230,6 +307,9 @@ pub fn run_observed_session(sim: &mut Simulation) -> Result<ObservedSession> {
             "session {session} did not complete"
         )));
     }
+    // Under v2 the true model moved with the rollover (the driver knows the group key).
+    sim.refresh_model()?;
+    let stored_after = stored_model(sim.server())?;
     let client = &sim.clients()[idx];
     let mut inputs = vec![Array2::zeros((0, 0)); iterations as usize];
     let mut pre_activations = inputs.clone();
@@ -252,8 +332,11 @@ pub fn run_observed_session(sim: &mut Simulation) -> Result<ObservedSession> {
         session,
         client: idx,
         iterations,
+        protocol,
         model_before,
         model_after: sim.model().clone(),
+        stored_before,
+        stored_after,
         decrypted,
         client_gradients,
         inputs,

@@ -20,6 +20,7 @@
 
 use std::time::Instant;
 
+use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales};
 use ndarray::{Array1, Array2, Axis, Slice};
 use serde::Serialize;
@@ -220,6 +221,9 @@ pub struct ExtractionSetup {
     pub trials: usize,
     /// Seed.
     pub seed: u64,
+    /// The protocol of the runs (the client's view is the same under both; the historic
+    /// figures: [`Protocol::Paper`]).
+    pub protocol: Protocol,
 }
 
 /// One point of the curve.
@@ -244,6 +248,8 @@ pub struct ExtractionPoint {
 /// The extraction experiment's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExtractionReport {
+    /// The protocol of the runs: `paper` or `v2`.
+    pub protocol: String,
     /// Dataset.
     pub dataset: String,
     /// Layer widths.
@@ -320,7 +326,7 @@ pub fn run_experiment(
             allow_bound_violation: true,
             allow_few_samples: true,
             seed: setup.seed,
-            protocol: gelunet_protocol::v2::Protocol::Paper,
+            protocol: setup.protocol,
         };
         let mut sim = build_simulation(&cfg, keys, &shares)?;
         for _ in 0..setup.warmup {
@@ -347,6 +353,7 @@ pub fn run_experiment(
         });
     }
     Ok(ExtractionReport {
+        protocol: setup.protocol.name().into(),
         dataset: data.name.clone(),
         widths: spec.widths.clone(),
         key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
@@ -362,8 +369,9 @@ pub fn run_experiment(
 /// Renders the report as a markdown table.
 pub fn render(r: &ExtractionReport) -> String {
     let mut s = format!(
-        "model extraction (layer 1): {} {:?}, B = {}, {}-bit keys, η = {}, bound d·B ≤ {} \
+        "model extraction (layer 1, protocol {}): {} {:?}, B = {}, {}-bit keys, η = {}, bound d·B ≤ {} \
          (server bound disabled), unknowns per row n_0 + 2 = {}\n\n",
+        r.protocol,
         r.dataset,
         r.widths,
         r.batch,

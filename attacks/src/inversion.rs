@@ -25,10 +25,16 @@
 //!   learns in the clear whatever the mask, because it holds the true weights between
 //!   sessions. A session of one sample leaks it exactly; with `d·B` samples it leaks their
 //!   span, and for `d·B = 2` box-constrained data, both inputs.
+//!
+//! Under protocol v2 ([`InversionSetup::protocol`]) the same attackers run on what that
+//! server sees instead: every plaintext `D_j = η·Δ_j + r_j` and the rollover's
+//! `D = η·Δ_last + P_{v+1} − R` (per-iteration), and the difference of its stored states
+//! `W~_v − W~_{v+1} = η·ΣΔw + P_v − P_{v+1}` (final-update). v2 has no unmasked mode.
 
 use std::time::Instant;
 
 use gelunet_paillier::BigInt;
+use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales};
 use gelunet_server::DecryptedUpdate;
 use ndarray::{Array1, Array2, ArrayView1, Axis, Slice};
@@ -108,12 +114,14 @@ impl UpdateRows {
         d.first().map(|l| Self::from_big(&l.w, &l.b, scales, eta))
     }
 
-    /// Layer 1 of `w^I − w^F` (Alg. 5): `η·ΔW^c` of the whole session.
+    /// Layer 1 of the difference of what the server stores before and after the session:
+    /// under the paper's protocol `w^I − w^F` (Alg. 5), which is `η·ΔW^c` of the whole
+    /// session; under v2 `W~_v − W~_{v+1} = η·ΔW^c + P_v − P_{v+1}`.
     pub fn from_final(obs: &ObservedSession, scales: &Scales, eta: i128) -> Option<Self> {
-        let before = obs.model_before.layers.first()?;
-        let after = obs.model_after.layers.first()?;
-        let w = (&before.w - &after.w).mapv(BigInt::from);
-        let b = (&before.b - &after.b).mapv(BigInt::from);
+        let before = obs.stored_before.first()?;
+        let after = obs.stored_after.first()?;
+        let w = &before.w - &after.w;
+        let b = &before.b - &after.b;
         Some(Self::from_big(&w, &b, scales, eta))
     }
 }
@@ -384,6 +392,8 @@ pub struct InversionSetup {
     pub cases: Vec<Case>,
     /// Seed of the runs.
     pub seed: u64,
+    /// The protocol attacked (the historic figures: [`Protocol::Paper`]).
+    pub protocol: Protocol,
 }
 
 /// Mean scores of one attacker over the updates it saw.
@@ -437,9 +447,11 @@ pub struct CaseReport {
     pub insecure_policy: bool,
     /// The mask the run used.
     pub mask: String,
-    /// Attacker on each Alg. 3 update (`None` if the sessions have one iteration).
+    /// Attacker on each masked update (the paper's protocol: Alg. 3, `None` if the
+    /// sessions have one iteration; v2: every plaintext `D`, the rollover's included).
     pub per_iteration: Option<AttackSummary>,
-    /// Attacker on `w^I − w^F` of each session (Alg. 5).
+    /// Attacker on the stored difference of each session (the paper's protocol:
+    /// `w^I − w^F` of Alg. 5; v2: `W~_v − W~_{v+1}`).
     pub final_update: AttackSummary,
     /// Wall time of the case.
     pub seconds: f64,
@@ -454,6 +466,8 @@ pub struct CaseReport {
 /// The whole experiment.
 #[derive(Clone, Debug, Serialize)]
 pub struct InversionReport {
+    /// The protocol attacked: `paper` or `v2`.
+    pub protocol: String,
     /// Dataset name.
     pub dataset: String,
     /// Layer widths.
@@ -488,7 +502,8 @@ fn decode_inputs(a: &Array2<i128>, scales: &Scales) -> Vec<Array1<f64>> {
 /// Runs every case of `setup` with the given keys (`clients + 1` of them).
 ///
 /// # Errors
-/// Protocol, role and data errors.
+/// [`AttackError::Invalid`] for an unmasked case under protocol v2 (which has no
+/// unmasked mode); protocol, role and data errors.
 pub fn run_experiment(
     setup: &InversionSetup,
     keys: &[gelunet_paillier::PrivateKey],
@@ -517,6 +532,11 @@ pub fn run_experiment(
         / data.x.nrows().max(1) as f64;
     let mut cases = Vec::new();
     for case in &setup.cases {
+        if setup.protocol == Protocol::V2 && !case.masked {
+            return Err(AttackError::Invalid(
+                "protocol v2 has no unmasked mode: drop the unmasked cases".into(),
+            ));
+        }
         let t0 = Instant::now();
         let mut cfg = RunConfig {
             spec: spec.clone(),
@@ -532,7 +552,7 @@ pub fn run_experiment(
             allow_bound_violation: false,
             allow_few_samples: false,
             seed: setup.seed,
-            protocol: gelunet_protocol::v2::Protocol::Paper,
+            protocol: setup.protocol,
         };
         cfg.allow_bound_violation = cfg.breaks_bound();
         cfg.allow_few_samples = cfg.samples_per_session()
@@ -571,6 +591,7 @@ pub fn run_experiment(
         });
     }
     Ok(InversionReport {
+        protocol: setup.protocol.name().into(),
         dataset: data.name.clone(),
         widths: spec.widths.clone(),
         samples: data.x.nrows(),
@@ -587,8 +608,9 @@ pub fn run_experiment(
 /// Renders the report as a markdown table.
 pub fn render(report: &InversionReport) -> String {
     let mut s = format!(
-        "gradient inversion: {} {:?}, {} samples, {} clients, {}-bit keys, {} sessions per case; \
+        "gradient inversion (protocol {}): {} {:?}, {} samples, {} clients, {}-bit keys, {} sessions per case; \
          guessing the mean gives MSE {:.4}\n\n",
+        report.protocol,
         report.dataset,
         report.widths,
         report.samples,
@@ -608,9 +630,10 @@ pub fn render(report: &InversionReport) -> String {
             "secure"
         };
         let mask = if c.case.masked { "on" } else { "off" };
+        let (per_name, final_name) = labels(&report.protocol);
         let rows = [
-            ("per-iteration D (Alg. 3)", c.per_iteration.as_ref()),
-            ("final w^I−w^F (Alg. 5)", Some(&c.final_update)),
+            (per_name, c.per_iteration.as_ref()),
+            (final_name, Some(&c.final_update)),
         ];
         for (name, sum) in rows {
             let Some(a) = sum else { continue };
@@ -640,11 +663,22 @@ pub fn render(report: &InversionReport) -> String {
     s
 }
 
+/// The attackers' names in tables and figures: per-iteration and per-session, for the
+/// protocol named `protocol`.
+fn labels(protocol: &str) -> (&'static str, &'static str) {
+    if protocol == Protocol::V2.name() {
+        ("per-iteration plain D (v2)", "stored W~_v − W~_{v+1} (v2)")
+    } else {
+        ("per-iteration D (Alg. 3)", "final w^I−w^F (Alg. 5)")
+    }
+}
+
 /// Writes the figures of `report` for square images of side `side` into `dir`:
 /// `inversion_grid.png` (paper Fig. 2: originals, reconstructions from the per-iteration
-/// updates without and with masking, `B = 1`) and `final_update_grid.png` (what Alg. 5's
-/// `w^I − w^F` gives away with masking on: `d·B = 1` and `d·B = 2`). Returns the paths
-/// written.
+/// updates without and with masking, `B = 1`; the paper's protocol only, v2 has no
+/// unmasked run) and `final_update_grid.png` (what Alg. 5's `w^I − w^F` gives away with
+/// masking on: `d·B = 1` and `d·B = 2`; under v2 what `W~_v − W~_{v+1}` gives). Returns
+/// the paths written.
 ///
 /// # Errors
 /// [`AttackError::Plot`].
@@ -703,6 +737,7 @@ pub fn write_figures(
             .iter()
             .find(|c| c.case.masked && c.samples_per_session == spb && c.case.batch == 1)
     };
+    let source = labels(&report.protocol).1;
     let mut rows = Vec::new();
     if let Some(c) = fin(1) {
         let pairs: Vec<_> = c
@@ -716,7 +751,7 @@ pub fn write_figures(
             images: pairs.iter().map(|p| p.0.clone()).collect(),
         });
         rows.push(ImageRow {
-            label: "d·B = 1: from w^I − w^F (masked)".into(),
+            label: format!("d·B = 1: from {source}"),
             images: pairs.iter().map(|p| p.1.clone()).collect(),
         });
     }
@@ -745,7 +780,7 @@ pub fn write_figures(
             images: mixtures,
         });
         rows.push(ImageRow {
-            label: "d·B = 2: box unmixing (masked)".into(),
+            label: format!("d·B = 2: box unmixing of {source}"),
             images: pairs.iter().map(|p| p.1.clone()).collect(),
         });
     }
@@ -756,8 +791,8 @@ pub fn write_figures(
             &rows,
             side,
             &format!(
-                "Summed-gradient leak through Alg. 5 (w^F − w^I), masking on ({}, {}-bit keys)",
-                report.dataset, report.key_bits
+                "Summed-gradient leak per session, protocol {}, masking on ({}, {}-bit keys)",
+                report.protocol, report.dataset, report.key_bits
             ),
         )?;
         written.push(path);

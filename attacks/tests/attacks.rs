@@ -10,6 +10,7 @@ use gelunet_attacks::drive::generate_keys;
 use gelunet_attacks::extraction::{self, ExtractionSetup};
 use gelunet_attacks::inversion::{self, Case, InversionSetup};
 use gelunet_paillier::PrivateKey;
+use gelunet_protocol::v2::Protocol;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -27,6 +28,7 @@ fn inversion_setup(data: AttackData, cases: Vec<Case>) -> InversionSetup {
         sessions: 3,
         cases,
         seed: 9,
+        protocol: Protocol::Paper,
     }
 }
 
@@ -142,7 +144,59 @@ fn final_update_leaks_the_session_sum_even_with_masking() {
 }
 
 #[test]
+fn under_v2_neither_the_updates_nor_the_stored_differences_leak() {
+    // The data where the paper's Alg. 5 gives both inputs of a 2-sample session away.
+    let mut data = synthetic(40, 32, 3, 6);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    data.x.mapv_inplace(|v| {
+        if rng.gen_bool(1.0 / 3.0) {
+            0.0
+        } else {
+            v.clamp(0.0, 1.0)
+        }
+    });
+    data.bounds = Some((0.0, 1.0));
+    let case = Case {
+        batch: 1,
+        iterations: 2,
+        masked: true,
+    };
+    let mut setup = inversion_setup(data, vec![case]);
+    setup.protocol = Protocol::V2;
+    let r = inversion::run_experiment(&setup, keys()).unwrap();
+    assert_eq!(r.protocol, "v2");
+    let c = &r.cases[0];
+    // Every D (the plaintext update and the rollover) is noise.
+    let per = c.per_iteration.as_ref().unwrap();
+    assert_eq!(per.updates, 6);
+    assert!(per.ratio.corr.abs() < 0.3, "{per:?}");
+    assert!(per.ratio.mse > r.mean_guess_mse, "{per:?}");
+    // W~_v − W~_{v+1} spans everything: no two-dimensional span to unmix.
+    for a in &c.final_attacks {
+        assert!(a.span_dim > 2, "{a:?}");
+        assert!(a.ratio.corr.abs() < 0.6, "{:?}", a.ratio);
+    }
+    assert!(c.final_update.ratio.mse > r.mean_guess_mse);
+    // v2 has no unmasked mode.
+    let mut bad = setup.clone();
+    bad.cases = vec![Case {
+        masked: false,
+        ..case
+    }];
+    assert!(inversion::run_experiment(&bad, keys()).is_err());
+}
+
+#[test]
 fn model_extraction_succeeds_beyond_the_bound_and_fails_at_it() {
+    model_extraction_outcome(Protocol::Paper);
+}
+
+#[test]
+fn model_extraction_is_the_same_under_v2() {
+    model_extraction_outcome(Protocol::V2);
+}
+
+fn model_extraction_outcome(protocol: Protocol) {
     // Layer 1 has fan-in 6 = the smallest fan-in: the bound is 6 samples per session,
     // and a row has 6 + 2 unknowns (weights, bias, η).
     let setup = ExtractionSetup {
@@ -155,6 +209,7 @@ fn model_extraction_succeeds_beyond_the_bound_and_fails_at_it() {
         warmup: 1,
         trials: 2,
         seed: 11,
+        protocol,
     };
     let r = extraction::run_experiment(&setup, keys()).unwrap();
     assert_eq!(r.bound, 6);

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ClientError, Result};
 use crate::ledger::Ledger;
-use crate::role::{Awaiting, Client, Step};
+use crate::role::{Awaiting, BackwardEntry, Client, Step};
 use crate::unmask::unmask_unpack;
 
 /// A finished iteration, handed to the update that ends it (Alg. 3 or 5, or protocol v2's
@@ -71,6 +71,13 @@ impl Client {
             scales,
             ValueKind::Product,
         )?;
+        let entry = self.config.record_transcript.then(|| BackwardEntry {
+            session: m.session,
+            iteration: m.iteration,
+            layer: m.layer,
+            errors: delta.clone(),
+            products: q.clone(),
+        });
         let below = layer - 1;
         let act = setup.spec.activation(below).unwrap_or(Activation::Identity);
         let new_delta = hidden_error(q.view(), s.step.z[below - 1].view(), act, scales)?;
@@ -82,24 +89,26 @@ impl Client {
         )?);
         let mut rng = self.rng.clone();
         let packing = setup.packing;
-        if below >= 2 {
+        let out = if below >= 2 {
             let cts = self.encrypt_own(&mut rng, &new_delta)?;
             step.delta = Some(new_delta);
             let s = self.session.as_mut().ok_or(ProtocolViolation::NoSession)?;
             s.step = step;
             s.awaiting = Awaiting::Backward(m.layer - 1);
             self.rng = rng;
-            Ok(ClientMessage::Backward(BackwardRequest {
+            ClientMessage::Backward(BackwardRequest {
                 session: m.session,
                 iteration: m.iteration,
                 layer: m.layer - 1,
                 packing,
                 errors: cts,
-            }))
+            })
         } else {
             step.delta = None;
-            self.finish_iteration(step, rng)
-        }
+            self.finish_iteration(step, rng)?
+        };
+        self.backward_transcript.extend(entry);
+        Ok(out)
     }
 
     /// Accumulates the iteration's gradients (`ΔW^c += Δw`, Alg. 2 lines 3 and 8) and

@@ -32,4 +32,4 @@ pub mod unmask;
 
 pub use error::{ClientError, Result};
 pub use infer::{InferStep, InferenceClient, InferenceConfig};
-pub use role::{Client, ClientConfig, ClientPolicy, LedgerCopy, TranscriptEntry};
+pub use role::{BackwardEntry, Client, ClientConfig, ClientPolicy, LedgerCopy, TranscriptEntry};

@@ -129,7 +129,8 @@ pub struct ClientConfig {
     /// Accept [`MaskMode::InsecureNone`] (gradient-inversion demo only).
     pub allow_unmasked_gradients: bool,
     /// Record the decrypted pre-activations and their inputs ([`Client::transcript`]): the
-    /// view a client has for the model-extraction attack of paper §4.1.
+    /// view a client has for the model-extraction attack of paper §4.1; and the unmasked
+    /// backward products with their errors ([`Client::backward_transcript`]).
     pub record_transcript: bool,
 }
 
@@ -147,6 +148,22 @@ pub struct TranscriptEntry {
     pub inputs: Array2<i128>,
     /// `z_i`, `B × n_i`, at `2^(fa+fw)`, unmasked.
     pub pre_activations: Array2<i128>,
+}
+
+/// What the client sees of one backward product in one iteration (recorded only with
+/// [`ClientConfig::record_transcript`]): Alg. 2 line 7 after the masks are removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackwardEntry {
+    /// Session id.
+    pub session: u64,
+    /// Iteration within the session.
+    pub iteration: u32,
+    /// Layer `i` whose weights multiplied the errors (`i ≥ 2`; `L` for the output layer).
+    pub layer: u32,
+    /// `δ_i` as sent, `B × m_i`, at `2^fd` (for `i = L` the softmax errors `y − t`).
+    pub errors: Array2<i128>,
+    /// `q = δ_i·W_i`, `B × n_i`, at `2^(fd+fw)`, unmasked.
+    pub products: Array2<i128>,
 }
 
 /// What the handshake fixed: the server's spec, scales, mask, batch size and key, the
@@ -224,6 +241,7 @@ pub struct Client {
     pub(crate) sampler: Option<BatchSampler>,
     pub(crate) session: Option<Session>,
     pub(crate) transcript: Vec<TranscriptEntry>,
+    pub(crate) backward_transcript: Vec<BackwardEntry>,
     /// The clients' group key (protocol v2; never sent, never in `Debug`).
     pub(crate) group_key: Option<GroupKey>,
     /// The latest model version this client knows of (protocol v2): the one its last
@@ -311,6 +329,7 @@ impl Client {
             sampler: None,
             session: None,
             transcript: Vec::new(),
+            backward_transcript: Vec::new(),
             group_key: None,
             last_version: None,
         })
@@ -366,6 +385,12 @@ impl Client {
     /// The recorded transcript (empty unless [`ClientConfig::record_transcript`]).
     pub fn transcript(&self) -> &[TranscriptEntry] {
         &self.transcript
+    }
+
+    /// The recorded backward products (empty unless [`ClientConfig::record_transcript`]):
+    /// the view a client has for extracting the output layer from `q = δ_L·W_L`.
+    pub fn backward_transcript(&self) -> &[BackwardEntry] {
+        &self.backward_transcript
     }
 
     /// The quantized data share, after the handshake.
