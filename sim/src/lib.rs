@@ -122,6 +122,7 @@ pub struct Simulation {
     client_messages: Vec<(usize, ClientMessage)>,
     check_invariants: bool,
     invariant_checks: usize,
+    ledger_checks: usize,
     /// The clients' group key (protocol v2), known to the driver as to every client.
     group_key: Option<GroupKey>,
     /// The true model: the server's under the paper's protocol, `W~ + P_v` under v2.
@@ -184,6 +185,7 @@ impl Simulation {
             client_messages: Vec::new(),
             check_invariants: false,
             invariant_checks: 0,
+            ledger_checks: 0,
         })
     }
 
@@ -224,6 +226,13 @@ impl Simulation {
     /// client's ledger through its test-only accessor).
     pub fn check_invariants(&mut self, on: bool) {
         self.check_invariants = on;
+    }
+
+    /// Number of protocol v2 ledger checks that passed: `W~ + R = W_v − η·ΣΔ` after
+    /// every client message the server handled within a session (with
+    /// [`Simulation::check_invariants`]).
+    pub fn ledger_checks(&self) -> usize {
+        self.ledger_checks
     }
 
     /// Number of Alg. 5 invariant checks that passed.
@@ -416,6 +425,9 @@ impl Simulation {
                 None
             };
             let answer = self.deliver_to_server(idx, cid, &msg, &mut cur)?;
+            if self.check_invariants && self.server.protocol() == Protocol::V2 {
+                self.check_ledger(idx, session)?;
+            }
             if matches!(answer, Some(ServerMessage::SessionEnd(_))) {
                 // The model changed: the paper's Alg. 5, or v2's rollover to P_{v+1}.
                 self.current = unmasked_model(&self.server, self.group_key.as_ref())?;
@@ -464,6 +476,47 @@ impl Simulation {
         let r = self.server.handle(cid, msg);
         cur.server_time += t.elapsed();
         Ok(r?)
+    }
+
+    /// Protocol v2 within a session: `W~ + R = W_v − η·ΣΔ`, where `W_v` is the true model
+    /// at the session's start, `R` the client's ledger and `ΣΔ` its accumulated gradients
+    /// (the updates the server applied so far). Skipped once the session has ended.
+    fn check_ledger(&mut self, idx: usize, session: u64) -> Result<()> {
+        let client = &self.clients[idx];
+        let (Some(masked), Some((rw, rb)), Some(acc)) = (
+            self.server.masked_weights(),
+            client.ledger_insecure_for_tests(),
+            client.session_gradients(),
+        ) else {
+            return Ok(());
+        };
+        let scales = self.server.config().scales;
+        let eta = self.server.learning_rate();
+        for (i, ((ml, g), l)) in masked
+            .iter()
+            .zip(&acc.layers)
+            .zip(&self.current.layers)
+            .enumerate()
+        {
+            let (dw, db) = gelunet_protocol::math::scaled_step(&scales, eta, g)?;
+            let ok_w = ndarray::Zip::from(&ml.w)
+                .and(&rw[i])
+                .and(&l.w)
+                .and(&dw)
+                .all(|m, r, &w, &d| m + BigInt::from(r.clone()) == BigInt::from(w - d));
+            let ok_b = ndarray::Zip::from(&ml.b)
+                .and(&rb[i])
+                .and(&l.b)
+                .and(&db)
+                .all(|m, r, &b, &d| m + BigInt::from(r.clone()) == BigInt::from(b - d));
+            if !(ok_w && ok_b) {
+                return Err(SimError::Invariant {
+                    reason: format!("v2: W~ + R differs from W - eta*sum(dw) in session {session}"),
+                });
+            }
+        }
+        self.ledger_checks += 1;
+        Ok(())
     }
 
     /// `(w~ + R mod N_c) − η·Δw_last` for every layer, before the final update.

@@ -42,6 +42,8 @@ fn exact_after_every_session_for_three_clients() {
             assert_eq!(sim.server().model_version().unwrap().version, s + 1);
         }
         assert_eq!(sim.invariant_checks(), 7);
+        // W~ + R = W after every client message the server handled in a session.
+        assert!(sim.ledger_checks() > 7 * 3, "{}", sim.ledger_checks());
         assert!(
             multi > 0,
             "some session must exercise plaintext masked updates"
