@@ -341,6 +341,17 @@ impl Client {
         self.group_key = Some(key);
     }
 
+    /// The protocol the server's handshake set up (`None` before it).
+    pub fn protocol(&self) -> Option<gelunet_protocol::v2::Protocol> {
+        self.setup.as_ref().map(|s| {
+            if s.v2.is_some() {
+                gelunet_protocol::v2::Protocol::V2
+            } else {
+                gelunet_protocol::v2::Protocol::Paper
+            }
+        })
+    }
+
     /// Whether the client holds a group key.
     pub fn has_group_key(&self) -> bool {
         self.group_key.is_some()

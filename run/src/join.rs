@@ -177,7 +177,7 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         reconnect_delay: Duration::from_secs(1),
     };
     let rt = runtime()?;
-    let (_, stats) =
+    let (role, stats) =
         rt.block_on(run_client(client, &cc))
             .map_err(|source| RunError::ClientShell {
                 name: c.name.clone(),
@@ -197,6 +197,10 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         server_epochs: stats.summary.epochs,
         stop_reason: stats.summary.reason.clone(),
         backend: gelunet_paillier::BACKEND.into(),
+        protocol: role
+            .protocol()
+            .map_or("unknown", gelunet_protocol::v2::Protocol::name)
+            .into(),
         randomness: randomness.report_label().into(),
     };
     if let Some(path) = &c.report {

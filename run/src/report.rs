@@ -410,6 +410,8 @@ pub struct JoinReport {
     pub stop_reason: String,
     /// Big-integer backend.
     pub backend: String,
+    /// The protocol the server spoke: `v2` or `paper`.
+    pub protocol: String,
     /// Where this client's masks came from
     /// ([`gelunet_protocol::randomness::Randomness::report_label`]): `secret (OS
     /// randomness)` or `masks known to the server (insecure reproducible mode)`.
