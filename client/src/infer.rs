@@ -129,13 +129,7 @@ impl InferenceClient {
     /// keys below 2048 bits without `allow_test_keys`, [`ClientError::KeyTooSmall`] if the
     /// client key cannot hold a pre-activation.
     pub fn new(config: InferenceConfig, key: PrivateKey, hello: &ServerHello) -> Result<Self> {
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ProtocolViolation::Version {
-                expected: PROTOCOL_VERSION,
-                found: hello.version,
-            }
-            .into());
-        }
+        ProtocolViolation::check_version(hello.version)?;
         hello.spec.validate()?;
         hello.scales.validate()?;
         let allow = config.allow_test_keys;

@@ -272,15 +272,7 @@ pub(crate) fn stream(randomness: Randomness, tweak: u64) -> ChaCha20Rng {
 
 /// `found` values where `expected` are due.
 pub(crate) fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
-    if expected != found {
-        return Err(ProtocolViolation::Shape {
-            what,
-            expected,
-            found,
-        }
-        .into());
-    }
-    Ok(())
+    Ok(ProtocolViolation::check_len(what, expected, found)?)
 }
 
 /// A key of `bits` bits is allowed and holds `needed` bits.
@@ -435,13 +427,7 @@ impl Client {
     /// [`ClientError::Data`] if the data does not fit the spec, range errors of the
     /// quantization. State unchanged on error.
     pub fn handle_hello(&mut self, hello: &ServerHello) -> Result<ClientMessage> {
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ProtocolViolation::Version {
-                expected: PROTOCOL_VERSION,
-                found: hello.version,
-            }
-            .into());
-        }
+        ProtocolViolation::check_version(hello.version)?;
         hello.spec.validate()?;
         hello.scales.validate()?;
         if hello.mask.is_insecure() && !self.config.allow_unmasked_gradients {

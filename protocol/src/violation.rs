@@ -159,6 +159,35 @@ fn range_subject(kind: Option<ValueKind>) -> String {
 }
 
 impl ProtocolViolation {
+    /// `found` values where `expected` are due.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::Shape`] naming `what` when the counts differ.
+    pub fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Self> {
+        if expected == found {
+            Ok(())
+        } else {
+            Err(Self::Shape {
+                what,
+                expected,
+                found,
+            })
+        }
+    }
+
+    /// The other party's protocol version against [`crate::messages::PROTOCOL_VERSION`].
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::Version`] for any other version.
+    pub fn check_version(found: u16) -> Result<(), Self> {
+        let expected = crate::messages::PROTOCOL_VERSION;
+        if found == expected {
+            Ok(())
+        } else {
+            Err(Self::Version { expected, found })
+        }
+    }
+
     /// The class of the violation for an [`ErrorReport`] (table in the module docs).
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -438,13 +438,7 @@ impl Server {
 
     /// The version and the server key a hello names.
     pub(crate) fn check_hello(&self, hello: &ClientHello) -> Result<()> {
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ProtocolViolation::Version {
-                expected: PROTOCOL_VERSION,
-                found: hello.version,
-            }
-            .into());
-        }
+        ProtocolViolation::check_version(hello.version)?;
         if hello.server_key_id != self.key.as_ref().map(|k| k.public_key().id()) {
             return Err(ServerError::WrongServerKey);
         }
@@ -892,15 +886,7 @@ pub(crate) fn check_iteration(s: &Session, found: u32) -> Result<()> {
 
 /// `found` values where `expected` are due.
 pub(crate) fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<()> {
-    if expected != found {
-        return Err(ProtocolViolation::Shape {
-            what,
-            expected,
-            found,
-        }
-        .into());
-    }
-    Ok(())
+    Ok(ProtocolViolation::check_len(what, expected, found)?)
 }
 
 /// What the session waits for, for out-of-turn errors.
