@@ -57,7 +57,6 @@ use gelunet_protocol::{
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use rayon::prelude::*;
 
 use crate::error::{Result, ServerError};
 
@@ -840,14 +839,17 @@ impl Server {
             pk.validate_all(&l.weights)?;
             pk.validate_all(&l.biases)?;
         }
-        let all: Vec<&Ciphertext> = layers
+        let all: Vec<Ciphertext> = layers
             .iter()
             .flat_map(|l| l.weights.iter().chain(l.biases.iter()))
+            .cloned()
             .collect();
-        let mut plain = all
-            .par_iter()
-            .map(|c| sk.decrypt_raw(c).map_err(ServerError::from))
-            .collect::<Result<Vec<BigUint>>>()?
+        // The client chose these ciphertexts: decrypt them blinded (docs/DESIGN.md "Side
+        // channels"), with blinding factors from the operating system.
+        let mut blind = gelunet_protocol::randomness::os_rng();
+        let mut plain = sk
+            .decrypt_raw_blinded_batch(&all, &mut blind)
+            .map_err(ServerError::from)?
             .into_iter();
         Ok(layers
             .iter()
