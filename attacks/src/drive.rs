@@ -133,7 +133,7 @@ pub fn build_simulation(
     sc.scales = cfg.scales;
     sc.model_seed = cfg.seed;
     sc.schedule_seed = cfg.seed.wrapping_add(1);
-    sc.rng_seed = cfg.seed.wrapping_add(2);
+    sc.rng_seed = Some(cfg.seed.wrapping_add(2));
     sc.mask = cfg.mask;
     sc.policy = SessionPolicy {
         order: ClientOrder::RoundRobin,

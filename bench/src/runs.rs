@@ -299,7 +299,7 @@ pub fn encrypted_run(
     cfg.scales = scales;
     cfg.model_seed = setup.model_seed();
     cfg.schedule_seed = setup.schedule_seed();
-    cfg.rng_seed = setup.server_rng_seed();
+    cfg.rng_seed = Some(setup.server_rng_seed());
     cfg.policy = SessionPolicy::default();
     let test_keys = key_bits < gelunet_paillier::MIN_KEY_BITS;
     cfg.insecure = InsecureOptions {

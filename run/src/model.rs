@@ -156,7 +156,8 @@ impl ModelOptions {
         cfg.protocol = self.protocol;
         cfg.model_seed = self.seed;
         cfg.schedule_seed = derive_seed(self.seed, 0x5c4e_d01e);
-        cfg.rng_seed = rand::random();
+        // The server's [η]_s randomness from the operating system (256 bits).
+        cfg.rng_seed = None;
         cfg.policy = SessionPolicy {
             order: self.order,
             length: SessionLength::Random,

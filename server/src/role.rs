@@ -82,8 +82,10 @@ pub struct ServerConfig {
     pub model_seed: u64,
     /// Seed of the session scheduler (client order, `d_max`).
     pub schedule_seed: u64,
-    /// Seed of the server's encryption randomness (`[η]_s`).
-    pub rng_seed: u64,
+    /// The server's own encryption randomness (`[η]_s`, the paper's protocol): `None`
+    /// (the default) seeds ChaCha20 with 256 bits from the operating system; `Some(seed)`
+    /// is the insecure reproducible mode (`ChaCha20Rng::seed_from_u64(seed)`).
+    pub rng_seed: Option<u64>,
     /// Learning rate `η` (encoded at `2^fe`).
     pub learning_rate: f64,
     /// Mini-batch size `B`.
@@ -114,7 +116,7 @@ impl ServerConfig {
             scales: Scales::default(),
             model_seed: 0,
             schedule_seed: 1,
-            rng_seed: 2,
+            rng_seed: None,
             learning_rate,
             batch_size,
             mask: MaskMode::default(),
@@ -324,7 +326,10 @@ impl Server {
         // Checks the bound now (with one client) so that a bad configuration fails early.
         Scheduler::new(config.policy, &config.spec, config.batch_size, 1, 0)?;
         let model = FixedModel::init(&config.spec, &config.scales, config.model_seed)?;
-        let rng = ChaCha20Rng::seed_from_u64(config.rng_seed);
+        let rng = match config.rng_seed {
+            Some(seed) => ChaCha20Rng::seed_from_u64(seed),
+            None => gelunet_protocol::randomness::os_rng(),
+        };
         let v2 = match (config.protocol, config.mask) {
             (Protocol::V2, MaskMode::Statistical { sigma }) => Some(V2State {
                 params: V2Params::new(ModelId::generate(), &config.scales, sigma, eta),
