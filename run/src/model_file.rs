@@ -194,12 +194,7 @@ impl ModelFile {
             test_fraction: self.test_fraction,
         };
         let body = postcard::to_stdvec(&payload).map_err(|e| invalid(path, e.to_string()))?;
-        let mut bytes = Vec::with_capacity(HEADER + body.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&Sha256::digest(&body));
-        bytes.extend_from_slice(&body);
+        let bytes = frame(MAGIC, VERSION, &body);
         write_atomic(path, &bytes)
     }
 
@@ -215,43 +210,7 @@ impl ModelFile {
             path: path.to_path_buf(),
             source,
         })?;
-        if bytes.len() < HEADER {
-            return Err(invalid(
-                path,
-                format!(
-                    "{} bytes, shorter than the {HEADER}-byte header",
-                    bytes.len()
-                ),
-            ));
-        }
-        if &bytes[..8] != MAGIC {
-            return Err(invalid(path, "bad magic (not a model file)"));
-        }
-        let mut v = [0u8; 4];
-        v.copy_from_slice(&bytes[8..12]);
-        let version = u32::from_le_bytes(v);
-        if version != VERSION {
-            return Err(invalid(
-                path,
-                format!("format version {version}, this build reads {VERSION}"),
-            ));
-        }
-        let mut l = [0u8; 8];
-        l.copy_from_slice(&bytes[12..20]);
-        let len = u64::from_le_bytes(l);
-        let body = &bytes[HEADER..];
-        if len > MAX_PAYLOAD || len != body.len() as u64 {
-            return Err(invalid(
-                path,
-                format!(
-                    "payload of {} bytes, the header says {len} (truncated or corrupt)",
-                    body.len()
-                ),
-            ));
-        }
-        if Sha256::digest(body).as_slice() != &bytes[20..52] {
-            return Err(invalid(path, "checksum mismatch (corrupt file)"));
-        }
+        let body = unframe(&bytes, MAGIC, VERSION, "model file").map_err(|r| invalid(path, r))?;
         let p: Payload =
             postcard::from_bytes(body).map_err(|e| invalid(path, format!("payload: {e}")))?;
         p.spec
@@ -479,4 +438,60 @@ impl ModelFile {
             test_fraction: self.test_fraction,
         }
     }
+}
+
+/// `magic ‖ version (u32 LE) ‖ length (u64 LE) ‖ SHA-256(body) ‖ body`: the framing of the
+/// model file and of the v2 state file ([`crate::v2_state`]).
+pub(crate) fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + body.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(body));
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The body of a file written by [`frame`], after checking the magic, the version, the
+/// length (at most 1 GiB) and the checksum.
+///
+/// # Errors
+/// What is wrong, as text naming `kind` (no file contents).
+pub(crate) fn unframe<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    version: u32,
+    kind: &str,
+) -> Result<&'a [u8], String> {
+    if bytes.len() < HEADER {
+        return Err(format!(
+            "{} bytes, shorter than the {HEADER}-byte header (truncated)",
+            bytes.len()
+        ));
+    }
+    if &bytes[..8] != magic {
+        return Err(format!("bad magic (not a {kind})"));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&bytes[8..12]);
+    let found = u32::from_le_bytes(v);
+    if found != version {
+        return Err(format!(
+            "format version {found}, this build reads {version}"
+        ));
+    }
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&bytes[12..20]);
+    let len = u64::from_le_bytes(l);
+    let body = &bytes[HEADER..];
+    if len > MAX_PAYLOAD || len != body.len() as u64 {
+        return Err(format!(
+            "payload of {} bytes, the header says {len} (truncated or corrupt)",
+            body.len()
+        ));
+    }
+    if Sha256::digest(body).as_slice() != &bytes[20..HEADER] {
+        return Err("checksum mismatch (corrupt file)".into());
+    }
+    Ok(body)
 }

@@ -21,7 +21,6 @@
 use std::path::Path;
 
 use gelunet_server::V2Checkpoint;
-use sha2::{Digest, Sha256};
 
 use crate::model_file::write_atomic;
 use crate::{Result, RunError};
@@ -32,9 +31,6 @@ pub const V2_STATE_FILE: &str = "v2-state.bin";
 pub const V2_STATE_MAGIC: &[u8; 8] = b"GLNV2STA";
 /// The format version this build writes and reads.
 pub const V2_STATE_VERSION: u32 = 1;
-const HEADER: usize = 8 + 4 + 8 + 32;
-/// Largest payload read (1 GiB).
-const MAX_PAYLOAD: u64 = 1 << 30;
 
 fn invalid(path: &Path, reason: impl Into<String>) -> RunError {
     RunError::V2State {
@@ -50,12 +46,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> RunError {
 /// ([`crate::ModelFileError::Io`]) if it cannot be written.
 pub fn save_v2_state(path: &Path, cp: &V2Checkpoint) -> Result<()> {
     let body = postcard::to_stdvec(cp).map_err(|e| invalid(path, e.to_string()))?;
-    let mut bytes = Vec::with_capacity(HEADER + body.len());
-    bytes.extend_from_slice(V2_STATE_MAGIC);
-    bytes.extend_from_slice(&V2_STATE_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(&body));
-    bytes.extend_from_slice(&body);
+    let bytes = crate::model_file::frame(V2_STATE_MAGIC, V2_STATE_VERSION, &body);
     Ok(write_atomic(path, &bytes)?)
 }
 
@@ -67,43 +58,9 @@ pub fn save_v2_state(path: &Path, cp: &V2Checkpoint) -> Result<()> {
 /// version, a truncated or extended file, a checksum mismatch or an undecodable payload.
 pub fn load_v2_state(path: &Path) -> Result<V2Checkpoint> {
     let bytes = std::fs::read(path).map_err(RunError::io("read v2 state", path))?;
-    if bytes.len() < HEADER {
-        return Err(invalid(
-            path,
-            format!(
-                "{} bytes, shorter than the {HEADER}-byte header (truncated)",
-                bytes.len()
-            ),
-        ));
-    }
-    if &bytes[..8] != V2_STATE_MAGIC {
-        return Err(invalid(path, "bad magic (not a v2 state file)"));
-    }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&bytes[8..12]);
-    let version = u32::from_le_bytes(v);
-    if version != V2_STATE_VERSION {
-        return Err(invalid(
-            path,
-            format!("format version {version}, this build reads {V2_STATE_VERSION}"),
-        ));
-    }
-    let mut l = [0u8; 8];
-    l.copy_from_slice(&bytes[12..20]);
-    let len = u64::from_le_bytes(l);
-    let body = &bytes[HEADER..];
-    if len > MAX_PAYLOAD || len != body.len() as u64 {
-        return Err(invalid(
-            path,
-            format!(
-                "payload of {} bytes, the header says {len} (truncated or corrupt)",
-                body.len()
-            ),
-        ));
-    }
-    if Sha256::digest(body).as_slice() != &bytes[20..HEADER] {
-        return Err(invalid(path, "checksum mismatch (corrupt file)"));
-    }
+    let body =
+        crate::model_file::unframe(&bytes, V2_STATE_MAGIC, V2_STATE_VERSION, "v2 state file")
+            .map_err(|r| invalid(path, r))?;
     postcard::from_bytes(body).map_err(|e| invalid(path, format!("payload: {e}")))
 }
 
