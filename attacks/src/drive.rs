@@ -29,14 +29,17 @@ use gelunet_paillier::PrivateKey;
 use gelunet_protocol::messages::{ClientMessage, ServerMessage};
 use gelunet_protocol::v2::{PlainLayerUpdate, Protocol};
 use gelunet_protocol::{
-    ClientOrder, FixedModel, Gradients, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
+    Activation, ClientOrder, FixedModel, Gradients, MaskMode, ModelSpec, Scales, SessionLength,
+    SessionPolicy,
 };
 use gelunet_server::{DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig};
 use gelunet_sim::Simulation;
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
 
+use crate::data::AttackData;
 use crate::{AttackError, Result};
 
 /// Key sizes below this need [`generate_keys`]' `insecure_test_keys`.
@@ -105,6 +108,148 @@ impl RunConfig {
     /// Whether the run needs the insecure policy: `d·B` above the smallest fan-in.
     pub fn breaks_bound(&self) -> bool {
         self.samples_per_session() > self.spec.min_fan_in()
+    }
+}
+
+/// What every experiment trains and attacks: the clients' data, a model of one sigmoid
+/// hidden layer, the clients, the learning rate, the seed and the protocol.
+#[derive(Clone, Debug)]
+pub struct AttackRun {
+    /// The clients' data.
+    pub data: AttackData,
+    /// Hidden-layer width (one sigmoid hidden layer).
+    pub hidden: usize,
+    /// Number of clients (round-robin sessions).
+    pub clients: usize,
+    /// Learning rate `η`.
+    pub learning_rate: f64,
+    /// Seed of the model, the data split, the schedule and the clients.
+    pub seed: u64,
+    /// The protocol of the runs (`docs/DESIGN.md` "Protocol v2").
+    pub protocol: Protocol,
+}
+
+impl AttackRun {
+    /// The architecture `[n_0, hidden, classes]`, sigmoid.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec::new(
+            vec![self.data.features(), self.hidden, self.data.classes],
+            Activation::Sigmoid,
+        )
+    }
+
+    /// The data split among the clients ([`AttackData::split`] with the run's seed).
+    ///
+    /// # Errors
+    /// Dataset errors (e.g. fewer samples than clients).
+    pub fn shares(&self) -> Result<Vec<(Array2<f64>, Vec<usize>)>> {
+        self.data.split(self.clients, self.seed)
+    }
+
+    /// A run of `spec` with sessions of `iterations` mini-batches of `batch_size`, the
+    /// default scales and mask, and the insecure policy switches on exactly where `d·B`
+    /// needs them (above the smallest fan-in; below the server's minimum of samples).
+    pub fn config(&self, spec: &ModelSpec, batch_size: usize, iterations: u32) -> RunConfig {
+        let mut cfg = RunConfig {
+            spec: spec.clone(),
+            scales: Scales::default(),
+            learning_rate: self.learning_rate,
+            batch_size,
+            iterations,
+            mask: MaskMode::default(),
+            allow_bound_violation: false,
+            allow_few_samples: false,
+            seed: self.seed,
+            protocol: self.protocol,
+        };
+        cfg.allow_bound_violation = cfg.breaks_bound();
+        cfg.allow_few_samples = cfg.samples_per_session()
+            < gelunet_protocol::schedule::DEFAULT_MIN_SESSION_SAMPLES as usize;
+        cfg
+    }
+
+    /// The report's description of the run with `keys` and `samples` loaded.
+    pub fn summary(&self, keys: &[PrivateKey]) -> RunSummary {
+        RunSummary {
+            protocol: self.protocol.name().into(),
+            dataset: self.data.name.clone(),
+            widths: self.spec().widths,
+            samples: self.data.x.nrows(),
+            clients: self.clients,
+            key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
+            learning_rate: self.learning_rate,
+        }
+    }
+}
+
+/// The description of a run at the head of a report (flattened into its JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// The protocol attacked: `paper` or `v2`.
+    pub protocol: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Layer widths.
+    pub widths: Vec<usize>,
+    /// Samples loaded (all clients).
+    pub samples: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Bits of every Paillier modulus.
+    pub key_bits: u64,
+    /// Learning rate.
+    pub learning_rate: f64,
+}
+
+/// A sweep over session sizes: sessions of `S = d·B` samples for each `S` in `sizes`,
+/// after `warmup` sessions, `trials` attacked sessions per size.
+#[derive(Clone, Debug)]
+pub struct SessionSweep {
+    /// Mini-batch size `B` (sessions of `d = S / B` iterations).
+    pub batch: usize,
+    /// The session sizes `S` to attack (multiples of `B`).
+    pub sizes: Vec<usize>,
+    /// Sessions run before the attacked ones (so that the model is mid-training, with
+    /// non-zero biases).
+    pub warmup: usize,
+    /// Attacked sessions per session size.
+    pub trials: usize,
+}
+
+impl SessionSweep {
+    /// Every multiple of `batch` up to `max_samples` (none for `batch = 0`).
+    pub fn up_to(max_samples: usize, batch: usize, warmup: usize, trials: usize) -> Self {
+        let sizes = match batch {
+            0 => Vec::new(),
+            b => (1..=max_samples / b).map(|d| d * b).collect(),
+        };
+        Self {
+            batch,
+            sizes,
+            warmup,
+            trials,
+        }
+    }
+
+    /// `B`, at least 1, and the iterations `d = S / B` of every size.
+    ///
+    /// # Errors
+    /// [`AttackError::Invalid`] for a size that is not a positive multiple of `B`.
+    pub fn iterations(&self) -> Result<(usize, Vec<u32>)> {
+        let batch = self.batch.max(1);
+        let d = self
+            .sizes
+            .iter()
+            .map(|&size| {
+                if size == 0 || size % batch != 0 {
+                    return Err(AttackError::Invalid(format!(
+                        "session size {size} is not a positive multiple of the batch size {batch}"
+                    )));
+                }
+                Ok((size / batch) as u32)
+            })
+            .collect::<Result<_>>()?;
+        Ok((batch, d))
     }
 }
 

@@ -20,13 +20,13 @@
 
 use std::time::Instant;
 
-use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales};
+use gelunet_protocol::{MaskMode, Scales};
 use ndarray::{Array1, Array2, Axis, Slice};
 use serde::Serialize;
 
-use crate::data::AttackData;
-use crate::drive::{build_simulation, run_observed_session, ObservedSession, RunConfig};
+use crate::drive::{
+    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep,
+};
 use crate::linalg::lstsq;
 use crate::{AttackError, Result};
 
@@ -202,28 +202,11 @@ pub fn score_session(obs: &ObservedSession, scales: &Scales, eta: f64) -> Result
 /// Settings of the extraction experiment.
 #[derive(Clone, Debug)]
 pub struct ExtractionSetup {
-    /// The clients' data.
-    pub data: AttackData,
-    /// Hidden-layer width (one sigmoid hidden layer).
-    pub hidden: usize,
-    /// Number of clients.
-    pub clients: usize,
-    /// Mini-batch size `B` (samples per session run over `d = S / B` iterations).
-    pub batch: usize,
-    /// The session sizes `S` to attack (multiples of `B`).
-    pub sizes: Vec<usize>,
-    /// Learning rate.
-    pub learning_rate: f64,
-    /// Sessions run before the attacked ones (so that the model is mid-training, with
-    /// non-zero biases).
-    pub warmup: usize,
-    /// Attacked sessions per session size.
-    pub trials: usize,
-    /// Seed.
-    pub seed: u64,
-    /// The protocol of the runs (the client's view is the same under both; the historic
-    /// figures: [`Protocol::Paper`]).
-    pub protocol: Protocol,
+    /// The run attacked (the client's view is the same under both protocols; the
+    /// historic figures: [`Protocol::Paper`](gelunet_protocol::v2::Protocol::Paper)).
+    pub run: AttackRun,
+    /// The session sizes attacked.
+    pub sweep: SessionSweep,
 }
 
 /// One point of the curve.
@@ -295,45 +278,22 @@ pub fn run_experiment(
     keys: &[gelunet_paillier::PrivateKey],
 ) -> Result<ExtractionReport> {
     let t0 = Instant::now();
-    let data = &setup.data;
-    let spec = ModelSpec::new(
-        vec![data.features(), setup.hidden, data.classes],
-        Activation::Sigmoid,
-    );
+    let run = &setup.run;
+    let spec = run.spec();
     let scales = Scales::default();
-    let eta_int = scales.encode(
-        gelunet_protocol::ValueKind::LearningRate,
-        setup.learning_rate,
-    )?;
+    let eta_int = scales.encode(gelunet_protocol::ValueKind::LearningRate, run.learning_rate)?;
     let eta = eta_int as f64 / 2f64.powi(scales.fe as i32);
-    let shares = data.split(setup.clients, setup.seed)?;
-    let batch = setup.batch.max(1);
+    let shares = run.shares()?;
+    let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();
-    for &size in &setup.sizes {
-        if size == 0 || size % batch != 0 {
-            return Err(AttackError::Invalid(format!(
-                "session size {size} is not a positive multiple of the batch size {batch}"
-            )));
-        }
-        let d = size / batch;
-        let cfg = RunConfig {
-            spec: spec.clone(),
-            scales,
-            learning_rate: setup.learning_rate,
-            batch_size: batch,
-            iterations: d as u32,
-            mask: MaskMode::default(),
-            allow_bound_violation: true,
-            allow_few_samples: true,
-            seed: setup.seed,
-            protocol: setup.protocol,
-        };
+    for d in iterations {
+        let cfg = run.config(&spec, batch, d);
         let mut sim = build_simulation(&cfg, keys, &shares)?;
-        for _ in 0..setup.warmup {
+        for _ in 0..setup.sweep.warmup {
             sim.run_session()?;
         }
         let mut sessions = Vec::new();
-        for _ in 0..setup.trials {
+        for _ in 0..setup.sweep.trials {
             let obs = run_observed_session(&mut sim)?;
             sessions.push(score_session(&obs, &scales, eta)?);
         }
@@ -344,7 +304,7 @@ pub fn run_experiment(
         };
         points.push(ExtractionPoint {
             samples: cfg.samples_per_session(),
-            iterations: d as u32,
+            iterations: d,
             exceeds_bound: cfg.breaks_bound(),
             unknowns: spec.inputs() + 2,
             max_rel_error_w: sessions.iter().map(|s| s.rel_error_w).fold(0.0, f64::max),
@@ -353,8 +313,8 @@ pub fn run_experiment(
         });
     }
     Ok(ExtractionReport {
-        protocol: setup.protocol.name().into(),
-        dataset: data.name.clone(),
+        protocol: run.protocol.name().into(),
+        dataset: run.data.name.clone(),
         widths: spec.widths.clone(),
         key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
         batch,

@@ -35,14 +35,15 @@ use std::time::Instant;
 
 use gelunet_paillier::BigInt;
 use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales};
+use gelunet_protocol::{MaskMode, ModelSpec, Scales};
 use gelunet_server::DecryptedUpdate;
 use ndarray::{Array1, Array2, ArrayView1, Axis, Slice};
 use num_traits::ToPrimitive;
 use serde::Serialize;
 
-use crate::data::AttackData;
-use crate::drive::{build_simulation, run_observed_session, ObservedSession, RunConfig};
+use crate::drive::{
+    build_simulation, run_observed_session, AttackRun, ObservedSession, RunSummary,
+};
 use crate::linalg::{project, svd};
 use crate::{AttackError, Result};
 
@@ -378,22 +379,12 @@ pub fn default_cases(spec: &ModelSpec, batch_sizes: &[usize]) -> Vec<Case> {
 /// The experiment's settings.
 #[derive(Clone, Debug)]
 pub struct InversionSetup {
-    /// The clients' data.
-    pub data: AttackData,
-    /// Hidden-layer width (one sigmoid hidden layer).
-    pub hidden: usize,
-    /// Number of clients (round-robin sessions).
-    pub clients: usize,
-    /// Learning rate.
-    pub learning_rate: f64,
+    /// The run attacked (the historic figures: [`Protocol::Paper`]).
+    pub run: AttackRun,
     /// Sessions observed per case.
     pub sessions: usize,
     /// The cases ([`default_cases`]).
     pub cases: Vec<Case>,
-    /// Seed of the runs.
-    pub seed: u64,
-    /// The protocol attacked (the historic figures: [`Protocol::Paper`]).
-    pub protocol: Protocol,
 }
 
 /// Mean scores of one attacker over the updates it saw.
@@ -466,20 +457,9 @@ pub struct CaseReport {
 /// The whole experiment.
 #[derive(Clone, Debug, Serialize)]
 pub struct InversionReport {
-    /// The protocol attacked: `paper` or `v2`.
-    pub protocol: String,
-    /// Dataset name.
-    pub dataset: String,
-    /// Layer widths.
-    pub widths: Vec<usize>,
-    /// Samples loaded (all clients).
-    pub samples: usize,
-    /// Clients.
-    pub clients: usize,
-    /// Bits of every Paillier modulus.
-    pub key_bits: u64,
-    /// Learning rate.
-    pub learning_rate: f64,
+    /// The run: protocol, dataset, widths, samples, clients, key bits, learning rate.
+    #[serde(flatten)]
+    pub run: RunSummary,
     /// Sessions observed per case.
     pub sessions: usize,
     /// MSE of guessing the data mean for every input (what an attacker gets from knowing
@@ -508,17 +488,12 @@ pub fn run_experiment(
     setup: &InversionSetup,
     keys: &[gelunet_paillier::PrivateKey],
 ) -> Result<InversionReport> {
-    let data = &setup.data;
-    let spec = ModelSpec::new(
-        vec![data.features(), setup.hidden, data.classes],
-        Activation::Sigmoid,
-    );
-    let shares = data.split(setup.clients, setup.seed)?;
+    let run = &setup.run;
+    let data = &run.data;
+    let spec = run.spec();
+    let shares = run.shares()?;
     let scales = Scales::default();
-    let eta = scales.encode(
-        gelunet_protocol::ValueKind::LearningRate,
-        setup.learning_rate,
-    )?;
+    let eta = scales.encode(gelunet_protocol::ValueKind::LearningRate, run.learning_rate)?;
     let mean = data
         .x
         .mean_axis(Axis(0))
@@ -532,31 +507,16 @@ pub fn run_experiment(
         / data.x.nrows().max(1) as f64;
     let mut cases = Vec::new();
     for case in &setup.cases {
-        if setup.protocol == Protocol::V2 && !case.masked {
+        if run.protocol == Protocol::V2 && !case.masked {
             return Err(AttackError::Invalid(
                 "protocol v2 has no unmasked mode: drop the unmasked cases".into(),
             ));
         }
         let t0 = Instant::now();
-        let mut cfg = RunConfig {
-            spec: spec.clone(),
-            scales,
-            learning_rate: setup.learning_rate,
-            batch_size: case.batch,
-            iterations: case.iterations,
-            mask: if case.masked {
-                MaskMode::default()
-            } else {
-                MaskMode::InsecureNone
-            },
-            allow_bound_violation: false,
-            allow_few_samples: false,
-            seed: setup.seed,
-            protocol: setup.protocol,
-        };
-        cfg.allow_bound_violation = cfg.breaks_bound();
-        cfg.allow_few_samples = cfg.samples_per_session()
-            < gelunet_protocol::schedule::DEFAULT_MIN_SESSION_SAMPLES as usize;
+        let mut cfg = run.config(&spec, case.batch, case.iterations);
+        if !case.masked {
+            cfg.mask = MaskMode::InsecureNone;
+        }
         let mut sim = build_simulation(&cfg, keys, &shares)?;
         let mut per_it = Vec::new();
         let mut fin = Vec::new();
@@ -591,13 +551,7 @@ pub fn run_experiment(
         });
     }
     Ok(InversionReport {
-        protocol: setup.protocol.name().into(),
-        dataset: data.name.clone(),
-        widths: spec.widths.clone(),
-        samples: data.x.nrows(),
-        clients: setup.clients,
-        key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
-        learning_rate: setup.learning_rate,
+        run: run.summary(keys),
         sessions: setup.sessions,
         mean_guess_mse,
         bounds: data.bounds,
@@ -610,12 +564,12 @@ pub fn render(report: &InversionReport) -> String {
     let mut s = format!(
         "gradient inversion (protocol {}): {} {:?}, {} samples, {} clients, {}-bit keys, {} sessions per case; \
          guessing the mean gives MSE {:.4}\n\n",
-        report.protocol,
-        report.dataset,
-        report.widths,
-        report.samples,
-        report.clients,
-        report.key_bits,
+        report.run.protocol,
+        report.run.dataset,
+        report.run.widths,
+        report.run.samples,
+        report.run.clients,
+        report.run.key_bits,
         report.sessions,
         report.mean_guess_mse
     );
@@ -630,7 +584,7 @@ pub fn render(report: &InversionReport) -> String {
             "secure"
         };
         let mask = if c.case.masked { "on" } else { "off" };
-        let (per_name, final_name) = labels(&report.protocol);
+        let (per_name, final_name) = labels(&report.run.protocol);
         let rows = [
             (per_name, c.per_iteration.as_ref()),
             (final_name, Some(&c.final_update)),
@@ -726,7 +680,7 @@ pub fn write_figures(
             side,
             &format!(
                 "Gradient inversion from per-iteration updates, B = 1, d = {} ({} {:?}, {}-bit keys)",
-                off.case.iterations, report.dataset, report.widths, report.key_bits
+                off.case.iterations, report.run.dataset, report.run.widths, report.run.key_bits
             ),
         )?;
         written.push(path);
@@ -737,7 +691,7 @@ pub fn write_figures(
             .iter()
             .find(|c| c.case.masked && c.samples_per_session == spb && c.case.batch == 1)
     };
-    let source = labels(&report.protocol).1;
+    let source = labels(&report.run.protocol).1;
     let mut rows = Vec::new();
     if let Some(c) = fin(1) {
         let pairs: Vec<_> = c
@@ -792,7 +746,7 @@ pub fn write_figures(
             side,
             &format!(
                 "Summed-gradient leak per session, protocol {}, masking on ({}, {}-bit keys)",
-                report.protocol, report.dataset, report.key_bits
+                report.run.protocol, report.run.dataset, report.run.key_bits
             ),
         )?;
         written.push(path);

@@ -12,8 +12,11 @@
 //! [`drive`] builds the runs and records both parties' views message by message,
 //! [`linalg`] holds the least-squares and span machinery, [`plot`] the extraction curve
 //! (the figures are drawn by `gelunet-plot`), [`data`] the datasets. The `gelunet attack`
-//! subcommand is the front end.
+//! subcommand is the front end: its arguments and runs are the `cli` module (feature
+//! `cli`).
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod data;
 pub mod drive;
 mod error;

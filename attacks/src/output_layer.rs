@@ -33,13 +33,13 @@
 use std::time::Instant;
 
 use gelunet_paillier::PrivateKey;
-use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales, ValueKind};
+use gelunet_protocol::{Scales, ValueKind};
 use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 
-use crate::data::AttackData;
-use crate::drive::{build_simulation, run_observed_session, ObservedSession, RunConfig};
+use crate::drive::{
+    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep,
+};
 use crate::extraction::relative_error;
 use crate::linalg::lstsq;
 use crate::{AttackError, Result};
@@ -150,26 +150,12 @@ pub fn extract_output_layer(
 /// Settings of the output-layer experiment.
 #[derive(Clone, Debug)]
 pub struct OutputLayerSetup {
-    /// The clients' data.
-    pub data: AttackData,
-    /// Hidden-layer width (one sigmoid hidden layer: `W_L` is `classes × hidden`).
-    pub hidden: usize,
-    /// Number of clients (round-robin sessions).
-    pub clients: usize,
-    /// Mini-batch size `B` (sessions of `S / B` iterations).
-    pub batch: usize,
-    /// Session sizes `S` attacked (multiples of `B`).
-    pub sizes: Vec<usize>,
-    /// Learning rate `η`.
-    pub learning_rate: f64,
-    /// Sessions run before the attacked ones.
-    pub warmup: usize,
-    /// Attacked sessions per size (at least `clients + 1` for a cross-session pair).
-    pub trials: usize,
-    /// Seed.
-    pub seed: u64,
-    /// The protocol (the clients' view is the same under both; default v2).
-    pub protocol: Protocol,
+    /// The run attacked (the clients' view is the same under both protocols; default
+    /// v2; `W_L` is `classes × hidden`).
+    pub run: AttackRun,
+    /// The session sizes attacked (at least `clients + 1` trials for a cross-session
+    /// pair).
+    pub sweep: SessionSweep,
 }
 
 /// The cross-session measurement at one size: a client's estimate of the others' summed
@@ -262,47 +248,24 @@ type OwnSession = (Array2<f64>, Array2<f64>, Array2<f64>);
 /// of one layer; protocol, role and data errors.
 pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<OutputLayerReport> {
     let t0 = Instant::now();
-    let data = &setup.data;
-    let spec = ModelSpec::new(
-        vec![data.features(), setup.hidden, data.classes],
-        Activation::Sigmoid,
-    );
+    let run = &setup.run;
+    let spec = run.spec();
     let l = spec.widths.len() - 1;
     let scales = Scales::default();
-    let eta_int = scales.encode(ValueKind::LearningRate, setup.learning_rate)?;
+    let eta_int = scales.encode(ValueKind::LearningRate, run.learning_rate)?;
     let eta = eta_int as f64 / 2f64.powi(scales.fe as i32);
-    let shares = data.split(setup.clients, setup.seed)?;
-    let batch = setup.batch.max(1);
+    let shares = run.shares()?;
+    let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();
-    for &size in &setup.sizes {
-        if size == 0 || size % batch != 0 {
-            return Err(AttackError::Invalid(format!(
-                "session size {size} is not a positive multiple of the batch size {batch}"
-            )));
-        }
-        let d = (size / batch) as u32;
-        let mut cfg = RunConfig {
-            spec: spec.clone(),
-            scales,
-            learning_rate: setup.learning_rate,
-            batch_size: batch,
-            iterations: d,
-            mask: MaskMode::default(),
-            allow_bound_violation: false,
-            allow_few_samples: false,
-            seed: setup.seed,
-            protocol: setup.protocol,
-        };
-        cfg.allow_bound_violation = cfg.breaks_bound();
-        cfg.allow_few_samples = cfg.samples_per_session()
-            < gelunet_protocol::schedule::DEFAULT_MIN_SESSION_SAMPLES as usize;
+    for d in iterations {
+        let cfg = run.config(&spec, batch, d);
         let mut sim = build_simulation(&cfg, keys, &shares)?;
-        sim.run_sessions(setup.warmup)?;
+        sim.run_sessions(setup.sweep.warmup)?;
         let mut rel_errors = Vec::new();
         let mut rank = usize::MAX;
-        let mut last: Vec<Option<OwnSession>> = vec![None; setup.clients];
+        let mut last: Vec<Option<OwnSession>> = vec![None; run.clients];
         let mut cross = Vec::new();
-        for _ in 0..setup.trials {
+        for _ in 0..setup.sweep.trials {
             let obs = run_observed_session(&mut sim)?;
             let ex = extract_output_layer(&sim, &obs, &scales, eta)?;
             rank = rank.min(ex.rank);
@@ -332,7 +295,7 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
             }
         }
         points.push(OutputLayerPoint {
-            samples: size,
+            samples: cfg.samples_per_session(),
             iterations: d,
             exceeds_bound: cfg.breaks_bound(),
             rank: if rank == usize::MAX { 0 } else { rank },
@@ -347,13 +310,13 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
         });
     }
     Ok(OutputLayerReport {
-        protocol: setup.protocol.name().into(),
-        dataset: data.name.clone(),
+        protocol: run.protocol.name().into(),
+        dataset: run.data.name.clone(),
         widths: spec.widths.clone(),
         key_bits: keys.get(1).map_or(0, |k| k.public_key().bits()),
         batch,
-        clients: setup.clients,
-        needed: data.classes.saturating_sub(1),
+        clients: run.clients,
+        needed: run.data.classes.saturating_sub(1),
         bound: spec.min_fan_in(),
         seconds: t0.elapsed().as_secs_f64(),
         points,

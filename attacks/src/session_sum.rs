@@ -26,12 +26,11 @@ use std::time::Instant;
 
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec, Scales, ValueKind};
+use gelunet_protocol::{Scales, ValueKind};
 use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 
-use crate::data::AttackData;
-use crate::drive::{build_simulation, run_observed_session, RunConfig};
+use crate::drive::{build_simulation, run_observed_session, AttackRun, RunSummary};
 use crate::inversion::{ratio_estimate, score, span_basis, unmix_two, Score, UpdateRows};
 use crate::{AttackError, Result};
 
@@ -41,24 +40,14 @@ pub const SUCCESS_FRACTION: f64 = 0.1;
 /// Settings of the session-sum attack.
 #[derive(Clone, Debug)]
 pub struct SessionSumSetup {
-    /// The clients' data.
-    pub data: AttackData,
-    /// Hidden-layer width (one sigmoid hidden layer).
-    pub hidden: usize,
-    /// Number of clients (round-robin sessions).
-    pub clients: usize,
-    /// Learning rate `η`.
-    pub learning_rate: f64,
+    /// The run attacked.
+    pub run: AttackRun,
     /// Mini-batch size `B`.
     pub batch: usize,
     /// Iterations per session `d` (the box unmixing needs `d·B = 2`).
     pub iterations: u32,
     /// Sessions attacked.
     pub sessions: usize,
-    /// Seed of the runs.
-    pub seed: u64,
-    /// The protocol attacked.
-    pub protocol: Protocol,
 }
 
 /// What the attack got out of one session.
@@ -87,20 +76,9 @@ pub struct SessionResult {
 /// The whole experiment.
 #[derive(Clone, Debug, Serialize)]
 pub struct SessionSumReport {
-    /// The protocol attacked: `paper` or `v2`.
-    pub protocol: String,
-    /// Dataset name.
-    pub dataset: String,
-    /// Layer widths.
-    pub widths: Vec<usize>,
-    /// Samples loaded (all clients).
-    pub samples: usize,
-    /// Clients.
-    pub clients: usize,
-    /// Bits of every Paillier modulus.
-    pub key_bits: u64,
-    /// Learning rate.
-    pub learning_rate: f64,
+    /// The run: protocol, dataset, widths, samples, clients, key bits, learning rate.
+    #[serde(flatten)]
+    pub run: RunSummary,
     /// Mini-batch size `B`.
     pub batch: usize,
     /// Iterations per session `d`.
@@ -211,34 +189,18 @@ fn assign(est: &[Array1<f64>], truths: &[Array1<f64>]) -> Vec<(Array1<f64>, Arra
 /// [`AttackError::Invalid`] for zero sizes; protocol, role and data errors.
 pub fn run_experiment(setup: &SessionSumSetup, keys: &[PrivateKey]) -> Result<SessionSumReport> {
     let t0 = Instant::now();
-    if setup.batch == 0 || setup.iterations == 0 || setup.sessions == 0 || setup.hidden == 0 {
+    if setup.batch == 0 || setup.iterations == 0 || setup.sessions == 0 || setup.run.hidden == 0 {
         return Err(AttackError::Invalid(
             "batch, iterations, sessions and hidden must be positive".into(),
         ));
     }
-    let data = &setup.data;
-    let spec = ModelSpec::new(
-        vec![data.features(), setup.hidden, data.classes],
-        Activation::Sigmoid,
-    );
+    let run = &setup.run;
+    let data = &run.data;
+    let spec = run.spec();
     let scales = Scales::default();
-    let eta = scales.encode(ValueKind::LearningRate, setup.learning_rate)?;
-    let shares = data.split(setup.clients, setup.seed)?;
-    let mut cfg = RunConfig {
-        spec: spec.clone(),
-        scales,
-        learning_rate: setup.learning_rate,
-        batch_size: setup.batch,
-        iterations: setup.iterations,
-        mask: MaskMode::default(),
-        allow_bound_violation: false,
-        allow_few_samples: false,
-        seed: setup.seed,
-        protocol: setup.protocol,
-    };
-    cfg.allow_bound_violation = cfg.breaks_bound();
-    cfg.allow_few_samples = cfg.samples_per_session()
-        < gelunet_protocol::schedule::DEFAULT_MIN_SESSION_SAMPLES as usize;
+    let eta = scales.encode(ValueKind::LearningRate, run.learning_rate)?;
+    let shares = run.shares()?;
+    let cfg = run.config(&spec, setup.batch, setup.iterations);
     let mut sim = build_simulation(&cfg, keys, &shares)?;
     let mean = data
         .x
@@ -294,17 +256,11 @@ pub fn run_experiment(setup: &SessionSumSetup, keys: &[PrivateKey]) -> Result<Se
     let baseline = all(|s| s.baseline);
     let single = mean_score(&per_update);
     Ok(SessionSumReport {
-        protocol: setup.protocol.name().into(),
-        dataset: data.name.clone(),
-        widths: spec.widths.clone(),
-        samples: data.x.nrows(),
-        clients: setup.clients,
-        key_bits: keys.get(1).map_or(0, |k| k.public_key().bits()),
-        learning_rate: setup.learning_rate,
+        run: run.summary(keys),
         batch: setup.batch,
         iterations: setup.iterations,
         bounds: data.bounds,
-        observed: match setup.protocol {
+        observed: match run.protocol {
             Protocol::Paper => "w^I − w^F (Alg. 5)".into(),
             Protocol::V2 => "W~_v − W~_{v+1} (stored masked states)".into(),
         },
@@ -326,12 +282,12 @@ pub fn render(r: &SessionSumReport) -> String {
     let mut s = format!(
         "session-sum attack (protocol {}): {} {:?}, {} samples, {} clients, {}-bit keys, \
          B = {}, d = {}; the server subtracts {}\n\n",
-        r.protocol,
-        r.dataset,
-        r.widths,
-        r.samples,
-        r.clients,
-        r.key_bits,
+        r.run.protocol,
+        r.run.dataset,
+        r.run.widths,
+        r.run.samples,
+        r.run.clients,
+        r.run.key_bits,
         r.batch,
         r.iterations,
         r.observed
@@ -395,12 +351,12 @@ pub fn write_grid(
         side,
         &format!(
             "Session-sum attack, protocol {}: MSE {:.2e} vs mean guess {:.3} ({}, d·B = {}, {}-bit keys)",
-            r.protocol,
+            r.run.protocol,
             r.mse,
             r.baseline_mse,
-            r.dataset,
+            r.run.dataset,
             r.batch * r.iterations as usize,
-            r.key_bits
+            r.run.key_bits
         ),
     )?;
     Ok(path)

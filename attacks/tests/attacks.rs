@@ -3,16 +3,16 @@
 //! Alg. 5 (the summed gradient of a session) is pinned down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::OnceLock;
 
 use gelunet_attacks::data::{synthetic, AttackData};
-use gelunet_attacks::drive::generate_keys;
+use gelunet_attacks::drive::{generate_keys, SessionSweep};
 use gelunet_attacks::extraction::{self, ExtractionSetup};
 use gelunet_attacks::inversion::{self, Case, InversionSetup};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 
 fn keys() -> &'static [PrivateKey] {
     static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
@@ -21,14 +21,9 @@ fn keys() -> &'static [PrivateKey] {
 
 fn inversion_setup(data: AttackData, cases: Vec<Case>) -> InversionSetup {
     InversionSetup {
-        data,
-        hidden: 6,
-        clients: 2,
-        learning_rate: 0.5,
+        run: common::attack_run(data, 6, 9, Protocol::Paper),
         sessions: 3,
         cases,
-        seed: 9,
-        protocol: Protocol::Paper,
     }
 }
 
@@ -86,16 +81,7 @@ fn gradient_inversion_succeeds_without_mask_and_fails_with_it() {
 fn final_update_leaks_the_session_sum_even_with_masking() {
     // Box-bounded sparse data like images (features in [0, 1], a random third of them
     // blank in each sample), range public.
-    let mut data = synthetic(40, 32, 3, 6);
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    data.x.mapv_inplace(|v| {
-        if rng.gen_bool(1.0 / 3.0) {
-            0.0
-        } else {
-            v.clamp(0.0, 1.0)
-        }
-    });
-    data.bounds = Some((0.0, 1.0));
+    let data = common::boxed_data();
     let cases = vec![
         Case {
             batch: 1,
@@ -146,25 +132,16 @@ fn final_update_leaks_the_session_sum_even_with_masking() {
 #[test]
 fn under_v2_neither_the_updates_nor_the_stored_differences_leak() {
     // The data where the paper's Alg. 5 gives both inputs of a 2-sample session away.
-    let mut data = synthetic(40, 32, 3, 6);
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    data.x.mapv_inplace(|v| {
-        if rng.gen_bool(1.0 / 3.0) {
-            0.0
-        } else {
-            v.clamp(0.0, 1.0)
-        }
-    });
-    data.bounds = Some((0.0, 1.0));
+    let data = common::boxed_data();
     let case = Case {
         batch: 1,
         iterations: 2,
         masked: true,
     };
     let mut setup = inversion_setup(data, vec![case]);
-    setup.protocol = Protocol::V2;
+    setup.run.protocol = Protocol::V2;
     let r = inversion::run_experiment(&setup, keys()).unwrap();
-    assert_eq!(r.protocol, "v2");
+    assert_eq!(r.run.protocol, "v2");
     let c = &r.cases[0];
     // Every D (the plaintext update and the rollover) is noise.
     let per = c.per_iteration.as_ref().unwrap();
@@ -200,16 +177,13 @@ fn model_extraction_outcome(protocol: Protocol) {
     // Layer 1 has fan-in 6 = the smallest fan-in: the bound is 6 samples per session,
     // and a row has 6 + 2 unknowns (weights, bias, η).
     let setup = ExtractionSetup {
-        data: synthetic(40, 6, 3, 7),
-        hidden: 8,
-        clients: 2,
-        batch: 1,
-        sizes: vec![3, 6, 9],
-        learning_rate: 0.5,
-        warmup: 1,
-        trials: 2,
-        seed: 11,
-        protocol,
+        run: common::attack_run(synthetic(40, 6, 3, 7), 8, 11, protocol),
+        sweep: SessionSweep {
+            batch: 1,
+            sizes: vec![3, 6, 9],
+            warmup: 1,
+            trials: 2,
+        },
     };
     let r = extraction::run_experiment(&setup, keys()).unwrap();
     assert_eq!(r.bound, 6);

@@ -4,8 +4,10 @@
 //! output-layer update between two of its sessions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use gelunet_attacks::data::synthetic;
-use gelunet_attacks::drive::generate_keys;
+use gelunet_attacks::drive::{generate_keys, SessionSweep};
 use gelunet_attacks::output_layer::{self, OutputLayerSetup};
 use gelunet_protocol::v2::Protocol;
 
@@ -14,16 +16,13 @@ fn m_minus_one_samples_reveal_the_centered_output_layer() {
     let keys = generate_keys(512, 3, 44, true).unwrap();
     // [8, 10, 5]: m_L = 5, so 4 samples suffice; the forward bound is 8.
     let setup = OutputLayerSetup {
-        data: synthetic(60, 8, 5, 7),
-        hidden: 10,
-        clients: 2,
-        batch: 1,
-        sizes: vec![2, 3, 4, 6],
-        learning_rate: 0.5,
-        warmup: 1,
-        trials: 3,
-        seed: 12,
-        protocol: Protocol::V2,
+        run: common::attack_run(synthetic(60, 8, 5, 7), 10, 12, Protocol::V2),
+        sweep: SessionSweep {
+            batch: 1,
+            sizes: vec![2, 3, 4, 6],
+            warmup: 1,
+            trials: 3,
+        },
     };
     let r = output_layer::run_experiment(&setup, &keys).unwrap();
     assert_eq!(r.needed, 4);

@@ -3,48 +3,26 @@
 //! protocol and does no better than the data mean from `W~_v − W~_{v+1}` under v2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::OnceLock;
 
-use gelunet_attacks::data::{synthetic, AttackData};
 use gelunet_attacks::drive::generate_keys;
 use gelunet_attacks::session_sum::{self, SessionSumSetup};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 
 fn keys() -> &'static [PrivateKey] {
     static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
     KEYS.get_or_init(|| generate_keys(512, 3, 43, true).unwrap())
 }
 
-/// Image-like data: features in `[0, 1]`, a random third blank in each sample, the range
-/// public.
-fn boxed_data() -> AttackData {
-    let mut data = synthetic(40, 32, 3, 6);
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    data.x.mapv_inplace(|v| {
-        if rng.gen_bool(1.0 / 3.0) {
-            0.0
-        } else {
-            v.clamp(0.0, 1.0)
-        }
-    });
-    data.bounds = Some((0.0, 1.0));
-    data
-}
-
 fn run(protocol: Protocol) -> session_sum::SessionSumReport {
     let setup = SessionSumSetup {
-        data: boxed_data(),
-        hidden: 6,
-        clients: 2,
-        learning_rate: 0.5,
+        run: common::attack_run(common::boxed_data(), 6, 9, protocol),
         batch: 1,
         iterations: 2,
         sessions: 4,
-        seed: 9,
-        protocol,
     };
     session_sum::run_experiment(&setup, keys()).unwrap()
 }
@@ -52,7 +30,7 @@ fn run(protocol: Protocol) -> session_sum::SessionSumReport {
 #[test]
 fn paper_leaks_the_session_sum_and_v2_does_not() {
     let paper = run(Protocol::Paper);
-    assert_eq!(paper.protocol, "paper");
+    assert_eq!(paper.run.protocol, "paper");
     assert_eq!(paper.sessions.len(), 4);
     assert!(paper.baseline_mse > 0.0);
     // The paper's server rebuilds the inputs from w^I − w^F: exactly a two-dimensional
@@ -72,7 +50,7 @@ fn paper_leaks_the_session_sum_and_v2_does_not() {
     assert!(paper.corr > 0.9, "{}", paper.corr);
 
     let v2 = run(Protocol::V2);
-    assert_eq!(v2.protocol, "v2");
+    assert_eq!(v2.run.protocol, "v2");
     assert_eq!(v2.sessions.len(), 4);
     // Under v2 the same attacker on W~_v − W~_{v+1} and on every plaintext D gets noise:
     // no better than guessing the data mean.

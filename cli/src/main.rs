@@ -9,7 +9,6 @@
 //! (`--insecure-test-keys`) exist only in a binary built with the `insecure-test-keys`
 //! feature.
 
-mod attack;
 mod inference;
 mod opts;
 mod paper;
@@ -51,7 +50,7 @@ enum Command {
         what: BenchCommand,
     },
     /// The privacy attacks (paper §4.1, §4.3) against the real protocol messages.
-    Attack(attack::AttackArgs),
+    Attack(gelunet_attacks::cli::AttackArgs),
     /// The clients' group key of protocol v2.
     GroupKey {
         #[command(subcommand)]
@@ -101,7 +100,7 @@ fn main() -> ExitCode {
         Command::Join(args) => exit(training::join(args)),
         Command::Infer(args) => exit(inference::infer(args)),
         Command::ServeModel(args) => exit(inference::serve_model(args)),
-        Command::Attack(args) => exit(attack::run(args)),
+        Command::Attack(args) => exit(gelunet_attacks::cli::run(args)),
         Command::GroupKey {
             what: GroupKeyCommand::New { out },
         } => exit(

@@ -75,27 +75,6 @@ pub enum MaskArg {
     Uniform,
 }
 
-/// The protocol (docs/DESIGN.md "Protocol v2").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProtocolArg {
-    /// Protocol v2 (default): the server only ever holds masked weights; the clients
-    /// release the trained model at the end.
-    V2,
-    /// The paper's form (true weights on the server between sessions; leaks each
-    /// session's summed gradient to the server). For comparisons.
-    Paper,
-}
-
-impl ProtocolArg {
-    /// The library's protocol.
-    pub fn protocol(self) -> Protocol {
-        match self {
-            Self::V2 => Protocol::V2,
-            Self::Paper => Protocol::Paper,
-        }
-    }
-}
-
 /// Order in which the server schedules clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OrderArg {
@@ -163,8 +142,8 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The protocol: v2 (the server never holds a true weight) or the paper's form.
-    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::V2)]
+    pub protocol: Protocol,
 }
 
 impl ModelArgs {
@@ -185,7 +164,7 @@ impl ModelArgs {
                 MaskArg::Statistical => MaskMode::default(),
                 MaskArg::Uniform => MaskMode::Uniform,
             },
-            protocol: self.protocol.protocol(),
+            protocol: self.protocol,
             order: match self.order {
                 OrderArg::RoundRobin => ClientOrder::RoundRobin,
                 OrderArg::Random => ClientOrder::SeededRandom,

@@ -142,8 +142,8 @@ pub struct JoinArgs {
     group_key: Option<PathBuf>,
     /// The protocol this client takes part in: v2 (default; a server of the paper's
     /// protocol is refused) or paper (either is accepted).
-    #[arg(long, value_enum, default_value_t = crate::opts::ProtocolArg::V2)]
-    protocol: crate::opts::ProtocolArg,
+    #[arg(long, value_enum, default_value_t = gelunet_protocol::v2::Protocol::V2)]
+    protocol: gelunet_protocol::v2::Protocol,
     /// Reconnections allowed after a lost connection.
     #[arg(long, default_value_t = 3)]
     reconnect: u32,
@@ -242,7 +242,7 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         keys: args.keys.options(),
         key_file: args.key_file,
         group_key_file: args.group_key,
-        protocol: args.protocol.protocol(),
+        protocol: args.protocol,
         reconnect: args.reconnect,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         net: args.net.options(),

@@ -31,7 +31,10 @@ use crate::mask::{MaskMode, MaskTarget};
 use crate::version_mask::MaskWidths;
 
 /// Which protocol a run speaks.
+///
+/// With the `clap` feature it is a `clap::ValueEnum` (`v2`, `paper`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Protocol {
     /// Protocol v2 (the default): masked weights only, plaintext masked updates, no
     /// server key pair for training (`docs/DESIGN.md` "Protocol v2").

@@ -1,7 +1,7 @@
-//! `gelunet attack`: gradient inversion (paper §4.3), model extraction (paper §4.1), the
-//! server's session-sum attack and the clients' output-layer extraction, run on real
-//! in-memory training runs (real Paillier keys, the real server and client state
-//! machines) by the `gelunet-attacks` crate, under either protocol (`--protocol`).
+//! `gelunet attack` (feature `cli`): the arguments of the four attacks (clap) and their
+//! runs: gradient inversion (paper §4.3), model extraction (paper §4.1), the server's
+//! session-sum attack and the clients' output-layer extraction, under either protocol
+//! (`--protocol`). The `gelunet-cli` binary only parses and calls [`run`].
 //!
 //! Each prints its report as JSON on stdout and as a markdown table on stderr; with
 //! `--out DIR` it also writes `DIR/<attack>.json` (`DIR/report.json` for `session-sum`),
@@ -9,9 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use gelunet_attacks::{data, drive, extraction, inversion, output_layer, plot, session_sum};
+use gelunet_protocol::v2::Protocol;
 
-use crate::opts::ProtocolArg;
+use crate::data::{self, AttackData};
+use crate::drive::{self, AttackRun, SessionSweep};
+use crate::{extraction, inversion, output_layer, plot, session_sum, AttackError, Result};
 
 /// Arguments of `gelunet attack`.
 #[derive(Debug, clap::Args)]
@@ -42,7 +44,7 @@ pub enum AttackCommand {
     OutputLayer(OutputLayerArgs),
 }
 
-/// Options shared by both attacks.
+/// Options shared by every attack.
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
     /// Bits of every Paillier modulus (below 2048 only with --insecure-test-keys).
@@ -89,8 +91,8 @@ pub struct InversionArgs {
     pub hidden: usize,
     /// The protocol attacked (default paper, the historic figures; v2 has no unmasked
     /// runs, so only the masked cases run).
-    #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    pub protocol: Protocol,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -125,8 +127,8 @@ pub struct ExtractionArgs {
     pub samples: usize,
     /// The protocol of the runs (default paper, the historic figures; the client's view
     /// is the same under v2).
-    #[arg(long, value_enum, default_value_t = ProtocolArg::Paper)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    pub protocol: Protocol,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -136,8 +138,8 @@ pub struct ExtractionArgs {
 #[derive(Debug, clap::Args)]
 pub struct SessionSumArgs {
     /// The protocol attacked.
-    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::V2)]
+    pub protocol: Protocol,
     /// Dataset.
     #[arg(long, default_value = "mnist", value_parser = ["mnist", "iris", "synthetic"])]
     pub dataset: String,
@@ -159,8 +161,8 @@ pub struct SessionSumArgs {
 #[derive(Debug, clap::Args)]
 pub struct OutputLayerArgs {
     /// The protocol of the runs (the clients' view is the same under both).
-    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
-    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::V2)]
+    pub protocol: Protocol,
     /// Dataset (the output layer has one row per class).
     #[arg(long, default_value = "synthetic", value_parser = ["synthetic", "iris", "mnist"])]
     pub dataset: String,
@@ -197,8 +199,9 @@ pub struct OutputLayerArgs {
 /// Runs `gelunet attack`.
 ///
 /// # Errors
-/// Bad options, missing data files, protocol errors, failures writing the outputs.
-pub fn run(args: AttackArgs) -> Result<(), String> {
+/// [`AttackError::Invalid`] for bad options and failures writing the outputs; missing
+/// data files, protocol and role errors.
+pub fn run(args: AttackArgs) -> Result<()> {
     match args.attack {
         AttackCommand::GradientInversion(a) => run_inversion(a),
         AttackCommand::ModelExtraction(a) => run_extraction(a),
@@ -207,190 +210,174 @@ pub fn run(args: AttackArgs) -> Result<(), String> {
     }
 }
 
-fn keys(c: &CommonArgs) -> Result<Vec<gelunet_paillier::PrivateKey>, String> {
-    if c.clients == 0 {
-        return Err("--clients must be at least 1".into());
-    }
-    drive::generate_keys(c.key_bits, c.clients + 1, c.seed, c.insecure_test_keys)
-        .map_err(|e| e.to_string())
+fn invalid(reason: &str) -> AttackError {
+    AttackError::Invalid(reason.into())
 }
 
-fn data_dir(c: &CommonArgs) -> PathBuf {
-    gelunet_datasets::resolve_data_dir(c.data_dir.as_deref())
-}
-
-fn emit<T: serde::Serialize>(
-    name: &str,
-    report: &T,
-    table: &str,
-    out: Option<&Path>,
-) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    println!("{json}");
-    eprintln!("{table}");
-    if let Some(dir) = out {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for (ext, body) in [("json", &json), ("md", &table.to_string())] {
-            let p = dir.join(format!("{name}.{ext}"));
-            std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
-            eprintln!("wrote {}", p.display());
+impl CommonArgs {
+    /// `clients + 1` keys: the server's, then one per client.
+    fn keys(&self) -> Result<Vec<gelunet_paillier::PrivateKey>> {
+        if self.clients == 0 {
+            return Err(invalid("--clients must be at least 1"));
         }
+        drive::generate_keys(
+            self.key_bits,
+            self.clients + 1,
+            self.seed,
+            self.insecure_test_keys,
+        )
+    }
+
+    /// `dataset` ([`data::load`]); `synthetic` with `(features, classes)` if given.
+    fn data(
+        &self,
+        dataset: &str,
+        samples: usize,
+        blobs: Option<(usize, usize)>,
+    ) -> Result<AttackData> {
+        match (dataset, blobs) {
+            ("synthetic", Some((features, classes))) => {
+                Ok(data::synthetic(samples, features, classes, self.seed))
+            }
+            _ => {
+                let dir = gelunet_datasets::resolve_data_dir(self.data_dir.as_deref());
+                data::load(dataset, &dir, samples, self.seed)
+            }
+        }
+    }
+
+    fn run(&self, data: AttackData, hidden: usize, protocol: Protocol) -> AttackRun {
+        AttackRun {
+            data,
+            hidden,
+            clients: self.clients,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+            protocol,
+        }
+    }
+
+    /// Prints the report (JSON on stdout, `table` on stderr) and writes both to
+    /// `--out/<name>.{json,md}`.
+    fn emit<T: serde::Serialize>(&self, name: &str, report: &T, table: &str) -> Result<()> {
+        let json = serde_json::to_string_pretty(report).map_err(|e| invalid(&e.to_string()))?;
+        println!("{json}");
+        eprintln!("{table}");
+        if let Some(dir) = self.out.as_deref() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+            for (ext, body) in [("json", json.as_str()), ("md", table)] {
+                let p = dir.join(format!("{name}.{ext}"));
+                std::fs::write(&p, body).map_err(|e| io_error(&p, &e))?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> AttackError {
+    AttackError::Invalid(format!("{}: {e}", path.display()))
+}
+
+fn sweep_checks(max_samples: usize, batch: usize, trials: usize, hidden: usize) -> Result<()> {
+    if max_samples == 0 || batch == 0 || trials == 0 || hidden == 0 {
+        return Err(invalid(
+            "--max-samples, --batch-size, --trials and --hidden must be positive",
+        ));
     }
     Ok(())
 }
 
-fn run_inversion(a: InversionArgs) -> Result<(), String> {
+fn run_inversion(a: InversionArgs) -> Result<()> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
-        return Err("--batch-sizes needs positive sizes".into());
+        return Err(invalid("--batch-sizes needs positive sizes"));
     }
     if a.hidden == 0 || a.sessions == 0 {
-        return Err("--hidden and --sessions must be positive".into());
+        return Err(invalid("--hidden and --sessions must be positive"));
     }
     let c = &a.common;
-    let data =
-        data::load(&a.dataset, &data_dir(c), a.samples, c.seed).map_err(|e| e.to_string())?;
-    let keys = keys(c)?;
-    let spec = gelunet_protocol::ModelSpec::new(
-        vec![data.features(), a.hidden, data.classes],
-        gelunet_protocol::Activation::Sigmoid,
-    );
+    let data = c.data(&a.dataset, a.samples, None)?;
+    let keys = c.keys()?;
     let side = data.image_side;
-    let protocol = a.protocol.protocol();
-    let mut cases = inversion::default_cases(&spec, &a.batch_sizes);
-    if protocol == gelunet_protocol::v2::Protocol::V2 {
+    let run = c.run(data, a.hidden, a.protocol);
+    let mut cases = inversion::default_cases(&run.spec(), &a.batch_sizes);
+    if a.protocol == Protocol::V2 {
         // v2 has no unmasked mode.
         cases.retain(|c| c.masked);
     }
     let setup = inversion::InversionSetup {
-        cases,
-        protocol,
-        data,
-        hidden: a.hidden,
-        clients: c.clients,
-        learning_rate: c.learning_rate,
+        run,
         sessions: a.sessions,
-        seed: c.seed,
+        cases,
     };
-    let report = inversion::run_experiment(&setup, &keys).map_err(|e| e.to_string())?;
-    emit(
-        "gradient_inversion",
-        &report,
-        &inversion::render(&report),
-        c.out.as_deref(),
-    )?;
+    let report = inversion::run_experiment(&setup, &keys)?;
+    c.emit("gradient_inversion", &report, &inversion::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
-        for p in inversion::write_figures(&report, side, dir).map_err(|e| e.to_string())? {
+        for p in inversion::write_figures(&report, side, dir)? {
             eprintln!("wrote {}", p.display());
         }
     }
     Ok(())
 }
 
-fn run_extraction(a: ExtractionArgs) -> Result<(), String> {
-    if a.max_samples == 0 || a.batch_size == 0 || a.trials == 0 || a.hidden == 0 {
-        return Err("--max-samples, --batch-size, --trials and --hidden must be positive".into());
-    }
+fn run_extraction(a: ExtractionArgs) -> Result<()> {
+    sweep_checks(a.max_samples, a.batch_size, a.trials, a.hidden)?;
     let c = &a.common;
-    let data = match a.dataset.as_str() {
-        "synthetic" => data::synthetic(a.samples, a.features, 3, c.seed),
-        other => data::load(other, &data_dir(c), a.samples, c.seed).map_err(|e| e.to_string())?,
-    };
-    let keys = keys(c)?;
     let setup = extraction::ExtractionSetup {
-        data,
-        hidden: a.hidden,
-        clients: c.clients,
-        batch: a.batch_size,
-        sizes: (1..=a.max_samples / a.batch_size)
-            .map(|d| d * a.batch_size)
-            .collect(),
-        learning_rate: c.learning_rate,
-        warmup: a.warmup,
-        trials: a.trials,
-        seed: c.seed,
-        protocol: a.protocol.protocol(),
+        run: c.run(
+            c.data(&a.dataset, a.samples, Some((a.features, 3)))?,
+            a.hidden,
+            a.protocol,
+        ),
+        sweep: SessionSweep::up_to(a.max_samples, a.batch_size, a.warmup, a.trials),
     };
-    let report = extraction::run_experiment(&setup, &keys).map_err(|e| e.to_string())?;
-    emit(
-        "model_extraction",
-        &report,
-        &extraction::render(&report),
-        c.out.as_deref(),
-    )?;
+    let report = extraction::run_experiment(&setup, &c.keys()?)?;
+    c.emit("model_extraction", &report, &extraction::render(&report))?;
     if let Some(dir) = c.out.as_deref() {
         let p = dir.join("model_extraction.png");
-        plot::extraction_curve(&p, &report).map_err(|e| e.to_string())?;
+        plot::extraction_curve(&p, &report)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
 
-fn run_session_sum(a: SessionSumArgs) -> Result<(), String> {
+fn run_session_sum(a: SessionSumArgs) -> Result<()> {
     if a.hidden == 0 || a.sessions == 0 {
-        return Err("--hidden and --sessions must be positive".into());
+        return Err(invalid("--hidden and --sessions must be positive"));
     }
     let c = &a.common;
-    let data =
-        data::load(&a.dataset, &data_dir(c), a.samples, c.seed).map_err(|e| e.to_string())?;
-    let keys = keys(c)?;
+    let data = c.data(&a.dataset, a.samples, None)?;
+    let keys = c.keys()?;
     let side = data.image_side;
     let setup = session_sum::SessionSumSetup {
-        data,
-        hidden: a.hidden,
-        clients: c.clients,
-        learning_rate: c.learning_rate,
+        run: c.run(data, a.hidden, a.protocol),
         batch: 1,
         iterations: 2,
         sessions: a.sessions,
-        seed: c.seed,
-        protocol: a.protocol.protocol(),
     };
-    let report = session_sum::run_experiment(&setup, &keys).map_err(|e| e.to_string())?;
-    emit(
-        "report",
-        &report,
-        &session_sum::render(&report),
-        c.out.as_deref(),
-    )?;
+    let report = session_sum::run_experiment(&setup, &keys)?;
+    c.emit("report", &report, &session_sum::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
-        let p = session_sum::write_grid(&report, side, dir).map_err(|e| e.to_string())?;
+        let p = session_sum::write_grid(&report, side, dir)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
 
-fn run_output_layer(a: OutputLayerArgs) -> Result<(), String> {
-    if a.max_samples == 0 || a.batch_size == 0 || a.trials == 0 || a.hidden == 0 {
-        return Err("--max-samples, --batch-size, --trials and --hidden must be positive".into());
-    }
+fn run_output_layer(a: OutputLayerArgs) -> Result<()> {
+    sweep_checks(a.max_samples, a.batch_size, a.trials, a.hidden)?;
     if a.classes < 2 {
-        return Err("--classes must be at least 2".into());
+        return Err(invalid("--classes must be at least 2"));
     }
     let c = &a.common;
-    let data = match a.dataset.as_str() {
-        "synthetic" => data::synthetic(a.samples, a.features, a.classes, c.seed),
-        other => data::load(other, &data_dir(c), a.samples, c.seed).map_err(|e| e.to_string())?,
-    };
-    let keys = keys(c)?;
     let setup = output_layer::OutputLayerSetup {
-        data,
-        hidden: a.hidden,
-        clients: c.clients,
-        batch: a.batch_size,
-        sizes: (1..=a.max_samples / a.batch_size)
-            .map(|d| d * a.batch_size)
-            .collect(),
-        learning_rate: c.learning_rate,
-        warmup: a.warmup,
-        trials: a.trials,
-        seed: c.seed,
-        protocol: a.protocol.protocol(),
+        run: c.run(
+            c.data(&a.dataset, a.samples, Some((a.features, a.classes)))?,
+            a.hidden,
+            a.protocol,
+        ),
+        sweep: SessionSweep::up_to(a.max_samples, a.batch_size, a.warmup, a.trials),
     };
-    let report = output_layer::run_experiment(&setup, &keys).map_err(|e| e.to_string())?;
-    emit(
-        "output_layer",
-        &report,
-        &output_layer::render(&report),
-        c.out.as_deref(),
-    )
+    let report = output_layer::run_experiment(&setup, &c.keys()?)?;
+    c.emit("output_layer", &report, &output_layer::render(&report))
 }
