@@ -257,6 +257,23 @@ impl CommonArgs {
         }
     }
 
+    /// The run of `gelunet attack gradient-inversion` and `session-sum` on `dataset`, and
+    /// its keys.
+    fn dataset_run(
+        &self,
+        dataset: &str,
+        samples: usize,
+        hidden: usize,
+        sessions: usize,
+        protocol: Protocol,
+    ) -> Result<(AttackRun, Vec<gelunet_paillier::PrivateKey>)> {
+        if hidden == 0 || sessions == 0 {
+            return Err(invalid("--hidden and --sessions must be positive"));
+        }
+        let data = self.data(dataset, samples, None)?;
+        Ok((self.run(data, hidden, protocol), self.keys()?))
+    }
+
     /// Prints the report (JSON on stdout, `table` on stderr) and writes both to
     /// `--out/<name>.{json,md}`.
     fn emit<T: serde::Serialize>(&self, name: &str, report: &T, table: &str) -> Result<()> {
@@ -292,14 +309,9 @@ fn run_inversion(a: InversionArgs) -> Result<()> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         return Err(invalid("--batch-sizes needs positive sizes"));
     }
-    if a.hidden == 0 || a.sessions == 0 {
-        return Err(invalid("--hidden and --sessions must be positive"));
-    }
     let c = &a.common;
-    let data = c.data(&a.dataset, a.samples, None)?;
-    let keys = c.keys()?;
-    let side = data.image_side;
-    let run = c.run(data, a.hidden, a.protocol);
+    let (run, keys) = c.dataset_run(&a.dataset, a.samples, a.hidden, a.sessions, a.protocol)?;
+    let side = run.data.image_side;
     let mut cases = inversion::default_cases(&run.spec(), &a.batch_sizes);
     if a.protocol == Protocol::V2 {
         // v2 has no unmasked mode.
@@ -342,15 +354,11 @@ fn run_extraction(a: ExtractionArgs) -> Result<()> {
 }
 
 fn run_session_sum(a: SessionSumArgs) -> Result<()> {
-    if a.hidden == 0 || a.sessions == 0 {
-        return Err(invalid("--hidden and --sessions must be positive"));
-    }
     let c = &a.common;
-    let data = c.data(&a.dataset, a.samples, None)?;
-    let keys = c.keys()?;
-    let side = data.image_side;
+    let (run, keys) = c.dataset_run(&a.dataset, a.samples, a.hidden, a.sessions, a.protocol)?;
+    let side = run.data.image_side;
     let setup = session_sum::SessionSumSetup {
-        run: c.run(data, a.hidden, a.protocol),
+        run,
         batch: 1,
         iterations: 2,
         sessions: a.sessions,

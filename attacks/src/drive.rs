@@ -201,6 +201,34 @@ pub struct RunSummary {
     pub learning_rate: f64,
 }
 
+/// The description of a sweep's runs at the head of a report (flattened into its JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSummary {
+    /// The protocol of the runs: `paper` or `v2`.
+    pub protocol: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Layer widths.
+    pub widths: Vec<usize>,
+    /// Bits of every Paillier modulus.
+    pub key_bits: u64,
+    /// Mini-batch size.
+    pub batch: usize,
+}
+
+impl SweepSummary {
+    /// The summary of `run` with `keys` and mini-batches of `batch`.
+    pub fn new(run: &AttackRun, keys: &[PrivateKey], batch: usize) -> Self {
+        Self {
+            protocol: run.protocol.name().into(),
+            dataset: run.data.name.clone(),
+            widths: run.spec().widths,
+            key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
+            batch,
+        }
+    }
+}
+
 /// A sweep over session sizes: sessions of `S = d·B` samples for each `S` in `sizes`,
 /// after `warmup` sessions, `trials` attacked sessions per size.
 #[derive(Clone, Debug)]

@@ -25,7 +25,7 @@ use ndarray::{Array1, Array2, Axis, Slice};
 use serde::Serialize;
 
 use crate::drive::{
-    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep,
+    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary,
 };
 use crate::linalg::lstsq;
 use crate::{AttackError, Result};
@@ -231,16 +231,9 @@ pub struct ExtractionPoint {
 /// The extraction experiment's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExtractionReport {
-    /// The protocol of the runs: `paper` or `v2`.
-    pub protocol: String,
-    /// Dataset.
-    pub dataset: String,
-    /// Layer widths.
-    pub widths: Vec<usize>,
-    /// Bits of every Paillier modulus.
-    pub key_bits: u64,
-    /// Mini-batch size.
-    pub batch: usize,
+    /// The runs: protocol, dataset, widths, key bits, mini-batch size.
+    #[serde(flatten)]
+    pub run: SweepSummary,
     /// The true learning rate (as encoded).
     pub eta: f64,
     /// The bound on `d·B` the server enforces when secure (smallest fan-in).
@@ -313,11 +306,7 @@ pub fn run_experiment(
         });
     }
     Ok(ExtractionReport {
-        protocol: run.protocol.name().into(),
-        dataset: run.data.name.clone(),
-        widths: spec.widths.clone(),
-        key_bits: keys.first().map_or(0, |k| k.public_key().bits()),
-        batch,
+        run: SweepSummary::new(run, keys, batch),
         eta,
         bound: spec.min_fan_in(),
         mask: format!("{:?}", MaskMode::default()),
@@ -331,14 +320,14 @@ pub fn render(r: &ExtractionReport) -> String {
     let mut s = format!(
         "model extraction (layer 1, protocol {}): {} {:?}, B = {}, {}-bit keys, η = {}, bound d·B ≤ {} \
          (server bound disabled), unknowns per row n_0 + 2 = {}\n\n",
-        r.protocol,
-        r.dataset,
-        r.widths,
-        r.batch,
-        r.key_bits,
+        r.run.protocol,
+        r.run.dataset,
+        r.run.widths,
+        r.run.batch,
+        r.run.key_bits,
         r.eta,
         r.bound,
-        r.widths.first().copied().unwrap_or(0) + 2
+        r.run.widths.first().copied().unwrap_or(0) + 2
     );
     s.push_str(
         "| samples d·B | d | beyond bound | rank | rel. error W (η unknown, median) | max | rel. error [W b] | η̂ | rel. error W (η known) |\n\

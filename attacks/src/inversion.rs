@@ -471,12 +471,33 @@ pub struct InversionReport {
     pub cases: Vec<CaseReport>,
 }
 
-fn decode_inputs(a: &Array2<i128>, scales: &Scales) -> Vec<Array1<f64>> {
+/// The rows of `a` (at `2^fa`) as real inputs.
+pub(crate) fn decode_inputs(a: &Array2<i128>, scales: &Scales) -> Vec<Array1<f64>> {
     let f = 2f64.powi(scales.fa as i32);
     a.rows()
         .into_iter()
         .map(|r| r.mapv(|v| v as f64 / f))
         .collect()
+}
+
+/// The server's view of a session, the layer-1 rows of its stored difference
+/// ([`UpdateRows::from_final`]), and the session's true inputs (the ground truth).
+///
+/// # Errors
+/// [`AttackError::Invalid`] for a model without layers.
+pub(crate) fn stored_difference(
+    obs: &ObservedSession,
+    scales: &Scales,
+    eta: i128,
+) -> Result<(UpdateRows, Vec<Array1<f64>>)> {
+    let rows = UpdateRows::from_final(obs, scales, eta)
+        .ok_or_else(|| AttackError::Invalid("empty model".into()))?;
+    let truths = obs
+        .inputs
+        .iter()
+        .flat_map(|a| decode_inputs(a, scales))
+        .collect();
+    Ok((rows, truths))
 }
 
 /// Runs every case of `setup` with the given keys (`clients + 1` of them).
@@ -528,13 +549,7 @@ pub fn run_experiment(
                 let truths = decode_inputs(&obs.inputs[t], &scales);
                 per_it.push(attack_update(&rows, &truths, data.bounds));
             }
-            let rows = UpdateRows::from_final(&obs, &scales, eta)
-                .ok_or_else(|| AttackError::Invalid("empty model".into()))?;
-            let truths: Vec<Array1<f64>> = obs
-                .inputs
-                .iter()
-                .flat_map(|a| decode_inputs(a, &scales))
-                .collect();
+            let (rows, truths) = stored_difference(&obs, &scales, eta)?;
             fin.push(attack_update(&rows, &truths, data.bounds));
         }
         cases.push(CaseReport {

@@ -38,7 +38,7 @@ use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 
 use crate::drive::{
-    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep,
+    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary,
 };
 use crate::extraction::relative_error;
 use crate::linalg::lstsq;
@@ -194,16 +194,9 @@ pub struct OutputLayerPoint {
 /// The experiment's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputLayerReport {
-    /// `paper` or `v2`.
-    pub protocol: String,
-    /// Dataset.
-    pub dataset: String,
-    /// Layer widths.
-    pub widths: Vec<usize>,
-    /// Bits of the clients' Paillier moduli.
-    pub key_bits: u64,
-    /// Mini-batch size.
-    pub batch: usize,
+    /// The runs: protocol, dataset, widths, key bits, mini-batch size.
+    #[serde(flatten)]
+    pub run: SweepSummary,
     /// Clients.
     pub clients: usize,
     /// `m_L − 1`: the samples that determine the centered `W_L`.
@@ -310,11 +303,7 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
         });
     }
     Ok(OutputLayerReport {
-        protocol: run.protocol.name().into(),
-        dataset: run.data.name.clone(),
-        widths: spec.widths.clone(),
-        key_bits: keys.get(1).map_or(0, |k| k.public_key().bits()),
-        batch,
+        run: SweepSummary::new(run, keys, batch),
         clients: run.clients,
         needed: run.data.classes.saturating_sub(1),
         bound: spec.min_fan_in(),
@@ -328,7 +317,7 @@ pub fn render(r: &OutputLayerReport) -> String {
     let mut s = format!(
         "output-layer extraction from q = δ_L·W_L (protocol {}): {} {:?}, B = {}, {} clients, \
          {}-bit keys; m_L − 1 = {} samples should determine the row-centered W_L; forward bound d·B ≤ {}\n\n",
-        r.protocol, r.dataset, r.widths, r.batch, r.clients, r.key_bits, r.needed, r.bound
+        r.run.protocol, r.run.dataset, r.run.widths, r.run.batch, r.clients, r.run.key_bits, r.needed, r.bound
     );
     s.push_str(
         "| samples d·B | d | beyond bound | rank | rel. error of centered W_L (median) | max | others' update between own sessions: rel. error (median, pairs) |\n\

@@ -20,7 +20,7 @@ pub fn extraction_curve(path: &Path, report: &ExtractionReport) -> Result<()> {
     #[allow(clippy::cast_precision_loss)]
     let x_max = report.points.iter().map(|p| p.samples).max().unwrap_or(1) as f64 + 0.5;
     #[allow(clippy::cast_precision_loss)]
-    let n0 = report.widths.first().copied().unwrap_or(0) as f64;
+    let n0 = report.run.widths.first().copied().unwrap_or(0) as f64;
     #[allow(clippy::cast_precision_loss)]
     let series = |name: &str, error: fn(&ExtractionPoint) -> f64| Series {
         name: name.into(),
@@ -35,7 +35,7 @@ pub fn extraction_curve(path: &Path, report: &ExtractionReport) -> Result<()> {
     let figure = LogFigure {
         title: format!(
             "Model extraction, layer 1 of {:?} ({}, B = {})",
-            report.widths, report.dataset, report.batch
+            report.run.widths, report.run.dataset, report.run.batch
         ),
         x_label: "samples per session d·B".into(),
         y_label: "‖Ŵ − W‖ / ‖W‖".into(),

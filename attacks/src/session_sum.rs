@@ -27,11 +27,14 @@ use std::time::Instant;
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{Scales, ValueKind};
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Axis};
 use serde::Serialize;
 
 use crate::drive::{build_simulation, run_observed_session, AttackRun, RunSummary};
-use crate::inversion::{ratio_estimate, score, span_basis, unmix_two, Score, UpdateRows};
+use crate::inversion::{
+    decode_inputs, ratio_estimate, score, span_basis, stored_difference, unmix_two, Score,
+    UpdateRows,
+};
 use crate::{AttackError, Result};
 
 /// The attack succeeds when its MSE is below this fraction of the mean guess's.
@@ -109,14 +112,6 @@ pub struct SessionSumReport {
     pub seconds: f64,
     /// One entry per attacked session.
     pub sessions: Vec<SessionResult>,
-}
-
-fn decode_inputs(a: &Array2<i128>, scales: &Scales) -> Vec<Array1<f64>> {
-    let f = 2f64.powi(scales.fa as i32);
-    a.rows()
-        .into_iter()
-        .map(|r| r.mapv(|v| v as f64 / f))
-        .collect()
 }
 
 fn clip(x: Array1<f64>, bounds: Option<(f64, f64)>) -> Array1<f64> {
@@ -224,13 +219,7 @@ pub fn run_experiment(setup: &SessionSumSetup, keys: &[PrivateKey]) -> Result<Se
             per_update.extend(truths.iter().map(|x| score(est.view(), x.view())));
         }
         // The session's stored difference.
-        let rows = UpdateRows::from_final(&obs, &scales, eta)
-            .ok_or_else(|| AttackError::Invalid("empty model".into()))?;
-        let truths: Vec<Array1<f64>> = obs
-            .inputs
-            .iter()
-            .flat_map(|a| decode_inputs(a, &scales))
-            .collect();
+        let (rows, truths) = stored_difference(&obs, &scales, eta)?;
         let (estimator, est) = reconstruct(&rows, truths.len(), data.bounds, &mean);
         let matched = assign(&est, &truths);
         let scores: Vec<Score> = matched.iter().map(|m| m.2).collect();

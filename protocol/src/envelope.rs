@@ -54,17 +54,7 @@ pub struct Register {
     pub reference: Option<ReferenceHint>,
 }
 
-impl fmt::Debug for Register {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Register")
-            .field("version", &self.version)
-            .field("name", &self.name)
-            .field("token", &"<redacted>")
-            .field("samples", &self.samples)
-            .field("reference", &self.reference)
-            .finish()
-    }
-}
+crate::redacted_debug!(Register { version, name, samples, reference } secret { token });
 
 /// Every frame a client sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,14 +77,7 @@ pub struct ReleaseSeed {
     pub seed: [u8; 32],
 }
 
-impl fmt::Debug for ReleaseSeed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReleaseSeed")
-            .field("version", &self.version)
-            .field("seed", &"<redacted>")
-            .finish()
-    }
-}
+crate::redacted_debug!(ReleaseSeed { version } secret { seed });
 
 /// Why the server refused a client or closed its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -88,18 +88,25 @@ pub enum GroupKeyError {
 #[derive(Clone)]
 pub struct GroupKey(Zeroizing<[u8; GROUP_KEY_BYTES]>);
 
-impl fmt::Debug for GroupKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GroupKey(<redacted>)")
-    }
-}
+/// `Debug` as `Name(<redacted>)` and a constant-time `PartialEq` for a newtype around
+/// zeroizing secret bytes ([`GroupKey`], [`VersionSeed`]).
+macro_rules! secret_bytes {
+    ($ty:ident) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), "(<redacted>)"))
+            }
+        }
 
-impl PartialEq for GroupKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&*other.0).into()
-    }
+        impl PartialEq for $ty {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.ct_eq(&*other.0).into()
+            }
+        }
+        impl Eq for $ty {}
+    };
 }
-impl Eq for GroupKey {}
+secret_bytes!(GroupKey);
 
 /// The public 128-bit identifier of a training run's model (`model_id`), drawn by the
 /// server from the operating system's generator.
@@ -136,18 +143,7 @@ impl VersionNonce {
 #[derive(Clone)]
 pub struct VersionSeed(Zeroizing<[u8; 32]>);
 
-impl fmt::Debug for VersionSeed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VersionSeed(<redacted>)")
-    }
-}
-
-impl PartialEq for VersionSeed {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&*other.0).into()
-    }
-}
-impl Eq for VersionSeed {}
+secret_bytes!(VersionSeed);
 
 impl VersionSeed {
     /// The seed from its 32 bytes (as received in a release message).

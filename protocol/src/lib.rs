@@ -23,6 +23,7 @@
 //! | [`version_mask`] | protocol v2: the masks `P_v` | docs/DESIGN.md "Protocol v2" |
 //! | [`packing`] | sample, update and row packing | docs/DESIGN.md "Batches and packing" |
 //! | [`randomness`] | OS randomness, or the insecure reproducible mode | |
+//! | [`redacted_debug!`] | `Debug` that prints `<redacted>` for secret fields | |
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 //! | [`violation`] | [`ProtocolViolation`]: faults of the other party's messages, one error code | docs/DESIGN.md "Wire protocol and processes" |
 
@@ -36,6 +37,7 @@ pub mod math;
 pub mod messages;
 pub mod packing;
 pub mod randomness;
+mod redact;
 pub mod reference;
 pub mod schedule;
 pub mod spec;

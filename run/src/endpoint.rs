@@ -1,7 +1,6 @@
 //! Transport options, the server's identity and listening endpoint, client credentials
 //! (`NAME:TOKEN`) and tokens.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,18 +78,10 @@ pub struct ListenOptions {
     pub credentials: Vec<Credential>,
 }
 
-impl fmt::Debug for ListenOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `Credential`'s Debug redacts the tokens.
-        f.debug_struct("ListenOptions")
-            .field("listen", &self.listen)
-            .field("state_dir", &self.state_dir)
-            .field("cert_names", &self.cert_names)
-            .field("tokens_file", &self.tokens_file)
-            .field("credentials", &self.credentials)
-            .finish()
-    }
-}
+// `Credential`'s Debug redacts the tokens.
+gelunet_protocol::redacted_debug!(
+    ListenOptions { listen, state_dir, cert_names, tokens_file, credentials } secret {}
+);
 
 /// What a server prints once it listens (`serve`, `serve-model`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -206,12 +206,12 @@ fn load_samples(
     limit: Option<usize>,
 ) -> Result<gelunet_datasets::Dataset> {
     let name = data.name()?.to_string();
-    let (train, test) = data.load_split(card.test_fraction, card.split_seed)?;
-    if train.class_names != card.class_names {
+    let (train, test) = data.load_split(card.data.test_fraction, card.data.split_seed)?;
+    if train.class_names != card.data.class_names {
         return Err(RunError::DataMismatch {
             reason: format!(
                 "the model was trained on classes {:?}, the dataset has {:?}",
-                card.class_names, train.class_names
+                card.data.class_names, train.class_names
             ),
         });
     }
@@ -445,7 +445,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
         report,
         labels: ds.labels.clone(),
         probabilities: run.probabilities,
-        class_names: card.class_names,
+        class_names: card.data.class_names,
         correct,
     })
 }

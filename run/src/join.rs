@@ -1,6 +1,5 @@
 //! `gelunet join`: one client of a `gelunet serve` run, in its own process.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -71,22 +70,19 @@ pub struct JoinConfig {
     pub report: Option<PathBuf>,
 }
 
-impl fmt::Debug for JoinConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinConfig")
-            .field("server", &self.server)
-            .field("server_name", &self.server_name)
-            .field("name", &self.name)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_file", &self.token_file)
-            .field("client_index", &self.client_index)
-            .field("clients", &self.clients)
-            .field("seed", &self.seed)
-            .field("insecure_reproducible", &self.insecure_reproducible)
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
+gelunet_protocol::redacted_debug!(
+    JoinConfig {
+        server,
+        server_name,
+        name,
+        token_file,
+        client_index,
+        clients,
+        seed,
+        insecure_reproducible,
+        keys,
+    } secret { token } ..
+);
 
 /// Runs `gelunet join`: registers with the server, takes part in sessions until the
 /// server's summary, reconnecting as allowed, and writes the report if asked for.

@@ -56,7 +56,7 @@ pub use infer::{
 pub use join::{join, JoinConfig};
 pub use keys::{KeyOptions, MIN_RUN_TEST_KEY_BITS};
 pub use model::{activation_name, mask_name, ModelOptions};
-pub use model_file::{ModelCard, ModelFile, ModelFileError};
+pub use model_file::{DataCard, ModelCard, ModelFile, ModelFileError};
 pub use report::{InferReport, JoinReport, PartyReport, TrainReport};
 pub use serve::{serve, ServeConfig};
 pub use train::{train, train_plaintext, OutputOptions, TrainConfig};

@@ -45,18 +45,35 @@ struct LayerOnDisk {
     b: Vec<i128>,
 }
 
+/// The payload: postcard is positional, so the nested [`DataCard`] encodes exactly as its
+/// seven fields inline (the format is unchanged).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Payload {
     spec: ModelSpec,
     scales: Scales,
     layers: Vec<LayerOnDisk>,
-    mean: Vec<f64>,
-    std: Vec<f64>,
-    class_names: Vec<String>,
-    feature_names: Vec<String>,
-    dataset: String,
-    split_seed: u64,
-    test_fraction: f64,
+    data: DataCard,
+}
+
+/// What a model holds about its training data besides the weights, in the model file
+/// and in the public [`ModelCard`]: the standardizer, the names, the dataset and its
+/// split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataCard {
+    /// Standardizer mean per input feature.
+    pub mean: Vec<f64>,
+    /// Standardizer standard deviation per input feature.
+    pub std: Vec<f64>,
+    /// Class names (index = class).
+    pub class_names: Vec<String>,
+    /// Feature names.
+    pub feature_names: Vec<String>,
+    /// The dataset the model was trained on.
+    pub dataset: String,
+    /// Seed of the train/test split used in training.
+    pub split_seed: u64,
+    /// Test fraction of that split.
+    pub test_fraction: f64,
 }
 
 /// A trained model with what inference needs.
@@ -66,20 +83,8 @@ pub struct ModelFile {
     pub model: FixedModel,
     /// Its scales.
     pub scales: Scales,
-    /// Standardizer mean per input feature.
-    pub mean: Vec<f64>,
-    /// Standardizer standard deviation per input feature.
-    pub std: Vec<f64>,
-    /// Class names (index = class).
-    pub class_names: Vec<String>,
-    /// Feature names.
-    pub feature_names: Vec<String>,
-    /// The dataset it was trained on.
-    pub dataset: String,
-    /// Seed of the train/test split used in training.
-    pub split_seed: u64,
-    /// Test fraction of that split.
-    pub test_fraction: f64,
+    /// The standardizer, names and split of its training data.
+    pub data: DataCard,
 }
 
 /// Why a model file or a model card was refused or could not be written.
@@ -124,41 +129,42 @@ fn invalid(path: &Path, reason: impl Into<String>) -> ModelFileError {
 
 impl ModelFile {
     fn check(&self, path: &Path) -> Result<(), ModelFileError> {
+        let d = &self.data;
         self.model
             .validate(&self.scales)
             .map_err(|e| invalid(path, format!("model: {e}")))?;
         let inputs = self.model.spec.inputs();
-        if self.mean.len() != inputs || self.std.len() != inputs {
+        if d.mean.len() != inputs || d.std.len() != inputs {
             return Err(invalid(
                 path,
                 format!(
                     "standardizer has {}/{} values for {inputs} inputs",
-                    self.mean.len(),
-                    self.std.len()
+                    d.mean.len(),
+                    d.std.len()
                 ),
             ));
         }
-        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || self.mean.iter().any(|m| !m.is_finite())
+        if d.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || d.mean.iter().any(|m| !m.is_finite())
         {
             return Err(invalid(path, "standardizer values must be finite, std > 0"));
         }
-        if self.class_names.len() != self.model.spec.classes() {
+        if d.class_names.len() != self.model.spec.classes() {
             return Err(invalid(
                 path,
                 format!(
                     "{} class names for {} classes",
-                    self.class_names.len(),
+                    d.class_names.len(),
                     self.model.spec.classes()
                 ),
             ));
         }
-        if !self.feature_names.is_empty() && self.feature_names.len() != inputs {
+        if !d.feature_names.is_empty() && d.feature_names.len() != inputs {
             return Err(invalid(
                 path,
                 format!(
                     "{} feature names for {inputs} inputs",
-                    self.feature_names.len()
+                    d.feature_names.len()
                 ),
             ));
         }
@@ -185,13 +191,7 @@ impl ModelFile {
                     b: l.b.to_vec(),
                 })
                 .collect(),
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-            class_names: self.class_names.clone(),
-            feature_names: self.feature_names.clone(),
-            dataset: self.dataset.clone(),
-            split_seed: self.split_seed,
-            test_fraction: self.test_fraction,
+            data: self.data.clone(),
         };
         let body = postcard::to_stdvec(&payload).map_err(|e| invalid(path, e.to_string()))?;
         let bytes = frame(MAGIC, VERSION, &body);
@@ -241,13 +241,7 @@ impl ModelFile {
                 layers,
             },
             scales: p.scales,
-            mean: p.mean,
-            std: p.std,
-            class_names: p.class_names,
-            feature_names: p.feature_names,
-            dataset: p.dataset,
-            split_seed: p.split_seed,
-            test_fraction: p.test_fraction,
+            data: p.data,
         };
         f.check(path)?;
         Ok(f)
@@ -331,24 +325,13 @@ fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), Mod
 /// training split's per-feature mean and standard deviation and the names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
-    /// The dataset the model was trained on.
-    pub dataset: String,
     /// Input width `n_0`.
     pub inputs: usize,
     /// Number of classes.
     pub classes: usize,
-    /// Class names (index = class).
-    pub class_names: Vec<String>,
-    /// Feature names.
-    pub feature_names: Vec<String>,
-    /// Standardizer mean per input feature.
-    pub mean: Vec<f64>,
-    /// Standardizer standard deviation per input feature.
-    pub std: Vec<f64>,
-    /// Seed of the train/test split used in training.
-    pub split_seed: u64,
-    /// Test fraction of that split.
-    pub test_fraction: f64,
+    /// The standardizer, names and split (flattened into the JSON object).
+    #[serde(flatten)]
+    pub data: DataCard,
 }
 
 impl ModelCard {
@@ -384,32 +367,32 @@ impl ModelCard {
                 card.inputs, card.classes
             )));
         }
-        if card.mean.len() != card.inputs || card.std.len() != card.inputs {
+        if card.data.mean.len() != card.inputs || card.data.std.len() != card.inputs {
             return Err(what(format!(
                 "{} inputs but {} means and {} standard deviations",
                 card.inputs,
-                card.mean.len(),
-                card.std.len()
+                card.data.mean.len(),
+                card.data.std.len()
             )));
         }
-        if card.class_names.len() != card.classes {
+        if card.data.class_names.len() != card.classes {
             return Err(what(format!(
                 "{} classes but {} class names",
                 card.classes,
-                card.class_names.len()
+                card.data.class_names.len()
             )));
         }
-        if card.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || card.mean.iter().any(|m| !m.is_finite())
+        if card.data.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || card.data.mean.iter().any(|m| !m.is_finite())
         {
             return Err(what(
                 "a mean or standard deviation is not finite and positive".into(),
             ));
         }
-        if !(card.test_fraction > 0.0 && card.test_fraction < 1.0) {
+        if !(card.data.test_fraction > 0.0 && card.data.test_fraction < 1.0) {
             return Err(what(format!(
                 "test fraction {} outside (0, 1)",
-                card.test_fraction
+                card.data.test_fraction
             )));
         }
         Ok(card)
@@ -417,8 +400,8 @@ impl ModelCard {
 
     /// `(x − mean) / std` per feature (`x`: samples × `inputs`).
     pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mean = Array1::from(self.mean.clone());
-        let std = Array1::from(self.std.clone());
+        let mean = Array1::from(self.data.mean.clone());
+        let std = Array1::from(self.data.std.clone());
         (x - &mean) / &std
     }
 }
@@ -427,15 +410,9 @@ impl ModelFile {
     /// The public card of this model (no weights).
     pub fn card(&self) -> ModelCard {
         ModelCard {
-            dataset: self.dataset.clone(),
             inputs: self.model.spec.inputs(),
             classes: self.model.spec.classes(),
-            class_names: self.class_names.clone(),
-            feature_names: self.feature_names.clone(),
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-            split_seed: self.split_seed,
-            test_fraction: self.test_fraction,
+            data: self.data.clone(),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::data::{client_name, client_seed, DataOptions, Prepared};
 use crate::endpoint::{loopback_endpoint, random_token, runtime, NetOptions};
 use crate::keys::KeyOptions;
 use crate::model::ModelOptions;
-use crate::model_file::ModelFile;
+use crate::model_file::{DataCard, ModelFile};
 use crate::report::{
     build_report, evaluate, quantize, replay, server_party, write_json, Evaluation, PartyReport,
     ReportInput, TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
@@ -171,13 +171,15 @@ pub(crate) fn save_model(
     ModelFile {
         model: model.clone(),
         scales,
-        mean,
-        std,
-        class_names,
-        feature_names,
-        dataset,
-        split_seed: split.0,
-        test_fraction: split.1,
+        data: DataCard {
+            mean,
+            std,
+            class_names,
+            feature_names,
+            dataset,
+            split_seed: split.0,
+            test_fraction: split.1,
+        },
     }
     .save(path)?;
     Ok(())

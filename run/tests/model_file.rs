@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use gelunet_protocol::{Activation, FixedModel, ModelSpec, Scales};
-use gelunet_run::{ModelCard, ModelFile, ModelFileError};
+use gelunet_run::{DataCard, ModelCard, ModelFile, ModelFileError};
 
 struct Dir(PathBuf);
 
@@ -29,13 +29,15 @@ fn sample() -> ModelFile {
     ModelFile {
         model: FixedModel::init(&spec, &scales, 9).unwrap(),
         scales,
-        mean: vec![0.5, -1.0, 2.0, 0.0],
-        std: vec![1.0, 2.0, 0.5, 1.5],
-        class_names: vec!["a".into(), "b".into(), "c".into()],
-        feature_names: vec!["w".into(), "x".into(), "y".into(), "z".into()],
-        dataset: "toy".into(),
-        split_seed: 3,
-        test_fraction: 0.2,
+        data: DataCard {
+            mean: vec![0.5, -1.0, 2.0, 0.0],
+            std: vec![1.0, 2.0, 0.5, 1.5],
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            feature_names: vec!["w".into(), "x".into(), "y".into(), "z".into()],
+            dataset: "toy".into(),
+            split_seed: 3,
+            test_fraction: 0.2,
+        },
     }
 }
 
@@ -68,7 +70,7 @@ fn model_files_round_trip_and_damage_is_refused() {
         }
     }
     let mut bad = sample();
-    bad.std[1] = 0.0;
+    bad.data.std[1] = 0.0;
     assert!(matches!(
         bad.save(&path),
         Err(ModelFileError::Invalid { .. })

@@ -32,7 +32,6 @@
 //! allows, the shell reconnects with the same name, token and key pair and is scheduled
 //! again. A refusal (bad credentials, certificate not trusted, version) is final.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -117,18 +116,9 @@ pub struct ClientShellConfig {
     pub reconnect_delay: Duration,
 }
 
-impl fmt::Debug for ClientShellConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientShellConfig")
-            .field("server", &self.server)
-            .field("server_name", &self.server_name)
-            .field("name", &self.name)
-            .field("token", &"<redacted>")
-            .field("samples", &self.samples)
-            .field("reconnect_attempts", &self.reconnect_attempts)
-            .finish_non_exhaustive()
-    }
-}
+gelunet_protocol::redacted_debug!(
+    ClientShellConfig { server, server_name, name, samples, reconnect_attempts } secret { token } ..
+);
 
 /// What a client's run amounted to.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -24,7 +24,6 @@
 //! that never registered included.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,14 +66,7 @@ pub struct Credential {
     pub token: Zeroizing<String>,
 }
 
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
-            .field("name", &self.name)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
+gelunet_protocol::redacted_debug!(Credential { name } secret { token });
 
 /// The shell's configuration: transport and credentials; the training policy is the
 /// coordinator's ([`CoordinatorConfig`]).
