@@ -5,7 +5,7 @@
 //! mask, data) with their own small mapping in [`ClientError::code`].
 
 use gelunet_protocol::messages::{ErrorCode, ErrorReport};
-use gelunet_protocol::violation::{paillier_code, ProtocolViolation};
+use gelunet_protocol::violation::{blame_peer, ProtocolViolation};
 
 /// Everything that can go wrong in the client role. After any error the client's state is
 /// unchanged.
@@ -21,9 +21,6 @@ pub enum ClientError {
     /// range, …).
     #[error(transparent)]
     Protocol(#[from] gelunet_protocol::Error),
-    /// An error of the cryptosystem (key construction, …).
-    #[error(transparent)]
-    Paillier(#[from] gelunet_paillier::Error),
     /// A server key below 2048 bits while test keys are not allowed.
     #[error("{bits}-bit server key refused: test keys are not allowed in this run")]
     InsecureKey {
@@ -62,12 +59,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// Reclassifies the range and ciphertext errors of the shared code and the
-    /// cryptosystem as [`ClientError::Violation`]s (`ProtocolViolation::try_from`): applied
-    /// to the result of handling a server's message, whose contents caused them.
+    /// cryptosystem as [`ClientError::Violation`]s ([`blame_peer`]): applied to the result
+    /// of handling a server's message, whose contents caused them.
     pub(crate) fn blame_peer(self) -> Self {
         match self {
-            Self::Protocol(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
-            Self::Paillier(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            Self::Protocol(e) => blame_peer(e),
             other => other,
         }
     }
@@ -88,14 +84,13 @@ impl ClientError {
     }
 
     /// The class of the error for an [`ErrorReport`]: a violation's
-    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`],
-    /// the cryptosystem's [`paillier_code`]; key and mask refusals [`ErrorCode::Config`],
+    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`]
+    /// (the cryptosystem's errors among them); key and mask refusals [`ErrorCode::Config`],
     /// data that does not fit the model [`ErrorCode::Shape`].
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Violation(v) => v.code(),
             Self::Protocol(e) => e.code(),
-            Self::Paillier(e) => paillier_code(e),
             Self::InsecureKey { .. }
             | Self::KeyTooSmall { .. }
             | Self::InsecureMask
@@ -109,6 +104,14 @@ impl ClientError {
     /// fixed text ([`ErrorReport::new`]); nothing of the `Display` text leaves the client.
     pub fn report(&self, session: Option<u64>) -> ErrorReport {
         ErrorReport::new(session, self.code())
+    }
+}
+
+/// The cryptosystem's errors are errors of the shared code
+/// ([`gelunet_protocol::Error::Paillier`]).
+impl From<gelunet_paillier::Error> for ClientError {
+    fn from(e: gelunet_paillier::Error) -> Self {
+        Self::Protocol(e.into())
     }
 }
 

@@ -3,20 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::OnceLock;
+
+use common::{rng, test_key};
 
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, Error, PrivateKey};
 use proptest::prelude::*;
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-
-fn rng(seed: u64) -> ChaCha20Rng {
-    ChaCha20Rng::seed_from_u64(seed)
-}
 
 fn key() -> &'static PrivateKey {
     static KEY: OnceLock<PrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| PrivateKey::generate_insecure_for_tests(512, &mut rng(17)).unwrap())
+    KEY.get_or_init(|| test_key(17))
 }
 
 proptest! {
@@ -44,7 +42,7 @@ fn batch_equals_single_decryptions_and_checks_everything_first() {
     let plain: Vec<BigUint> = cs.iter().map(|c| sk.decrypt_raw(c).unwrap()).collect();
     assert_eq!(sk.decrypt_raw_blinded_batch(&cs, &mut r).unwrap(), plain);
     // A ciphertext under another key anywhere in the batch: refused as a whole.
-    let other = PrivateKey::generate_insecure_for_tests(512, &mut rng(18)).unwrap();
+    let other = test_key(18);
     let mut bad = cs.clone();
     bad.push(
         other

@@ -3,29 +3,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::OnceLock;
+
+use common::{rng, test_key};
 
 use gelunet_paillier::encoding::{decode_f64, encode_f64};
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, Error, ObfuscatorPool, PrivateKey, PublicKey};
 use ndarray::Array2;
 use num_traits::{One, Zero};
 use proptest::prelude::*;
-use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-
-fn rng(seed: u64) -> ChaCha20Rng {
-    ChaCha20Rng::seed_from_u64(seed)
-}
 
 /// A 512-bit test key, generated once from a fixed seed.
 fn key() -> &'static PrivateKey {
     static KEY: OnceLock<PrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| PrivateKey::generate_insecure_for_tests(512, &mut rng(7)).unwrap())
+    KEY.get_or_init(|| test_key(7))
 }
 
 fn other_key() -> &'static PrivateKey {
     static KEY: OnceLock<PrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| PrivateKey::generate_insecure_for_tests(512, &mut rng(8)).unwrap())
+    KEY.get_or_init(|| test_key(8))
 }
 
 fn signed(max_bits: u32) -> impl Strategy<Value = BigInt> {

@@ -236,6 +236,14 @@ pub fn paillier_code(e: &gelunet_paillier::Error) -> ErrorCode {
     }
 }
 
+/// An error of the shared code (the cryptosystem's among them) raised by handling the
+/// other party's message, as a role's error type `E` reports it: the
+/// [`ProtocolViolation`] it stands for (`ProtocolViolation::try_from`), else the error
+/// itself. Both roles' `blame_peer` (`ClientError`, `ServerError`).
+pub fn blame_peer<E: From<ProtocolViolation> + From<crate::Error>>(e: crate::Error) -> E {
+    ProtocolViolation::try_from(e).map_or_else(E::from, E::from)
+}
+
 impl TryFrom<gelunet_paillier::Error> for ProtocolViolation {
     type Error = gelunet_paillier::Error;
 

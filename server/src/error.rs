@@ -6,7 +6,7 @@
 //! [`ServerError::code`].
 
 use gelunet_protocol::messages::{ErrorCode, ErrorReport};
-use gelunet_protocol::violation::{paillier_code, ProtocolViolation};
+use gelunet_protocol::violation::{blame_peer, ProtocolViolation};
 
 /// Everything that can go wrong in the server role. After any error the server's state is
 /// unchanged (the message is refused as a whole).
@@ -21,9 +21,6 @@ pub enum ServerError {
     /// An error of the shared protocol code (configuration, session bound, …).
     #[error(transparent)]
     Protocol(#[from] gelunet_protocol::Error),
-    /// An error of the cryptosystem (key construction, …).
-    #[error(transparent)]
-    Paillier(#[from] gelunet_paillier::Error),
     /// An unusable configuration.
     #[error("invalid server configuration: {reason}")]
     Config {
@@ -76,26 +73,24 @@ pub enum ServerError {
 
 impl ServerError {
     /// Reclassifies the range and ciphertext errors of the shared code and the
-    /// cryptosystem as [`ServerError::Violation`]s (`ProtocolViolation::try_from`): applied
-    /// to the result of handling a client's message, whose contents caused them.
+    /// cryptosystem as [`ServerError::Violation`]s ([`blame_peer`]): applied to the result
+    /// of handling a client's message, whose contents caused them.
     pub(crate) fn blame_peer(self) -> Self {
         match self {
-            Self::Protocol(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
-            Self::Paillier(e) => ProtocolViolation::try_from(e).map_or_else(Self::from, Self::from),
+            Self::Protocol(e) => blame_peer(e),
             other => other,
         }
     }
 
     /// The class of the error for an [`ErrorReport`]: a violation's
-    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`],
-    /// the cryptosystem's [`paillier_code`]; configuration and key errors
+    /// [`ProtocolViolation::code`], the shared code's [`gelunet_protocol::Error::code`]
+    /// (the cryptosystem's errors among them); configuration and key errors
     /// [`ErrorCode::Config`], registration closed and a session still active
     /// [`ErrorCode::OutOfTurn`].
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Violation(v) => v.code(),
             Self::Protocol(e) => e.code(),
-            Self::Paillier(e) => paillier_code(e),
             Self::Config { .. }
             | Self::InsecureKey { .. }
             | Self::KeyTooSmall { .. }
@@ -111,6 +106,14 @@ impl ServerError {
     /// fixed text ([`ErrorReport::new`]); nothing of the `Display` text leaves the server.
     pub fn report(&self, session: Option<u64>) -> ErrorReport {
         ErrorReport::new(session, self.code())
+    }
+}
+
+/// The cryptosystem's errors are errors of the shared code
+/// ([`gelunet_protocol::Error::Paillier`]).
+impl From<gelunet_paillier::Error> for ServerError {
+    fn from(e: gelunet_paillier::Error) -> Self {
+        Self::Protocol(e.into())
     }
 }
 

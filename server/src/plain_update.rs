@@ -197,14 +197,10 @@ impl Server {
     /// whose masks do not unmask to weights within range (a wrong seed, with
     /// overwhelming probability). Nothing is released on error.
     pub fn release(&mut self, version: u64, seed: &VersionSeed) -> Result<&FixedModel> {
-        if self.session.is_some() {
-            return Err(ServerError::Config {
-                reason: "a model is released between sessions only".into(),
-            });
-        }
-        let v2 = self.v2.as_ref().ok_or_else(|| ServerError::Config {
-            reason: "the paper's protocol holds the true model: nothing to release".into(),
-        })?;
+        let v2 = self.v2_between_sessions(
+            "a model is released between sessions only",
+            "the paper's protocol holds the true model: nothing to release",
+        )?;
         if version != v2.version.version {
             return Err(ServerError::Release {
                 reason: format!(
@@ -288,19 +284,31 @@ pub struct V2Checkpoint {
 }
 
 impl Server {
+    /// The v2 state, between sessions only.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] with `during_session` during a session, with `paper` under
+    /// the paper's protocol.
+    fn v2_between_sessions(&self, during_session: &str, paper: &str) -> Result<&V2State> {
+        if self.session.is_some() {
+            return Err(ServerError::Config {
+                reason: during_session.into(),
+            });
+        }
+        self.v2.as_ref().ok_or_else(|| ServerError::Config {
+            reason: paper.into(),
+        })
+    }
+
     /// The state to persist between sessions (protocol v2).
     ///
     /// # Errors
     /// [`ServerError::Config`] under the paper's protocol or during a session.
     pub fn v2_checkpoint(&self) -> Result<V2Checkpoint> {
-        if self.session.is_some() {
-            return Err(ServerError::Config {
-                reason: "a checkpoint is taken between sessions only".into(),
-            });
-        }
-        let v2 = self.v2.as_ref().ok_or_else(|| ServerError::Config {
-            reason: "the paper's protocol has no v2 state".into(),
-        })?;
+        let v2 = self.v2_between_sessions(
+            "a checkpoint is taken between sessions only",
+            "the paper's protocol has no v2 state",
+        )?;
         Ok(V2Checkpoint {
             params: v2.params,
             version: v2.version,
