@@ -168,6 +168,18 @@ impl AttackRun {
         cfg
     }
 
+    /// The learning rate as the runs encode it: `η` at `2^fe`, and that value as a real.
+    ///
+    /// # Errors
+    /// A learning rate outside the scales' range.
+    pub fn eta(&self, scales: &Scales) -> Result<(i128, f64)> {
+        let eta = scales.encode(
+            gelunet_protocol::ValueKind::LearningRate,
+            self.learning_rate,
+        )?;
+        Ok((eta, eta as f64 / 2f64.powi(scales.fe as i32)))
+    }
+
     /// The report's description of the run with `keys` and `samples` loaded.
     pub fn summary(&self, keys: &[PrivateKey]) -> RunSummary {
         RunSummary {

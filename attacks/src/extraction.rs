@@ -274,8 +274,7 @@ pub fn run_experiment(
     let run = &setup.run;
     let spec = run.spec();
     let scales = Scales::default();
-    let eta_int = scales.encode(gelunet_protocol::ValueKind::LearningRate, run.learning_rate)?;
-    let eta = eta_int as f64 / 2f64.powi(scales.fe as i32);
+    let (_, eta) = run.eta(&scales)?;
     let shares = run.shares()?;
     let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();

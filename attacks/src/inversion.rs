@@ -514,7 +514,7 @@ pub fn run_experiment(
     let spec = run.spec();
     let shares = run.shares()?;
     let scales = Scales::default();
-    let eta = scales.encode(gelunet_protocol::ValueKind::LearningRate, run.learning_rate)?;
+    let (eta, _) = run.eta(&scales)?;
     let mean = data
         .x
         .mean_axis(Axis(0))

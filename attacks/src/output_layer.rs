@@ -33,7 +33,7 @@
 use std::time::Instant;
 
 use gelunet_paillier::PrivateKey;
-use gelunet_protocol::{Scales, ValueKind};
+use gelunet_protocol::Scales;
 use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 
@@ -245,8 +245,7 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
     let spec = run.spec();
     let l = spec.widths.len() - 1;
     let scales = Scales::default();
-    let eta_int = scales.encode(ValueKind::LearningRate, run.learning_rate)?;
-    let eta = eta_int as f64 / 2f64.powi(scales.fe as i32);
+    let (_, eta) = run.eta(&scales)?;
     let shares = run.shares()?;
     let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();

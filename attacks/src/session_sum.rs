@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{Scales, ValueKind};
+use gelunet_protocol::Scales;
 use ndarray::{Array1, Axis};
 use serde::Serialize;
 
@@ -193,7 +193,7 @@ pub fn run_experiment(setup: &SessionSumSetup, keys: &[PrivateKey]) -> Result<Se
     let data = &run.data;
     let spec = run.spec();
     let scales = Scales::default();
-    let eta = scales.encode(ValueKind::LearningRate, run.learning_rate)?;
+    let (eta, _) = run.eta(&scales)?;
     let shares = run.shares()?;
     let cfg = run.config(&spec, setup.batch, setup.iterations);
     let mut sim = build_simulation(&cfg, keys, &shares)?;
