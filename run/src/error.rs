@@ -60,6 +60,15 @@ pub enum RunError {
         #[source]
         source: gelunet_paillier::phe_json::PheJsonError,
     },
+    /// A figure of `--plot` that could not be drawn or written.
+    #[error("--plot `{}`: {source}", path.display())]
+    Plot {
+        /// The figure's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: gelunet_plot::PlotError,
+    },
     /// An output file that exists already (key files are replaced only when asked to).
     #[error("`{}` exists already: pass --force to replace it", path.display())]
     Exists {

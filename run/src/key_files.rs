@@ -100,7 +100,7 @@ impl fmt::Display for KeyInfo {
 #[derive(Debug)]
 pub enum LoadedKey {
     /// A private key (and its public key).
-    Private(PrivateKey),
+    Private(Box<PrivateKey>),
     /// A public key alone.
     Public(PublicKey),
 }
@@ -136,7 +136,10 @@ pub fn load_key(path: &Path, allow_test_keys: bool) -> Result<(LoadedKey, KeyFil
                     source,
                 }
             })?;
-        return Ok((LoadedKey::Private(key), KeyFileKind::GelunetPrivate));
+        return Ok((
+            LoadedKey::Private(Box::new(key)),
+            KeyFileKind::GelunetPrivate,
+        ));
     }
     let phe = |source| RunError::PheJson {
         path: path.to_path_buf(),
@@ -159,7 +162,7 @@ pub fn load_key(path: &Path, allow_test_keys: bool) -> Result<(LoadedKey, KeyFil
     let private = serde_json::from_str::<Probe>(text).map_or(true, |p| p.public.is_some());
     if private {
         let key = private_key_from_json(text, allow_test_keys).map_err(phe)?;
-        Ok((LoadedKey::Private(key), KeyFileKind::PhePrivate))
+        Ok((LoadedKey::Private(Box::new(key)), KeyFileKind::PhePrivate))
     } else {
         let key = public_key_from_json(text, allow_test_keys).map_err(phe)?;
         Ok((LoadedKey::Public(key), KeyFileKind::PhePublic))

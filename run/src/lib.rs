@@ -32,6 +32,7 @@
 //! masked state `(v, ν_v, W~)` the same way after every completed session
 //! ([`v2_state`], `STATE_DIR/v2-state.bin`).
 
+mod curves;
 mod data;
 mod endpoint;
 mod error;
