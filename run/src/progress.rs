@@ -173,9 +173,16 @@ impl Progress {
     /// [`LOG_EVERY`] has passed.
     fn show(&mut self, now: Instant, force: bool) {
         let line = self.tracker.line(now);
+        let fraction = self.tracker.fraction();
+        self.show_line(line, fraction, now, force);
+    }
+
+    /// Shows `line` (and the bar at `fraction`): always on the bar, on a log when `force`
+    /// or [`LOG_EVERY`] has passed.
+    fn show_line(&mut self, line: String, fraction: Option<f64>, now: Instant, force: bool) {
         match &mut self.sink {
             Sink::Bar(pb) => {
-                if let Some(f) = self.tracker.fraction() {
+                if let Some(f) = fraction {
                     pb.set_position((f * 1000.0) as u64);
                 }
                 pb.set_message(line);
@@ -242,6 +249,63 @@ impl Progress {
     }
 }
 
+/// The progress line of one client (`gelunet join`): its sessions, their rate, and the
+/// time since it started. A client is not told the run's target, so it shows no time
+/// left.
+pub(crate) fn client_line(
+    name: &str,
+    (sessions, abandoned): (u64, u64),
+    elapsed: Duration,
+) -> String {
+    let per = if sessions > 0 {
+        format!(
+            "{:.1} s per session",
+            elapsed.as_secs_f64() / sessions as f64
+        )
+    } else {
+        "– s per session".into()
+    };
+    format!(
+        "{name}: {sessions} sessions done ({abandoned} abandoned) · {per} · {} so far (the server decides when training ends)",
+        human(elapsed)
+    )
+}
+
+/// Shows the progress of one client (`gelunet join`) from its session counts until the
+/// sender is dropped: the same bar or log lines as the server's ([`Progress::new`]).
+pub(crate) async fn follow_client(
+    name: String,
+    mut p: Progress,
+    mut rx: mpsc::UnboundedReceiver<(u64, u64)>,
+) {
+    let t0 = Instant::now();
+    let mut counts = (0, 0);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => {
+                    counts = c;
+                    p.show_line(client_line(&name, counts, t0.elapsed()), None, Instant::now(), false);
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                p.show_line(client_line(&name, counts, t0.elapsed()), None, Instant::now(), false);
+            }
+        }
+    }
+    p.show_line(
+        client_line(&name, counts, t0.elapsed()),
+        None,
+        Instant::now(),
+        true,
+    );
+    if let Sink::Bar(pb) = &p.sink {
+        pb.finish_and_clear();
+    }
+}
+
 /// Shows the progress of a run from the server's events until the sender is dropped.
 pub(crate) async fn follow(mut p: Progress, mut rx: mpsc::UnboundedReceiver<ServerEvent>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -285,6 +349,11 @@ mod tests {
         assert!(t.line(now).starts_with("session 4/5 · "));
         assert_eq!(human(Duration::from_secs(3725)), "1 h 02 min");
         assert_eq!(human(Duration::from_secs(185)), "3 min 05 s");
+        let c = client_line("c", (4, 1), Duration::from_secs(10));
+        assert!(
+            c.starts_with("c: 4 sessions done (1 abandoned) · 2.5 s per session · 10 s"),
+            "{c}"
+        );
     }
 
     #[test]

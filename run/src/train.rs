@@ -286,6 +286,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 connect_timeout: Duration::from_secs(30),
                 reconnect_attempts: 0,
                 reconnect_delay: Duration::from_secs(1),
+                progress: None,
             };
             tasks.push(tokio::spawn(async move { run_client(client, &cc).await }));
         }
