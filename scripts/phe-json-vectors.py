@@ -26,16 +26,18 @@ assert phe.__version__ == "1.5.0", phe.__version__
 rng = random.Random(20181620)
 
 
-def prime(bits):
-    while True:
-        c = rng.getrandbits(bits) | (1 << (bits - 1)) | (1 << (bits - 2)) | 1
-        if is_prime(c):
-            return c
+def next_prime(start):
+    """The first prime at or after `start` (an incremental search over odd numbers)."""
+    c = start | 1
+    while not is_prime(c):
+        c += 2
+    return c
 
 
-p, q = prime(1024), prime(1024)
-while q == p:
-    q = prime(1024)
+top = 3 << 1022  # both primes of 1024 bits with the top two bits set: n of 2048 bits
+p = next_prime(top | rng.getrandbits(1022))
+q = next_prime(top | rng.getrandbits(1022))
+assert p != q
 pk = paillier.PaillierPublicKey(p * q)
 sk = paillier.PaillierPrivateKey(pk, p, q)
 n = pk.n
