@@ -10,6 +10,7 @@
 //! feature.
 
 mod inference;
+mod keys;
 mod opts;
 mod paper;
 mod training;
@@ -51,6 +52,18 @@ enum Command {
     },
     /// The privacy attacks (paper §4.1, §4.3) against the real protocol messages.
     Attack(gelunet_attacks::cli::AttackArgs),
+    /// Paillier key files: generate, inspect, convert (gelunet and python-paillier JSON).
+    Keys {
+        #[command(subcommand)]
+        what: keys::KeysCommand,
+    },
+    /// Print a shell completion script (e.g. `gelunet completions bash >
+    /// ~/.local/share/bash-completion/completions/gelunet`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The clients' group key of protocol v2.
     GroupKey {
         #[command(subcommand)]
@@ -101,6 +114,12 @@ fn main() -> ExitCode {
         Command::Infer(args) => exit(inference::infer(args)),
         Command::ServeModel(args) => exit(inference::serve_model(args)),
         Command::Attack(args) => exit(gelunet_attacks::cli::run(args)),
+        Command::Keys { what } => exit(keys::run(what)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gelunet", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::GroupKey {
             what: GroupKeyCommand::New { out },
         } => exit(

@@ -218,7 +218,11 @@ pub struct OutputArgs {
     /// Write a JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// No progress bar, errors only.
+    /// Write the loss and accuracy per epoch (encrypted run and plaintext reference) as
+    /// PNG into this directory (loss.png, accuracy.png).
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// No progress (a bar on a terminal, a line every few seconds elsewhere), errors only.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -230,6 +234,7 @@ impl OutputArgs {
             model_out: self.model_out.clone(),
             report: self.report.clone(),
             progress: !self.quiet,
+            plot: self.plot.clone(),
         }
     }
 }

@@ -155,7 +155,7 @@ pub struct JoinArgs {
     /// Write a JSON report of this client's run here.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Errors only.
+    /// No progress (a bar on a terminal, a line every few seconds elsewhere), errors only.
     #[arg(long)]
     quiet: bool,
 }
@@ -247,6 +247,7 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         net: args.net.options(),
         report: args.report,
+        progress: !args.quiet,
     };
     let report = gelunet_run::join(&config)?;
     if !args.quiet {

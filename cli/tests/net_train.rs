@@ -36,6 +36,7 @@ fn train_in_process_reports_an_exact_run() {
         .concat(),
     );
     p.expect_success(3 * MIN);
+    assert!(!p.stderr().contains("progress:"), "--quiet: {}", p.stderr());
     let r = read_json(&report);
     assert_eq!(r["dataset"], "iris");
     assert_eq!(r["clients"], 3);
@@ -406,4 +407,45 @@ fn remote_inference_matches_local_inference() {
         "the remote client has no weights"
     );
     assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
+}
+
+/// `--plot DIR` writes the loss and accuracy figures (valid PNG), and off a terminal the
+/// progress comes as log lines with sessions, samples/s and the time left; `--quiet`
+/// (the other tests) silences them.
+#[test]
+fn train_plots_and_logs_its_progress() {
+    let dir = TempDir::new("plot");
+    let plots = dir.join("plots");
+    let report = dir.join("report.json");
+    let mut p = run(
+        "train-plot",
+        &[
+            &[
+                "train",
+                "--dataset",
+                "iris",
+                "--clients",
+                "2",
+                "--epochs",
+                "2",
+            ][..],
+            &["--batch-size", "4", "--plot", plots.to_str().unwrap()],
+            &["--report", report.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(3 * MIN);
+    let r = read_json(&report);
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
+    assert_eq!(r["plots"].as_array().unwrap().len(), 2, "{r}");
+    for name in ["loss.png", "accuracy.png"] {
+        let bytes = std::fs::read(plots.join(name)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name}");
+        assert!(bytes.len() > 10_000, "{name}: {} bytes", bytes.len());
+    }
+    let err = p.stderr();
+    assert!(err.contains("progress: session"), "{err}");
+    assert!(err.contains("samples/s"), "{err}");
+    assert!(err.contains("left"), "{err}");
 }

@@ -714,6 +714,30 @@ impl PrivateKey {
         }
     }
 
+    /// The private key for the primes `p`, `q` in a run: [`PrivateKey::from_primes`], or
+    /// the test-only minimum [`MIN_TEST_KEY_BITS`] when `allow_test_keys` and `N` is below
+    /// [`MIN_KEY_BITS`], in builds with the `hazmat` feature only (as
+    /// [`PrivateKey::from_secret_bytes_for_run`]).
+    ///
+    /// # Errors
+    /// [`Error::TestKeysUnavailable`] for an allowed test-size key in a build without
+    /// `hazmat`; the errors of [`PrivateKey::from_primes`].
+    pub fn from_primes_for_run(p: BigUint, q: BigUint, allow_test_keys: bool) -> Result<Self> {
+        let bits = (&p * &q).bits();
+        if test_key_path(bits, allow_test_keys, TEST_KEYS_AVAILABLE)? {
+            Self::checked(p, q, MIN_TEST_KEY_BITS)
+        } else {
+            Self::from_primes(p, q)
+        }
+    }
+
+    /// The secrets `(p, q, λ, μ)` for the key-file formats of this crate
+    /// ([`crate::phe_json`]); never leaves the crate.
+    pub(crate) fn secret_parts(&self) -> (&BigUint, &BigUint, &BigUint, &BigUint) {
+        let s = &self.secrets;
+        (&s.p, &s.q, &s.lambda, &s.mu)
+    }
+
     /// The public half.
     pub fn public_key(&self) -> &PublicKey {
         &self.public
@@ -920,12 +944,7 @@ impl PrivateKey {
                 reason: "trailing bytes after the private key".into(),
             });
         }
-        let bits = (&p * &q).bits();
-        if test_key_path(bits, allow_test_keys, TEST_KEYS_AVAILABLE)? {
-            Self::checked(p, q, MIN_TEST_KEY_BITS)
-        } else {
-            Self::from_primes(p, q)
-        }
+        Self::from_primes_for_run(p, q, allow_test_keys)
     }
 }
 

@@ -95,6 +95,7 @@ pub mod encoding;
 mod error;
 mod keys;
 pub mod multiexp;
+pub mod phe_json;
 mod pool;
 pub mod serde_biguint;
 

@@ -50,6 +50,31 @@ pub enum RunError {
         #[source]
         source: gelunet_paillier::Error,
     },
+    /// A python-paillier JSON key or ciphertext file that was refused (the error never
+    /// quotes a private key).
+    #[error("`{}`: {source}", path.display())]
+    PheJson {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        #[source]
+        source: gelunet_paillier::phe_json::PheJsonError,
+    },
+    /// A figure of `--plot` that could not be drawn or written.
+    #[error("--plot `{}`: {source}", path.display())]
+    Plot {
+        /// The figure's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: gelunet_plot::PlotError,
+    },
+    /// An output file that exists already (key files are replaced only when asked to).
+    #[error("`{}` exists already: pass --force to replace it", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file-system error.
     #[error("{what} `{}`: {source}", path.display())]
     Io {

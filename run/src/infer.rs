@@ -285,6 +285,7 @@ fn client_shell(
         connect_timeout: Duration::from_secs(30),
         reconnect_attempts: 0,
         reconnect_delay: Duration::from_secs(1),
+        progress: None,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::data::{client_seed, DataOptions};
 use crate::endpoint::{read_token, resolve_addr, runtime, NetOptions};
 use crate::keys::KeyOptions;
 use crate::report::{write_json, JoinReport};
-use crate::{Result, RunError};
+use crate::{progress, Result, RunError};
 
 /// The configuration of `gelunet join`.
 #[derive(Clone)]
@@ -68,6 +68,9 @@ pub struct JoinConfig {
     pub net: NetOptions,
     /// Write the JSON report ([`JoinReport`]) here.
     pub report: Option<PathBuf>,
+    /// Show this client's progress on stderr: a bar on a terminal, a log line every few
+    /// seconds elsewhere (`false`: `--quiet`).
+    pub progress: bool,
 }
 
 gelunet_protocol::redacted_debug!(
@@ -171,14 +174,28 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
         connect_timeout: c.connect_timeout,
         reconnect_attempts: c.reconnect,
         reconnect_delay: Duration::from_secs(1),
+        progress: None,
     };
     let rt = runtime()?;
-    let (role, stats) =
-        rt.block_on(run_client(client, &cc))
-            .map_err(|source| RunError::ClientShell {
-                name: c.name.clone(),
-                source,
-            })?;
+    let pb = progress::Progress::new(c.progress, 1.0);
+    let name = c.name.clone();
+    let (role, stats) = rt
+        .block_on(async move {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let follower = tokio::spawn(progress::follow_client(name, pb, rx));
+            let cc = ClientShellConfig {
+                progress: Some(tx),
+                ..cc
+            };
+            let r = run_client(client, &cc).await;
+            drop(cc);
+            let _ = follower.await;
+            r
+        })
+        .map_err(|source| RunError::ClientShell {
+            name: c.name.clone(),
+            source,
+        })?;
     let r = JoinReport {
         name: c.name.clone(),
         samples: share.n_samples() as u64,

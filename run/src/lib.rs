@@ -23,17 +23,22 @@
 //! crate's `hazmat` feature, the `gelunet` binary's `insecure-test-keys`); elsewhere
 //! [`KeyOptions::validate`] refuses them with [`RunError::TestKeysUnavailable`].
 //!
+//! [`generate_key`], [`inspect_key`] and [`convert_key`] (`gelunet keys`) make, show and
+//! convert Paillier key files, including python-paillier's JSON keys.
+//!
 //! Model files ([`ModelFile`]) carry a magic, a version, a length and a SHA-256 checksum
 //! and are written atomically (temporary file, fsync, rename); a damaged or mismatched
 //! file is refused with [`ModelFileError`]. A protocol v2 server (`serve`) persists its
 //! masked state `(v, ν_v, W~)` the same way after every completed session
 //! ([`v2_state`], `STATE_DIR/v2-state.bin`).
 
+mod curves;
 mod data;
 mod endpoint;
 mod error;
 mod infer;
 mod join;
+mod key_files;
 mod keys;
 mod model;
 pub mod model_file;
@@ -54,6 +59,9 @@ pub use infer::{
     Split, MODEL_CARD_FILE,
 };
 pub use join::{join, JoinConfig};
+pub use key_files::{
+    convert_key, generate_key, inspect_key, load_key, KeyFileKind, KeyFormat, KeyInfo, LoadedKey,
+};
 pub use keys::{KeyOptions, MIN_RUN_TEST_KEY_BITS};
 pub use model::{activation_name, mask_name, ModelOptions};
 pub use model_file::{DataCard, ModelCard, ModelFile, ModelFileError};

@@ -120,6 +120,9 @@ pub struct TrainReport {
     pub randomness: String,
     /// Every party's traffic.
     pub parties: Vec<PartyReport>,
+    /// The figures `--plot` wrote (`loss.png`, `accuracy.png`), if asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plots: Vec<std::path::PathBuf>,
 }
 
 /// Writes `value` as pretty JSON (with a final newline), atomically.
@@ -172,6 +175,31 @@ pub fn replay(
     log: &TrainingLog,
     share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
 ) -> Result<Option<FixedModel>> {
+    replay_with(
+        spec,
+        scales,
+        (model_seed, eta, batch),
+        log,
+        share_of,
+        |_, _| Ok(()),
+    )
+}
+
+/// [`replay`], calling `each(k, model)` with the reference model after its `k`-th
+/// completed session (`k = 0`: the initial model), for the per-epoch curves
+/// ([`crate::curves`]). `run = (model_seed, η, B)`.
+///
+/// # Errors
+/// As [`replay`], and `each`'s errors.
+pub(crate) fn replay_with(
+    spec: &ModelSpec,
+    scales: Scales,
+    run: (u64, i128, usize),
+    log: &TrainingLog,
+    share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
+    mut each: impl FnMut(u64, &FixedModel) -> Result<()>,
+) -> Result<Option<FixedModel>> {
+    let (model_seed, eta, batch) = run;
     let mut slots: BTreeMap<(usize, u32), usize> = BTreeMap::new();
     let mut data = Vec::new();
     let mut plans = Vec::new();
@@ -193,14 +221,17 @@ pub fn replay(
         });
     }
     if data.is_empty() {
-        return FixedModel::init(spec, &scales, model_seed)
-            .map(Some)
-            .map_err(RunError::protocol("reference"));
+        let init =
+            FixedModel::init(spec, &scales, model_seed).map_err(RunError::protocol("reference"))?;
+        each(0, &init)?;
+        return Ok(Some(init));
     }
     let mut r = ReferenceTrainer::new(spec, scales, model_seed, eta, batch, data)
         .map_err(RunError::protocol("reference"))?;
-    for p in plans {
+    each(0, r.model())?;
+    for (k, p) in plans.into_iter().enumerate() {
         r.run_session(p).map_err(RunError::protocol("reference"))?;
+        each(k as u64 + 1, r.model())?;
     }
     Ok(Some(r.model().clone()))
 }
@@ -366,6 +397,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         stop_reason: log.stop_reason.clone(),
         randomness: i.randomness.into(),
         parties: i.parties,
+        plots: Vec::new(),
     }
 }
 
@@ -496,7 +528,12 @@ impl fmt::Display for TrainReport {
             "server traffic: {:.2} MiB sent, {:.2} MiB received",
             mib(self.bytes_sent),
             mib(self.bytes_received)
-        )
+        )?;
+        if !self.plots.is_empty() {
+            let names: Vec<String> = self.plots.iter().map(|p| p.display().to_string()).collect();
+            writeln!(f, "plots: {}", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use gelunet_server::{Server, ServerEvent, TrainingLog};
 use gelunet_shell::server::{run_server, ServerShellConfig};
 use tokio::sync::mpsc;
 
+use crate::curves::{plot_run, PlotInput};
 use crate::data::DataOptions;
 use crate::endpoint::{runtime, ListenOptions, Listening, NetOptions};
 use crate::keys::KeyOptions;
@@ -15,7 +16,7 @@ use crate::model::ModelOptions;
 use crate::report::{
     build_report, evaluate, quantize, server_party, PartyReport, ReportInput, TrainReport,
 };
-use crate::train::{save_model, OutputOptions};
+use crate::train::{initial_model, save_model, OutputOptions};
 use crate::v2_state::{save_v2_state, V2_STATE_FILE};
 use crate::{progress, Result, RunError};
 
@@ -82,6 +83,12 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
             ),
         ));
     }
+    if c.output.plot.is_some() && c.data.dataset.is_none() {
+        return Err(RunError::option(
+            "--plot",
+            "needs --dataset (loss and accuracy are measured on it)",
+        ));
+    }
     let split_clients = c.clients.unwrap_or(credentials.len());
     let prepared = match &c.data.dataset {
         Some(_) => Some(
@@ -119,15 +126,14 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
     shell.coordinator.accept_reference_hints = c.insecure_reproducible;
     shell.coordinator.v2_state_events = true;
     let state_path = c.listen.state_dir.join(V2_STATE_FILE);
-    let pb = progress::bar(c.output.progress);
-    let epochs = rule.epochs().unwrap_or(1.0);
+    let pb = progress::Progress::new(c.output.progress, rule.epochs().unwrap_or(1.0));
     let rt = runtime()?;
     let (role, log) = rt.block_on(async {
         let (endpoint, listening) = c.listen.bind(&identity, &transport)?;
         on_listen(&listening);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (pb_tx, pb_rx) = mpsc::unbounded_channel();
-        let follower = tokio::spawn(progress::follow(pb, epochs, pb_rx));
+        let follower = tokio::spawn(progress::follow(pb, pb_rx));
         // Persists the v2 state after every completed session, passes the rest on.
         let saver = tokio::spawn(async move {
             let mut failed = None;
@@ -172,6 +178,28 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
         Some((d, hint.client_seed))
     };
     let eval = evaluate(&model, &cfg, prepared.as_ref(), &log, share_of)?;
+    // Without the group key the encrypted run is known at its start and its end only.
+    let plots = match (&c.output.plot, &prepared) {
+        (Some(dir), Some(p)) => {
+            let encrypted = [(0.0, initial_model(&cfg)?), (log.epochs, model.clone())];
+            let input = PlotInput {
+                cfg: &cfg,
+                log: &log,
+                prepared: p,
+                encrypted: &encrypted,
+                caption: format!(
+                    "{}, {} clients, B = {}, η = {}, seed {} (serve: the encrypted run at its start and end)",
+                    p.name,
+                    log.clients.len(),
+                    c.model.batch_size,
+                    c.model.lr,
+                    c.model.seed
+                ),
+            };
+            plot_run(dir, &input, share_of)?
+        }
+        _ => Vec::new(),
+    };
     if let Some(path) = &c.output.model_out {
         save_model(
             path,
@@ -206,7 +234,7 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
         parties,
         randomness: randomness_label(&log),
     });
-    c.output.finish(report)
+    c.output.finish(TrainReport { plots, ..report })
 }
 
 /// What the report says about the clients' masks: known to the server when a client sent

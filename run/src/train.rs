@@ -12,13 +12,15 @@ use gelunet_client::{Client, ClientConfig};
 use gelunet_net::ServerIdentity;
 use gelunet_protocol::schedule::Scheduler;
 use gelunet_protocol::{FixedModel, Scales};
+use gelunet_server::V2Checkpoint;
 use gelunet_server::{Server, ServerConfig, StopRule};
 use gelunet_shell::client::{run_client, ClientRunStats, ClientShellConfig};
 use gelunet_shell::server::{
-    run_server, ClientLog, Credential, ServerShellConfig, SessionLog, TrainingLog,
+    run_server, ClientLog, Credential, ServerEvent, ServerShellConfig, SessionLog, TrainingLog,
 };
 use tokio::sync::mpsc;
 
+use crate::curves::{plot_run, Buckets, PlotInput};
 use crate::data::{client_name, client_seed, DataOptions, Prepared};
 use crate::endpoint::{loopback_endpoint, random_token, runtime, NetOptions};
 use crate::keys::KeyOptions;
@@ -37,8 +39,12 @@ pub struct OutputOptions {
     pub model_out: Option<PathBuf>,
     /// Write the JSON report here ([`TrainReport`], atomically).
     pub report: Option<PathBuf>,
-    /// Show a progress bar on stderr (when it is a terminal).
+    /// Show the progress on stderr: a bar on a terminal, a log line every few seconds
+    /// elsewhere (`false`: `--quiet`).
     pub progress: bool,
+    /// Write the loss and accuracy per epoch of the encrypted run and of the plaintext
+    /// reference here as PNG (`loss.png`, `accuracy.png`; [`crate::curves`]).
+    pub plot: Option<PathBuf>,
 }
 
 impl OutputOptions {
@@ -206,6 +212,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let server = Server::new(cfg.clone(), server_key)?;
     // The clients' group key of protocol v2, made in memory: the server never sees it.
     let group_key = GroupKey::generate();
+    let plot_group_key = c.output.plot.as_ref().map(|_| group_key.clone());
     let mut clients = Vec::with_capacity(c.clients);
     for (k, (share, key)) in prepared.shares.iter().zip(keys).enumerate() {
         let config = ClientConfig {
@@ -237,13 +244,35 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     shell.coordinator.max_sessions = rule.max_sessions();
     shell.coordinator.response_timeout = c.net.response();
     shell.coordinator.join_timeout = Some(Duration::from_secs(120));
-    let pb = progress::bar(c.output.progress);
-    let epochs = rule.epochs().unwrap_or(1.0);
+    // `--plot`: the masked states of the kept sessions, unmasked after training.
+    shell.coordinator.v2_state_events = plot_group_key.is_some() && !paper;
+    let held: u64 = prepared.shares.iter().map(|s| s.n_samples() as u64).sum();
+    let pb = progress::Progress::new(c.output.progress, rule.epochs().unwrap_or(1.0));
     let rt = runtime()?;
-    let (role, log, client_stats) = rt.block_on(async move {
+    let (role, log, client_stats, checkpoints) = rt.block_on(async move {
         let (endpoint, addr) = loopback_endpoint(&identity, &transport)?;
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (pb_tx, pb_rx) = mpsc::unbounded_channel();
+        let follower = tokio::spawn(progress::follow(pb, pb_rx));
+        let keeper = tokio::spawn(async move {
+            let (mut buckets, mut samples, mut kept) = (Buckets::new(held), 0, Vec::new());
+            while let Some(e) = ev_rx.recv().await {
+                match e {
+                    ServerEvent::V2State(cp) => {
+                        if buckets.keep(samples) {
+                            kept.push((samples, cp));
+                        }
+                    }
+                    other => {
+                        if let ServerEvent::SessionDone(s) = &other {
+                            samples = s.samples;
+                        }
+                        let _ = pb_tx.send(other);
+                    }
+                }
+            }
+            kept
+        });
         let server_task = tokio::spawn(run_server(server, endpoint, shell, Some(ev_tx)));
         let mut tasks = Vec::new();
         for ((client, samples), cred) in clients.into_iter().zip(&credentials) {
@@ -259,6 +288,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 connect_timeout: Duration::from_secs(30),
                 reconnect_attempts: 0,
                 reconnect_delay: Duration::from_secs(1),
+                progress: None,
             };
             tasks.push(tokio::spawn(async move { run_client(client, &cc).await }));
         }
@@ -285,9 +315,10 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 }
             }
         }
+        let kept = keeper.await.unwrap_or_default();
         let _ = follower.await;
         let (role, log) = served?;
-        Ok::<_, RunError>((role, log, stats))
+        Ok::<_, RunError>((role, log, stats, kept))
     })?;
     let model = role.true_model()?.clone();
     let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
@@ -297,6 +328,24 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         Some((d, client_seed(c.model.seed, k)))
     };
     let eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
+    let plots = match (&c.output.plot, &plot_group_key) {
+        (Some(dir), Some(gk)) => {
+            let mut encrypted = vec![(0.0, initial_model(&cfg)?)];
+            for (samples, cp) in &checkpoints {
+                encrypted.push((epochs_of(*samples, held), unmask(&cfg, cp, gk)?));
+            }
+            encrypted.push((log.epochs, model.clone()));
+            let input = PlotInput {
+                cfg: &cfg,
+                log: &log,
+                prepared: &prepared,
+                encrypted: &encrypted,
+                caption: plot_caption(c, &prepared, &eval),
+            };
+            plot_run(dir, &input, share_of)?
+        }
+        _ => Vec::new(),
+    };
     let mut parties = vec![server_party(&log)];
     for (k, s) in client_stats.iter().enumerate() {
         let cl = log.clients.iter().find(|cl| cl.name == client_name(k));
@@ -323,7 +372,46 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             randomness: TRAIN_RANDOMNESS,
         },
     )?;
-    c.output.finish(report)
+    c.output.finish(TrainReport { plots, ..report })
+}
+
+/// The server's public initial model (version 0 of every run).
+pub(crate) fn initial_model(cfg: &ServerConfig) -> Result<FixedModel> {
+    FixedModel::init(&cfg.spec, &cfg.scales, cfg.model_seed).map_err(RunError::protocol("model"))
+}
+
+/// Epochs of `samples` processed samples out of `held`.
+pub(crate) fn epochs_of(samples: u64, held: u64) -> f64 {
+    if held == 0 {
+        0.0
+    } else {
+        samples as f64 / held as f64
+    }
+}
+
+/// The true model of a masked v2 state `W~`, as its release would compute it: a server
+/// restored from the state, given the clients' seed of its version (docs/DESIGN.md
+/// "Protocol v2", "Release"). Only `train`, which holds the group key, can.
+fn unmask(cfg: &ServerConfig, cp: &V2Checkpoint, key: &GroupKey) -> Result<FixedModel> {
+    let mut s = Server::new(cfg.clone(), None)?;
+    s.restore_v2(cp)?;
+    let v = cp.version.version;
+    let seed = key.version_seed(cp.params.model_id, v, cp.version.nonce);
+    Ok(s.release(v, &seed)?.clone())
+}
+
+/// The caption of `--plot`'s figures.
+pub(crate) fn plot_caption(c: &TrainConfig, prepared: &Prepared, eval: &Evaluation) -> String {
+    format!(
+        "{}, {} clients, {}-bit keys, B = {}, η = {}, seed {}; max |w − w_ref| = {}",
+        prepared.name,
+        c.clients,
+        c.keys.key_bits,
+        c.model.batch_size,
+        c.model.lr,
+        c.model.seed,
+        eval.diff.map_or("n/a".into(), |d| format!("{}", d.0))
+    )
 }
 
 /// Runs `gelunet train --plaintext`: the session plans of the server's scheduler for the
@@ -430,6 +518,19 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     log.training_time = t0.elapsed();
     let mut eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
     eval.diff = None;
+    let plots = match &c.output.plot {
+        Some(dir) => {
+            let input = PlotInput {
+                cfg: &cfg,
+                log: &log,
+                prepared: &prepared,
+                encrypted: &[],
+                caption: plot_caption(c, &prepared, &eval),
+            };
+            plot_run(dir, &input, share_of)?
+        }
+        None => Vec::new(),
+    };
     let mut report = c.conclude(
         &prepared,
         cfg.scales,
@@ -446,5 +547,6 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     )?;
     report.key_bits = 0;
     report.backend = "plaintext fixed-point reference".into();
+    report.plots = plots;
     c.output.finish(report)
 }

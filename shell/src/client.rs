@@ -114,6 +114,9 @@ pub struct ClientShellConfig {
     pub reconnect_attempts: u32,
     /// Pause before a reconnection.
     pub reconnect_delay: Duration,
+    /// If set, gets `(sessions completed, sessions abandoned)` after each of our
+    /// sessions ends (the progress of `gelunet join`).
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<(u64, u64)>>,
 }
 
 gelunet_protocol::redacted_debug!(
@@ -276,6 +279,11 @@ async fn converse(
                     stats.sessions += 1;
                 } else if aborts && before.is_some() && after.is_none() {
                     stats.abandoned += 1;
+                }
+                if ends || aborts {
+                    if let Some(p) = &config.progress {
+                        let _ = p.send((stats.sessions, stats.abandoned));
+                    }
                 }
                 if let Some(reply) = reply {
                     channel.send(&ToServer::Message(reply)).await?;

@@ -1,0 +1,107 @@
+//! `gelunet keys`: arguments only; the work is `gelunet_run::{generate_key, inspect_key,
+//! convert_key}`.
+
+use std::path::PathBuf;
+
+use gelunet_run::{KeyFormat, RunError};
+
+use crate::opts::KeyArgs;
+
+/// Key file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// The gelunet key file (`join --key-file`; private keys only).
+    Gelunet,
+    /// python-paillier's JSON (`pheutil`: kty DAJ, alg PAI-GN1).
+    Phe,
+}
+
+/// `gelunet keys` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key pair (mode 0600; an existing file only with --force).
+    Generate {
+        /// The private key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Its format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Gelunet)]
+        format: FormatArg,
+        /// Also write the public key here (python-paillier JSON).
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Show a key file's public facts: kind, bits of N, key id and fingerprint.
+    Inspect {
+        /// The key file (gelunet or python-paillier JSON, private or public).
+        file: PathBuf,
+        /// Accept keys below 2048 bits (tests only).
+        #[arg(long)]
+        insecure_test_keys: bool,
+    },
+    /// Convert a key file between the gelunet and the python-paillier formats.
+    Convert {
+        /// The key file to read (any format).
+        input: PathBuf,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The format to write.
+        #[arg(long, value_enum)]
+        to: FormatArg,
+        /// Write only the public key (python-paillier JSON).
+        #[arg(long)]
+        public: bool,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Accept keys below 2048 bits (tests only).
+        #[arg(long)]
+        insecure_test_keys: bool,
+    },
+}
+
+/// Runs `gelunet keys …` and prints the public facts of the key written or read.
+///
+/// # Errors
+/// The errors of `gelunet_run`'s key functions.
+pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
+    let format = |f| match f {
+        FormatArg::Gelunet => KeyFormat::Gelunet,
+        FormatArg::Phe => KeyFormat::Phe,
+    };
+    let info = match cmd {
+        KeysCommand::Generate {
+            out,
+            format: f,
+            public_out,
+            force,
+            keys,
+        } => gelunet_run::generate_key(
+            &keys.options(),
+            &out,
+            format(f),
+            public_out.as_deref(),
+            force,
+        )?,
+        KeysCommand::Inspect {
+            file,
+            insecure_test_keys,
+        } => gelunet_run::inspect_key(&file, insecure_test_keys)?,
+        KeysCommand::Convert {
+            input,
+            out,
+            to,
+            public,
+            force,
+            insecure_test_keys,
+        } => gelunet_run::convert_key(&input, &out, format(to), public, force, insecure_test_keys)?,
+    };
+    print!("{info}");
+    Ok(())
+}

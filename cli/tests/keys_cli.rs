@@ -1,0 +1,76 @@
+//! `gelunet keys` and `gelunet completions`, run as a user would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod net_support;
+
+use net_support::{gelunet, output_ok, TempDir, TEST_KEYS};
+
+fn stdout(args: &[&str]) -> String {
+    String::from_utf8(output_ok(gelunet().args(args)).stdout).unwrap()
+}
+
+#[test]
+fn keys_generate_inspect_convert_and_refuse_overwrites() {
+    let dir = TempDir::new("keys");
+    let (sk, pk) = (dir.join("a.json"), dir.join("a.pub.json"));
+    let (sk_s, pk_s) = (sk.to_str().unwrap(), pk.to_str().unwrap());
+    let mut args = vec!["keys", "generate", "--out", sk_s, "--format", "phe"];
+    args.extend(["--public-out", pk_s]);
+    args.extend(TEST_KEYS);
+    let made = stdout(&args);
+    assert!(made.contains("python-paillier private key"), "{made}");
+    assert!(made.contains("N: 512 bits"), "{made}");
+    // Nothing secret on stdout: the private key file's p never appears.
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(&sk).unwrap()).unwrap();
+    assert_eq!(key["kty"], "DAJ");
+    assert_eq!(key["pub"]["alg"], "PAI-GN1");
+    assert!(!made.contains(key["p"].as_str().unwrap()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let public = stdout(&["keys", "inspect", pk_s, "--insecure-test-keys"]);
+    assert!(public.contains("public key"), "{public}");
+    let fp = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("fingerprint"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fp(&public), fp(&made));
+    // To the gelunet key file and back.
+    let bin = dir.join("a.key");
+    let mut conv = vec!["keys", "convert", sk_s, "--out", bin.to_str().unwrap()];
+    conv.extend(["--to", "gelunet", "--insecure-test-keys"]);
+    let converted = stdout(&conv);
+    assert_eq!(fp(&converted), fp(&made));
+    // An existing file is not replaced without --force.
+    let again = gelunet().args(&conv).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    conv.push("--force");
+    output_ok(gelunet().args(&conv));
+    // Test-size keys need --insecure-test-keys.
+    let strict = gelunet().args(["keys", "inspect", pk_s]).output().unwrap();
+    assert!(!strict.status.success());
+}
+
+#[test]
+fn completions_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&["completions", shell]);
+        assert!(!script.is_empty(), "{shell}");
+        for sub in ["train", "serve", "join", "infer", "keys"] {
+            assert!(script.contains(sub), "{shell}: {sub}");
+        }
+    }
+    assert!(!gelunet()
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
