@@ -94,6 +94,8 @@ mod ciphertext;
 pub mod encoding;
 mod error;
 mod keys;
+#[cfg(not(feature = "gmp"))]
+mod monty;
 pub mod multiexp;
 mod pool;
 pub mod serde_biguint;
