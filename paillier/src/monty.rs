@@ -149,10 +149,9 @@ impl Monty {
     /// The Montgomery form of `x` (`x < m`).
     pub(crate) fn to_monty(&self, x: &BigUint) -> Vec<u64> {
         let n = self.len();
-        let xl = limbs(x, n);
-        let mut out = vec![0u64; n];
-        self.mul_into(&xl, &self.r2, &mut out);
-        out
+        let mut xl = limbs(x, n);
+        self.mul_assign(&mut xl, &self.r2);
+        xl
     }
 
     /// The residue whose Montgomery form is `x` (out of Montgomery form), as a `BigUint`
@@ -190,18 +189,6 @@ impl Monty {
         if top != 0 || geq(out, m) {
             sub_assign(out, m);
         }
-    }
-
-    /// `out ← a·b·R^{−1} mod m` (Montgomery product).
-    #[inline(always)]
-    pub(crate) fn mul_into(&self, a: &[u64], b: &[u64], out: &mut [u64]) {
-        let n = self.len();
-        with_scratch(2 * n, |t| {
-            for (i, &bi) in b.iter().enumerate() {
-                t[i + n] = addmul_1(&mut t[i..i + n], a, bi);
-            }
-            self.redc(t, out);
-        });
     }
 
     /// `a ← a·b·R^{−1} mod m`.
