@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod report;
 pub mod runs;
 pub mod stability;
+pub mod train_throughput;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -16,7 +16,7 @@ use gelunet_paillier::PrivateKey;
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::{Dataset, FixedModel, ReferenceTrainer, Scales, SessionPolicy, ValueKind};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
-use gelunet_sim::Simulation;
+use gelunet_sim::{IterationStats, Simulation};
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -290,12 +290,36 @@ pub fn encrypted_run(
     allow_test_keys: bool,
     max_sessions: Option<usize>,
 ) -> Result<EncryptedCheck> {
+    // The paper's protocol, as in the paper's comparisons (v2 costs the same per
+    // iteration on the linear layers and less on the updates).
+    encrypted_run_with(
+        prep,
+        setup,
+        key_bits,
+        allow_test_keys,
+        max_sessions,
+        gelunet_protocol::v2::Protocol::Paper,
+    )
+    .map(|(check, _)| check)
+}
+
+/// [`encrypted_run`] under `protocol`, also returning the driver's per-iteration costs
+/// (`gelunet bench train`, [`crate::train_throughput`]).
+///
+/// # Errors
+/// As [`encrypted_run`].
+pub fn encrypted_run_with(
+    prep: &Prepared,
+    setup: &TrainSetup,
+    key_bits: u64,
+    allow_test_keys: bool,
+    max_sessions: Option<usize>,
+    protocol: gelunet_protocol::v2::Protocol,
+) -> Result<(EncryptedCheck, Vec<IterationStats>)> {
     let scales = setup.scales();
     let spec = setup.spec();
     let mut cfg = ServerConfig::new(spec.clone(), setup.lr, setup.batch);
-    // The paper's protocol, as in the paper's comparisons (v2 costs the same per
-    // iteration on the linear layers and less on the updates).
-    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
+    cfg.protocol = protocol;
     cfg.scales = scales;
     cfg.model_seed = setup.model_seed();
     cfg.schedule_seed = setup.schedule_seed();
@@ -382,7 +406,7 @@ pub fn encrypted_run(
     };
     #[allow(clippy::cast_precision_loss)]
     let bytes_per_iteration = per(bytes as f64);
-    Ok(EncryptedCheck {
+    let check = EncryptedCheck {
         key_bits,
         test_keys,
         mask: format!("{:?}", cfg.mask),
@@ -398,5 +422,6 @@ pub fn encrypted_run(
         identical_to_reference: true,
         test_accuracy,
         threads: rayon::current_num_threads(),
-    })
+    };
+    Ok((check, stats.to_vec()))
 }

@@ -2,7 +2,8 @@
 //!
 //! Subcommands: `train` (server and clients in one process over loopback QUIC), `serve`
 //! and `join` (the same as separate processes), `infer` (encrypted inference), `bench`
-//! (`paillier`: cryptosystem throughput; `paper`: the paper's comparisons), and `attack`
+//! (`paillier`: cryptosystem throughput; `paper`: the paper's comparisons; `train`: training
+//! throughput and the split of an iteration), and `attack`
 //! (the privacy attacks of paper §4.1 and §4.3). This crate only parses arguments into
 //! the configurations of `gelunet-run` (training, inference), `gelunet-bench` and
 //! `gelunet-attacks`, calls them, and prints. Keys below 2048 bits
@@ -13,6 +14,7 @@ mod inference;
 mod keys;
 mod opts;
 mod paper;
+mod train_bench;
 mod training;
 
 use std::fmt::Display;
@@ -103,6 +105,8 @@ enum BenchCommand {
     },
     /// The paper's comparisons (Fig. 3, Tables 1, 3, 5) against the baselines.
     Paper(paper::PaperArgs),
+    /// A short encrypted training run: samples/s and the split of an iteration.
+    Train(train_bench::TrainBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +134,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Paper(args),
         } => exit(paper::run(args)),
+        Command::Bench {
+            what: BenchCommand::Train(args),
+        } => exit(train_bench::run(args)),
         Command::Bench {
             what:
                 BenchCommand::Paillier {

@@ -75,9 +75,12 @@
 //!
 //! # Backends
 //!
-//! Big integers are `num-bigint`. The `gmp` feature runs the hot loops (modular
-//! multiplication, exponentiation) on GMP through `rug`, about three times faster at 2048
-//! bits; results are identical.
+//! Big integers at the API are `num-bigint`. The hot loops (modular multiplication,
+//! exponentiation, the fixed-base tables and the shared multi-exponentiation) run by
+//! default on this crate's pure-Rust Montgomery arithmetic over `u64` limbs (no division
+//! per product; values stay in Montgomery form across a whole exponentiation), and with
+//! the `gmp` feature on GMP through `rug`. Results are identical: the ciphertexts equal
+//! those of reducing with `%` after every product (property tests against num-bigint).
 //!
 //! # Side channels
 //!
@@ -94,6 +97,8 @@ mod ciphertext;
 pub mod encoding;
 mod error;
 mod keys;
+#[cfg(not(feature = "gmp"))]
+mod monty;
 pub mod multiexp;
 pub mod phe_json;
 mod pool;

@@ -100,6 +100,51 @@ proptest! {
         }
     }
 
+    /// The engine's ciphertexts (Montgomery form by default, GMP with `--features gmp`)
+    /// are exactly the straightforward `%`-after-every-product values: `W ⊗ [a]` against
+    /// `Π_k c_k^{w_jk} mod N²` with num-bigint's `modpow`/`modinv`, the DJN encryption
+    /// against `(1 + mN)·h_N^α mod N²` for the same `α`, the scalar product, and CRT
+    /// decryption against textbook decryption.
+    #[test]
+    fn fast_paths_equal_plain_num_bigint(
+        m in 1usize..4, n in 1usize..5, bits in 1u32..70, seed in any::<u64>()
+    ) {
+        use num_bigint::RandBigInt;
+        use rand::Rng;
+        let sk = key();
+        let pk = sk.public_key();
+        let nn = pk.n_squared();
+        let mut r = rng(seed);
+        let w = Array2::from_shape_fn((m, n), |_| BigInt::from(r.gen::<i128>() >> (128 - bits)));
+        let a: Vec<BigInt> = (0..n).map(|_| BigInt::from(r.gen::<i64>())).collect();
+        let ca = pk.encrypt_batch(&a, &mut r).unwrap();
+        let z = pk.matvec(w.view(), &ca).unwrap();
+        for j in 0..m {
+            let mut expected = BigUint::one();
+            for k in 0..n {
+                let c = ca[k].value();
+                let base = if w[[j, k]] < BigInt::zero() { c.modinv(nn).unwrap() } else { c.clone() };
+                expected = expected * base.modpow(w[[j, k]].magnitude(), nn) % nn;
+            }
+            prop_assert_eq!(z[j].value(), &expected);
+        }
+        let k = &w[[0, 0]];
+        let expected_k = if k < &BigInt::zero() {
+            ca[0].value().modinv(nn).unwrap().modpow(k.magnitude(), nn)
+        } else {
+            ca[0].value().modpow(k.magnitude(), nn)
+        };
+        let scaled = pk.mul_scalar(&ca[0], k).unwrap();
+        prop_assert_eq!(scaled.value(), &expected_k);
+        // DJN encryption draws α = gen_biguint(|N|/2) from the rng.
+        let mut r1 = rng(seed ^ 3);
+        let c = pk.encrypt(&a[0], &mut r1).unwrap();
+        let alpha = rng(seed ^ 3).gen_biguint(pk.bits() / 2);
+        let plain = (pk.encode(&a[0]).unwrap() * pk.n() + 1u32) * pk.h_n().modpow(&alpha, nn) % nn;
+        prop_assert_eq!(c.value(), &plain);
+        prop_assert_eq!(sk.decrypt_raw(&z[0]).unwrap(), sk.decrypt_textbook(&z[0]).unwrap());
+    }
+
     #[test]
     fn row_packed_matvec_equals_matvec_then_horner_packing(
         m in 1usize..9, n in 0usize..5, k in 1usize..5, bits in 1u32..24, seed in any::<u64>()

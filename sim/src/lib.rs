@@ -11,6 +11,7 @@
 //! [`infer`] and [`infer_fixed`] run encrypted inference (one [`InferenceClient`] against
 //! a [`Server`]) in memory.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use gelunet_client::{Client, ClientConfig, InferStep, InferenceClient};
@@ -85,6 +86,15 @@ pub struct IterationStats {
     pub server_time: Duration,
     /// Time spent in the client's handlers.
     pub client_time: Duration,
+    /// `server_time` split by the kind of client message handled
+    /// ([`ClientMessage::kind`]: `ForwardRequest` is the forward linear layers,
+    /// `BackwardRequest` the backward products, `PlainUpdate` / `MaskedUpdate` the updates).
+    pub server_time_by_message: BTreeMap<&'static str, Duration>,
+    /// `client_time` split by the kind of server message handled
+    /// ([`ServerMessage::kind`]: after `SessionStart` / `UpdateApplied` the client encrypts
+    /// its inputs, after `ForwardResponse` it decrypts, activates and encrypts the next
+    /// layer or the output error, after `BackwardResponse` it decrypts and makes the update).
+    pub client_time_by_message: BTreeMap<&'static str, Duration>,
 }
 
 /// A session as the driver ran it.
@@ -392,7 +402,11 @@ impl Simulation {
             let is_end = matches!(to_client, ServerMessage::SessionEnd(_));
             let tc = Instant::now();
             let reply = self.clients[idx].handle(&to_client)?;
-            cur.client_time += tc.elapsed();
+            let spent = tc.elapsed();
+            cur.client_time += spent;
+            *cur.client_time_by_message
+                .entry(to_client.kind())
+                .or_default() += spent;
             let Some(msg) = reply else {
                 break is_end;
             };
@@ -474,7 +488,9 @@ impl Simulation {
         }
         let t = Instant::now();
         let r = self.server.handle(cid, msg);
-        cur.server_time += t.elapsed();
+        let spent = t.elapsed();
+        cur.server_time += spent;
+        *cur.server_time_by_message.entry(msg.kind()).or_default() += spent;
         Ok(r?)
     }
 

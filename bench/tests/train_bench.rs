@@ -1,0 +1,95 @@
+//! `gelunet bench train` on Iris with test-only keys: the report's figures add up and the
+//! encrypted run equals the reference.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use gelunet_bench::pipeline::MnistLimits;
+use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
+use gelunet_bench::BenchError;
+use gelunet_protocol::v2::Protocol;
+
+fn config(protocol: Protocol) -> TrainBenchConfig {
+    TrainBenchConfig {
+        data_dir: gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        dataset: "iris".into(),
+        hidden: vec![5],
+        clients: 3,
+        batch: 4,
+        sessions: 2,
+        key_bits: 256,
+        allow_test_keys: true,
+        protocol,
+        lr: 0.2,
+        mnist: MnistLimits { train: 0, test: 0 },
+        seed: 3,
+    }
+}
+
+#[test]
+fn train_bench_reports_a_consistent_split() {
+    for protocol in [Protocol::V2, Protocol::Paper] {
+        let r = run_train(&config(protocol)).unwrap();
+        assert!(r.identical_to_reference);
+        assert_eq!(r.widths, vec![4, 5, 3]);
+        assert_eq!(r.sessions, 2);
+        assert!(r.iterations >= 2, "{}", r.iterations);
+        assert_eq!(r.samples, r.iterations * 4);
+        assert!(r.samples_per_second > 0.0);
+        let expected_epoch = r.epoch_samples as f64 / r.samples_per_second;
+        assert!((r.epoch_seconds_extrapolated - expected_epoch).abs() < 1e-9 * expected_epoch);
+        let has = |party: &str, message: &str| {
+            r.split
+                .iter()
+                .any(|p| p.party == party && p.message == message && p.seconds_per_iteration > 0.0)
+        };
+        assert!(has("server", "ForwardRequest"));
+        assert!(has("server", "BackwardRequest"));
+        assert!(has("client", "ForwardResponse"));
+        let update = if protocol == Protocol::V2 {
+            "PlainUpdate"
+        } else {
+            "MaskedUpdate"
+        };
+        assert!(has("server", update), "{:?}", r.split);
+        // The parties take turns: their handlers never add up to more than the wall time.
+        let server: f64 = r
+            .split
+            .iter()
+            .filter(|p| p.party == "server")
+            .map(|p| p.share)
+            .sum();
+        assert!(server > 0.0 && server <= 1.0 + 1e-9, "{server}");
+        assert!(r.bytes_to_server_per_iteration > 0.0 && r.bytes_to_client_per_iteration > 0.0);
+        let table = render(&r);
+        assert!(table.contains("| server | ForwardRequest |"), "{table}");
+        assert!(table.contains("samples/s"));
+    }
+}
+
+#[test]
+fn train_bench_refuses_empty_runs() {
+    for bad in [
+        TrainBenchConfig {
+            sessions: 0,
+            ..config(Protocol::V2)
+        },
+        TrainBenchConfig {
+            hidden: vec![],
+            ..config(Protocol::V2)
+        },
+        TrainBenchConfig {
+            batch: 0,
+            ..config(Protocol::V2)
+        },
+    ] {
+        assert!(matches!(run_train(&bad), Err(BenchError::Config(_))));
+    }
+    // Test-size keys without permission.
+    let r = run_train(&TrainBenchConfig {
+        allow_test_keys: false,
+        ..config(Protocol::V2)
+    });
+    assert!(r.is_err());
+}

@@ -1,0 +1,82 @@
+//! `gelunet bench train`: argument handling for [`gelunet_bench::train_throughput`].
+
+use std::path::PathBuf;
+
+use gelunet_bench::pipeline::MnistLimits;
+use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
+
+use crate::opts::{KeyArgs, ProtocolArg};
+
+/// A short encrypted training run: samples/s and the split of an iteration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainBenchArgs {
+    /// Dataset (mnist, iris, pima, kr-vs-kp).
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Hidden-layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    hidden: Vec<usize>,
+    /// Clients (data owners).
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Sessions to run.
+    #[arg(long, default_value_t = 3)]
+    sessions: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// The protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
+    protocol: ProtocolArg,
+    /// MNIST training samples loaded (the first ones).
+    #[arg(long, default_value_t = 5000)]
+    max_train: usize,
+    /// MNIST test samples loaded (the first ones).
+    #[arg(long, default_value_t = 100)]
+    max_test: usize,
+    /// Seed of the split, initialization, schedule and keys.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Data directory (default: $GELUNET_DATA_DIR or ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Print the report as JSON instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `gelunet bench train` and prints its report.
+pub fn run(a: TrainBenchArgs) -> Result<(), String> {
+    let config = TrainBenchConfig {
+        data_dir: gelunet_bench::resolve_data_dir(a.data_dir.as_deref()),
+        dataset: a.dataset,
+        hidden: a.hidden,
+        clients: a.clients,
+        batch: a.batch_size,
+        sessions: a.sessions,
+        key_bits: a.keys.key_bits,
+        allow_test_keys: a.keys.insecure_test_keys,
+        protocol: a.protocol.protocol(),
+        lr: a.lr,
+        mnist: MnistLimits {
+            train: a.max_train,
+            test: a.max_test,
+        },
+        seed: a.seed,
+    };
+    let report = run_train(&config).map_err(|e| e.to_string())?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
