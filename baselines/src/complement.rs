@@ -492,9 +492,9 @@ mod tests {
         // Feature inversion guesses cs, hence the label, better than chance.
         let start = Array1::from_elem(10, 0.5);
         let mut right = 0;
-        for i in 0..60 {
-            let inv = invert_features(&secure, ft.row(i), start.view(), 200, 0.05);
-            if inv.cs == cst[i] {
+        for (row, &c) in ft.outer_iter().zip(&cst).take(60) {
+            let inv = invert_features(&secure, row, start.view(), 200, 0.05);
+            if inv.cs == c {
                 right += 1;
             }
         }
