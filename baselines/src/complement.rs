@@ -308,6 +308,16 @@ impl SecureModel {
             .collect()
     }
 
+    /// The unsplit model with the complement removed: `forward_unsplit(x, cs) ⊕ cs`.
+    #[must_use]
+    pub fn predict_unsplit(&self, x: ArrayView2<'_, f64>, cs: &[bool]) -> Vec<bool> {
+        self.forward_unsplit(x, cs)
+            .into_iter()
+            .zip(cs)
+            .map(|(o, &c)| o ^ c)
+            .collect()
+    }
+
     /// One split inference with the complement removed: `server(client(x, cs)) ⊕ cs`.
     #[must_use]
     pub fn predict_split(&self, x: ArrayView2<'_, f64>, cs: &[bool]) -> Vec<bool> {
@@ -461,13 +471,7 @@ mod tests {
         let cs: Vec<bool> = (0..300).map(|_| rng.gen()).collect();
         // Split predictions equal the unsplit model's once the complement is removed.
         let split = secure.predict_split(xt.view(), &cs);
-        let unsplit: Vec<bool> = secure
-            .forward_unsplit(xt.view(), &cs)
-            .into_iter()
-            .zip(&cs)
-            .map(|(o, &c)| o ^ c)
-            .collect();
-        assert_eq!(split, unsplit);
+        assert_eq!(split, secure.predict_unsplit(xt.view(), &cs));
         // The model learned to flip: accuracy after removing cs is high, the raw
         // output is right only about half the time.
         assert!(agreement(&split, &yt) > 0.9, "{}", agreement(&split, &yt));

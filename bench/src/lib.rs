@@ -270,6 +270,14 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
         failures: Vec::new(),
     };
     let out = config.out_dir.as_path();
+    // Parts 4 and 5 take the same configuration.
+    let part_config = inference::PartConfig {
+        data_dir: config.data_dir.clone(),
+        quick,
+        key_bits,
+        allow_test_keys,
+        out_dir: out.to_path_buf(),
+    };
     for &part in &config.parts {
         log(&format!("part {part}"));
         let r = match part {
@@ -290,28 +298,8 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
                     })
                     .map(|r| report.activation = Some(r))
             }
-            5 => schemes::run(
-                &schemes::PartConfig {
-                    data_dir: config.data_dir.clone(),
-                    quick,
-                    key_bits,
-                    allow_test_keys,
-                    out_dir: out.to_path_buf(),
-                },
-                &log,
-            )
-            .map(|r| report.schemes = Some(r)),
-            _ => inference::run(
-                &inference::PartConfig {
-                    data_dir: config.data_dir.clone(),
-                    quick,
-                    key_bits,
-                    allow_test_keys,
-                    out_dir: out.to_path_buf(),
-                },
-                &log,
-            )
-            .map(|r| report.inference = Some(r)),
+            4 => inference::run(&part_config, &log).map(|r| report.inference = Some(r)),
+            _ => schemes::run(&part_config, &log).map(|r| report.schemes = Some(r)),
         };
         if let Err(e) = r {
             log(&format!("part {part} failed: {e}"));

@@ -17,7 +17,6 @@
 //! - **MNIST 3 vs 8, binary**: complement and partition
 //!   ([`gelunet_baselines::complement`]) against its unsplit, unprotected model.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use gelunet_baselines::complement::{
@@ -42,20 +41,8 @@ use crate::inference::{gelu_endpoints, median, rows, GeluEndpoints};
 use crate::pipeline::{prepare, Prepared, TrainSetup};
 use crate::runs::train_side_by_side;
 
-/// What part 5 runs.
-#[derive(Clone, Debug)]
-pub struct PartConfig {
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Small sizes.
-    pub quick: bool,
-    /// Paillier key size.
-    pub key_bits: u64,
-    /// Test keys allowed.
-    pub allow_test_keys: bool,
-    /// Output directory.
-    pub out_dir: PathBuf,
-}
+/// What part 5 runs: the same configuration as part 4.
+pub use crate::inference::PartConfig;
 
 /// The paper's Table 3 split of one inference (seconds and bytes per sample).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -347,21 +334,14 @@ fn gelu_row(config: &PartConfig, prep: &Prepared, model: Option<FixedModel>) -> 
             splits.push(split);
         }
     }
-    let split = median_split(&splits);
-    let latency = split.client_encrypt_secs + split.server_secs + split.client_decrypt_secs;
-    Ok(SchemeRow {
-        scheme: "GELU-Net".into(),
-        hides: "x and every activation from the server (Paillier); the model is the server's (it holds W in the clear in inference)".into(),
-        accuracy: Some(accuracy),
-        latency_secs: latency,
-        per_hour: per_hour(latency),
-        bytes_up: split.bytes_up,
-        bytes_down: split.bytes_down,
-        split: Some(split),
-        work: Some((split.client_encrypt_secs + split.client_decrypt_secs, split.server_secs)),
-        exact: Some(exact),
-        leakage: "server: ciphertexts only (semantic security of Paillier); client: the pre-activations z_l of every layer".into(),
-        parameters: format!(
+    Ok(split_row(
+        "GELU-Net",
+        "x and every activation from the server (Paillier); the model is the server's (it holds W in the clear in inference)",
+        accuracy,
+        median_split(&splits),
+        exact,
+        "server: ciphertexts only (semantic security of Paillier); client: the pre-activations z_l of every layer",
+        format!(
             "Paillier {} bits{}, row packing, fa = {}, fw = {}, median of {reps}, {} rayon threads",
             config.key_bits,
             if config.key_bits < gelunet_paillier::MIN_KEY_BITS { " (TEST-SIZE)" } else { "" },
@@ -369,7 +349,37 @@ fn gelu_row(config: &PartConfig, prep: &Prepared, model: Option<FixedModel>) -> 
             scales.fw,
             rayon::current_num_threads()
         ),
-    })
+    ))
+}
+
+/// A row of a scheme measured with a [`Split`] (latency = the three phases).
+fn split_row(
+    scheme: &str,
+    hides: &str,
+    accuracy: f64,
+    split: Split,
+    exact: bool,
+    leakage: &str,
+    parameters: String,
+) -> SchemeRow {
+    let latency = split.client_encrypt_secs + split.server_secs + split.client_decrypt_secs;
+    SchemeRow {
+        scheme: scheme.into(),
+        hides: hides.into(),
+        accuracy: Some(accuracy),
+        latency_secs: latency,
+        per_hour: per_hour(latency),
+        bytes_up: split.bytes_up,
+        bytes_down: split.bytes_down,
+        split: Some(split),
+        work: Some((
+            split.client_encrypt_secs + split.client_decrypt_secs,
+            split.server_secs,
+        )),
+        exact: Some(exact),
+        leakage: leakage.into(),
+        parameters,
+    }
 }
 
 fn median_split(v: &[Split]) -> Split {
@@ -419,27 +429,20 @@ fn proud_row(
             });
         }
     }
-    let split = median_split(&splits);
-    let latency = split.client_encrypt_secs + split.server_secs + split.client_decrypt_secs;
     let d = bfv.describe();
     Ok((
-        SchemeRow {
-            scheme: "PROUD (BFV for CKKS)".into(),
-            hides: "x and every activation from the server (RLWE); the model is the server's".into(),
-            accuracy: Some(accuracy),
-            latency_secs: latency,
-            per_hour: per_hour(latency),
-            bytes_up: split.bytes_up,
-            bytes_down: split.bytes_down,
-            split: Some(split),
-            work: Some((split.client_encrypt_secs + split.client_decrypt_secs, split.server_secs)),
-            exact: Some(exact),
-            leakage: "server: ciphertexts only; client: the pre-activations of every layer (as GELU-Net)".into(),
-            parameters: format!(
+        split_row(
+            "PROUD (BFV for CKKS)",
+            "x and every activation from the server (RLWE); the model is the server's",
+            accuracy,
+            median_split(&splits),
+            exact,
+            "server: ciphertexts only; client: the pre-activations of every layer (as GELU-Net)",
+            format!(
                 "BFV N = {}, log q = {} {:?}, t = {} bits, diagonal method + BSGS rotations, fx = {FX}, fw = {FW}, median of {reps}, {} rayon threads",
                 d.degree, d.log_q, d.moduli_bits, d.t_bits, rayon::current_num_threads()
             ),
-        },
+        ),
         key.bytes(),
     ))
 }
@@ -599,13 +602,7 @@ fn complement_workload(prep: &Prepared, quick: bool) -> Result<(Workload, Comple
     let old_acc = agreement(&old.predict(xt.view()), &yt);
     let split = secure.predict_split(xt.view(), &cs);
     let secure_acc = agreement(&split, &yt);
-    let unsplit: Vec<bool> = secure
-        .forward_unsplit(xt.view(), &cs)
-        .into_iter()
-        .zip(&cs)
-        .map(|(o, &c)| o ^ c)
-        .collect();
-    let exact = split == unsplit;
+    let exact = split == secure.predict_unsplit(xt.view(), &cs);
     // Latency: one sample, client part then server part.
     let mut lat = Vec::new();
     let mut client_t = 0.0;
