@@ -530,7 +530,7 @@ fn securenets_row(
                 attack.mean_image_correlation
             ),
             parameters: format!(
-                "p = 2^61 − 1, c = {checks} Freivalds vectors (miss ≤ 2^−{checks}), batch {batch} for the throughput ({} user s, {} cloud s for the batch), fx = {FX}, fw = {FW}, {} rayon threads",
+                "p = 2^61 − 1, c = {checks} Freivalds vectors (miss ≤ 2^−{checks}), batch {batch} for the throughput (the batch: user {}, cloud {}), fx = {FX}, fw = {FW}, {} rayon threads",
                 crate::report_ms(bcost.user_secs()),
                 crate::report_ms(bcost.cloud_secs),
                 rayon::current_num_threads()
@@ -656,7 +656,7 @@ fn complement_workload(prep: &Prepared, quick: bool) -> Result<(Workload, Comple
         inverted,
     };
     let params = format!(
-        "784-32-[+cs]-16-1 ReLU/sigmoid, split at k = 2, SGD lr {}, batch {}, {} + {} epochs ({} + {} s), {} training / {} test images",
+        "784-32-[+cs]-16-1 ReLU/sigmoid, split at k = 2, SGD lr {}, batch {}, {} + {} epochs ({} + {}), {} training / {} test images",
         plan.lr,
         plan.batch,
         plan.epochs_old,
