@@ -408,7 +408,7 @@ impl BfvConfig {
     }
 
     /// Builds the `fhe.rs` parameters.
-    fn build(&self) -> Result<Arc<BfvParameters>> {
+    pub(crate) fn build(&self) -> Result<Arc<BfvParameters>> {
         Ok(BfvParametersBuilder::new()
             .set_degree(self.degree)
             .set_moduli(&self.moduli)

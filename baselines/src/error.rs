@@ -88,6 +88,14 @@ pub enum BaselineError {
         slots: usize,
     },
 
+    /// The cloud's product failed Freivalds' check on every attempt (SecureNets,
+    /// paper §3.3.3).
+    #[error("the cloud's product failed verification {attempts} times")]
+    VerificationFailed {
+        /// Products requested.
+        attempts: usize,
+    },
+
     /// An error reported by `fhe.rs`.
     #[error("fhe: {0}")]
     Fhe(#[from] fhe::Error),

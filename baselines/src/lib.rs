@@ -23,12 +23,23 @@
 //!   comparisons.
 //! - [`measure`]: per-operation timings (square, degree-5 polynomial, encrypt and
 //!   decrypt, whole-batch inference) for the paper's Table 1 comparison.
+//! - [`complement`]: complement and partition (Sun et al.): a binary classifier that
+//!   flips its output on a secret signal, split between data owner and provider, with
+//!   the provider's feature-inversion and label-probe attacks.
+//! - [`proud`]: PROUD (Jiang et al.): linear layers on one packed BFV ciphertext
+//!   (diagonal method, baby-step giant-step rotations), activations by the client.
+//! - [`securenets`]: SecureNets (Chen et al. 2018): outsourced products masked by
+//!   pseudorandom scaling and permutation over `F_p`, Freivalds verification, and the
+//!   ratio attack on the masking.
 //! - [`error`]: the crate's error type [`BaselineError`].
 
 pub mod bfv;
+pub mod complement;
 pub mod error;
 pub mod measure;
 pub mod poly;
+pub mod proud;
+pub mod securenets;
 pub mod square_net;
 pub mod train;
 

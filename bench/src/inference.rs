@@ -190,13 +190,61 @@ fn gelu_infer(
     Ok((t.elapsed().as_secs_f64(), pred))
 }
 
+/// A GELU-Net inference server holding a model in the clear (the paper's setting) and
+/// an in-memory inference client whose key the server has prepared.
+pub(crate) struct GeluEndpoints {
+    pub(crate) server: Server,
+    pub(crate) client: InferenceClient,
+    pub(crate) key: gelunet_paillier::PublicKey,
+    pub(crate) cfg: ServerConfig,
+}
+
+/// Builds [`GeluEndpoints`] for a sigmoid network of `widths` serving `trained` (or its
+/// Xavier initialization): Paillier keys of `key_bits` (seeds 901, 902), row packing.
+pub(crate) fn gelu_endpoints(
+    key_bits: u64,
+    allow_test_keys: bool,
+    widths: Vec<usize>,
+    trained: Option<FixedModel>,
+) -> Result<GeluEndpoints> {
+    let spec = ModelSpec::new(widths, Activation::Sigmoid);
+    let mut cfg = ServerConfig::new(spec, 0.05, 1);
+    // Inference uses the model in the clear: the paper's server holds it.
+    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
+    cfg.insecure.allow_test_keys = key_bits < gelunet_paillier::MIN_KEY_BITS && allow_test_keys;
+    let key = keygen(key_bits, 901, allow_test_keys)?;
+    let server = match trained {
+        Some(model) => Server::with_model(cfg.clone(), key, model)?,
+        None => Server::new(cfg.clone(), key)?,
+    };
+    let icfg = InferenceConfig {
+        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 7 },
+        allow_test_keys: cfg.insecure.allow_test_keys,
+        packing: true,
+        row_packing: true,
+    };
+    let client = InferenceClient::new(
+        icfg,
+        keygen(key_bits, 902, allow_test_keys)?,
+        &server.hello(),
+    )?;
+    // Once per connection: the server checks and prepares the client's key.
+    let key = server.inference_key(&client.hello())?;
+    Ok(GeluEndpoints {
+        server,
+        client,
+        key,
+        cfg,
+    })
+}
+
 /// Rows `start..start + len` of `x`.
-fn rows<T: Clone>(x: &Array2<T>, start: usize, len: usize) -> Array2<T> {
+pub(crate) fn rows<T: Clone>(x: &Array2<T>, start: usize, len: usize) -> Array2<T> {
     let idx: Vec<usize> = (start..start + len).collect();
     x.select(ndarray::Axis(0), &idx)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -228,35 +276,17 @@ fn run_gelu(
     trained: Option<FixedModel>,
 ) -> Result<Timing> {
     let widths = vec![prep.features, arch.hidden, prep.classes];
-    let spec = ModelSpec::new(widths, Activation::Sigmoid);
-    let mut cfg = ServerConfig::new(spec, 0.05, 1);
-    // Inference uses the model in the clear: the paper's server holds it.
-    cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
-    cfg.insecure.allow_test_keys =
-        config.key_bits < gelunet_paillier::MIN_KEY_BITS && config.allow_test_keys;
-    let key = keygen(config.key_bits, 901, config.allow_test_keys)?;
     let served = if trained.is_some() {
         "the trained model (same batches as the square network)"
     } else {
         "its Xavier initialization (training failed)"
     };
-    let server = match trained {
-        Some(model) => Server::with_model(cfg.clone(), key, model)?,
-        None => Server::new(cfg.clone(), key)?,
-    };
-    let icfg = InferenceConfig {
-        randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 7 },
-        allow_test_keys: cfg.insecure.allow_test_keys,
-        packing: true,
-        row_packing: true,
-    };
-    let mut client = InferenceClient::new(
-        icfg,
-        keygen(config.key_bits, 902, config.allow_test_keys)?,
-        &server.hello(),
-    )?;
-    // Once per connection: the server checks and prepares the client's key.
-    let key = server.inference_key(&client.hello())?;
+    let GeluEndpoints {
+        server,
+        mut client,
+        key,
+        cfg,
+    } = gelu_endpoints(config.key_bits, config.allow_test_keys, widths, trained)?;
     let scales = cfg.scales;
     let all = Dataset::quantize(prep.test_x.view(), &prep.test_y, prep.classes, &scales)?;
     let n = arch.gelu_batch.min(all.len());

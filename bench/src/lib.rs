@@ -7,6 +7,7 @@
 //! | 2 | Table 3 | test accuracy, mean ± std over seeds: GELU-Net (encrypted run checked against its exact reference) vs CryptoNets (deployed fixed-point square network, BFV-checked) vs BGN-Net (Taylor-5) | [`accuracy`] |
 //! | 3 | Table 1 | cost of one activation: GELU-Net's outsourced activation over loopback QUIC (communication / crypto / activation) vs BFV square and degree-5 polynomial | [`activation`] |
 //! | 4 | Table 5 | inference latency (one sample) and throughput (a batch): GELU-Net vs CryptoNets under BFV, Dense(12) on Iris and Dense(300) on MNIST | [`inference`] |
+//! | 5 | PROUD Table 3, SecureNets, Sun et al. | the other schemes of the seed papers next to GELU-Net: one table per workload (what each hides from whom, accuracy, latency, throughput, bytes, measured leakage) | [`schemes`] |
 //!
 //! [`run`] executes the selected parts and writes `report.md`, `report.json` and PNG plots
 //! (drawn by `gelunet-plot`)
@@ -21,6 +22,7 @@ pub mod paillier_throughput;
 pub mod pipeline;
 pub mod report;
 pub mod runs;
+pub mod schemes;
 pub mod stability;
 pub mod train_throughput;
 
@@ -61,7 +63,7 @@ pub struct PaperConfig {
     pub data_dir: PathBuf,
     /// Small sizes for tests (test keys allowed, few epochs, Iris only).
     pub quick: bool,
-    /// Parts to run (1–4).
+    /// Parts to run (1–5).
     pub parts: Vec<u8>,
     /// Seeds for part 2 (default 5, quick 1).
     pub seeds: Option<usize>,
@@ -120,6 +122,8 @@ pub struct PaperReport {
     pub activation: Option<ActivationReport>,
     /// Part 4.
     pub inference: Option<InferenceReport>,
+    /// Part 5.
+    pub schemes: Option<schemes::SchemesReport>,
     /// Parts that failed, with the error.
     pub failures: Vec<(u8, String)>,
 }
@@ -231,9 +235,9 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
             "--key-bits {key_bits} is below 2048: test-size keys need --quick or --insecure-test-keys"
         )));
     }
-    if let Some(p) = config.parts.iter().find(|p| !(1..=4).contains(*p)) {
+    if let Some(p) = config.parts.iter().find(|p| !(1..=5).contains(*p)) {
         return Err(BenchError::Config(format!(
-            "unknown part {p} (parts are 1, 2, 3, 4)"
+            "unknown part {p} (parts are 1, 2, 3, 4, 5)"
         )));
     }
     let seeds = config.seeds.unwrap_or(if quick { 1 } else { 5 });
@@ -263,9 +267,18 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
         accuracy: None,
         activation: None,
         inference: None,
+        schemes: None,
         failures: Vec::new(),
     };
     let out = config.out_dir.as_path();
+    // Parts 4 and 5 take the same configuration.
+    let part_config = inference::PartConfig {
+        data_dir: config.data_dir.clone(),
+        quick,
+        key_bits,
+        allow_test_keys,
+        out_dir: out.to_path_buf(),
+    };
     for &part in &config.parts {
         log(&format!("part {part}"));
         let r = match part {
@@ -286,17 +299,8 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
                     })
                     .map(|r| report.activation = Some(r))
             }
-            _ => inference::run(
-                &inference::PartConfig {
-                    data_dir: config.data_dir.clone(),
-                    quick,
-                    key_bits,
-                    allow_test_keys,
-                    out_dir: out.to_path_buf(),
-                },
-                &log,
-            )
-            .map(|r| report.inference = Some(r)),
+            4 => inference::run(&part_config, &log).map(|r| report.inference = Some(r)),
+            _ => schemes::run(&part_config, &log).map(|r| report.schemes = Some(r)),
         };
         if let Err(e) = r {
             log(&format!("part {part} failed: {e}"));

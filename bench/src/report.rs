@@ -367,6 +367,15 @@ pub fn markdown(r: &PaperReport) -> String {
         }
     }
 
+    if let Some(sch) = &r.schemes {
+        let _ = writeln!(
+            o,
+            "## 5. Other schemes of the seed papers: PROUD, SecureNets, complement and partition\n"
+        );
+        o.push_str(&crate::schemes::markdown(sch));
+        o.push('\n');
+    }
+
     if !r.failures.is_empty() {
         let _ = writeln!(o, "## Parts that failed\n");
         for (p, e) in &r.failures {
