@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use gelunet_bench::pipeline::MnistLimits;
 use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 
-use crate::opts::{KeyArgs, ProtocolArg};
+use crate::opts::KeyArgs;
+use gelunet_protocol::v2::Protocol;
 
 /// A short encrypted training run: samples/s and the split of an iteration.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,8 +30,8 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
     /// The protocol.
-    #[arg(long, value_enum, default_value_t = ProtocolArg::V2)]
-    protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = Protocol::V2)]
+    protocol: Protocol,
     /// MNIST training samples loaded (the first ones).
     #[arg(long, default_value_t = 5000)]
     max_train: usize,
@@ -61,7 +62,7 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         sessions: a.sessions,
         key_bits: a.keys.key_bits,
         allow_test_keys: a.keys.insecure_test_keys,
-        protocol: a.protocol.protocol(),
+        protocol: a.protocol,
         lr: a.lr,
         mnist: MnistLimits {
             train: a.max_train,
