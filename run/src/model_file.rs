@@ -254,6 +254,43 @@ impl ModelFile {
     }
 }
 
+/// The directory `path` is written in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that [`write_atomic`] can write `path`, without touching it: `path` is not a
+/// directory, and its directory exists and accepts a new file (a probe file is created
+/// there and removed).
+///
+/// # Errors
+/// The I/O error (`NotFound` for a missing directory, `PermissionDenied`, ...;
+/// `InvalidInput` for a directory given as the path).
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory, not a file",
+        ));
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("directory {} does not exist", dir.display()),
+        ));
+    }
+    let probe = dir.join(format!(".gelunet-write-probe.{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
 /// Writes `bytes` to a temporary sibling of `path` (created new), fsyncs, renames it over
 /// `path` and fsyncs the directory (best effort): readers see the old file or the whole
 /// new one, never a part.
@@ -277,10 +314,7 @@ pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> std::io::Result
 }
 
 fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), ModelFileError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -136,6 +136,28 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(write_atomic(path, s.as_bytes())?)
 }
 
+/// Checks, without allocating, that every feature of `ds` quantizes at the scales (inputs
+/// at `2^fa`): what [`quantize`] will do on the clients and in the evaluation, checked
+/// before any key is generated.
+///
+/// # Errors
+/// [`RunError::Protocol`] naming the dataset, the sample (0-based row) and the feature of
+/// the first value that is not finite or out of the fixed-point range.
+pub fn check_quantizable(ds: &RawDataset, scales: &Scales) -> Result<()> {
+    for (row, sample) in ds.features.rows().into_iter().enumerate() {
+        for (col, &v) in sample.iter().enumerate() {
+            if let Err(source) = scales.encode(ValueKind::Activation, v) {
+                let feature = ds.feature_names.get(col).map_or("?", String::as_str);
+                return Err(RunError::Protocol {
+                    what: format!("{}: sample {row}, feature {col} ({feature})", ds.name),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Quantizes a raw (standardized) dataset at the scales (inputs at `2^fa`).
 ///
 /// # Errors
