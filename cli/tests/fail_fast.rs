@@ -7,15 +7,9 @@ mod net_support;
 
 use std::time::Duration;
 
-use net_support::{gelunet, read_json, Proc, TempDir, TEST_KEYS};
+use net_support::{read_json, run, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn run(name: &str, args: &[&str]) -> Proc {
-    let mut cmd = gelunet();
-    cmd.args(args);
-    Proc::spawn(name, cmd)
-}
 
 /// `gelunet train --dataset csv:FILE` with a `nan` cell exits non-zero with a one-line
 /// error naming the file, the row and the column, encrypted or not; so do `inf` and an

@@ -50,6 +50,8 @@ pub use split::{
     client_split_indices, parse_client_shares, split_clients, stratified_split,
     stratified_split_indices, DEFAULT_TEST_FRACTION, SHARES_SUM_TOLERANCE,
 };
-pub use standardize::{standardize_train_test, standardize_value, Standardizer, CLIP_Z, MIN_STD};
+pub use standardize::{
+    standardize_columns, standardize_train_test, standardize_value, Standardizer, CLIP_Z, MIN_STD,
+};
 pub use tabular::{load_csv, CsvOptions};
 pub use uci::{load_iris, load_kr_vs_kp, load_pima, IRIS_FILE, KR_VS_KP_FILE, PIMA_FILE};

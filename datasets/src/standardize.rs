@@ -25,6 +25,18 @@ pub const MIN_STD: f64 = 1e-12;
 /// bounds outliers of the test split and of inference inputs.
 pub const CLIP_Z: f64 = 64.0;
 
+/// [`standardize_value`] on every entry of `x` (samples × features) with the mean and
+/// std of its column; columns beyond `mean` or `std` are kept as they are.
+pub fn standardize_columns(x: &Array2<f64>, mean: &[f64], std: &[f64]) -> Array2<f64> {
+    let mut out = x.clone();
+    for mut row in out.rows_mut() {
+        for ((v, &m), &s) in row.iter_mut().zip(mean).zip(std) {
+            *v = standardize_value(*v, m, s);
+        }
+    }
+    out
+}
+
 /// `(x − mean) / std` clipped to `[−CLIP_Z, CLIP_Z]` ([`CLIP_Z`]); NaN stays NaN (and is
 /// refused later by the fixed-point encoder).
 pub fn standardize_value(x: f64, mean: f64, std: f64) -> f64 {
@@ -110,13 +122,11 @@ impl Standardizer {
         if self.is_identity() {
             return Ok(features.clone());
         }
-        let mut out = features.clone();
-        for mut row in out.rows_mut() {
-            for ((v, &m), &s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
-                *v = standardize_value(*v, m, s);
-            }
-        }
-        Ok(out)
+        Ok(standardize_columns(
+            features,
+            &self.mean.to_vec(),
+            &self.std.to_vec(),
+        ))
     }
 
     /// Returns a copy of `ds` with standardized features (labels and names kept).

@@ -320,3 +320,41 @@ impl Channel {
         (self.send, self.recv)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_in_memory_decode_or_fail_with_a_typed_error() {
+        let frame = encode_frame(&(7u32, String::from("hello"))).unwrap();
+        let (n, s): (u32, String) = decode_frame(&frame, PREAUTH_MAX_FRAME).unwrap();
+        assert_eq!((n, s.as_str()), (7, "hello"));
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&frame[..2], PREAUTH_MAX_FRAME),
+            Err(NetError::Truncated { expected: 4, .. })
+        ));
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&frame[..frame.len() - 1], PREAUTH_MAX_FRAME),
+            Err(NetError::Truncated { .. })
+        ));
+        let mut long = frame.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&long, PREAUTH_MAX_FRAME),
+            Err(NetError::Malformed { .. })
+        ));
+        // A length above the limit is refused from the prefix alone.
+        let big = u32::try_from(PREAUTH_MAX_FRAME + 1).unwrap().to_be_bytes();
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&big, PREAUTH_MAX_FRAME),
+            Err(NetError::FrameTooLarge { len, max }) if len == PREAUTH_MAX_FRAME + 1 && max == PREAUTH_MAX_FRAME
+        ));
+        let mut garbage = 3u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&garbage, PREAUTH_MAX_FRAME),
+            Err(NetError::Malformed { .. })
+        ));
+    }
+}

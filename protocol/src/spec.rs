@@ -203,3 +203,33 @@ impl ModelSpec {
             .saturating_add(MESSAGE_OVERHEAD)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_beyond_the_limits_are_refused() {
+        let ok = ModelSpec::new(vec![784, 128, 10], Activation::Sigmoid);
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.num_parameters(), 101_770);
+        // 101,770 values of a 4096-bit ciphertext (1,056 bytes) and 64 KiB.
+        assert_eq!(ok.max_message_len(8), 101_770 * 1056 + MESSAGE_OVERHEAD);
+        // A wide layer times a large batch can exceed the parameter count.
+        let wide = ModelSpec::new(vec![4, 3, 2], Activation::Sigmoid);
+        assert_eq!(wide.max_message_len(1000), 4000 * 1056 + MESSAGE_OVERHEAD);
+
+        let deep = ModelSpec::new(vec![4; MAX_LAYERS + 2], Activation::Sigmoid);
+        assert!(matches!(deep.validate(), Err(Error::InvalidSpec { .. })));
+        let edge = ModelSpec::new(vec![4; MAX_LAYERS + 1], Activation::Sigmoid);
+        assert!(edge.validate().is_ok());
+        // Widths within MAX_WIDTH but 2^32 weights in one layer.
+        let huge = ModelSpec::new(vec![MAX_WIDTH, MAX_WIDTH, 2], Activation::Sigmoid);
+        let e = huge.validate().unwrap_err().to_string();
+        assert!(e.contains("parameters"), "{e}");
+        // Saturating, never overflowing, even for nonsense widths.
+        let absurd = ModelSpec::new(vec![usize::MAX, usize::MAX, 2], Activation::Sigmoid);
+        assert_eq!(absurd.num_parameters(), usize::MAX);
+        assert!(absurd.validate().is_err());
+    }
+}

@@ -449,11 +449,10 @@ impl ModelCard {
         Ok(card)
     }
 
-    /// `(x − mean) / std` per feature (`x`: samples × `inputs`).
+    /// `(x − mean) / std` per feature clipped to `±`[`gelunet_datasets::CLIP_Z`], as in
+    /// training ([`gelunet_datasets::standardize_columns`]; `x`: samples × `inputs`).
     pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mean = Array1::from(self.mean.clone());
-        let std = Array1::from(self.std.clone());
-        (x - &mean) / &std
+        gelunet_datasets::standardize_columns(x, &self.mean, &self.std)
     }
 }
 
@@ -528,4 +527,29 @@ pub(crate) fn unframe<'a>(
         return Err("checksum mismatch (corrupt file)".into());
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwritable_output_paths_are_found_without_writing() {
+        let dir = std::env::temp_dir().join(format!("gelunet-writable-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("model.bin");
+        check_writable(&ok).unwrap();
+        assert!(!ok.exists(), "the check leaves nothing behind");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        let missing = dir.join("no-such-dir").join("model.bin");
+        assert_eq!(
+            check_writable(&missing).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            check_writable(&dir).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -538,3 +538,30 @@ impl fmt::Display for JoinReport {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_the_input_range_are_named_before_any_key() {
+        let scales = Scales::default();
+        let mut features = ndarray::Array2::zeros((3, 2));
+        features[[1, 1]] = 200.0; // below 2^8: fits
+        let ds = RawDataset::new(
+            "toy-test",
+            features,
+            vec![0, 1, 0],
+            vec!["a".into(), "b".into()],
+            vec!["x".into(), "y".into()],
+        )
+        .unwrap();
+        assert!(check_quantizable(&ds, &scales).is_ok());
+        let mut bad = ds.clone();
+        bad.features[[2, 1]] = 266.7; // the value
+        let e = check_quantizable(&bad, &scales).unwrap_err().to_string();
+        assert!(e.contains("toy-test: sample 2, feature 1 (y)"), "{e}");
+        bad.features[[2, 1]] = f64::NAN;
+        assert!(check_quantizable(&bad, &scales).is_err());
+    }
+}
