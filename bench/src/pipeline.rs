@@ -13,9 +13,7 @@
 
 use std::path::Path;
 
-use gelunet_datasets::{
-    load_by_name, split_clients, standardize_train_test, LoadOptions, MnistOptions,
-};
+use gelunet_datasets::{load_by_name, split_clients, LoadOptions, MnistOptions};
 use gelunet_protocol::data::sampler_seed;
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::{
@@ -113,14 +111,8 @@ pub fn prepare(
         ..LoadOptions::default()
     };
     let loaded = load_by_name(name, data_dir, &opts)?;
-    let is_mnist = name.eq_ignore_ascii_case("mnist");
-    let (train, test) = loaded.into_train_test(TEST_FRACTION, seed)?;
-    let (train, test) = if is_mnist {
-        (train, test)
-    } else {
-        let (a, b, _) = standardize_train_test(&train, &test)?;
-        (a, b)
-    };
+    let standardized = !loaded.is_image();
+    let (train, test, _) = loaded.into_scaled_train_test(TEST_FRACTION, seed)?;
     let parts = split_clients(&train, clients, None, seed)?;
     let shares: Vec<Share> = parts
         .iter()
@@ -144,7 +136,7 @@ pub fn prepare(
         train_y,
         test_x: test.features.clone(),
         test_y: test.labels.clone(),
-        standardized: !is_mnist,
+        standardized,
     })
 }
 

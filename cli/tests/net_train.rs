@@ -7,15 +7,9 @@ mod net_support;
 
 use std::time::Duration;
 
-use net_support::{gelunet, read_json, wait_for_file, Proc, TempDir, TEST_KEYS};
+use net_support::{gelunet, read_json, run, wait_for_file, Proc, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn run(name: &str, args: &[&str]) -> Proc {
-    let mut cmd = gelunet();
-    cmd.args(args);
-    Proc::spawn(name, cmd)
-}
 
 /// One epoch on Iris with uneven client shares: every report field is present and the
 /// encrypted model equals the plaintext fixed-point reference exactly.

@@ -34,6 +34,32 @@ pub enum DatasetError {
         reason: String,
     },
 
+    /// A field of a text (CSV) file holds a value no sample may have: empty (a missing
+    /// value), or a number that is not finite (`nan`, `inf`, `-inf`, ...).
+    #[error("{}: row {line}, column {column} ({column_name}): {reason}", path.display())]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the row.
+        line: usize,
+        /// 0-based index of the column in the file.
+        column: usize,
+        /// The column's name (its header, or `col<index>`).
+        column_name: String,
+        /// What is wrong (it quotes the value, which is data, never a secret).
+        reason: String,
+    },
+
+    /// The data cannot train a classifier as asked: one class only, fewer samples than
+    /// clients, or a split that leaves the training or the test part empty.
+    #[error("{dataset}: {reason}")]
+    TooLittleData {
+        /// The dataset (or split) concerned.
+        dataset: String,
+        /// What is missing.
+        reason: String,
+    },
+
     /// An IDX file starts with the wrong magic number.
     #[error("{}: bad IDX magic number {found:#010x}, expected {expected:#010x}", path.display())]
     BadMagic {

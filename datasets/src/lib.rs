@@ -20,7 +20,8 @@
 //! 1. [`resolve_data_dir`] (`--data-dir`, else `GELUNET_DATA_DIR`, else `./data`);
 //! 2. [`load_by_name`] then [`Loaded::into_train_test`] (a deterministic
 //!    [`stratified_split`] unless the dataset has its own split);
-//! 3. [`standardize_train_test`];
+//! 3. [`standardize_train_test`] for tabular data (z-scores clipped to `±`[`CLIP_Z`]);
+//!    image pixels stay in `[0, 1]` ([`Loaded::into_scaled_train_test`] does both steps);
 //! 4. [`split_clients`] to share the training set among K clients.
 //!
 //! All randomness is seeded (`ChaCha8Rng::seed_from_u64`), so splits are
@@ -49,6 +50,8 @@ pub use split::{
     client_split_indices, parse_client_shares, split_clients, stratified_split,
     stratified_split_indices, DEFAULT_TEST_FRACTION, SHARES_SUM_TOLERANCE,
 };
-pub use standardize::{standardize_train_test, Standardizer, MIN_STD};
+pub use standardize::{
+    standardize_columns, standardize_train_test, standardize_value, Standardizer, CLIP_Z, MIN_STD,
+};
 pub use tabular::{load_csv, CsvOptions};
 pub use uci::{load_iris, load_kr_vs_kp, load_pima, IRIS_FILE, KR_VS_KP_FILE, PIMA_FILE};

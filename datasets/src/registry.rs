@@ -6,6 +6,7 @@ use crate::dataset::Dataset;
 use crate::error::{DatasetError, Result};
 use crate::mnist::{load_mnist, MnistOptions};
 use crate::split::stratified_split;
+use crate::standardize::{standardize_train_test, Standardizer};
 use crate::tabular::{load_csv, CsvOptions};
 use crate::uci::{load_iris, load_kr_vs_kp, load_pima};
 
@@ -84,6 +85,34 @@ impl Loaded {
             Self::Single(ds) => stratified_split(&ds, test_fraction, seed),
             Self::PreSplit { train, test } => Ok((train, test)),
         }
+    }
+
+    /// Whether the features are image pixels kept as loaded (MNIST, in `[0, 1]`) rather
+    /// than standardized: true for the pre-split datasets (MNIST is the only one).
+    pub fn is_image(&self) -> bool {
+        matches!(self, Self::PreSplit { .. })
+    }
+
+    /// [`Loaded::into_train_test`], then the scaling of the features: images keep their
+    /// `[0, 1]` pixels ([`Standardizer::identity`]); tabular data is standardized on the
+    /// training split, clipped to `±`[`crate::CLIP_Z`] ([`standardize_train_test`]).
+    /// Returns `(train, test, the scaling applied)`.
+    ///
+    /// # Errors
+    /// As [`Loaded::into_train_test`] and [`standardize_train_test`] (an empty training
+    /// split).
+    pub fn into_scaled_train_test(
+        self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<(Dataset, Dataset, Standardizer)> {
+        let image = self.is_image();
+        let (train, test) = self.into_train_test(test_fraction, seed)?;
+        if image {
+            let s = Standardizer::identity(train.n_features());
+            return Ok((train, test, s));
+        }
+        standardize_train_test(&train, &test)
     }
 }
 

@@ -133,8 +133,8 @@ fn apportion(n: usize, weights: &[f64]) -> Vec<usize> {
 /// # Errors
 /// [`DatasetError::BadOption`] if `n_clients` is 0, `shares` is empty, has a
 /// length other than `n_clients`, has a negative or non-finite entry or does not
-/// sum to ~1, or if some client would receive no sample (too few samples or a
-/// zero share).
+/// sum to ~1, or if some client would receive no sample (a share too small);
+/// [`DatasetError::TooLittleData`] for fewer samples than clients.
 pub fn client_split_indices(
     labels: &[usize],
     n_clients: usize,
@@ -168,6 +168,14 @@ pub fn client_split_indices(
         }
     };
     let n = labels.len();
+    if n < n_clients {
+        return Err(DatasetError::TooLittleData {
+            dataset: "the training split".to_owned(),
+            reason: format!(
+                "{n} samples cannot be shared among {n_clients} clients (each needs at least one)"
+            ),
+        });
+    }
     let targets = apportion(n, &weights);
     if let Some(k) = targets.iter().position(|&t| t == 0) {
         return Err(DatasetError::bad_option(

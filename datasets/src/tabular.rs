@@ -161,8 +161,10 @@ enum Encoding {
 /// - [`DatasetError::MissingFile`] if `path` does not exist.
 /// - [`DatasetError::BadOption`] if `label_column` / `ignore_columns` are out of
 ///   range, or the label column is also ignored.
-/// - [`DatasetError::Malformed`] for a row with the wrong number of fields, an
-///   empty label, a non-number in a mostly numeric column, or no data rows.
+/// - [`DatasetError::Malformed`] for a row with the wrong number of fields, a
+///   non-number in a mostly numeric column, or no data rows.
+/// - [`DatasetError::BadValue`] (file, row and column) for an empty field or a
+///   number that is not finite (`nan`, `inf`) in a used column, label included.
 /// - [`DatasetError::Io`] on read errors.
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
     let rows = read_rows(path, opts.delimiter, "check the path given as csv:PATH")?;
@@ -211,6 +213,7 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
         ));
     }
     let n = data.len();
+    check_values(path, data, &used, &names)?;
 
     // Encode the feature columns.
     let feature_cols: Vec<usize> = used.iter().copied().filter(|&j| j != label_col).collect();
@@ -266,6 +269,33 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
         .file_stem()
         .map_or_else(|| "csv".to_owned(), |s| s.to_string_lossy().into_owned());
     Dataset::new(name, features, labels, class_names, feature_names)
+}
+
+/// Refuses empty fields and non-finite numbers (`nan`, `inf`, `-inf`, `infinity`, any
+/// case) in the columns `used` of the data rows, naming the row and the column.
+fn check_values(path: &Path, data: &[Row], used: &[usize], names: &[String]) -> Result<()> {
+    for (line, fields) in data {
+        for &j in used {
+            let field = fields.get(j).map_or("", String::as_str);
+            let reason = if field.is_empty() {
+                "empty field (missing values are not supported; drop the row or the \
+                 column with --ignore-columns)"
+                    .to_owned()
+            } else if field.parse::<f64>().is_ok_and(|v| !v.is_finite()) {
+                format!("{field:?} is not a finite number")
+            } else {
+                continue;
+            };
+            return Err(DatasetError::BadValue {
+                path: path.to_owned(),
+                line: *line,
+                column: j,
+                column_name: names.get(j).cloned().unwrap_or_default(),
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Maps the label column to class indices (numeric order if all numeric, else

@@ -133,6 +133,49 @@ fn malformed_csv_inputs() {
     assert!(err.to_string().contains("\"?\""), "{err}");
     let err = load("\n\n", &CsvOptions::default()).unwrap_err();
     assert!(matches!(err, DatasetError::Malformed { .. }), "{err}");
+    // An empty label is an empty field: refused with its row and column.
     let err = load("1,2,a\n3,4,\n", &CsvOptions::default()).unwrap_err();
-    assert_malformed_at(&err, 2);
+    assert!(
+        matches!(
+            err,
+            DatasetError::BadValue {
+                line: 2,
+                column: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// `nan`, `inf` and empty fields are refused with the file, the row and the column, in
+/// numeric and text columns alike (`nan` no longer becomes a category), but not in
+/// ignored columns.
+#[test]
+fn non_finite_and_empty_fields_are_refused() {
+    let cases = [
+        ("a,b,y\n1,2,0\n3,nan,1\n5,6,0\n", 3, 1, "\"nan\""),
+        ("a,b,y\n1,2,0\n3,4,1\ninf,6,0\n", 4, 0, "\"inf\""),
+        ("a,b,y\n1,-Infinity,0\n3,4,1\n", 2, 1, "\"-Infinity\""),
+        ("a,b,y\n1,,0\n3,4,1\n", 2, 1, "empty field"),
+        // A text column whose values are mostly `NaN` used to be one-hot encoded.
+        ("a,b,y\nx,NaN,0\ny,NaN,1\nz,1,0\n", 2, 1, "\"NaN\""),
+        ("a,b,y\n1,2,0\n3,4,nan\n", 3, 2, "\"nan\""),
+    ];
+    for (text, row, col, what) in cases {
+        let err = load(text, &CsvOptions::default()).unwrap_err();
+        match &err {
+            DatasetError::BadValue { line, column, .. } => {
+                assert_eq!((*line, *column), (row, col), "{text:?}: {err}");
+            }
+            other => panic!("{text:?}: expected BadValue, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("row {row}, column {col}")), "{msg}");
+        assert!(msg.contains(what), "{msg}");
+        assert!(msg.contains("small.csv"), "{msg}");
+    }
+    // An ignored column may hold anything.
+    let ds = load_with("a,b,y\n1,nan,0\n3,,1\n", |o| o.ignore_columns = vec![1]).unwrap();
+    assert_eq!(ds.n_samples(), 2);
 }

@@ -148,8 +148,14 @@ fn client_split_errors() {
     bad(client_split_indices(&labels, 2, Some(&[0.5, 0.2]), 0));
     bad(client_split_indices(&labels, 2, Some(&[1.0, 0.0]), 0));
     bad(client_split_indices(&labels, 2, Some(&[0.5, f64::NAN]), 0));
-    // More clients than samples: someone gets 0.
-    bad(client_split_indices(&labels, 6, None, 0));
+    // More clients than samples: a clear error naming both counts.
+    let err = client_split_indices(&labels, 6, None, 0).unwrap_err();
+    assert!(matches!(err, DatasetError::TooLittleData { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("5 samples cannot be shared among 6 clients"),
+        "{err}"
+    );
     assert!(client_split_indices(&labels, 5, None, 0).is_ok());
     assert!(parse_client_shares("").is_err());
     assert!(parse_client_shares("0.5,x").is_err());
@@ -206,4 +212,64 @@ fn dataset_new_checks_invariants() {
     let ds = Dataset::new("x", f, vec![0, 0], vec!["a".into()], vec!["f".into()]).unwrap();
     assert!(ds.select(&[2], "").is_err());
     assert_eq!(ds.one_hot_labels(), array![[1.0], [1.0]]);
+}
+
+/// A column almost constant on the training split cannot blow a test value out of the
+/// fixed-point range: z-scores are clipped to ±CLIP_Z; training values (Samuelson's
+/// bound sqrt(n−1) < CLIP_Z) are unchanged.
+#[test]
+fn standardizer_clips_outliers_of_near_constant_columns() {
+    let mut x = Array2::zeros((100, 2));
+    x[[0, 0]] = 0.01; // one tiny non-zero training value: std ≈ 0.001
+    for i in 0..100 {
+        x[[i, 1]] = i as f64;
+    }
+    let s = Standardizer::fit(&x).unwrap();
+    let train = s.transform(&x).unwrap();
+    let unclipped = (&x - s.mean()) / s.std();
+    assert_eq!(train, unclipped, "no training value is clipped");
+    let max = train.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(max <= 99f64.sqrt() + 1e-9, "{max}");
+    // A test value of 1.0 in the first column would be about a 1000 standard deviations.
+    let test = array![[1.0, 50.0], [-1.0, 1e9]];
+    let t = s.transform(&test).unwrap();
+    assert_eq!(t[[0, 0]], CLIP_Z);
+    assert_eq!(t[[1, 0]], -CLIP_Z);
+    assert_eq!(t[[1, 1]], CLIP_Z);
+    assert!((t[[0, 1]] - unclipped_value(50.0, &s, 1)).abs() < 1e-12);
+    assert!(standardize_value(f64::NAN, 0.0, 1.0).is_nan());
+}
+
+fn unclipped_value(x: f64, s: &Standardizer, j: usize) -> f64 {
+    (x - s.mean()[j]) / s.std()[j]
+}
+
+/// Image data keeps its [0, 1] pixels (no standardization); tabular data is standardized.
+#[test]
+fn images_keep_their_pixels_tabular_data_is_standardized() {
+    let dir = shared_data_dir();
+    let opts = LoadOptions {
+        mnist: MnistOptions {
+            max_train: Some(60),
+            max_test: Some(30),
+        },
+        ..LoadOptions::default()
+    };
+    let loaded = load_by_name("mnist", &dir, &opts).unwrap();
+    assert!(loaded.is_image());
+    let (raw_train, raw_test) = loaded.clone().into_train_test(0.2, 1).unwrap();
+    let (train, test, s) = loaded.into_scaled_train_test(0.2, 1).unwrap();
+    assert!(s.is_identity());
+    assert_eq!(train, raw_train);
+    assert_eq!(test, raw_test);
+    assert!(train.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    assert!(train.features.iter().any(|&p| p == 1.0));
+
+    let loaded = load_by_name("iris", &dir, &opts).unwrap();
+    assert!(!loaded.is_image());
+    let (raw_train, raw_test) = loaded.clone().into_train_test(0.2, 1).unwrap();
+    let (train, test, s) = loaded.into_scaled_train_test(0.2, 1).unwrap();
+    assert!(!s.is_identity());
+    let (etrain, etest, es) = standardize_train_test(&raw_train, &raw_test).unwrap();
+    assert_eq!((train, test, s), (etrain, etest, es));
 }

@@ -179,6 +179,21 @@ pub async fn accept(
     settings: &TransportSettings,
 ) -> Result<quinn::Connection> {
     let incoming = endpoint.accept().await.ok_or(NetError::EndpointClosed)?;
+    complete_handshake(incoming, settings).await
+}
+
+/// Completes the handshake of one incoming connection (bounded by
+/// `settings.handshake_timeout`): the second half of [`accept`], for servers that take
+/// incoming connections with `Endpoint::accept` themselves (to bound how many handshakes
+/// run at once and handle them concurrently).
+///
+/// # Errors
+/// Per-connection handshake errors ([`NetError::Timeout`],
+/// [`NetError::CertificateRejected`], ...).
+pub async fn complete_handshake(
+    incoming: quinn::Incoming,
+    settings: &TransportSettings,
+) -> Result<quinn::Connection> {
     let remote = incoming.remote_address();
     let connection = tokio::time::timeout(settings.handshake_timeout, incoming)
         .await

@@ -13,6 +13,12 @@ use crate::error::{NetError, Result};
 /// Size of the length prefix in bytes.
 pub const LEN_PREFIX: usize = 4;
 
+/// Largest frame a server reads from a connection that has not authenticated yet
+/// (`Register`, and the `ClientHello` that follows it, whose key is at most 4096 bits):
+/// 64 KiB. After authentication the limit follows from the agreed model spec
+/// (`ModelSpec::max_message_len`).
+pub const PREAUTH_MAX_FRAME: usize = 64 * 1024;
+
 /// Payload bytes are read in pieces of at most this size, so that a peer announcing a large
 /// frame and then stalling or finishing early only costs us what it actually sent.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -34,8 +40,12 @@ pub async fn send_message<T: Serialize + ?Sized>(
     Ok(frame.len())
 }
 
-/// Encodes `msg` as a complete frame (prefix + payload).
-pub(crate) fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>> {
+/// Encodes `msg` as a complete frame (prefix + payload), as [`send_message`] writes it.
+///
+/// # Errors
+/// [`NetError::Serialize`] if serialization fails, [`NetError::FrameTooLarge`] if the
+/// payload does not fit a 32-bit length.
+pub fn encode_frame<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>> {
     let mut frame = postcard::to_extend(msg, vec![0u8; LEN_PREFIX]).map_err(NetError::Serialize)?;
     let len = frame.len() - LEN_PREFIX;
     let prefix = u32::try_from(len).map_err(|_| NetError::FrameTooLarge {
@@ -73,10 +83,7 @@ pub async fn recv_message<T: DeserializeOwned>(
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
     }
-    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
-    if len > max_len {
-        return Err(NetError::FrameTooLarge { len, max: max_len });
-    }
+    let len = frame_len(prefix, max_len)?;
 
     let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
     while payload.len() < len {
@@ -97,6 +104,47 @@ pub async fn recv_message<T: DeserializeOwned>(
 
     let msg = decode_payload(&payload)?;
     Ok((msg, LEN_PREFIX + len))
+}
+
+/// The payload length a prefix announces, refused above `max_len`.
+fn frame_len(prefix: [u8; LEN_PREFIX], max_len: usize) -> Result<usize> {
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > max_len {
+        return Err(NetError::FrameTooLarge { len, max: max_len });
+    }
+    Ok(len)
+}
+
+/// Decodes one whole frame held in memory (prefix and payload), as [`recv_message`] does
+/// from a stream: for tests and fuzzing of the wire format.
+///
+/// # Errors
+/// [`NetError::Truncated`] if `bytes` ends inside the prefix or the payload,
+/// [`NetError::FrameTooLarge`] above `max_len`, [`NetError::Malformed`] for a payload that
+/// does not decode as `T`, or bytes after the frame.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T> {
+    let prefix: [u8; LEN_PREFIX] = bytes
+        .get(..LEN_PREFIX)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(NetError::Truncated {
+            expected: LEN_PREFIX,
+            received: bytes.len(),
+        })?;
+    let len = frame_len(prefix, max_len)?;
+    let payload = &bytes[LEN_PREFIX..];
+    if payload.len() < len {
+        return Err(NetError::Truncated {
+            expected: len,
+            received: payload.len(),
+        });
+    }
+    if payload.len() > len {
+        return Err(NetError::Malformed {
+            len,
+            reason: format!("{} bytes after the frame", payload.len() - len),
+        });
+    }
+    decode_payload(payload)
 }
 
 fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
@@ -234,6 +282,12 @@ impl Channel {
         self.max_frame_len
     }
 
+    /// Changes the largest payload [`Channel::recv`] accepts: a server starts a connection
+    /// at [`PREAUTH_MAX_FRAME`] and raises it once the peer has authenticated.
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.max_frame_len = max_frame_len;
+    }
+
     /// Finishes the sending half (the peer's `recv` then returns [`NetError::Closed`]) and
     /// waits until the peer has acknowledged all data sent, so that closing the connection
     /// afterwards does not lose the last messages.
@@ -264,5 +318,43 @@ impl Channel {
     /// Splits the channel back into its stream halves.
     pub fn into_inner(self) -> (quinn::SendStream, quinn::RecvStream) {
         (self.send, self.recv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_in_memory_decode_or_fail_with_a_typed_error() {
+        let frame = encode_frame(&(7u32, String::from("hello"))).unwrap();
+        let (n, s): (u32, String) = decode_frame(&frame, PREAUTH_MAX_FRAME).unwrap();
+        assert_eq!((n, s.as_str()), (7, "hello"));
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&frame[..2], PREAUTH_MAX_FRAME),
+            Err(NetError::Truncated { expected: 4, .. })
+        ));
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&frame[..frame.len() - 1], PREAUTH_MAX_FRAME),
+            Err(NetError::Truncated { .. })
+        ));
+        let mut long = frame.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&long, PREAUTH_MAX_FRAME),
+            Err(NetError::Malformed { .. })
+        ));
+        // A length above the limit is refused from the prefix alone.
+        let big = u32::try_from(PREAUTH_MAX_FRAME + 1).unwrap().to_be_bytes();
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&big, PREAUTH_MAX_FRAME),
+            Err(NetError::FrameTooLarge { len, max }) if len == PREAUTH_MAX_FRAME + 1 && max == PREAUTH_MAX_FRAME
+        ));
+        let mut garbage = 3u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode_frame::<(u32, String)>(&garbage, PREAUTH_MAX_FRAME),
+            Err(NetError::Malformed { .. })
+        ));
     }
 }

@@ -21,11 +21,13 @@ mod settings;
 
 pub use auth::{authenticate_server_side, tokens_equal};
 pub use endpoint::{
-    accept, client_bind_addr, client_config, client_endpoint, connect, server_config,
-    server_endpoint, ALPN,
+    accept, client_bind_addr, client_config, client_endpoint, complete_handshake, connect,
+    server_config, server_endpoint, ALPN,
 };
 pub use error::{NetError, Result};
-pub use framing::{recv_message, send_message, Channel, LEN_PREFIX};
+pub use framing::{
+    decode_frame, encode_frame, recv_message, send_message, Channel, LEN_PREFIX, PREAUTH_MAX_FRAME,
+};
 pub use identity::{
     certificate_fingerprint, load_certificate, ServerIdentity, CERT_FILE, KEY_FILE,
 };

@@ -16,6 +16,15 @@ pub enum Error {
         /// The minimum accepted size, in bits.
         min_bits: u64,
     },
+    /// The modulus is larger than the largest accepted size ([`crate::MAX_KEY_BITS`],
+    /// 4096 bits): refused before `N²` or any table of its size is computed.
+    #[error("key of {bits} bits is above the maximum of {max_bits} bits")]
+    KeyTooLarge {
+        /// Size of the offered modulus `N`, in bits.
+        bits: u64,
+        /// The maximum accepted size, in bits.
+        max_bits: u64,
+    },
     /// A key below 2048 bits that the run allows as a test key, in a build without the
     /// test-only keys (the `hazmat` cargo feature, [`crate::TEST_KEYS_AVAILABLE`]).
     #[error(

@@ -18,6 +18,22 @@ use crate::{Ciphertext, Error, Result};
 /// (NIST SP 800-57: 2048-bit factoring moduli for 112-bit security).
 pub const MIN_KEY_BITS: u64 = 2048;
 
+/// The largest modulus accepted anywhere, in bits: a peer's public key, a key file or a
+/// key to generate above it is refused before any computation of its size (a stranger's
+/// million-bit "modulus" would otherwise cost minutes of `N²` arithmetic).
+pub const MAX_KEY_BITS: u64 = 4096;
+
+/// Refuses moduli above [`MAX_KEY_BITS`].
+fn check_max_bits(bits: u64) -> Result<()> {
+    if bits > MAX_KEY_BITS {
+        return Err(Error::KeyTooLarge {
+            bits,
+            max_bits: MAX_KEY_BITS,
+        });
+    }
+    Ok(())
+}
+
 /// The smallest modulus the `*_insecure_for_tests` constructors accept, in bits.
 pub const MIN_TEST_KEY_BITS: u64 = 128;
 
@@ -139,8 +155,8 @@ impl PublicKey {
     /// The public key with modulus `n`.
     ///
     /// # Errors
-    /// [`Error::KeyTooSmall`] below [`MIN_KEY_BITS`]; [`Error::InvalidModulus`] for an even
-    /// `n`.
+    /// [`Error::KeyTooSmall`] below [`MIN_KEY_BITS`]; [`Error::KeyTooLarge`] above
+    /// [`MAX_KEY_BITS`]; [`Error::InvalidModulus`] for an even `n`.
     pub fn from_n(n: BigUint) -> Result<Self> {
         Self::checked(n, MIN_KEY_BITS)
     }
@@ -176,6 +192,7 @@ impl PublicKey {
     }
 
     fn checked(n: BigUint, min_bits: u64) -> Result<Self> {
+        check_max_bits(n.bits())?;
         if n.bits() < min_bits {
             return Err(Error::KeyTooSmall {
                 bits: n.bits(),
@@ -644,6 +661,8 @@ impl PrivateKey {
     }
 
     fn checked(p: BigUint, q: BigUint, min_bits: u64) -> Result<Self> {
+        // |pq| ≤ |p| + |q|: refuse huge factors before multiplying them.
+        check_max_bits(p.bits().saturating_add(q.bits()).saturating_sub(1))?;
         let n = &p * &q;
         if n.bits() < min_bits {
             return Err(Error::KeyTooSmall {
@@ -723,6 +742,7 @@ impl PrivateKey {
     /// [`Error::TestKeysUnavailable`] for an allowed test-size key in a build without
     /// `hazmat`; the errors of [`PrivateKey::from_primes`].
     pub fn from_primes_for_run(p: BigUint, q: BigUint, allow_test_keys: bool) -> Result<Self> {
+        check_max_bits(p.bits().saturating_add(q.bits()).saturating_sub(1))?;
         let bits = (&p * &q).bits();
         if test_key_path(bits, allow_test_keys, TEST_KEYS_AVAILABLE)? {
             Self::checked(p, q, MIN_TEST_KEY_BITS)

@@ -107,8 +107,8 @@ pub mod serde_biguint;
 pub use ciphertext::{Ciphertext, PreparedCiphertext};
 pub use error::{Error, Result};
 pub use keys::{
-    KeyId, Obfuscator, PrivateKey, PublicKey, MIN_KEY_BITS, MIN_TEST_KEY_BITS, SUPPORTED_KEY_BITS,
-    TEST_KEYS_AVAILABLE,
+    KeyId, Obfuscator, PrivateKey, PublicKey, MAX_KEY_BITS, MIN_KEY_BITS, MIN_TEST_KEY_BITS,
+    SUPPORTED_KEY_BITS, TEST_KEYS_AVAILABLE,
 };
 pub use pool::ObfuscatorPool;
 

@@ -390,6 +390,44 @@ fn keys_below_2048_bits_are_refused() {
     ));
 }
 
+/// Moduli above 4096 bits are refused, by every constructor and before any arithmetic of
+/// their size (a million-bit `N` from a stranger returns at once).
+#[test]
+fn keys_above_4096_bits_are_refused() {
+    let huge = (BigUint::one() << 1_000_000u32) + 1u32;
+    for n in [(BigUint::one() << 4096u32) + 1u32, huge.clone()] {
+        let bits = n.bits();
+        assert!(matches!(
+            PublicKey::from_n(n.clone()),
+            Err(Error::KeyTooLarge { bits: b, max_bits: 4096 }) if b == bits
+        ));
+        assert!(matches!(
+            PublicKey::from_n_for_run(n.clone(), true),
+            Err(Error::KeyTooLarge { .. })
+        ));
+        assert!(matches!(
+            PublicKey::from_n_insecure_for_tests(n),
+            Err(Error::KeyTooLarge { .. })
+        ));
+    }
+    // A key file with huge factors: refused before p·q (and the primality tests).
+    let mut bytes = Vec::new();
+    for _ in 0..2 {
+        let f = huge.to_bytes_be();
+        bytes.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&f);
+    }
+    assert!(matches!(
+        PrivateKey::from_secret_bytes_for_run(&bytes, true),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        PrivateKey::from_primes_insecure_for_tests(huge.clone(), huge),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert_eq!(gelunet_paillier::MAX_KEY_BITS, 4096);
+}
+
 #[test]
 fn invalid_ciphertexts_are_refused() {
     let sk = key();

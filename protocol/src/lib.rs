@@ -52,5 +52,5 @@ pub use mask::{MaskMode, MaskTarget};
 pub use math::{FixedModel, Gradients, LayerGradients, LayerParams};
 pub use reference::ReferenceTrainer;
 pub use schedule::{ClientOrder, Scheduler, SessionLength, SessionPlan, SessionPolicy};
-pub use spec::{Activation, ModelSpec};
+pub use spec::{Activation, ModelSpec, MAX_LAYERS, MAX_PARAMETERS, MAX_WIDTH, MESSAGE_OVERHEAD};
 pub use violation::ProtocolViolation;

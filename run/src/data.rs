@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use gelunet_datasets::{
-    load_by_name, parse_client_shares, resolve_data_dir, split_clients, standardize_train_test,
-    CsvOptions, Dataset, LoadOptions, MnistOptions, Standardizer,
+    load_by_name, parse_client_shares, resolve_data_dir, split_clients, CsvOptions, Dataset,
+    DatasetError, LoadOptions, Loaded, MnistOptions, Standardizer,
 };
 
 use crate::{Result, RunError};
@@ -48,16 +48,17 @@ impl Default for DataOptions {
     }
 }
 
-/// The prepared data: standardized train/test splits and the clients' shares.
+/// The prepared data: scaled train/test splits (tabular columns standardized and clipped,
+/// image pixels in `[0, 1]`) and the clients' shares.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// Dataset name as given.
     pub name: String,
-    /// Standardized training split.
+    /// Scaled training split.
     pub train: Dataset,
-    /// Standardized test split.
+    /// Scaled test split.
     pub test: Dataset,
-    /// Fitted on the training split.
+    /// Fitted on the training split (the identity for images).
     pub standardizer: Standardizer,
     /// The clients' shares of `train`.
     pub shares: Vec<Dataset>,
@@ -129,19 +130,27 @@ impl DataOptions {
     /// [`RunError::InvalidOption`] without a dataset; [`RunError::Dataset`] (a missing
     /// file names the file and how to get it).
     pub fn load_split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
-        let name = self.name()?;
-        let dir = resolve_data_dir(self.data_dir.as_deref());
-        let loaded = load_by_name(name, &dir, &self.load_options())?;
-        Ok(loaded.into_train_test(test_fraction, seed)?)
+        Ok(self.load()?.into_train_test(test_fraction, seed)?)
     }
 
-    /// Loads, splits (stratified, `seed`), standardizes on the training split, and splits
-    /// the training set among `clients` clients with `shares` (`None`: equal; seed
+    /// Loads the dataset.
+    fn load(&self) -> Result<Loaded> {
+        let name = self.name()?;
+        let dir = resolve_data_dir(self.data_dir.as_deref());
+        Ok(load_by_name(name, &dir, &self.load_options())?)
+    }
+
+    /// Loads, splits (stratified, `seed`), scales ([`Loaded::into_scaled_train_test`]:
+    /// tabular columns standardized on the training split and clipped to
+    /// `±`[`gelunet_datasets::CLIP_Z`], image pixels kept in `[0, 1]`), and splits the
+    /// training set among `clients` clients with `shares` (`None`: equal; seed
     /// `derive_seed(seed, 0x5ba2e)`).
     ///
     /// # Errors
     /// [`RunError::InvalidOption`] without a dataset or for a test fraction outside
-    /// `[0, 1)`; [`RunError::Dataset`].
+    /// `[0, 1)`; [`RunError::Dataset`] ([`DatasetError::TooLittleData`] for labels of a
+    /// single class, a training split with fewer samples than clients or a test split
+    /// left empty by a positive test fraction).
     pub fn prepare(&self, clients: usize, shares: Option<&[f64]>, seed: u64) -> Result<Prepared> {
         let name = self.name()?;
         if !(0.0..1.0).contains(&self.test_fraction) {
@@ -150,8 +159,32 @@ impl DataOptions {
                 format!("{}: must be in [0, 1)", self.test_fraction),
             ));
         }
-        let (train, test) = self.load_split(self.test_fraction, seed)?;
-        let (train, test, standardizer) = standardize_train_test(&train, &test)?;
+        let (train, test, standardizer) = self
+            .load()?
+            .into_scaled_train_test(self.test_fraction, seed)?;
+        if train.n_classes() < 2 {
+            return Err(DatasetError::TooLittleData {
+                dataset: name.to_string(),
+                reason: format!(
+                    "the labels hold a single class ({:?}): a classifier needs at least 2 \
+                     (is --label-column right?)",
+                    train.class_names.first().map_or("", String::as_str)
+                ),
+            }
+            .into());
+        }
+        if self.test_fraction > 0.0 && test.n_samples() == 0 {
+            return Err(DatasetError::TooLittleData {
+                dataset: name.to_string(),
+                reason: format!(
+                    "a test fraction of {} leaves no test sample ({} samples in all); \
+                     use more data or a larger --test-fraction",
+                    self.test_fraction,
+                    train.n_samples()
+                ),
+            }
+            .into());
+        }
         let shares = split_clients(&train, clients, shares, derive_seed(seed, 0x5ba2e))?;
         Ok(Prepared {
             name: name.to_string(),

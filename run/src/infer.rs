@@ -24,7 +24,9 @@ use gelunet_client::{InferenceClient, InferenceConfig};
 use gelunet_net::{ServerIdentity, TransportSettings, Zeroizing};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use gelunet_shell::client::{run_inference, ClientShellConfig, InferenceRun};
-use gelunet_shell::server::{run_inference_server, Credential, InferenceLog, InferenceShellConfig};
+use gelunet_shell::server::{
+    run_inference_server, Credential, InferenceLog, InferenceShellConfig, StrangerLimits,
+};
 use ndarray::Array2;
 
 use crate::data::DataOptions;
@@ -385,6 +387,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
                         credentials: vec![credential.clone()],
                         response_timeout: c.net.response(),
                         register_timeout: Duration::from_secs(60),
+                        strangers: StrangerLimits::default(),
                         max_connections: Some(1),
                     },
                 ));
@@ -505,6 +508,7 @@ pub fn serve_model(
         credentials,
         response_timeout: c.net.response(),
         register_timeout: Duration::from_secs(60),
+        strangers: StrangerLimits::default(),
         max_connections: c.max_connections,
     };
     rt.block_on(async {

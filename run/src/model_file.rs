@@ -248,6 +248,43 @@ impl ModelFile {
     }
 }
 
+/// The directory `path` is written in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that [`write_atomic`] can write `path`, without touching it: `path` is not a
+/// directory, and its directory exists and accepts a new file (a probe file is created
+/// there and removed).
+///
+/// # Errors
+/// The I/O error (`NotFound` for a missing directory, `PermissionDenied`, ...;
+/// `InvalidInput` for a directory given as the path).
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory, not a file",
+        ));
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("directory {} does not exist", dir.display()),
+        ));
+    }
+    let probe = dir.join(format!(".gelunet-write-probe.{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
 /// Writes `bytes` to a temporary sibling of `path` (created new), fsyncs, renames it over
 /// `path` and fsyncs the directory (best effort): readers see the old file or the whole
 /// new one, never a part.
@@ -271,10 +308,7 @@ pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> std::io::Result
 }
 
 fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), ModelFileError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -398,11 +432,10 @@ impl ModelCard {
         Ok(card)
     }
 
-    /// `(x − mean) / std` per feature (`x`: samples × `inputs`).
+    /// `(x − mean) / std` per feature clipped to `±`[`gelunet_datasets::CLIP_Z`], as in
+    /// training ([`gelunet_datasets::standardize_columns`]; `x`: samples × `inputs`).
     pub fn standardize(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mean = Array1::from(self.data.mean.clone());
-        let std = Array1::from(self.data.std.clone());
-        (x - &mean) / &std
+        gelunet_datasets::standardize_columns(x, &self.data.mean, &self.data.std)
     }
 }
 
@@ -471,4 +504,29 @@ pub(crate) fn unframe<'a>(
         return Err("checksum mismatch (corrupt file)".into());
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwritable_output_paths_are_found_without_writing() {
+        let dir = std::env::temp_dir().join(format!("gelunet-writable-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("model.bin");
+        check_writable(&ok).unwrap();
+        assert!(!ok.exists(), "the check leaves nothing behind");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        let missing = dir.join("no-such-dir").join("model.bin");
+        assert_eq!(
+            check_writable(&missing).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            check_writable(&dir).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

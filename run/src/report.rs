@@ -139,6 +139,28 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(write_atomic(path, s.as_bytes())?)
 }
 
+/// Checks, without allocating, that every feature of `ds` quantizes at the scales (inputs
+/// at `2^fa`): what [`quantize`] will do on the clients and in the evaluation, checked
+/// before any key is generated.
+///
+/// # Errors
+/// [`RunError::Protocol`] naming the dataset, the sample (0-based row) and the feature of
+/// the first value that is not finite or out of the fixed-point range.
+pub fn check_quantizable(ds: &RawDataset, scales: &Scales) -> Result<()> {
+    for (row, sample) in ds.features.rows().into_iter().enumerate() {
+        for (col, &v) in sample.iter().enumerate() {
+            if let Err(source) = scales.encode(ValueKind::Activation, v) {
+                let feature = ds.feature_names.get(col).map_or("?", String::as_str);
+                return Err(RunError::Protocol {
+                    what: format!("{}: sample {row}, feature {col} ({feature})", ds.name),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Quantizes a raw (standardized) dataset at the scales (inputs at `2^fa`).
 ///
 /// # Errors
@@ -551,5 +573,32 @@ impl fmt::Display for JoinReport {
             self.stop_reason,
             self.randomness
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_the_input_range_are_named_before_any_key() {
+        let scales = Scales::default();
+        let mut features = ndarray::Array2::zeros((3, 2));
+        features[[1, 1]] = 200.0; // below 2^8: fits
+        let ds = RawDataset::new(
+            "toy-test",
+            features,
+            vec![0, 1, 0],
+            vec!["a".into(), "b".into()],
+            vec!["x".into(), "y".into()],
+        )
+        .unwrap();
+        assert!(check_quantizable(&ds, &scales).is_ok());
+        let mut bad = ds.clone();
+        bad.features[[2, 1]] = 266.7; // the value
+        let e = check_quantizable(&bad, &scales).unwrap_err().to_string();
+        assert!(e.contains("toy-test: sample 2, feature 1 (y)"), "{e}");
+        bad.features[[2, 1]] = f64::NAN;
+        assert!(check_quantizable(&bad, &scales).is_err());
     }
 }

@@ -72,6 +72,7 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
     let rule = c.model.validate()?;
     c.keys.validate()?;
     let transport = c.net.transport()?;
+    c.output.check_writable()?;
     let credentials = c.listen.load_credentials()?;
     let wait_for = c.wait_for.unwrap_or(credentials.len());
     if wait_for == 0 || wait_for > credentials.len() {

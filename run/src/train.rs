@@ -27,8 +27,8 @@ use crate::keys::KeyOptions;
 use crate::model::ModelOptions;
 use crate::model_file::{DataCard, ModelFile};
 use crate::report::{
-    build_report, evaluate, quantize, replay, server_party, write_json, Evaluation, PartyReport,
-    ReportInput, TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
+    build_report, check_quantizable, evaluate, quantize, replay, server_party, write_json,
+    Evaluation, PartyReport, ReportInput, TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
 };
 use crate::{progress, Result, RunError};
 
@@ -48,6 +48,20 @@ pub struct OutputOptions {
 }
 
 impl OutputOptions {
+    /// Checks that the model and report paths can be written (before any work): their
+    /// directories exist and accept a new file, and neither path is a directory.
+    ///
+    /// # Errors
+    /// [`RunError::Io`] naming the option (`--model-out`, `--report`) and the path.
+    pub fn check_writable(&self) -> Result<()> {
+        for (what, path) in [("--model-out", &self.model_out), ("--report", &self.report)] {
+            if let Some(path) = path {
+                crate::model_file::check_writable(path).map_err(RunError::io(what, path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the report if asked for, and returns it.
     pub(crate) fn finish(&self, report: TrainReport) -> Result<TrainReport> {
         if let Some(path) = &self.report {
@@ -77,8 +91,11 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every option (the stop rule and the key size before any key is generated),
-    /// prepares the data and the server role's configuration: `(rule, prepared, cfg)`.
+    /// Checks everything that can be checked before any key is generated (docs/DESIGN.md
+    /// "Fail fast"): the options, the stop rule and the key size; that the output paths
+    /// are writable; the data (every file there, loaded and split); that both splits
+    /// quantize within the fixed-point range; the session bound with this many clients.
+    /// Prepares the data and the server role's configuration: `(rule, prepared, cfg)`.
     fn setup(&self) -> Result<(StopRule, Prepared, ServerConfig)> {
         let rule = self.model.validate()?;
         self.keys.validate()?;
@@ -86,6 +103,7 @@ impl TrainConfig {
         if self.clients == 0 {
             return Err(RunError::option("--clients", "must be at least 1"));
         }
+        self.output.check_writable()?;
         let prepared =
             self.data
                 .prepare(self.clients, self.client_shares.as_deref(), self.model.seed)?;
@@ -93,6 +111,19 @@ impl TrainConfig {
             .model
             .spec(prepared.train.n_features(), prepared.train.n_classes())?;
         let cfg = self.model.server_config(spec, &self.keys);
+        cfg.scales
+            .validate()
+            .map_err(RunError::protocol("scales"))?;
+        check_quantizable(&prepared.train, &cfg.scales)?;
+        check_quantizable(&prepared.test, &cfg.scales)?;
+        Scheduler::new(
+            cfg.policy,
+            &cfg.spec,
+            cfg.batch_size,
+            self.clients,
+            cfg.schedule_seed,
+        )
+        .map_err(RunError::protocol("session schedule"))?;
         Ok((rule, prepared, cfg))
     }
 }
@@ -203,13 +234,34 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
     let (rule, prepared, cfg) = c.setup()?;
     let transport = c.net.transport()?;
-    let t_keys = Instant::now();
-    // Protocol v2 has no server key pair for training.
+    // Protocol v2 has no server key pair for training: its role exists before any key,
+    // which checks its whole configuration and the key size it needs first.
     let paper = cfg.protocol == Protocol::Paper;
+    let v2_server = if paper {
+        None
+    } else {
+        Some(Server::new(cfg.clone(), None)?)
+    };
+    let needed = v2_server.as_ref().map_or_else(
+        || cfg.mask.min_key_bits(&cfg.scales),
+        Server::min_client_key_bits,
+    );
+    if c.keys.key_bits < needed {
+        return Err(RunError::option(
+            "--key-bits",
+            format!(
+                "{}: these scales and this mask need keys of at least {needed} bits",
+                c.keys.key_bits
+            ),
+        ));
+    }
+    let t_keys = Instant::now();
     let mut keys = c.keys.generate(c.clients + usize::from(paper))?;
     let keygen = t_keys.elapsed();
-    let server_key = if paper { Some(keys.remove(0)) } else { None };
-    let server = Server::new(cfg.clone(), server_key)?;
+    let server = match v2_server {
+        Some(s) => s,
+        None => Server::new(cfg.clone(), Some(keys.remove(0)))?,
+    };
     // The clients' group key of protocol v2, made in memory: the server never sees it.
     let group_key = GroupKey::generate();
     let plot_group_key = c.output.plot.as_ref().map(|_| group_key.clone());

@@ -470,15 +470,21 @@ impl Server {
         if self.scheduler.is_some() {
             return Err(ServerError::RegistrationClosed);
         }
-        let needed = self.config.mask.min_key_bits(&self.config.scales);
-        // v2: masked weights of about `λ_b` bits keep their sign modulo every `N_c`.
-        let needed = match &self.v2 {
-            Some(v) => needed.max(u64::from(v.params.widths.bias_bits) + 8),
-            None => needed,
-        };
-        let pk = self.client_key(hello, needed)?;
+        let pk = self.client_key(hello, self.min_client_key_bits())?;
         self.clients.push(pk);
         Ok(ClientId(self.clients.len() - 1))
+    }
+
+    /// The smallest client modulus `N_c` this server registers, in bits: what the mask
+    /// needs ([`MaskMode::min_key_bits`]) and, in protocol v2, `λ_b + 8` so that masked
+    /// weights of about `λ_b` bits keep their sign modulo every `N_c`. A run checks it
+    /// against its key size before generating keys.
+    pub fn min_client_key_bits(&self) -> u64 {
+        let needed = self.config.mask.min_key_bits(&self.config.scales);
+        match &self.v2 {
+            Some(v) => needed.max(u64::from(v.params.widths.bias_bits) + 8),
+            None => needed,
+        }
     }
 
     /// The configuration.

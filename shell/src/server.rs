@@ -22,6 +22,14 @@
 //!
 //! Bytes are counted per connection (frames with their length prefixes), connections
 //! that never registered included.
+//!
+//! Strangers ([`StrangerLimits`]): at most `max_pending` connections may be in the QUIC
+//! handshake or registering at once (more are refused at once, before any TLS work); a
+//! connection that has not authenticated may send frames of at most
+//! [`PREAUTH_MAX_FRAME`] (64 KiB) and must open its stream and send `Register` within
+//! `preauth_timeout`; once authenticated, its frames are bounded by the agreed model
+//! spec ([`gelunet_protocol::ModelSpec::max_message_len`]) and the transport's
+//! `max_frame_len`, whichever is smaller.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,13 +39,15 @@ use std::time::{Duration, Instant};
 
 use gelunet_net::quinn::{Connection, Endpoint, SendStream};
 use gelunet_net::{
-    recv_message, send_message, tokens_equal, Channel, NetError, TransportSettings, Zeroizing,
+    complete_handshake, recv_message, send_message, tokens_equal, Channel, NetError,
+    TransportSettings, Zeroizing, PREAUTH_MAX_FRAME,
 };
 use gelunet_protocol::envelope::{
     Refusal, RefusalCode, Register, Summary, ToClient, ToServer, SHELL_VERSION,
 };
 use gelunet_protocol::messages::{ClientHello, ClientMessage, ServerHello, ServerMessage};
 use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use gelunet_server::{
     Action, ConnectionId, Coordinator, CoordinatorConfig, CoordinatorError, Input, LinkError,
@@ -68,6 +78,27 @@ pub struct Credential {
 
 gelunet_protocol::redacted_debug!(Credential { name } secret { token });
 
+/// Bounds on connections that have not authenticated (module docs, docs/DESIGN.md "Wire
+/// protocol and processes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrangerLimits {
+    /// Most connections in the QUIC handshake or registering at once; further incoming
+    /// connections are refused at once. Default 64.
+    pub max_pending: usize,
+    /// Longest time a new connection may take to open its stream and send `Register`
+    /// (the rest of the registration is bounded by the register timeout). Default 10 s.
+    pub preauth_timeout: Duration,
+}
+
+impl Default for StrangerLimits {
+    fn default() -> Self {
+        Self {
+            max_pending: 64,
+            preauth_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The shell's configuration: transport and credentials; the training policy is the
 /// coordinator's ([`CoordinatorConfig`]).
 #[derive(Clone, Debug)]
@@ -79,6 +110,8 @@ pub struct ServerShellConfig {
     /// Longest time a new connection may take to register (stream, `Register`,
     /// `ClientHello`).
     pub register_timeout: Duration,
+    /// Bounds on connections that have not authenticated.
+    pub strangers: StrangerLimits,
     /// The coordinator's policy (clients to wait for, registration order, stop rule,
     /// response, join and rejoin timeouts). A frame that cannot be written within its
     /// `response_timeout` also breaks the connection.
@@ -94,6 +127,7 @@ impl ServerShellConfig {
             credentials,
             transport,
             register_timeout: Duration::from_secs(60),
+            strangers: StrangerLimits::default(),
         }
     }
 }
@@ -138,8 +172,29 @@ enum Handshake {
 struct AcceptCtx {
     credentials: Vec<Credential>,
     hello: ServerHello,
-    transport: TransportSettings,
     register_timeout: Duration,
+    strangers: StrangerLimits,
+    /// The frame limit after authentication: the spec's bound, at most the transport's.
+    max_frame_len: usize,
+}
+
+impl AcceptCtx {
+    fn new(
+        credentials: Vec<Credential>,
+        hello: ServerHello,
+        transport: TransportSettings,
+        register_timeout: Duration,
+        strangers: StrangerLimits,
+    ) -> Self {
+        let spec_bound = hello.spec.max_message_len(hello.batch_size as usize);
+        Self {
+            max_frame_len: spec_bound.min(transport.max_frame_len),
+            credentials,
+            hello,
+            register_timeout,
+            strangers,
+        }
+    }
 }
 
 impl AcceptCtx {
@@ -195,7 +250,11 @@ async fn authenticate(
     channel: &mut Channel,
     ctx: &AcceptCtx,
 ) -> Result<(Register, ClientHello), Refusal> {
-    let first: ToServer = channel.recv().await.map_err(|e| net_refusal(&e))?;
+    let limit = ctx.strangers.preauth_timeout;
+    let first: ToServer = channel
+        .recv_timeout(limit)
+        .await
+        .map_err(|e| net_refusal(&e))?;
     let ToServer::Register(register) = first else {
         return Err(refusal(
             RefusalCode::Protocol,
@@ -224,11 +283,13 @@ async fn authenticate(
         .send(&ToClient::Welcome(ctx.hello.clone()))
         .await
         .map_err(|e| net_refusal(&e))?;
-    match channel
+    let hello = channel
         .recv::<ToServer>()
         .await
-        .map_err(|e| net_refusal(&e))?
-    {
+        .map_err(|e| net_refusal(&e))?;
+    // Authenticated: frames are now bounded by the agreed spec.
+    channel.set_max_frame_len(ctx.max_frame_len);
+    match hello {
         ToServer::Message(ClientMessage::Hello(h)) => Ok((register, h)),
         ToServer::Message(ClientMessage::Error(report)) => Err(refusal(
             RefusalCode::Handshake,
@@ -247,8 +308,8 @@ async fn handshake(conn: Connection, ctx: &AcceptCtx) -> Handshake {
     let remote = conn.remote_address();
     let limit = ctx.register_timeout;
     let mut channel = match tokio::time::timeout(
-        limit,
-        Channel::accept(&conn, ctx.transport.max_frame_len),
+        ctx.strangers.preauth_timeout.min(limit),
+        Channel::accept(&conn, PREAUTH_MAX_FRAME),
     )
     .await
     {
@@ -292,20 +353,54 @@ async fn handshake(conn: Connection, ctx: &AcceptCtx) -> Handshake {
     }
 }
 
-/// Accepts connections until the endpoint closes, spawning `serve` for each.
-async fn accept_loop<F, Fut>(endpoint: Endpoint, transport: TransportSettings, mut serve: F)
-where
-    F: FnMut(Connection) -> Fut,
+/// An incoming connection holding one of the `max_pending` registration slots: the slot
+/// is released when this is dropped (after the connection registered or was refused).
+struct Pending {
+    incoming: gelunet_net::quinn::Incoming,
+    transport: TransportSettings,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    /// Completes the QUIC handshake (bounded by the transport's handshake timeout).
+    async fn connect(self) -> Option<(Connection, OwnedSemaphorePermit)> {
+        match complete_handshake(self.incoming, &self.transport).await {
+            Ok(conn) => Some((conn, self.permit)),
+            Err(e) => {
+                tracing::debug!(error = %e, "incoming connection failed");
+                None
+            }
+        }
+    }
+}
+
+/// Accepts connections until the endpoint closes: at most `limits.max_pending` at a time
+/// in the QUIC handshake or registering (more are refused at once, before any TLS work),
+/// each in its own task running `serve`.
+async fn accept_loop<F, Fut>(
+    endpoint: Endpoint,
+    transport: TransportSettings,
+    limits: StrangerLimits,
+    mut serve: F,
+) where
+    F: FnMut(Pending) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        match gelunet_net::accept(&endpoint, &transport).await {
-            Ok(conn) => {
-                tokio::spawn(serve(conn));
-            }
-            Err(NetError::EndpointClosed) => break,
-            Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
-        }
+    let slots = Arc::new(Semaphore::new(limits.max_pending.max(1)));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(
+                remote = %incoming.remote_address(),
+                "too many connections registering; refused"
+            );
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(serve(Pending {
+            incoming,
+            transport: transport.clone(),
+            permit,
+        }));
     }
 }
 
@@ -330,15 +425,21 @@ enum Incoming {
     Input(Input),
 }
 
-/// Registers one connection, then (if it joined) runs it for the coordinator.
+/// Completes the handshake and registers one connection, then (if it joined) runs it for
+/// the coordinator.
 async fn serve_training_connection(
-    conn: Connection,
+    pending: Pending,
     id: ConnectionId,
     ctx: Arc<AcceptCtx>,
     send_limit: Duration,
     tx: mpsc::UnboundedSender<Incoming>,
 ) {
-    let j = match handshake(conn, &ctx).await {
+    let Some((conn, slot)) = pending.connect().await else {
+        return;
+    };
+    let outcome = handshake(conn, &ctx).await;
+    drop(slot);
+    let j = match outcome {
         Handshake::Joined(j) => j,
         Handshake::Refused { refusal, traffic } => {
             let _ = tx.send(Incoming::Input(Input::Refused { refusal, traffic }));
@@ -613,12 +714,13 @@ pub async fn run_server(
 ) -> Result<(Server, TrainingLog), ServerShellError> {
     let names = config.credentials.iter().map(|c| c.name.clone()).collect();
     let mut co = Coordinator::new(server, config.coordinator.clone(), names, Instant::now())?;
-    let ctx = Arc::new(AcceptCtx {
-        credentials: config.credentials.clone(),
-        hello: co.hello(),
-        transport: config.transport.clone(),
-        register_timeout: config.register_timeout,
-    });
+    let ctx = Arc::new(AcceptCtx::new(
+        config.credentials.clone(),
+        co.hello(),
+        config.transport.clone(),
+        config.register_timeout,
+        config.strangers,
+    ));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let acceptor = {
         let (ctx, tx) = (Arc::clone(&ctx), tx.clone());
@@ -627,10 +729,11 @@ pub async fn run_server(
         tokio::spawn(accept_loop(
             endpoint.clone(),
             config.transport.clone(),
-            move |conn| {
+            config.strangers,
+            move |pending| {
                 let id = ConnectionId(next);
                 next += 1;
-                serve_training_connection(conn, id, Arc::clone(&ctx), send_limit, tx.clone())
+                serve_training_connection(pending, id, Arc::clone(&ctx), send_limit, tx.clone())
             },
         ))
     };
@@ -695,6 +798,8 @@ pub struct InferenceShellConfig {
     pub response_timeout: Duration,
     /// Longest time a new connection may take to register.
     pub register_timeout: Duration,
+    /// Bounds on connections that have not authenticated.
+    pub strangers: StrangerLimits,
     /// Stop after this many client connections have ended (`None`: serve forever).
     pub max_connections: Option<usize>,
 }
@@ -814,12 +919,13 @@ pub async fn run_inference_server(
     if config.credentials.is_empty() {
         return Err(ServerShellError::Config("no client credentials".into()));
     }
-    let ctx = Arc::new(AcceptCtx {
-        credentials: config.credentials.clone(),
-        hello: server.hello(),
-        transport: config.transport.clone(),
-        register_timeout: config.register_timeout,
-    });
+    let ctx = Arc::new(AcceptCtx::new(
+        config.credentials.clone(),
+        server.hello(),
+        config.transport.clone(),
+        config.register_timeout,
+        config.strangers,
+    ));
     let unregistered = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let (tx, mut rx) = mpsc::channel::<Joined>(64);
     let acceptor = {
@@ -827,11 +933,17 @@ pub async fn run_inference_server(
         tokio::spawn(accept_loop(
             endpoint.clone(),
             config.transport.clone(),
-            move |conn| {
+            config.strangers,
+            move |pending| {
                 let (ctx, unregistered, tx) =
                     (Arc::clone(&ctx), Arc::clone(&unregistered), tx.clone());
                 async move {
-                    match handshake(conn, &ctx).await {
+                    let Some((conn, slot)) = pending.connect().await else {
+                        return;
+                    };
+                    let outcome = handshake(conn, &ctx).await;
+                    drop(slot);
+                    match outcome {
                         Handshake::Joined(j) => {
                             if let Err(mpsc::error::SendError(j)) = tx.send(j).await {
                                 j.conn.close(CLOSE_REFUSED.into(), b"server shutting down");

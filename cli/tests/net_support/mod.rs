@@ -28,6 +28,13 @@ pub fn gelunet() -> Command {
     c
 }
 
+/// Spawns `gelunet ARGS` as a child named `name` (killed on drop).
+pub fn run(name: &str, args: &[&str]) -> Proc {
+    let mut cmd = gelunet();
+    cmd.args(args);
+    Proc::spawn(name, cmd)
+}
+
 /// Runs `cmd` to its end and returns its output; fails the test, showing its stderr,
 /// unless it exited successfully.
 pub fn output_ok(cmd: &mut Command) -> Output {
