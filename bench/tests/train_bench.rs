@@ -47,12 +47,18 @@ fn train_bench_reports_a_consistent_split() {
         assert!(has("server", "ForwardRequest"));
         assert!(has("server", "BackwardRequest"));
         assert!(has("client", "ForwardResponse"));
-        let update = if protocol == Protocol::V2 {
-            "PlainUpdate"
+        // Multi-iteration sessions send updates, the last iteration ends the session.
+        let (update, last) = if protocol == Protocol::V2 {
+            ("PlainUpdate", "Rollover")
         } else {
-            "MaskedUpdate"
+            ("MaskedUpdate", "FinalUpdate")
         };
-        assert!(has("server", update), "{:?}", r.split);
+        assert!(has("server", last), "{:?}", r.split);
+        assert!(
+            r.iterations == r.sessions || has("server", update),
+            "{:?}",
+            r.split
+        );
         // The parties take turns: their handlers never add up to more than the wall time.
         let server: f64 = r
             .split
