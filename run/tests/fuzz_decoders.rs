@@ -26,7 +26,7 @@ use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::messages::{ClientHello, ClientMessage, PublicModulus, ServerMessage};
 use gelunet_protocol::{Activation, FixedModel, ModelSpec, Scales};
 use gelunet_run::{
-    load_v2_state, parse_credential, save_v2_state, ListenOptions, ModelCard, ModelFile,
+    load_v2_state, parse_credential, save_v2_state, DataCard, ListenOptions, ModelCard, ModelFile,
 };
 use gelunet_server::{Server, ServerConfig};
 use proptest::collection::vec;
@@ -179,13 +179,15 @@ fn model_file_bytes() -> &'static Vec<u8> {
         let file = ModelFile {
             model,
             scales,
-            mean: vec![0.5; 4],
-            std: vec![2.0; 4],
-            class_names: vec!["no".into(), "yes".into()],
-            feature_names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-            dataset: "toy".into(),
-            split_seed: 1,
-            test_fraction: 0.2,
+            data: DataCard {
+                mean: vec![0.5; 4],
+                std: vec![2.0; 4],
+                class_names: vec!["no".into(), "yes".into()],
+                feature_names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+                dataset: "toy".into(),
+                split_seed: 1,
+                test_fraction: 0.2,
+            },
         };
         let dir = scratch();
         let path = dir.join("model.bin");
