@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use gelunet_datasets::{
-    load_by_name, parse_client_shares, resolve_data_dir, split_clients, standardize_train_test,
-    CsvOptions, Dataset, LoadOptions, MnistOptions, Standardizer,
+    load_by_name_with_source, parse_client_shares, resolve_data_dir, split_clients,
+    standardize_train_test, CsvOptions, DataSource, Dataset, LoadOptions, MnistOptions,
+    Standardizer,
 };
 
 use crate::{Result, RunError};
@@ -61,6 +62,8 @@ pub struct Prepared {
     pub standardizer: Standardizer,
     /// The clients' shares of `train`.
     pub shares: Vec<Dataset>,
+    /// Where the data came from (a file, or the built-in copy).
+    pub source: DataSource,
 }
 
 /// A seed derived from `seed` and a label (SplitMix64 finalizer): the schedule seed
@@ -129,10 +132,26 @@ impl DataOptions {
     /// [`RunError::InvalidOption`] without a dataset; [`RunError::Dataset`] (a missing
     /// file names the file and how to get it).
     pub fn load_split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        self.load_split_with_source(test_fraction, seed)
+            .map(|(train, test, _)| (train, test))
+    }
+
+    /// [`DataOptions::load_split`], and where the data came from (Iris, Pima and
+    /// kr-vs-kp fall back to their built-in copies when the data directory does not hold
+    /// them, `gelunet_datasets::load_by_name_with_source`).
+    ///
+    /// # Errors
+    /// As [`DataOptions::load_split`].
+    pub fn load_split_with_source(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<(Dataset, Dataset, DataSource)> {
         let name = self.name()?;
         let dir = resolve_data_dir(self.data_dir.as_deref());
-        let loaded = load_by_name(name, &dir, &self.load_options())?;
-        Ok(loaded.into_train_test(test_fraction, seed)?)
+        let (loaded, source) = load_by_name_with_source(name, &dir, &self.load_options())?;
+        let (train, test) = loaded.into_train_test(test_fraction, seed)?;
+        Ok((train, test, source))
     }
 
     /// Loads, splits (stratified, `seed`), standardizes on the training split, and splits
@@ -150,7 +169,7 @@ impl DataOptions {
                 format!("{}: must be in [0, 1)", self.test_fraction),
             ));
         }
-        let (train, test) = self.load_split(self.test_fraction, seed)?;
+        let (train, test, source) = self.load_split_with_source(self.test_fraction, seed)?;
         let (train, test, standardizer) = standardize_train_test(&train, &test)?;
         let shares = split_clients(&train, clients, shares, derive_seed(seed, 0x5ba2e))?;
         Ok(Prepared {
@@ -159,6 +178,7 @@ impl DataOptions {
             test,
             standardizer,
             shares,
+            source,
         })
     }
 }

@@ -20,6 +20,7 @@ use gelunet_shell::server::{
 use tokio::sync::mpsc;
 
 use crate::data::{client_name, client_seed, DataOptions, Prepared};
+use crate::defaults::DEFAULT_TRAIN_DATASET;
 use crate::endpoint::{loopback_endpoint, random_token, runtime, NetOptions};
 use crate::keys::KeyOptions;
 use crate::model::ModelOptions;
@@ -54,7 +55,7 @@ impl OutputOptions {
 /// The configuration of `gelunet train` and `gelunet train --plaintext`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainConfig {
-    /// The dataset (required).
+    /// The dataset ([`DEFAULT_TRAIN_DATASET`] when none is given).
     pub data: DataOptions,
     /// Number of clients K (at least 1).
     pub clients: usize,
@@ -72,23 +73,52 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// Checks every option (the stop rule and the key size before any key is generated),
-    /// prepares the data and the server role's configuration: `(rule, prepared, cfg)`.
-    fn setup(&self) -> Result<(StopRule, Prepared, ServerConfig)> {
-        let rule = self.model.validate()?;
+    /// prepares the data, fills the defaults ([`ModelOptions::resolve`]) and builds the
+    /// server role's configuration.
+    fn setup(&self) -> Result<Setup> {
+        self.model.validate()?;
         self.keys.validate()?;
         self.net.transport()?;
         if self.clients == 0 {
             return Err(RunError::option("--clients", "must be at least 1"));
         }
+        let mut data = self.data.clone();
+        let mut defaults_used = Vec::new();
+        if data.dataset.is_none() {
+            data.dataset = Some(DEFAULT_TRAIN_DATASET.to_string());
+            defaults_used.push(format!("dataset {DEFAULT_TRAIN_DATASET}"));
+        }
         let prepared =
-            self.data
-                .prepare(self.clients, self.client_shares.as_deref(), self.model.seed)?;
-        let spec = self
+            data.prepare(self.clients, self.client_shares.as_deref(), self.model.seed)?;
+        let shape = (prepared.train.n_features(), prepared.train.n_classes());
+        let (model, notes) = self
             .model
-            .spec(prepared.train.n_features(), prepared.train.n_classes())?;
-        let cfg = self.model.server_config(spec, &self.keys);
-        Ok((rule, prepared, cfg))
+            .resolve(data.dataset.as_deref(), shape, &self.keys)?;
+        defaults_used.extend(notes);
+        let rule = model.validate()?;
+        let cfg = model.server_config(model.spec(shape.0, shape.1)?, &self.keys);
+        Ok(Setup {
+            rule,
+            prepared,
+            cfg,
+            model,
+            defaults_used,
+        })
     }
+}
+
+/// What [`TrainConfig::setup`] gives.
+struct Setup {
+    /// The stop rule of the resolved options.
+    rule: StopRule,
+    /// The data.
+    prepared: Prepared,
+    /// The server role's configuration.
+    cfg: ServerConfig,
+    /// The model options with every default filled.
+    model: ModelOptions,
+    /// One note per default used.
+    defaults_used: Vec<String>,
 }
 
 /// A finished training run, for [`TrainConfig::conclude`].
@@ -115,7 +145,9 @@ impl TrainConfig {
     /// The end of `train` and `train --plaintext`: writes the model where `--model-out`
     /// asks (with the split of `prepared`) and builds the report (written by
     /// [`OutputOptions::finish`]).
-    fn conclude(&self, prepared: &Prepared, scales: Scales, t: Trained<'_>) -> Result<TrainReport> {
+    fn conclude(&self, setup: &Setup, t: Trained<'_>) -> Result<TrainReport> {
+        let prepared = &setup.prepared;
+        let scales = setup.cfg.scales;
         if let Some(path) = &self.output.model_out {
             save_model(
                 path,
@@ -127,14 +159,14 @@ impl TrainConfig {
         }
         Ok(build_report(ReportInput {
             command: t.command,
-            dataset: Some(prepared.name.clone()),
-            model: &self.model,
+            prepared: Some(prepared),
+            defaults_used: setup.defaults_used.clone(),
+            model: &setup.model,
             keys: &self.keys,
             log: t.log,
             eval: t.eval,
             wall: t.started.elapsed(),
             keygen: t.keygen,
-            test_samples: prepared.test.n_samples(),
             parties: t.parties,
             randomness: t.randomness,
         }))
@@ -193,7 +225,8 @@ pub(crate) fn save_model(
 /// (before any key is generated); data, key-generation, role, transport and file errors.
 pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let (rule, prepared, cfg) = c.setup()?;
+    let setup = c.setup()?;
+    let (rule, prepared, cfg) = (&setup.rule, &setup.prepared, &setup.cfg);
     let transport = c.net.transport()?;
     let t_keys = Instant::now();
     // Protocol v2 has no server key pair for training.
@@ -294,7 +327,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         let d = quantize(&prepared.shares[k], cfg.spec.classes(), &cfg.scales).ok()?;
         Some((d, client_seed(c.model.seed, k)))
     };
-    let eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
+    let eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
     let mut parties = vec![server_party(&log)];
     for (k, s) in client_stats.iter().enumerate() {
         let cl = log.clients.iter().find(|cl| cl.name == client_name(k));
@@ -308,8 +341,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         });
     }
     let report = c.conclude(
-        &prepared,
-        cfg.scales,
+        &setup,
         Trained {
             command: "train",
             model: &model,
@@ -336,7 +368,8 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
 /// data, scheduler, reference and file errors.
 pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let (rule, prepared, cfg) = c.setup()?;
+    let setup = c.setup()?;
+    let (rule, prepared, cfg) = (&setup.rule, &setup.prepared, &setup.cfg);
     let mut scheduler = Scheduler::new(
         cfg.policy,
         &cfg.spec,
@@ -417,7 +450,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         &cfg.spec,
         cfg.scales,
         cfg.model_seed,
-        crate::report::eta(&cfg)?,
+        crate::report::eta(cfg)?,
         cfg.batch_size,
         &log,
         share_of,
@@ -426,11 +459,10 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         reason: "plaintext reference: no client data".into(),
     })?;
     log.training_time = t0.elapsed();
-    let mut eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
+    let mut eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
     eval.diff = None;
     let mut report = c.conclude(
-        &prepared,
-        cfg.scales,
+        &setup,
         Trained {
             command: "train --plaintext",
             model: &model,
