@@ -8,8 +8,7 @@ mod net_support;
 use std::process::Command;
 use std::time::Duration;
 
-use gelunet_datasets::{load_by_name, LoadOptions};
-use net_support::{data_dir, gelunet, read_json, Proc, TempDir, TEST_KEYS};
+use net_support::{gelunet, iris_test_rows_csv, read_json, Proc, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -84,18 +83,8 @@ fn infer_on_an_unlabeled_csv_matches_infer_on_the_same_rows() {
     });
     p.expect_success(3 * MIN);
     // The raw test rows of the model's split (seed 4, 20%), with a header.
-    let (_, test) = load_by_name("iris", &data_dir(), &LoadOptions::default())
-        .unwrap()
-        .into_train_test(0.2, 4)
-        .unwrap();
-    let mut csv = test.feature_names.join(",") + "\n";
-    for row in test.features.rows() {
-        let fields: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-        csv.push_str(&fields.join(","));
-        csv.push('\n');
-    }
     let input = dir.join("new.csv");
-    std::fs::write(&input, &csv).unwrap();
+    std::fs::write(&input, iris_test_rows_csv(4)).unwrap();
     let infer = |name: &str, what: &[&str], output: &std::path::Path| {
         let mut c = gelunet();
         c.args(["infer", "--model", model.to_str().unwrap(), "--batch", "8"])

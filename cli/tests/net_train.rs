@@ -347,7 +347,7 @@ fn remote_inference_matches_local_inference() {
             "--client",
             "reader:s3cret",
             "--max-connections",
-            "1",
+            "2",
             "--quiet",
         ])
         .args(TEST_KEYS);
@@ -398,11 +398,30 @@ fn remote_inference_matches_local_inference() {
         "{}",
         p.stderr()
     );
-    // The real client; the server stops after serving it.
+    // The real client, then the same rows unlabeled (`--input`); the server stops after
+    // serving both.
     let report = dir.join("remote.json");
     let mut p = remote("remote infer", "s3cret", &card, &report);
     p.expect_success(2 * MIN);
+    let input = dir.join("new.csv");
+    std::fs::write(&input, net_support::iris_test_rows_csv(7)).unwrap();
+    let predictions = dir.join("remote-predictions.json");
+    let mut p = run(
+        "remote infer --input",
+        &[
+            &["infer", "--server", addr, "--server-cert"][..],
+            &[state.join("cert.der").to_str().unwrap()],
+            &["--model-card", card.to_str().unwrap()],
+            &["--name", "reader", "--token", "s3cret", "--quiet"],
+            &["--input", input.to_str().unwrap()],
+            &["--output", predictions.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(2 * MIN);
     server.expect_success(MIN);
+    let unlabeled = read_json(&predictions);
     let r = read_json(&report);
     assert_eq!(r["samples"], 30);
     assert!(
@@ -410,4 +429,11 @@ fn remote_inference_matches_local_inference() {
         "the remote client has no weights"
     );
     assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
+    // The unlabeled rows get the classes of the labelled test split, row for row.
+    let classes = unlabeled["classes"].as_array().unwrap();
+    let rows = unlabeled["predictions"].as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    for (row, p) in rows.iter().zip(r["predictions"].as_array().unwrap()) {
+        assert_eq!(row["class"], classes[p.as_u64().unwrap() as usize], "{row}");
+    }
 }
