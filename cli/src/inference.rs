@@ -48,6 +48,16 @@ pub struct InferArgs {
     token_file: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+    /// Classify the unlabeled samples of this CSV file instead of a dataset split: one row
+    /// per sample, the model's input features as columns (for iris and pima the training
+    /// file's columns without the class; an optional header must name them, as the model
+    /// card's feature_names do), raw values (the model card's standardization is applied).
+    #[arg(long, conflicts_with = "dataset")]
+    input: Option<PathBuf>,
+    /// Write each sample's predicted class name and class probabilities here (.csv or
+    /// .json).
+    #[arg(long)]
+    output: Option<PathBuf>,
     /// Which samples to classify.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
@@ -119,6 +129,8 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
     let config = InferConfig {
         target,
         data: args.data.options(),
+        input: args.input,
+        output: args.output,
         split: match args.split {
             SplitArg::Test => Split::Test,
             SplitArg::Train => Split::Train,

@@ -13,7 +13,9 @@ use gelunet_run::{
 /// Where the data comes from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
-    /// Dataset: iris, pima, kr-vs-kp, mnist, or csv:PATH.
+    /// Dataset: iris (train's default), pima, kr-vs-kp, mnist, or csv:PATH. Iris, Pima
+    /// and kr-vs-kp are built in and used when the data directory does not hold them;
+    /// MNIST comes from scripts/fetch-datasets.sh.
     #[arg(long)]
     pub dataset: Option<String>,
     /// Data directory (default: $GELUNET_DATA_DIR, else ./data).
@@ -117,21 +119,22 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = ActivationArg::Sigmoid)]
     pub activation: ActivationArg,
     /// Stop once the completed sessions have processed this many epochs (an epoch: as
-    /// many samples as the clients hold together) [default: 1 when --sessions is not
-    /// given]. With --sessions too, training stops at whichever limit comes first. 0 is
-    /// refused.
+    /// many samples as the clients hold together) [default: per dataset, see below, when
+    /// --sessions is not given]. With --sessions too, training stops at whichever limit
+    /// comes first. 0 is refused.
     #[arg(long)]
     pub epochs: Option<u32>,
     /// Stop after this many completed sessions (alone: no epoch limit; with --epochs:
     /// whichever limit comes first). 0 is refused.
     #[arg(long)]
     pub sessions: Option<u64>,
-    /// Mini-batch size B (sessions have d·B ≤ the smallest fan-in samples).
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
-    /// Learning rate η.
-    #[arg(long, default_value_t = 0.5)]
-    pub lr: f64,
+    /// Mini-batch size B (sessions have d·B ≤ the smallest fan-in samples) [default: the
+    /// largest the session bound and the packing allow].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate η [default: per dataset, see below].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Gradient mask.
     #[arg(long, value_enum, default_value_t = MaskArg::Statistical)]
     pub mask: MaskArg,

@@ -28,7 +28,7 @@ reference: the masks are then known to the server, and both reports say \
 
 /// Arguments of `gelunet train`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = TRAIN_RANDOMNESS_HELP)]
+#[command(after_help = format!("{}\n\n{TRAIN_RANDOMNESS_HELP}", gelunet_run::DEFAULTS_HELP))]
 pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
@@ -51,7 +51,7 @@ pub struct TrainArgs {
 
 /// Arguments of `gelunet serve`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = JOIN_RANDOMNESS_HELP)]
+#[command(after_help = format!("{}\n\n{JOIN_RANDOMNESS_HELP}", gelunet_run::DEFAULTS_HELP))]
 pub struct ServeArgs {
     #[command(flatten)]
     endpoint: ListenArgs,

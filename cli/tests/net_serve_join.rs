@@ -288,7 +288,14 @@ fn client_killed_mid_training_leaves_the_model_exact() {
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
             &["--insecure-reproducible"],
-            &["--sessions", "12", "--idle-timeout", "3"],
+            &[
+                "--sessions",
+                "12",
+                "--idle-timeout",
+                "3",
+                "--batch-size",
+                "1",
+            ],
             &["--report", report.to_str().unwrap()],
             &["--model-out", model.to_str().unwrap()],
         ]
@@ -391,7 +398,14 @@ fn killed_client_rejoins_with_its_key_file() {
             &TEST_KEYS[..],
             &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
             &["--insecure-reproducible"],
-            &["--sessions", "12", "--idle-timeout", "3"],
+            &[
+                "--sessions",
+                "12",
+                "--idle-timeout",
+                "3",
+                "--batch-size",
+                "1",
+            ],
             &["--report", report.to_str().unwrap()],
         ]
         .concat(),

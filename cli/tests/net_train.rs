@@ -23,6 +23,8 @@ fn train_in_process_reports_an_exact_run() {
         &[
             &["train", "--dataset", "iris", "--clients", "3"][..],
             &["--client-shares", "0.5,0.3,0.2", "--quiet"],
+            // The defaults before per-dataset ones existed: one quick epoch.
+            &["--epochs", "1", "--batch-size", "1", "--lr", "0.5"],
             &TEST_KEYS[..],
             &["--report", report.to_str().unwrap()],
             &["--model-out", model.to_str().unwrap()],
@@ -131,9 +133,10 @@ fn masks_and_the_plaintext_mode_train_the_same_model() {
     );
 }
 
-/// A missing data directory names the file and how to get it; non-zero exit.
+/// MNIST (not built in) missing from the data directory names the file and how to get
+/// it; non-zero exit.
 #[test]
-fn missing_data_directory_is_a_clear_error() {
+fn missing_mnist_is_a_clear_error() {
     let dir = TempDir::new("nodata");
     let missing = dir.join("no-such-dir");
     let mut p = run(
@@ -142,7 +145,7 @@ fn missing_data_directory_is_a_clear_error() {
             &[
                 "train",
                 "--dataset",
-                "iris",
+                "mnist",
                 "--data-dir",
                 missing.to_str().unwrap(),
             ][..],
@@ -152,8 +155,9 @@ fn missing_data_directory_is_a_clear_error() {
     );
     assert!(!p.wait(MIN).success());
     let err = p.stderr();
-    assert!(err.contains("iris.data"), "{err}");
+    assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
     assert!(err.contains("fetch-datasets"), "{err}");
+    assert!(err.contains("--mirror"), "{err}");
 }
 
 /// Bad option values are refused before any work.
@@ -338,7 +342,7 @@ fn remote_inference_matches_local_inference() {
             "--client",
             "reader:s3cret",
             "--max-connections",
-            "1",
+            "2",
             "--quiet",
         ])
         .args(TEST_KEYS);
@@ -389,11 +393,30 @@ fn remote_inference_matches_local_inference() {
         "{}",
         p.stderr()
     );
-    // The real client; the server stops after serving it.
+    // The real client, then the same rows unlabeled (`--input`); the server stops after
+    // serving both.
     let report = dir.join("remote.json");
     let mut p = remote("remote infer", "s3cret", &card, &report);
     p.expect_success(2 * MIN);
+    let input = dir.join("new.csv");
+    std::fs::write(&input, net_support::iris_test_rows_csv(7)).unwrap();
+    let predictions = dir.join("remote-predictions.json");
+    let mut p = run(
+        "remote infer --input",
+        &[
+            &["infer", "--server", addr, "--server-cert"][..],
+            &[state.join("cert.der").to_str().unwrap()],
+            &["--model-card", card.to_str().unwrap()],
+            &["--name", "reader", "--token", "s3cret", "--quiet"],
+            &["--input", input.to_str().unwrap()],
+            &["--output", predictions.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(2 * MIN);
     server.expect_success(MIN);
+    let unlabeled = read_json(&predictions);
     let r = read_json(&report);
     assert_eq!(r["samples"], 30);
     assert!(
@@ -401,6 +424,13 @@ fn remote_inference_matches_local_inference() {
         "the remote client has no weights"
     );
     assert_eq!(r["accuracy"], train["test_accuracy"], "{r}\n{train}");
+    // The unlabeled rows get the classes of the labelled test split, row for row.
+    let classes = unlabeled["classes"].as_array().unwrap();
+    let rows = unlabeled["predictions"].as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    for (row, p) in rows.iter().zip(r["predictions"].as_array().unwrap()) {
+        assert_eq!(row["class"], classes[p.as_u64().unwrap() as usize], "{row}");
+    }
 }
 
 /// `--plot DIR` writes the loss and accuracy figures (valid PNG), and off a terminal the

@@ -134,6 +134,10 @@ fn help_states_the_stop_rule() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout).replace(char::is_whitespace, " ");
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(help.contains("1 when --sessions is not given"), "{help}");
+    assert!(
+        help.contains("per dataset, see below, when --sessions is not given"),
+        "{help}"
+    );
+    assert!(help.contains("iris 8 epochs, --lr 0.2"), "{help}");
     assert!(help.contains("whichever limit comes first"), "{help}");
 }

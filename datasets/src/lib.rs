@@ -11,7 +11,12 @@
 //! | `kr-vs-kp` | [`load_kr_vs_kp`] | 3196 × 38 (one-hot) | 2 (1527 nowin / 1669 won) |
 //! | `mnist` | [`load_mnist`] | 60000 + 10000 × 784, pixels in `[0, 1]` | 10 |
 //!
-//! plus any CSV file through [`load_csv`]. Every loader returns a [`Dataset`]
+//! plus any CSV file through [`load_csv`]. Iris, Pima and kr-vs-kp are also built into
+//! the crate ([`EMBEDDED_FILES`], the original UCI files, SHA-256-checked):
+//! [`load_by_name`] uses them when the data directory does not hold the file, so a
+//! fresh checkout needs no data step for them; MNIST comes from
+//! `scripts/fetch-datasets.sh` (or `--mirror DIR`). Unlabeled samples for inference are
+//! read by [`load_unlabeled_csv`]. Every loader returns a [`Dataset`]
 //! (features as an `ndarray::Array2<f64>` with one row per sample, labels as
 //! class indices). Features are returned unscaled (except MNIST pixels, scaled
 //! to `[0, 1]`); use [`Standardizer`] fitted on the training split.
@@ -28,6 +33,7 @@
 //! reproducible. All errors are [`DatasetError`]; nothing panics on bad input.
 
 mod dataset;
+mod embedded;
 mod error;
 mod mnist;
 mod registry;
@@ -35,16 +41,18 @@ mod split;
 mod standardize;
 mod tabular;
 mod uci;
+mod unlabeled;
 
 pub use dataset::Dataset;
+pub use embedded::{embedded_file, EmbeddedFile, EMBEDDED_FILES};
 pub use error::{DatasetError, Result, FETCH_HINT};
 pub use mnist::{
     load_mnist, read_idx_header, IdxHeader, Mnist, MnistOptions, IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC, MNIST_TEST_IMAGES, MNIST_TEST_LABELS, MNIST_TRAIN_IMAGES, MNIST_TRAIN_LABELS,
 };
 pub use registry::{
-    load_by_name, resolve_data_dir, workspace_data_dir, LoadOptions, Loaded, DATASET_NAMES,
-    DATA_DIR_ENV, DEFAULT_DATA_DIR,
+    load_by_name, load_by_name_with_source, resolve_data_dir, workspace_data_dir, DataSource,
+    LoadOptions, Loaded, DATASET_NAMES, DATA_DIR_ENV, DEFAULT_DATA_DIR, MNIST_HINT,
 };
 pub use split::{
     client_split_indices, parse_client_shares, split_clients, stratified_split,
@@ -55,3 +63,4 @@ pub use standardize::{
 };
 pub use tabular::{load_csv, CsvOptions};
 pub use uci::{load_iris, load_kr_vs_kp, load_pima, IRIS_FILE, KR_VS_KP_FILE, PIMA_FILE};
+pub use unlabeled::load_unlabeled_csv;

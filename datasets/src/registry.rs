@@ -3,12 +3,45 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
+use crate::embedded::{embedded_file, EmbeddedFile};
 use crate::error::{DatasetError, Result};
 use crate::mnist::{load_mnist, MnistOptions};
 use crate::split::stratified_split;
 use crate::standardize::{standardize_train_test, Standardizer};
 use crate::tabular::{load_csv, CsvOptions};
-use crate::uci::{load_iris, load_kr_vs_kp, load_pima};
+use crate::uci::{iris, kr_vs_kp, pima, Text};
+
+/// How to get MNIST, the one dataset that is not embedded (appended to its
+/// [`DatasetError::MissingFile`]).
+pub const MNIST_HINT: &str = "MNIST is not built in (55 MB): download it with \
+scripts/fetch-datasets.sh, or copy it from a local mirror with \
+scripts/fetch-datasets.sh --mirror DIR; then pass --data-dir / set GELUNET_DATA_DIR if it \
+is not ./data";
+
+/// Where [`load_by_name_with_source`] found a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataSource {
+    /// Read from this file (or, for MNIST, this directory).
+    File(PathBuf),
+    /// The copy built into this crate ([`crate::EMBEDDED_FILES`]), because the data
+    /// directory does not hold the file.
+    Embedded(&'static EmbeddedFile),
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Embedded(e) => write!(
+                f,
+                "built-in copy of {} (sha256 {}…; no data directory holds it)",
+                e.file,
+                &e.sha256[..12]
+            ),
+        }
+    }
+}
 
 /// Environment variable naming the data directory.
 pub const DATA_DIR_ENV: &str = "GELUNET_DATA_DIR";
@@ -117,7 +150,21 @@ impl Loaded {
 }
 
 /// Loads a dataset by name from `data_dir` (laid out as `iris/`,
-/// `pima-diabetes/`, `kr-vs-kp/`, `mnist/`).
+/// `pima-diabetes/`, `kr-vs-kp/`, `mnist/`); [`load_by_name_with_source`] without the
+/// source.
+///
+/// # Errors
+/// As [`load_by_name_with_source`].
+pub fn load_by_name(name: &str, data_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
+    load_by_name_with_source(name, data_dir, opts).map(|(loaded, _)| loaded)
+}
+
+/// Loads a dataset by name from `data_dir` and says where it came from.
+///
+/// Iris, Pima and kr-vs-kp fall back to their built-in copies
+/// ([`crate::EMBEDDED_FILES`], SHA-256-checked) when `data_dir` does not hold their
+/// file; a file that is there but malformed is an error, not a fallback. MNIST and CSV
+/// files are only read from disk.
 ///
 /// Names (case-insensitive): `iris`, `pima` (also `diabetes`,
 /// `pima-diabetes`), `kr-vs-kp` (also `krkp`, `chess`), `mnist`, or
@@ -129,8 +176,12 @@ impl Loaded {
 /// [`DatasetError::UnknownDataset`] for any other name,
 /// [`DatasetError::BadOption`] for `csv:` with an empty path, and whatever the
 /// selected loader returns ([`DatasetError::MissingFile`] naming the absent
-/// file, [`DatasetError::Malformed`], ...).
-pub fn load_by_name(name: &str, data_dir: &Path, opts: &LoadOptions) -> Result<Loaded> {
+/// file, with [`MNIST_HINT`] for MNIST; [`DatasetError::Malformed`], ...).
+pub fn load_by_name_with_source(
+    name: &str,
+    data_dir: &Path,
+    opts: &LoadOptions,
+) -> Result<(Loaded, DataSource)> {
     if let Some(rest) = name.strip_prefix("csv:") {
         if rest.is_empty() {
             return Err(DatasetError::bad_option(
@@ -144,21 +195,46 @@ pub fn load_by_name(name: &str, data_dir: &Path, opts: &LoadOptions) -> Result<L
         } else {
             given
         };
-        return load_csv(&path, &opts.csv).map(Loaded::Single);
+        let ds = load_csv(&path, &opts.csv)?;
+        return Ok((Loaded::Single(ds), DataSource::File(path)));
     }
-    match name.trim().to_ascii_lowercase().as_str() {
-        "iris" => load_iris(data_dir).map(Loaded::Single),
-        "pima" | "diabetes" | "pima-diabetes" => load_pima(data_dir).map(Loaded::Single),
-        "kr-vs-kp" | "krkp" | "chess" => load_kr_vs_kp(data_dir).map(Loaded::Single),
+    type Loader = fn(Text<'_>) -> Result<Dataset>;
+    let (canonical, loader): (&str, Loader) = match name.trim().to_ascii_lowercase().as_str() {
+        "iris" => ("iris", iris),
+        "pima" | "diabetes" | "pima-diabetes" => ("pima", pima),
+        "kr-vs-kp" | "krkp" | "chess" => ("kr-vs-kp", kr_vs_kp),
         "mnist" => {
-            let m = load_mnist(data_dir, opts.mnist)?;
-            Ok(Loaded::PreSplit {
+            let m = load_mnist(data_dir, opts.mnist).map_err(|e| match e {
+                DatasetError::MissingFile { path, hint } => DatasetError::MissingFile {
+                    path,
+                    hint: format!("{MNIST_HINT} ({hint})"),
+                },
+                other => other,
+            })?;
+            let loaded = Loaded::PreSplit {
                 train: m.train,
                 test: m.test,
+            };
+            return Ok((loaded, DataSource::File(data_dir.join("mnist"))));
+        }
+        _ => {
+            return Err(DatasetError::UnknownDataset {
+                name: name.to_owned(),
             })
         }
-        _ => Err(DatasetError::UnknownDataset {
+    };
+    let Some(embedded) = embedded_file(canonical) else {
+        return Err(DatasetError::UnknownDataset {
             name: name.to_owned(),
-        }),
+        });
+    };
+    let path = data_dir.join(embedded.file);
+    match loader((&path, None)) {
+        Ok(ds) => Ok((Loaded::Single(ds), DataSource::File(path))),
+        Err(DatasetError::MissingFile { .. }) => {
+            let ds = loader((&embedded.label(), Some(embedded.bytes()?)))?;
+            Ok((Loaded::Single(ds), DataSource::Embedded(embedded)))
+        }
+        Err(e) => Err(e),
     }
 }

@@ -22,12 +22,25 @@ pub(crate) type Row = (usize, Vec<String>);
 /// UTF-8 or unparsable quoting.
 pub(crate) fn read_rows(path: &Path, delimiter: u8, hint: &str) -> Result<Vec<Row>> {
     let file = open_file(path, hint)?;
+    parse_rows(std::io::BufReader::new(file), path, delimiter)
+}
+
+/// [`read_rows`] on text already in memory (the embedded datasets); `path` names it in
+/// errors.
+///
+/// # Errors
+/// As [`read_rows`], without the missing-file case.
+pub(crate) fn read_rows_from(bytes: &[u8], path: &Path, delimiter: u8) -> Result<Vec<Row>> {
+    parse_rows(bytes, path, delimiter)
+}
+
+fn parse_rows(input: impl std::io::Read, path: &Path, delimiter: u8) -> Result<Vec<Row>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(input);
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {

@@ -6,7 +6,7 @@ use ndarray::Array2;
 
 use crate::dataset::Dataset;
 use crate::error::{DatasetError, Result, FETCH_HINT};
-use crate::tabular::{check_field_count, parse_number, read_rows, Row};
+use crate::tabular::{check_field_count, parse_number, read_rows, read_rows_from, Row};
 
 /// Path of the Iris file relative to the data directory.
 pub const IRIS_FILE: &str = "iris/iris.data";
@@ -103,13 +103,13 @@ fn to_array(path: &Path, rows: usize, cols: usize, values: Vec<f64>) -> Result<A
 /// row's `feature_names.len()` feature values and returns its class index into
 /// `classes`.
 fn load_table(
-    path: &Path,
+    (path, bytes): Text<'_>,
     (name, file_fields): (&str, usize),
     feature_names: Vec<String>,
     classes: Vec<String>,
     mut row: impl FnMut(usize, &[String], &mut Vec<f64>) -> Result<usize>,
 ) -> Result<Dataset> {
-    let rows = read_checked(path, file_fields)?;
+    let rows = read_checked((path, bytes), file_fields)?;
     let width = feature_names.len();
     let mut values = Vec::with_capacity(rows.len() * width);
     let mut labels = Vec::with_capacity(rows.len());
@@ -136,8 +136,15 @@ fn named_class(
     })
 }
 
-fn read_checked(path: &Path, fields: usize) -> Result<Vec<Row>> {
-    let rows = read_rows(path, b',', FETCH_HINT)?;
+/// A dataset file: its path (named in errors) and, for an embedded copy, its bytes
+/// (`None`: read the file).
+pub(crate) type Text<'a> = (&'a Path, Option<&'a [u8]>);
+
+fn read_checked((path, bytes): Text<'_>, fields: usize) -> Result<Vec<Row>> {
+    let rows = match bytes {
+        Some(b) => read_rows_from(b, path, b',')?,
+        None => read_rows(path, b',', FETCH_HINT)?,
+    };
     if rows.is_empty() {
         return Err(DatasetError::malformed(path, 0, "file has no data rows"));
     }
@@ -158,17 +165,22 @@ fn read_checked(path: &Path, fields: usize) -> Result<Vec<Row>> {
 /// for a row without 5 fields, a non-numeric measurement or an unknown class;
 /// [`DatasetError::Io`] on read errors.
 pub fn load_iris(data_dir: &Path) -> Result<Dataset> {
-    let path = data_dir.join(IRIS_FILE);
+    iris((&data_dir.join(IRIS_FILE), None))
+}
+
+/// [`load_iris`] on the file `text`.
+pub(crate) fn iris(text: Text<'_>) -> Result<Dataset> {
+    let path = text.0;
     load_table(
-        &path,
+        text,
         ("iris", 5),
         to_strings(&IRIS_FEATURES),
         to_strings(&IRIS_CLASSES),
         |line, fields, values| {
             for (j, name) in IRIS_FEATURES.iter().enumerate() {
-                values.push(numeric_field(&path, line, fields, j, name)?);
+                values.push(numeric_field(path, line, fields, j, name)?);
             }
-            named_class(&path, line, &fields[4], &IRIS_CLASSES, "iris")
+            named_class(path, line, &fields[4], &IRIS_CLASSES, "iris")
         },
     )
 }
@@ -188,24 +200,29 @@ pub fn load_iris(data_dir: &Path) -> Result<Dataset> {
 /// for a row without 9 fields, a non-numeric value or a class other than 0/1;
 /// [`DatasetError::Io`] on read errors.
 pub fn load_pima(data_dir: &Path) -> Result<Dataset> {
-    let path = data_dir.join(PIMA_FILE);
+    pima((&data_dir.join(PIMA_FILE), None))
+}
+
+/// [`load_pima`] on the file `text`.
+pub(crate) fn pima(text: Text<'_>) -> Result<Dataset> {
+    let path = text.0;
     load_table(
-        &path,
+        text,
         ("pima", 9),
         to_strings(&PIMA_FEATURES),
         to_strings(&["0", "1"]),
         |line, fields, values| {
             for (j, name) in PIMA_FEATURES.iter().enumerate() {
-                values.push(numeric_field(&path, line, fields, j, name)?);
+                values.push(numeric_field(path, line, fields, j, name)?);
             }
-            let class = numeric_field(&path, line, fields, 8, "class")?;
+            let class = numeric_field(path, line, fields, 8, "class")?;
             if class == 0.0 {
                 Ok(0)
             } else if class == 1.0 {
                 Ok(1)
             } else {
                 Err(DatasetError::malformed(
-                    &path,
+                    path,
                     line,
                     format!("class must be 0 or 1, found {:?}", fields[8]),
                 ))
@@ -229,7 +246,12 @@ pub fn load_pima(data_dir: &Path) -> Result<Dataset> {
 /// for a row without 37 fields, a value outside an attribute's domain or an
 /// unknown class; [`DatasetError::Io`] on read errors.
 pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
-    let path = data_dir.join(KR_VS_KP_FILE);
+    kr_vs_kp((&data_dir.join(KR_VS_KP_FILE), None))
+}
+
+/// [`load_kr_vs_kp`] on the file `text`.
+pub(crate) fn kr_vs_kp(text: Text<'_>) -> Result<Dataset> {
+    let path = text.0;
     let mut feature_names = Vec::new();
     for (name, domain) in KR_VS_KP_ATTRS {
         if domain.len() == 2 {
@@ -239,7 +261,7 @@ pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
         }
     }
     load_table(
-        &path,
+        text,
         ("kr-vs-kp", KR_VS_KP_ATTRS.len() + 1),
         feature_names,
         to_strings(&KR_VS_KP_CLASSES),
@@ -248,7 +270,7 @@ pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
                 let raw = fields[j].as_str();
                 let k = domain.iter().position(|v| *v == raw).ok_or_else(|| {
                     DatasetError::malformed(
-                        &path,
+                        path,
                         line,
                         format!("attribute {} ({name}): {raw:?} not in {domain:?}", j + 1),
                     )
@@ -260,7 +282,7 @@ pub fn load_kr_vs_kp(data_dir: &Path) -> Result<Dataset> {
                 }
             }
             let class = &fields[KR_VS_KP_ATTRS.len()];
-            named_class(&path, line, class, &KR_VS_KP_CLASSES, "kr-vs-kp")
+            named_class(path, line, class, &KR_VS_KP_CLASSES, "kr-vs-kp")
         },
     )
 }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use gelunet_datasets::{
-    load_by_name, parse_client_shares, resolve_data_dir, split_clients, CsvOptions, Dataset,
-    DatasetError, LoadOptions, Loaded, MnistOptions, Standardizer,
+    load_by_name_with_source, parse_client_shares, resolve_data_dir, split_clients, CsvOptions,
+    DataSource, Dataset, DatasetError, LoadOptions, Loaded, MnistOptions, Standardizer,
 };
 
 use crate::{Result, RunError};
@@ -62,6 +62,8 @@ pub struct Prepared {
     pub standardizer: Standardizer,
     /// The clients' shares of `train`.
     pub shares: Vec<Dataset>,
+    /// Where the data came from (a file, or the built-in copy).
+    pub source: DataSource,
 }
 
 /// A seed derived from `seed` and a label (SplitMix64 finalizer): the schedule seed
@@ -130,14 +132,32 @@ impl DataOptions {
     /// [`RunError::InvalidOption`] without a dataset; [`RunError::Dataset`] (a missing
     /// file names the file and how to get it).
     pub fn load_split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
-        Ok(self.load()?.into_train_test(test_fraction, seed)?)
+        self.load_split_with_source(test_fraction, seed)
+            .map(|(train, test, _)| (train, test))
     }
 
-    /// Loads the dataset.
-    fn load(&self) -> Result<Loaded> {
+    /// [`DataOptions::load_split`], and where the data came from (Iris, Pima and
+    /// kr-vs-kp fall back to their built-in copies when the data directory does not hold
+    /// them, `gelunet_datasets::load_by_name_with_source`).
+    ///
+    /// # Errors
+    /// As [`DataOptions::load_split`].
+    pub fn load_split_with_source(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<(Dataset, Dataset, DataSource)> {
+        let (loaded, source) = self.load()?;
+        let (train, test) = loaded.into_train_test(test_fraction, seed)?;
+        Ok((train, test, source))
+    }
+
+    /// Loads the dataset, and says where it came from (Iris, Pima and kr-vs-kp fall back
+    /// to their built-in copies when the data directory does not hold them).
+    fn load(&self) -> Result<(Loaded, DataSource)> {
         let name = self.name()?;
         let dir = resolve_data_dir(self.data_dir.as_deref());
-        Ok(load_by_name(name, &dir, &self.load_options())?)
+        Ok(load_by_name_with_source(name, &dir, &self.load_options())?)
     }
 
     /// Loads, splits (stratified, `seed`), scales ([`Loaded::into_scaled_train_test`]:
@@ -159,9 +179,9 @@ impl DataOptions {
                 format!("{}: must be in [0, 1)", self.test_fraction),
             ));
         }
-        let (train, test, standardizer) = self
-            .load()?
-            .into_scaled_train_test(self.test_fraction, seed)?;
+        let (loaded, source) = self.load()?;
+        let (train, test, standardizer) =
+            loaded.into_scaled_train_test(self.test_fraction, seed)?;
         if train.n_classes() < 2 {
             return Err(DatasetError::TooLittleData {
                 dataset: name.to_string(),
@@ -192,6 +212,7 @@ impl DataOptions {
             test,
             standardizer,
             shares,
+            source,
         })
     }
 }

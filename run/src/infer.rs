@@ -5,7 +5,11 @@
 //! computes every layer's pre-activations on the ciphertexts with the true weights; the
 //! client decrypts them and applies the activations. With a dataset and
 //! [`Split::Test`] the same train/test split as in training (seed and test fraction stored
-//! with the model) is used and the accuracy reported.
+//! with the model) is used and the accuracy reported. With [`InferConfig::input`] the
+//! samples are new, unlabeled rows of a CSV file (`gelunet infer --input FILE.csv`,
+//! read by `gelunet_datasets::load_unlabeled_csv`, standardized with the model card's
+//! mean and std), and [`InferConfig::output`] receives each sample's class name and
+//! probabilities as CSV or JSON ([`write_predictions`]).
 //!
 //! * [`infer`] with [`InferTarget::Local`]: the server runs in this process (loopback
 //!   QUIC) and the plaintext model's accuracy is reported beside the encrypted one.
@@ -117,8 +121,15 @@ impl fmt::Debug for InferTarget {
 pub struct InferConfig {
     /// The model's server.
     pub target: InferTarget,
-    /// The dataset to classify (required).
+    /// The dataset to classify (required unless [`InferConfig::input`] is given).
     pub data: DataOptions,
+    /// Classify the unlabeled samples of this CSV file instead of a dataset split: one
+    /// row per sample, the model card's input features as columns (an optional header
+    /// must name them), raw values (the card's standardization is applied).
+    pub input: Option<PathBuf>,
+    /// Write each sample's predicted class name and class probabilities here: CSV for a
+    /// `.csv` path, JSON for `.json` ([`write_predictions`]).
+    pub output: Option<PathBuf>,
     /// Which samples.
     pub split: Split,
     /// Classify at most this many samples.
@@ -138,8 +149,8 @@ pub struct InferConfig {
 pub struct InferOutcome {
     /// The report (also written to [`InferConfig::report`]).
     pub report: InferReport,
-    /// The true class per sample.
-    pub labels: Vec<usize>,
+    /// The true class per sample (`None` for unlabeled input).
+    pub labels: Option<Vec<usize>>,
     /// Class probabilities per sample (samples × classes).
     pub probabilities: Array2<f64>,
     /// Class names (index = class).
@@ -149,14 +160,21 @@ pub struct InferOutcome {
 }
 
 impl InferOutcome {
-    /// One line per sample: index, predicted class, true class, predicted probability
-    /// (tab-separated, with a header).
+    /// One line per sample: index, predicted class, true class (labelled data only),
+    /// predicted probability (tab-separated, with a header).
     pub fn predictions_table(&self) -> String {
         let class = |c: usize| self.class_names.get(c).map_or("", String::as_str);
-        let mut s = String::from("sample\tpredicted\ttrue\tprobability\n");
-        for (i, (&p, &l)) in self.report.predictions.iter().zip(&self.labels).enumerate() {
+        let mut s = String::from(match self.labels {
+            Some(_) => "sample\tpredicted\ttrue\tprobability\n",
+            None => "sample\tpredicted\tprobability\n",
+        });
+        for (i, &p) in self.report.predictions.iter().enumerate() {
             let prob = self.probabilities.get((i, p)).copied().unwrap_or(0.0);
-            let _ = writeln!(s, "{i}\t{}\t{}\t{prob:.4}", class(p), class(l));
+            let truth = match self.labels.as_ref().and_then(|l| l.get(i)) {
+                Some(&l) => format!("{}\t", class(l)),
+                None => String::new(),
+            };
+            let _ = writeln!(s, "{i}\t{}\t{truth}{prob:.4}", class(p));
         }
         s
     }
@@ -169,11 +187,24 @@ impl fmt::Display for InferOutcome {
         let plaintext = r
             .plaintext_accuracy
             .map_or(String::new(), |a| format!(" (plaintext model: {a:.4})"));
+        let Some(accuracy) = r.accuracy else {
+            return writeln!(
+                f,
+                "classified {} unlabeled samples of {}, encrypted with {}-bit keys; \
+                 {} requests, {:.2} MiB sent, {:.2} MiB received",
+                r.samples,
+                r.dataset,
+                r.key_bits,
+                r.requests,
+                mib(r.bytes_sent),
+                mib(r.bytes_received)
+            );
+        };
         writeln!(
             f,
             "accuracy {:.4} ({}/{}) on the {} split of {}, encrypted with {}-bit keys{plaintext}; \
              {} requests, {:.2} MiB sent, {:.2} MiB received",
-            r.accuracy,
+            accuracy,
             self.correct,
             r.samples,
             r.split,
@@ -337,7 +368,17 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
             )
         }
     };
-    let ds = load_samples(&c.data, &card, c.split, c.limit)?;
+    let (ds, source) = match &c.input {
+        Some(path) => (
+            unlabeled_samples(path, &card, c.limit)?,
+            path.display().to_string(),
+        ),
+        None => (
+            load_samples(&c.data, &card, c.split, c.limit)?,
+            c.data.name()?.to_string(),
+        ),
+    };
+    let labelled = c.input.is_none();
     let x: Array2<f64> = card.standardize(&ds.features);
     // Plaintext check (local model only): the same fixed-point model without encryption.
     let plaintext_accuracy = match &target {
@@ -350,7 +391,9 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
                 file.model.spec.classes(),
                 &file.scales,
             )?;
-            Some(accuracy(&file.model, &file.scales, &quantized)?)
+            labelled
+                .then(|| accuracy(&file.model, &file.scales, &quantized))
+                .transpose()?
         }
         Resolved::Remote(_) => None,
     };
@@ -429,10 +472,10 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
             InferTarget::Local { model } => model.display().to_string(),
             InferTarget::Remote { server, .. } => format!("remote {server}"),
         },
-        dataset: c.data.name()?.to_string(),
-        split: c.split.name().into(),
+        dataset: source,
+        split: if labelled { c.split.name() } else { "input" }.into(),
         samples: n,
-        accuracy: correct as f64 / n as f64,
+        accuracy: labelled.then(|| correct as f64 / n as f64),
         plaintext_accuracy,
         predictions: run.predictions.clone(),
         requests: run.requests,
@@ -445,13 +488,132 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
     if let Some(path) = &c.report {
         write_json(path, &report)?;
     }
-    Ok(InferOutcome {
+    let outcome = InferOutcome {
         report,
-        labels: ds.labels.clone(),
+        labels: labelled.then(|| ds.labels.clone()),
         probabilities: run.probabilities,
         class_names: card.data.class_names,
         correct,
-    })
+    };
+    if let Some(path) = &c.output {
+        write_predictions(path, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+/// The unlabeled samples of `path` (at most `limit`), as a dataset with placeholder
+/// labels (class 0) that nothing reads.
+fn unlabeled_samples(
+    path: &std::path::Path,
+    card: &ModelCard,
+    limit: Option<usize>,
+) -> Result<gelunet_datasets::Dataset> {
+    let names: Vec<String> = if card.data.feature_names.len() == card.inputs {
+        card.data.feature_names.clone()
+    } else {
+        (0..card.inputs).map(|j| format!("x{j}")).collect()
+    };
+    let x = gelunet_datasets::load_unlabeled_csv(path, &names, b',')?;
+    let n = limit.unwrap_or(x.nrows()).min(x.nrows());
+    if n == 0 {
+        return Err(RunError::DataMismatch {
+            reason: "no samples to classify".into(),
+        });
+    }
+    let rows: Vec<usize> = (0..n).collect();
+    Ok(gelunet_datasets::Dataset::new(
+        "input",
+        x.select(ndarray::Axis(0), &rows),
+        vec![0; n],
+        card.data.class_names.clone(),
+        names,
+    )?)
+}
+
+/// One sample of a `--output` JSON file.
+#[derive(serde::Serialize)]
+struct PredictionRow<'a> {
+    /// 0-based sample index (data row of the input, header and blank lines not counted).
+    sample: usize,
+    /// Predicted class name.
+    class: &'a str,
+    /// Probability per class, in the order of `classes`.
+    probabilities: Vec<f64>,
+}
+
+/// A `--output` JSON file.
+#[derive(serde::Serialize)]
+struct PredictionsFile<'a> {
+    /// Class names (the order of every `probabilities`).
+    classes: &'a [String],
+    /// One entry per sample, in input order.
+    predictions: Vec<PredictionRow<'a>>,
+}
+
+/// Writes the predictions of `outcome` to `path`, atomically: for a `.csv` path a header
+/// `sample,predicted,<class names>…` and one row per sample (index, predicted class name,
+/// one probability per class); for a `.json` path `{"classes": […], "predictions":
+/// [{"sample", "class", "probabilities"}, …]}`. Probabilities are printed in full
+/// (shortest round-trip form).
+///
+/// # Errors
+/// [`RunError::InvalidOption`] (`--output`) for another extension;
+/// [`RunError::ModelFile`] when the file cannot be written.
+pub fn write_predictions(path: &std::path::Path, outcome: &InferOutcome) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let class = |c: usize| outcome.class_names.get(c).map_or("", String::as_str);
+    let rows = outcome.report.predictions.iter().enumerate();
+    let probs = |i: usize| outcome.probabilities.row(i).to_vec();
+    match ext.as_deref() {
+        Some("csv") => {
+            let mut s = String::from("sample,predicted");
+            for name in &outcome.class_names {
+                s.push(',');
+                s.push_str(&csv_field(name));
+            }
+            s.push('\n');
+            for (i, &p) in rows {
+                let _ = write!(s, "{i},{}", csv_field(class(p)));
+                for v in probs(i) {
+                    let _ = write!(s, ",{v}");
+                }
+                s.push('\n');
+            }
+            crate::model_file::write_atomic(path, s.as_bytes())?;
+            Ok(())
+        }
+        Some("json") => write_json(
+            path,
+            &PredictionsFile {
+                classes: &outcome.class_names,
+                predictions: rows
+                    .map(|(i, &p)| PredictionRow {
+                        sample: i,
+                        class: class(p),
+                        probabilities: probs(i),
+                    })
+                    .collect(),
+            },
+        ),
+        _ => Err(RunError::option(
+            "--output",
+            format!(
+                "{}: the file name must end in .csv or .json",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// The configuration of `gelunet serve-model`.

@@ -34,6 +34,7 @@
 
 mod curves;
 mod data;
+mod defaults;
 mod endpoint;
 mod error;
 mod infer;
@@ -49,14 +50,18 @@ mod train;
 pub mod v2_state;
 
 pub use data::{client_name, client_seed, derive_seed, parse_shares, DataOptions, Prepared};
+pub use defaults::{
+    defaults_for, largest_batch_size, DatasetDefaults, CSV_DEFAULTS, DATASET_DEFAULTS,
+    DEFAULTS_HELP, DEFAULT_TRAIN_DATASET,
+};
 pub use endpoint::{
     parse_credential, random_token, read_token, resolve_addr, runtime, ListenOptions, Listening,
     NetOptions,
 };
 pub use error::{Result, RunError};
 pub use infer::{
-    infer, serve_model, InferConfig, InferOutcome, InferTarget, ServeModelConfig, ServingModel,
-    Split, MODEL_CARD_FILE,
+    infer, serve_model, write_predictions, InferConfig, InferOutcome, InferTarget,
+    ServeModelConfig, ServingModel, Split, MODEL_CARD_FILE,
 };
 pub use join::{join, JoinConfig};
 pub use key_files::{

@@ -4,11 +4,12 @@
 
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{
-    Activation, ClientOrder, MaskMode, ModelSpec, SessionLength, SessionPolicy,
+    Activation, ClientOrder, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
 };
 use gelunet_server::{InsecureOptions, ServerConfig, ServerError, StopRule};
 
 use crate::data::derive_seed;
+use crate::defaults::{defaults_for, largest_batch_size, CSV_DEFAULTS};
 use crate::keys::KeyOptions;
 use crate::{Result, RunError};
 
@@ -20,14 +21,19 @@ pub struct ModelOptions {
     /// Hidden-layer activation.
     pub activation: Activation,
     /// Epoch limit (`--epochs`; an epoch: as many samples as the clients hold together,
-    /// processed in completed sessions). See [`ModelOptions::stop_rule`].
+    /// processed in completed sessions). See [`ModelOptions::stop_rule`]; with neither
+    /// limit, [`ModelOptions::resolve`] sets the dataset's default
+    /// ([`crate::defaults_for`]).
     pub epochs: Option<u32>,
     /// Session limit (`--sessions`, completed sessions). See [`ModelOptions::stop_rule`].
     pub sessions: Option<u64>,
-    /// Mini-batch size `B` (sessions have `d·B ≤` the smallest fan-in samples).
-    pub batch_size: usize,
-    /// Learning rate `η` (real, positive).
-    pub lr: f64,
+    /// Mini-batch size `B` (sessions have `d·B ≤` the smallest fan-in samples); `None`:
+    /// the largest the session bound and the packing allow
+    /// ([`crate::largest_batch_size`], set by [`ModelOptions::resolve`]).
+    pub batch_size: Option<usize>,
+    /// Learning rate `η` (real, positive); `None`: the dataset's default
+    /// ([`crate::defaults_for`], set by [`ModelOptions::resolve`]).
+    pub lr: Option<f64>,
     /// Gradient mask (docs/DESIGN.md "Masked update").
     pub mask: MaskMode,
     /// Client order of the session scheduler.
@@ -45,8 +51,8 @@ impl Default for ModelOptions {
             activation: Activation::Sigmoid,
             epochs: None,
             sessions: None,
-            batch_size: 1,
-            lr: 0.5,
+            batch_size: None,
+            lr: None,
             mask: MaskMode::default(),
             order: ClientOrder::RoundRobin,
             seed: 1,
@@ -106,6 +112,56 @@ impl ModelOptions {
         }
     }
 
+    /// The mini-batch size: `--batch-size`, else 1 (a resolved configuration,
+    /// [`ModelOptions::resolve`], always has one).
+    pub fn batch(&self) -> usize {
+        self.batch_size.unwrap_or(1)
+    }
+
+    /// The learning rate: `--lr`, else the [`CSV_DEFAULTS`] one (a resolved
+    /// configuration, [`ModelOptions::resolve`], always has one).
+    pub fn learning_rate(&self) -> f64 {
+        self.lr.unwrap_or(CSV_DEFAULTS.lr)
+    }
+
+    /// Fills every value not given: with neither `--epochs` nor `--sessions` the
+    /// dataset's default epochs, the dataset's default learning rate
+    /// ([`crate::defaults_for`] of `dataset`, the name as given), and the largest batch
+    /// size [`crate::largest_batch_size`] allows for `[inputs, hidden…, classes]` with
+    /// clients' keys of `keys.key_bits` bits. Returns the resolved options and one note
+    /// per default used, for the report. Values given explicitly are kept, so a run with
+    /// every value given trains what it trained before the defaults existed.
+    ///
+    /// # Errors
+    /// [`RunError::Protocol`] for an invalid spec.
+    pub fn resolve(
+        &self,
+        dataset: Option<&str>,
+        (inputs, classes): (usize, usize),
+        keys: &KeyOptions,
+    ) -> Result<(ModelOptions, Vec<String>)> {
+        let d = defaults_for(dataset);
+        let mut out = self.clone();
+        let mut notes = Vec::new();
+        if self.epochs.is_none() && self.sessions.is_none() {
+            out.epochs = Some(d.epochs);
+            notes.push(format!("{} epochs ({} default)", d.epochs, d.dataset));
+        }
+        if self.lr.is_none() {
+            out.lr = Some(d.lr);
+            notes.push(format!("learning rate {} ({} default)", d.lr, d.dataset));
+        }
+        if self.batch_size.is_none() {
+            let spec = self.spec(inputs, classes)?;
+            let b = largest_batch_size(&spec, &Scales::default(), keys.key_bits);
+            out.batch_size = Some(b);
+            notes.push(format!(
+                "batch size {b} (the largest the session bound and the packing allow)"
+            ));
+        }
+        Ok((out, notes))
+    }
+
     /// Checks the values, the stop rule included (before any key is generated).
     ///
     /// # Errors
@@ -115,7 +171,7 @@ impl ModelOptions {
             return Err(RunError::option("--hidden", "widths must be positive"));
         }
         let rule = self.stop_rule()?;
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err(RunError::option("--batch-size", "must be at least 1"));
         }
         if self.protocol == Protocol::V2 && !matches!(self.mask, MaskMode::Statistical { .. }) {
@@ -124,10 +180,10 @@ impl ModelOptions {
                 "protocol v2 works with the statistical mask only; add --protocol paper for the paper's uniform mask",
             ));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
             return Err(RunError::option(
                 "--lr",
-                format!("{}: must be a positive number", self.lr),
+                format!("{lr}: must be a positive number"),
             ));
         }
         Ok(rule)
@@ -151,7 +207,7 @@ impl ModelOptions {
     /// within the bound, and test keys accepted from peers exactly when `keys` are test
     /// keys.
     pub fn server_config(&self, spec: ModelSpec, keys: &KeyOptions) -> ServerConfig {
-        let mut cfg = ServerConfig::new(spec, self.lr, self.batch_size);
+        let mut cfg = ServerConfig::new(spec, self.learning_rate(), self.batch());
         cfg.mask = self.mask;
         cfg.protocol = self.protocol;
         cfg.model_seed = self.seed;
@@ -174,6 +230,36 @@ impl ModelOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_fills_only_what_was_not_given() {
+        let keys = KeyOptions::default();
+        let (iris, notes) = ModelOptions::default()
+            .resolve(Some("iris"), (4, 3), &keys)
+            .unwrap();
+        assert_eq!(
+            (iris.epochs, iris.batch_size, iris.lr),
+            (Some(8), Some(4), Some(0.2))
+        );
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let given = ModelOptions {
+            epochs: Some(1),
+            batch_size: Some(1),
+            lr: Some(0.5),
+            ..ModelOptions::default()
+        };
+        let (same, notes) = given.resolve(Some("iris"), (4, 3), &keys).unwrap();
+        assert_eq!(same, given);
+        assert!(notes.is_empty(), "{notes:?}");
+        // --sessions alone: no epoch limit is added.
+        let sessions = ModelOptions {
+            sessions: Some(5),
+            ..ModelOptions::default()
+        };
+        let (r, _) = sessions.resolve(Some("csv:x.csv"), (38, 2), &keys).unwrap();
+        assert_eq!((r.epochs, r.batch_size), (None, Some(12)));
+        assert_eq!(r.lr, Some(crate::CSV_DEFAULTS.lr));
+    }
 
     #[test]
     fn limits_that_train_nothing_are_refused() {

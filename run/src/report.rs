@@ -45,6 +45,12 @@ pub struct TrainReport {
     pub command: String,
     /// Dataset name (`null` when the server had no dataset).
     pub dataset: Option<String>,
+    /// Where the data came from: its file, or the built-in copy when no data directory
+    /// holds it (`null` without a dataset).
+    pub data_source: Option<String>,
+    /// The defaults the run used, one note each (e.g. `8 epochs (iris default)`); empty
+    /// when every value was given.
+    pub defaults_used: Vec<String>,
     /// Registered clients.
     pub clients: usize,
     /// Paillier modulus bits (0 for `train --plaintext`).
@@ -363,14 +369,14 @@ pub(crate) const PLAINTEXT_RANDOMNESS: &str =
 /// What [`build_report`] needs besides the training log.
 pub(crate) struct ReportInput<'a> {
     pub command: &'a str,
-    pub dataset: Option<String>,
+    pub prepared: Option<&'a Prepared>,
+    pub defaults_used: Vec<String>,
     pub model: &'a ModelOptions,
     pub keys: &'a KeyOptions,
     pub log: &'a TrainingLog,
     pub eval: &'a Evaluation,
     pub wall: Duration,
     pub keygen: Duration,
-    pub test_samples: usize,
     pub parties: Vec<PartyReport>,
     pub randomness: &'a str,
 }
@@ -385,7 +391,9 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
     let training = log.training_time.as_secs_f64();
     TrainReport {
         command: i.command.into(),
-        dataset: i.dataset,
+        dataset: i.prepared.map(|p| p.name.clone()),
+        data_source: i.prepared.map(|p| p.source.to_string()),
+        defaults_used: i.defaults_used,
         clients: log.clients.len(),
         key_bits: i.keys.key_bits,
         mask: mask_name(i.model.mask).into(),
@@ -409,11 +417,11 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         sessions_per_client: per_client,
         samples_processed: log.samples,
         train_samples: log.samples_held,
-        test_samples: i.test_samples,
-        batch_size: i.model.batch_size,
+        test_samples: i.prepared.map_or(0, |p| p.test.n_samples()),
+        batch_size: i.model.batch(),
         hidden: i.model.hidden.clone(),
         activation: activation_name(i.model.activation).into(),
-        learning_rate: i.model.lr,
+        learning_rate: i.model.learning_rate(),
         seed: i.model.seed,
         backend: gelunet_paillier::BACKEND.into(),
         stop_reason: log.stop_reason.clone(),
@@ -479,12 +487,14 @@ pub struct InferReport {
     pub model: String,
     /// Dataset name.
     pub dataset: String,
-    /// `test`, `train` or `all`.
+    /// `test`, `train` or `all`; `input` for the unlabeled samples of `--input` (then
+    /// `dataset` is the file).
     pub split: String,
     /// Samples classified.
     pub samples: usize,
-    /// Fraction classified correctly by the encrypted inference.
-    pub accuracy: f64,
+    /// Fraction classified correctly by the encrypted inference (`null` for unlabeled
+    /// input).
+    pub accuracy: Option<f64>,
     /// The same for the plaintext fixed-point model (local model only).
     pub plaintext_accuracy: Option<f64>,
     /// Predicted class per sample.
@@ -508,7 +518,7 @@ pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
-/// The summary `gelunet train` and `gelunet serve` print (four lines).
+/// The summary `gelunet train` and `gelunet serve` print (five or six lines).
 impl fmt::Display for TrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
@@ -526,6 +536,26 @@ impl fmt::Display for TrainReport {
                 self.clients, self.key_bits, self.protocol, self.mask, self.backend, self.randomness
             )?;
         }
+        if let Some(source) = &self.data_source {
+            writeln!(
+                f,
+                "data: {dataset} from {source}; {} training samples, {} test samples",
+                self.train_samples, self.test_samples
+            )?;
+        }
+        writeln!(
+            f,
+            "model: hidden {:?} {}, mini-batch {}, learning rate {}{}",
+            self.hidden,
+            self.activation,
+            self.batch_size,
+            self.learning_rate,
+            if self.defaults_used.is_empty() {
+                String::new()
+            } else {
+                format!("; defaults used: {}", self.defaults_used.join(", "))
+            }
+        )?;
         writeln!(
             f,
             "{} sessions ({} abandoned), {:.2} epochs in {:.1} s{}; stopped: {}",

@@ -69,7 +69,7 @@ pub struct ServeConfig {
 /// over).
 pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let rule = c.model.validate()?;
+    c.model.validate()?;
     c.keys.validate()?;
     let transport = c.net.transport()?;
     c.output.check_writable()?;
@@ -108,8 +108,12 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
             ))
         }
     };
-    let spec = c.model.spec(inputs, classes)?;
-    let cfg = c.model.server_config(spec, &c.keys);
+    let (model_options, defaults_used) =
+        c.model
+            .resolve(c.data.dataset.as_deref(), (inputs, classes), &c.keys)?;
+    let rule = model_options.validate()?;
+    let spec = model_options.spec(inputs, classes)?;
+    let cfg = model_options.server_config(spec, &c.keys);
     let identity = c.listen.load_or_create_identity()?;
     let t_keys = Instant::now();
     // Protocol v2 has no server key pair for training.
@@ -192,9 +196,9 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
                     "{}, {} clients, B = {}, η = {}, seed {} (serve: the encrypted run at its start and end)",
                     p.name,
                     log.clients.len(),
-                    c.model.batch_size,
-                    c.model.lr,
-                    c.model.seed
+                    model_options.batch(),
+                    model_options.learning_rate(),
+                    model_options.seed
                 ),
             };
             plot_run(dir, &input, share_of)?
@@ -224,14 +228,14 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
     }
     let report = build_report(ReportInput {
         command: "serve",
-        dataset: prepared.as_ref().map(|p| p.name.clone()),
-        model: &c.model,
+        prepared: prepared.as_ref(),
+        defaults_used,
+        model: &model_options,
         keys: &c.keys,
         log: &log,
         eval: &eval,
         wall: t_all.elapsed(),
         keygen,
-        test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
         parties,
         randomness: randomness_label(&log),
     });

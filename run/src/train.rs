@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::curves::{plot_run, Buckets, PlotInput};
 use crate::data::{client_name, client_seed, DataOptions, Prepared};
+use crate::defaults::DEFAULT_TRAIN_DATASET;
 use crate::endpoint::{loopback_endpoint, random_token, runtime, NetOptions};
 use crate::keys::KeyOptions;
 use crate::model::ModelOptions;
@@ -74,7 +75,7 @@ impl OutputOptions {
 /// The configuration of `gelunet train` and `gelunet train --plaintext`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainConfig {
-    /// The dataset (required).
+    /// The dataset ([`DEFAULT_TRAIN_DATASET`] when none is given).
     pub data: DataOptions,
     /// Number of clients K (at least 1).
     pub clients: usize,
@@ -95,22 +96,31 @@ impl TrainConfig {
     /// "Fail fast"): the options, the stop rule and the key size; that the output paths
     /// are writable; the data (every file there, loaded and split); that both splits
     /// quantize within the fixed-point range; the session bound with this many clients.
-    /// Prepares the data and the server role's configuration: `(rule, prepared, cfg)`.
-    fn setup(&self) -> Result<(StopRule, Prepared, ServerConfig)> {
-        let rule = self.model.validate()?;
+    /// Prepares the data, fills the defaults ([`ModelOptions::resolve`]) and builds the
+    /// server role's configuration.
+    fn setup(&self) -> Result<Setup> {
+        self.model.validate()?;
         self.keys.validate()?;
         self.net.transport()?;
         if self.clients == 0 {
             return Err(RunError::option("--clients", "must be at least 1"));
         }
         self.output.check_writable()?;
+        let mut data = self.data.clone();
+        let mut defaults_used = Vec::new();
+        if data.dataset.is_none() {
+            data.dataset = Some(DEFAULT_TRAIN_DATASET.to_string());
+            defaults_used.push(format!("dataset {DEFAULT_TRAIN_DATASET}"));
+        }
         let prepared =
-            self.data
-                .prepare(self.clients, self.client_shares.as_deref(), self.model.seed)?;
-        let spec = self
+            data.prepare(self.clients, self.client_shares.as_deref(), self.model.seed)?;
+        let shape = (prepared.train.n_features(), prepared.train.n_classes());
+        let (model, notes) = self
             .model
-            .spec(prepared.train.n_features(), prepared.train.n_classes())?;
-        let cfg = self.model.server_config(spec, &self.keys);
+            .resolve(data.dataset.as_deref(), shape, &self.keys)?;
+        defaults_used.extend(notes);
+        let rule = model.validate()?;
+        let cfg = model.server_config(model.spec(shape.0, shape.1)?, &self.keys);
         cfg.scales
             .validate()
             .map_err(RunError::protocol("scales"))?;
@@ -124,8 +134,28 @@ impl TrainConfig {
             cfg.schedule_seed,
         )
         .map_err(RunError::protocol("session schedule"))?;
-        Ok((rule, prepared, cfg))
+        Ok(Setup {
+            rule,
+            prepared,
+            cfg,
+            model,
+            defaults_used,
+        })
     }
+}
+
+/// What [`TrainConfig::setup`] gives.
+struct Setup {
+    /// The stop rule of the resolved options.
+    rule: StopRule,
+    /// The data.
+    prepared: Prepared,
+    /// The server role's configuration.
+    cfg: ServerConfig,
+    /// The model options with every default filled.
+    model: ModelOptions,
+    /// One note per default used.
+    defaults_used: Vec<String>,
 }
 
 /// A finished training run, for [`TrainConfig::conclude`].
@@ -152,7 +182,9 @@ impl TrainConfig {
     /// The end of `train` and `train --plaintext`: writes the model where `--model-out`
     /// asks (with the split of `prepared`) and builds the report (written by
     /// [`OutputOptions::finish`]).
-    fn conclude(&self, prepared: &Prepared, scales: Scales, t: Trained<'_>) -> Result<TrainReport> {
+    fn conclude(&self, setup: &Setup, t: Trained<'_>) -> Result<TrainReport> {
+        let prepared = &setup.prepared;
+        let scales = setup.cfg.scales;
         if let Some(path) = &self.output.model_out {
             save_model(
                 path,
@@ -164,14 +196,14 @@ impl TrainConfig {
         }
         Ok(build_report(ReportInput {
             command: t.command,
-            dataset: Some(prepared.name.clone()),
-            model: &self.model,
+            prepared: Some(prepared),
+            defaults_used: setup.defaults_used.clone(),
+            model: &setup.model,
             keys: &self.keys,
             log: t.log,
             eval: t.eval,
             wall: t.started.elapsed(),
             keygen: t.keygen,
-            test_samples: prepared.test.n_samples(),
             parties: t.parties,
             randomness: t.randomness,
         }))
@@ -232,7 +264,8 @@ pub(crate) fn save_model(
 /// (before any key is generated); data, key-generation, role, transport and file errors.
 pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let (rule, prepared, cfg) = c.setup()?;
+    let setup = c.setup()?;
+    let (rule, prepared, cfg) = (&setup.rule, &setup.prepared, &setup.cfg);
     let transport = c.net.transport()?;
     // Protocol v2 has no server key pair for training: its role exists before any key,
     // which checks its whole configuration and the key size it needs first.
@@ -379,20 +412,20 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         let d = quantize(&prepared.shares[k], cfg.spec.classes(), &cfg.scales).ok()?;
         Some((d, client_seed(c.model.seed, k)))
     };
-    let eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
+    let eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
     let plots = match (&c.output.plot, &plot_group_key) {
         (Some(dir), Some(gk)) => {
-            let mut encrypted = vec![(0.0, initial_model(&cfg)?)];
+            let mut encrypted = vec![(0.0, initial_model(cfg)?)];
             for (samples, cp) in &checkpoints {
-                encrypted.push((epochs_of(*samples, held), unmask(&cfg, cp, gk)?));
+                encrypted.push((epochs_of(*samples, held), unmask(cfg, cp, gk)?));
             }
             encrypted.push((log.epochs, model.clone()));
             let input = PlotInput {
-                cfg: &cfg,
+                cfg,
                 log: &log,
-                prepared: &prepared,
+                prepared,
                 encrypted: &encrypted,
-                caption: plot_caption(c, &prepared, &eval),
+                caption: plot_caption(c, &setup, &eval),
             };
             plot_run(dir, &input, share_of)?
         }
@@ -411,8 +444,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         });
     }
     let report = c.conclude(
-        &prepared,
-        cfg.scales,
+        &setup,
         Trained {
             command: "train",
             model: &model,
@@ -453,15 +485,15 @@ fn unmask(cfg: &ServerConfig, cp: &V2Checkpoint, key: &GroupKey) -> Result<Fixed
 }
 
 /// The caption of `--plot`'s figures.
-pub(crate) fn plot_caption(c: &TrainConfig, prepared: &Prepared, eval: &Evaluation) -> String {
+fn plot_caption(c: &TrainConfig, setup: &Setup, eval: &Evaluation) -> String {
     format!(
         "{}, {} clients, {}-bit keys, B = {}, η = {}, seed {}; max |w − w_ref| = {}",
-        prepared.name,
+        setup.prepared.name,
         c.clients,
         c.keys.key_bits,
-        c.model.batch_size,
-        c.model.lr,
-        c.model.seed,
+        setup.model.batch(),
+        setup.model.learning_rate(),
+        setup.model.seed,
         eval.diff.map_or("n/a".into(), |d| format!("{}", d.0))
     )
 }
@@ -478,7 +510,8 @@ pub(crate) fn plot_caption(c: &TrainConfig, prepared: &Prepared, eval: &Evaluati
 /// data, scheduler, reference and file errors.
 pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
-    let (rule, prepared, cfg) = c.setup()?;
+    let setup = c.setup()?;
+    let (rule, prepared, cfg) = (&setup.rule, &setup.prepared, &setup.cfg);
     let mut scheduler = Scheduler::new(
         cfg.policy,
         &cfg.spec,
@@ -559,7 +592,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         &cfg.spec,
         cfg.scales,
         cfg.model_seed,
-        crate::report::eta(&cfg)?,
+        crate::report::eta(cfg)?,
         cfg.batch_size,
         &log,
         share_of,
@@ -568,24 +601,23 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         reason: "plaintext reference: no client data".into(),
     })?;
     log.training_time = t0.elapsed();
-    let mut eval = evaluate(&model, &cfg, Some(&prepared), &log, share_of)?;
+    let mut eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
     eval.diff = None;
     let plots = match &c.output.plot {
         Some(dir) => {
             let input = PlotInput {
-                cfg: &cfg,
+                cfg,
                 log: &log,
-                prepared: &prepared,
+                prepared,
                 encrypted: &[],
-                caption: plot_caption(c, &prepared, &eval),
+                caption: plot_caption(c, &setup, &eval),
             };
             plot_run(dir, &input, share_of)?
         }
         None => Vec::new(),
     };
     let mut report = c.conclude(
-        &prepared,
-        cfg.scales,
+        &setup,
         Trained {
             command: "train --plaintext",
             model: &model,

@@ -17,6 +17,20 @@ pub fn data_dir() -> PathBuf {
     gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// The raw (unstandardized) feature rows of Iris's test split for `seed` (20%), as an
+/// unlabeled CSV with a header of the feature names: input for `infer --input`.
+pub fn iris_test_rows_csv(seed: u64) -> String {
+    let loaded = gelunet_datasets::load_by_name("iris", &data_dir(), &Default::default()).unwrap();
+    let (_, test) = loaded.into_train_test(0.2, seed).unwrap();
+    let mut csv = test.feature_names.join(",") + "\n";
+    for row in test.features.rows() {
+        let fields: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        csv.push_str(&fields.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
 /// Flags for fast, insecure test keys.
 pub const TEST_KEYS: [&str; 3] = ["--key-bits", "512", "--insecure-test-keys"];
 
