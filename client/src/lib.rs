@@ -32,6 +32,6 @@ pub mod role;
 pub mod unmask;
 
 pub use error::{ClientError, Result};
-pub use reconnect::{Backoff, ReconnectPolicy};
 pub use infer::{InferStep, InferenceClient, InferenceConfig};
+pub use reconnect::{Backoff, ReconnectPolicy};
 pub use role::{BackwardEntry, Client, ClientConfig, ClientPolicy, LedgerCopy, TranscriptEntry};

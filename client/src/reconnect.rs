@@ -92,7 +92,8 @@ impl Backoff {
 
     /// When the current outage gives up at the latest (`None` when connected).
     pub fn deadline(&self) -> Option<Instant> {
-        self.outage.map(|(since, _)| since + self.policy.give_up_after)
+        self.outage
+            .map(|(since, _)| since + self.policy.give_up_after)
     }
 
     /// The client registered again: the outage is over.

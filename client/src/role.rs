@@ -598,7 +598,10 @@ impl Client {
             }
             .into());
         }
-        let sampler = self.sampler.as_mut().ok_or(ProtocolViolation::NoHandshake)?;
+        let sampler = self
+            .sampler
+            .as_mut()
+            .ok_or(ProtocolViolation::NoHandshake)?;
         sampler.skip(batches);
         Ok(())
     }

@@ -72,7 +72,7 @@ pub(crate) async fn follow(
                     pb.set_message(format!("sessions ({})", s.name));
                 }
             },
-            ServerEvent::V2State(_) => {}
+            ServerEvent::Checkpoint(_) => {}
         }
     }
     pb.finish_and_clear();

@@ -255,8 +255,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 samples,
                 reference: None,
                 connect_timeout: Duration::from_secs(30),
-                reconnect_attempts: 0,
-                reconnect_delay: Duration::from_secs(1),
+                reconnect: gelunet_client::ReconnectPolicy::NEVER,
             };
             tasks.push(tokio::spawn(async move { run_client(client, &cc).await }));
         }
@@ -363,6 +362,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
                 reference: None,
                 registrations: 1,
                 sessions: 0,
+                batches: 0,
                 abandoned: 0,
                 bytes_sent: 0,
                 bytes_received: 0,
@@ -378,6 +378,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         bytes_received: 0,
         training_time: Duration::ZERO,
         stop_reason: String::new(),
+        interrupted: false,
     };
     let t0 = Instant::now();
     let reason = loop {
@@ -389,6 +390,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         log.samples += u64::from(plan.iterations) * batch;
         if let Some(cl) = log.clients.get_mut(plan.client) {
             cl.sessions += 1;
+            cl.batches += u64::from(plan.iterations);
         }
         log.sessions.push(SessionLog {
             session: log.sessions_completed - 1,

@@ -72,13 +72,18 @@ pub struct RunFingerprint {
 impl RunFingerprint {
     /// The fingerprint of `server`'s configuration.
     pub fn of(server: &Server) -> Self {
-        let c = server.config();
+        Self::new(server.config(), server.learning_rate())
+    }
+
+    /// The fingerprint of a configuration with `η = eta` at `2^fe` (to check a checkpoint
+    /// before the server is built, e.g. before any key is generated).
+    pub fn new(c: &crate::ServerConfig, eta: i128) -> Self {
         Self {
             spec: c.spec.clone(),
             scales: c.scales,
             mask: c.mask,
             batch_size: c.batch_size,
-            eta: server.learning_rate(),
+            eta,
             protocol: c.protocol,
             packing: c.packing,
             model_seed: c.model_seed,
@@ -203,12 +208,18 @@ fn inconsistent(reason: impl Into<String>) -> CheckpointError {
     }
 }
 
+/// The role's part of a [`Checkpoint`] (the fields of the same names).
+pub(crate) struct RolePart {
+    pub(crate) model: ModelState,
+    pub(crate) sessions_started: u64,
+    pub(crate) scheduler_clients: Option<usize>,
+    pub(crate) next_session: u64,
+    pub(crate) rng_word_pos: Option<u128>,
+}
+
 impl Server {
-    /// The role's part of a [`Checkpoint`], between sessions: `(model, sessions started,
-    /// scheduler clients, next session id, rng position)`.
-    pub(crate) fn role_checkpoint(
-        &self,
-    ) -> Option<(ModelState, u64, Option<usize>, u64, Option<u128>)> {
+    /// The role's part of a [`Checkpoint`], between sessions.
+    pub(crate) fn role_checkpoint(&self) -> Option<RolePart> {
         if self.session.is_some() {
             return None;
         }
@@ -225,13 +236,13 @@ impl Server {
         };
         let scheduler_clients = self.scheduler.as_ref().map(|_| self.clients.len());
         let rng = self.config.rng_seed.map(|_| self.rng.get_word_pos());
-        Some((
+        Some(RolePart {
             model,
-            self.next_session - 1,
+            sessions_started: self.next_session - 1,
             scheduler_clients,
-            self.next_session,
-            rng,
-        ))
+            next_session: self.next_session,
+            rng_word_pos: rng,
+        })
     }
 
     /// Restores the role from `cp` (a server just built with [`Server::new`] for the same
@@ -288,9 +299,7 @@ impl Server {
                         w.dim() == (m, n) && b.len() == m
                     });
                 if !shapes_ok {
-                    return Err(CheckpointError::Mismatch {
-                        what: "model spec",
-                    });
+                    return Err(CheckpointError::Mismatch { what: "model spec" });
                 }
                 let mut model = self.model.clone();
                 for (l, (w, b)) in model.layers.iter_mut().zip(layers) {

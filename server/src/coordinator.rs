@@ -65,8 +65,8 @@ use gelunet_protocol::envelope::{
 };
 use gelunet_protocol::messages::{Abort, ClientHello, ClientMessage, ServerHello, ServerMessage};
 
+use crate::checkpoint::{Checkpoint, CheckpointError, ClientRecord, RolePart, RunFingerprint};
 use crate::error::ServerError;
-use crate::checkpoint::{Checkpoint, CheckpointError, ClientRecord, RunFingerprint};
 use crate::role::{ClientId, Server};
 use crate::stop::StopRule;
 
@@ -715,8 +715,13 @@ impl Coordinator {
         if self.running.is_some() {
             return None;
         }
-        let (model, sessions_started, scheduler_clients, next_session, rng_word_pos) =
-            self.role.role_checkpoint()?;
+        let RolePart {
+            model,
+            sessions_started,
+            scheduler_clients,
+            next_session,
+            rng_word_pos,
+        } = self.role.role_checkpoint()?;
         Some(Checkpoint {
             fingerprint: RunFingerprint::of(&self.role),
             model,

@@ -1017,7 +1017,11 @@ fn a_server_resumed_from_its_checkpoint_ends_with_the_uninterrupted_model() {
     let mut whole = checkpointing(3, 9);
     whole.connect_all();
     whole.run();
-    assert_eq!(checkpoints(&whole).len(), 9, "one checkpoint per completed session");
+    assert_eq!(
+        checkpoints(&whole).len(),
+        9,
+        "one checkpoint per completed session"
+    );
     let (reference, whole_log) = whole.log();
 
     let mut p = checkpointing(3, 9);
@@ -1025,7 +1029,10 @@ fn a_server_resumed_from_its_checkpoint_ends_with_the_uninterrupted_model() {
     // Four sessions completed, the fifth under way: the server crashes.
     p.run_until(|p| checkpoints(p).len() == 4);
     p.run_until(|p| p.peers.iter().map(|q| q.received).sum::<usize>() > 0);
-    assert!(p.co.as_ref().unwrap().checkpoint(p.now).is_none(), "mid-session");
+    assert!(
+        p.co.as_ref().unwrap().checkpoint(p.now).is_none(),
+        "mid-session"
+    );
     let cp = checkpoints(&p)[3].clone();
     assert_eq!(cp.completed, 4);
     assert!(cp.v2().is_none(), "these tests run the paper's protocol");
@@ -1086,9 +1093,8 @@ fn a_checkpoint_of_another_run_or_client_is_refused() {
             .unwrap_err()
     };
     let base = || server_config(ClientOrder::SeededRandom);
-    let mismatch = |what| {
-        CoordinatorError::Checkpoint(gelunet_server::CheckpointError::Mismatch { what })
-    };
+    let mismatch =
+        |what| CoordinatorError::Checkpoint(gelunet_server::CheckpointError::Mismatch { what });
     let mut other = base();
     other.spec = ModelSpec::new(vec![4, 6, 3], Activation::Sigmoid);
     assert_eq!(resume(other, names(), &cp), mismatch("model spec"));
@@ -1130,8 +1136,15 @@ fn an_interrupted_coordinator_rolls_back_and_closes_every_client() {
     let now = p.now;
     p.co().interrupt(now);
     p.run();
-    assert!(p.peers.iter().all(|q| q.summary.is_none()), "closed, not finished");
-    assert_eq!(checkpoints(&p).len(), 2, "no checkpoint of an abandoned session");
+    assert!(
+        p.peers.iter().all(|q| q.summary.is_none()),
+        "closed, not finished"
+    );
+    assert_eq!(
+        checkpoints(&p).len(),
+        2,
+        "no checkpoint of an abandoned session"
+    );
     let (role, log) = p.log();
     assert!(log.interrupted);
     assert_eq!(log.stop_reason, "interrupted");
