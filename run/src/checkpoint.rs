@@ -142,3 +142,85 @@ pub fn check_context(path: &Path, found: &RunContext, expected: &RunContext) -> 
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn context() -> RunContext {
+        RunContext {
+            command: "serve".into(),
+            dataset: Some("iris".into()),
+            train_samples: 120,
+            test_samples: 30,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_command_dataset_or_split_is_refused() {
+        let path = Path::new("state/checkpoint.bin");
+        check_context(path, &context(), &context()).unwrap();
+        for (other, what) in [
+            (
+                RunContext {
+                    command: "train".into(),
+                    ..context()
+                },
+                "written by `gelunet train`",
+            ),
+            (
+                RunContext {
+                    dataset: Some("pima-diabetes".into()),
+                    ..context()
+                },
+                "another dataset",
+            ),
+            (
+                RunContext {
+                    dataset: None,
+                    ..context()
+                },
+                "another dataset (none, not iris)",
+            ),
+            (
+                RunContext {
+                    test_samples: 31,
+                    ..context()
+                },
+                "another split",
+            ),
+        ] {
+            let e = check_context(path, &other, &context()).unwrap_err();
+            assert!(matches!(e, RunError::Checkpoint { .. }), "{e}");
+            let e = e.to_string();
+            assert!(e.contains(what), "{e}");
+            assert!(e.contains("state/checkpoint.bin"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error_and_garbage_is_refused() {
+        let dir = std::env::temp_dir().join(format!("gelunet-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = checkpoint_path(&dir);
+        assert!(matches!(
+            load_checkpoint(&path).unwrap_err(),
+            RunError::Io { .. }
+        ));
+        std::fs::write(&path, b"GLNCHKPT but not really a checkpoint at all, no").unwrap();
+        let e = load_checkpoint(&path).unwrap_err();
+        assert!(matches!(e, RunError::Checkpoint { .. }), "{e}");
+        // A well-framed payload that does not decode.
+        let bytes = crate::model_file::frame(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, b"\xff\xff");
+        std::fs::write(&path, bytes).unwrap();
+        let e = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(e.contains("payload"), "{e}");
+        // Another format version.
+        let bytes = crate::model_file::frame(CHECKPOINT_MAGIC, 2, b"");
+        std::fs::write(&path, bytes).unwrap();
+        let e = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(e.contains("format version 2"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

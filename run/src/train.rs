@@ -15,7 +15,7 @@ use gelunet_protocol::{FixedModel, Scales};
 use gelunet_server::{Server, ServerConfig, StopRule};
 use gelunet_shell::client::{run_client, ClientRunStats, ClientShellConfig};
 use gelunet_shell::server::{
-    run_server, ClientLog, Credential, ServerShellConfig, SessionLog, TrainingLog,
+    run_server_with, ClientLog, Credential, ServerShellConfig, SessionLog, TrainingLog,
 };
 use tokio::sync::mpsc;
 
@@ -242,7 +242,17 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         let (endpoint, addr) = loopback_endpoint(&identity, &transport)?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(progress::follow(pb, epochs, ev_rx));
-        let server_task = tokio::spawn(run_server(server, endpoint, shell, Some(ev_tx)));
+        let server_task = tokio::spawn(async move {
+            run_server_with(
+                server,
+                endpoint,
+                shell,
+                Some(ev_tx),
+                None,
+                crate::signal::interrupted(),
+            )
+            .await
+        });
         let mut tasks = Vec::new();
         for ((client, samples), cred) in clients.into_iter().zip(&credentials) {
             let cc = ClientShellConfig {
@@ -271,7 +281,10 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             match t.await {
                 Ok(Ok((_, s))) => stats.push(Some(s)),
                 Ok(Err(e)) => {
-                    tracing::warn!(client = k, error = %e, "client failed");
+                    let interrupted = matches!(&served, Ok((_, log)) if log.interrupted);
+                    if !interrupted {
+                        tracing::warn!(client = k, error = %e, "client failed");
+                    }
                     stats.push(None);
                 }
                 Err(source) => {
@@ -286,6 +299,29 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         let (role, log) = served?;
         Ok::<_, RunError>((role, log, stats))
     })?;
+    if log.interrupted {
+        let report = build_report(ReportInput {
+            command: "train",
+            dataset: Some(prepared.name.clone()),
+            model: &c.model,
+            keys: &c.keys,
+            log: &log,
+            eval: &Evaluation::default(),
+            wall: t_all.elapsed(),
+            keygen,
+            test_samples: prepared.test.n_samples(),
+            parties: vec![server_party(&log)],
+            randomness: TRAIN_RANDOMNESS,
+        });
+        c.output.finish(report)?;
+        return Err(RunError::Interrupted {
+            resume: format!(
+                "{} sessions completed; `gelunet train` keeps no checkpoint (all parties \
+                 run in this process): run it again, or use serve/join for resumable runs",
+                log.sessions_completed
+            ),
+        });
+    }
     let model = role.true_model()?.clone();
     let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
         let name = &log.clients.get(id)?.name;
