@@ -168,53 +168,45 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
             None => Ok(r),
         }
     })?;
-    if log.interrupted {
-        let report = build_report(ReportInput {
-            command: "serve",
-            dataset: prepared.as_ref().map(|p| p.name.clone()),
-            model: &c.model,
-            keys: &c.keys,
-            log: &log,
-            eval: &crate::report::Evaluation::default(),
-            wall: t_all.elapsed(),
-            keygen,
-            test_samples: prepared.as_ref().map_or(0, |p| p.test.n_samples()),
-            parties: vec![server_party(&log)],
-            randomness: randomness_label(&log),
-        });
-        c.output.finish(report)?;
-        return Err(interrupted(&state_path, &log, "gelunet serve --resume"));
-    }
-    let model = role.true_model()?.clone();
-    let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
-        let hint = log.clients.get(id)?.reference?;
-        let p = prepared.as_ref()?;
-        let share = p.shares.get(hint.share as usize)?;
-        let d = quantize(share, cfg.spec.classes(), &cfg.scales).ok()?;
-        Some((d, hint.client_seed))
+    let (eval, parties) = if log.interrupted {
+        // A partial report: no model (under v2 none was released), no evaluation.
+        (
+            crate::report::Evaluation::default(),
+            vec![server_party(&log)],
+        )
+    } else {
+        let model = role.true_model()?.clone();
+        let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
+            let hint = log.clients.get(id)?.reference?;
+            let p = prepared.as_ref()?;
+            let share = p.shares.get(hint.share as usize)?;
+            let d = quantize(share, cfg.spec.classes(), &cfg.scales).ok()?;
+            Some((d, hint.client_seed))
+        };
+        let eval = evaluate(&model, &cfg, prepared.as_ref(), &log, share_of)?;
+        if let Some(path) = &c.output.model_out {
+            save_model(
+                path,
+                &model,
+                cfg.scales,
+                prepared.as_ref(),
+                (c.model.seed, c.data.test_fraction),
+            )?;
+        }
+        let mut parties = vec![server_party(&log)];
+        for cl in &log.clients {
+            // From the server's side: what it received from the client is what the client sent.
+            parties.push(PartyReport {
+                name: cl.name.clone(),
+                bytes_sent: cl.bytes_received,
+                bytes_received: cl.bytes_sent,
+                sessions: cl.sessions,
+                abandoned: cl.abandoned,
+                registrations: cl.registrations,
+            });
+        }
+        (eval, parties)
     };
-    let eval = evaluate(&model, &cfg, prepared.as_ref(), &log, share_of)?;
-    if let Some(path) = &c.output.model_out {
-        save_model(
-            path,
-            &model,
-            cfg.scales,
-            prepared.as_ref(),
-            (c.model.seed, c.data.test_fraction),
-        )?;
-    }
-    let mut parties = vec![server_party(&log)];
-    for cl in &log.clients {
-        // From the server's side: what it received from the client is what the client sent.
-        parties.push(PartyReport {
-            name: cl.name.clone(),
-            bytes_sent: cl.bytes_received,
-            bytes_received: cl.bytes_sent,
-            sessions: cl.sessions,
-            abandoned: cl.abandoned,
-            registrations: cl.registrations,
-        });
-    }
     let report = build_report(ReportInput {
         command: "serve",
         dataset: prepared.as_ref().map(|p| p.name.clone()),
@@ -228,6 +220,10 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
         parties,
         randomness: randomness_label(&log),
     });
+    if log.interrupted {
+        c.output.finish(report)?;
+        return Err(interrupted(&state_path, &log, "gelunet serve --resume"));
+    }
     c.output.finish(report)
 }
 
