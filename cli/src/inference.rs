@@ -158,7 +158,7 @@ pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
     init_tracing(args.quiet);
     let config = ServeModelConfig {
         model: args.model.clone(),
-        listen: args.endpoint.options(),
+        listen: args.endpoint.options(None)?,
         max_connections: args.max_connections,
         keys: args.keys.options(),
         net: args.net.options(),

@@ -250,9 +250,10 @@ pub struct ListenArgs {
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
     /// Directory of the server's certificate (cert.der, given to clients) and key
-    /// (key.der); generated on first use.
+    /// (key.der), generated on first use, and of its checkpoint (checkpoint.bin).
+    /// Required (`serve --resume STATE_DIR` gives it too).
     #[arg(long)]
-    pub state_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
     /// Extra names (DNS or IP) for a newly generated certificate, besides localhost and
     /// 127.0.0.1.
     #[arg(long = "cert-name")]
@@ -266,15 +267,35 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    /// The library's listening options.
-    pub fn options(&self) -> ListenOptions {
-        ListenOptions {
+    /// The library's listening options; `resume` is the state directory of
+    /// `serve --resume STATE_DIR`.
+    ///
+    /// # Errors
+    /// [`RunError::InvalidOption`] without a state directory, or with two different ones.
+    pub fn options(
+        &self,
+        resume: Option<&std::path::Path>,
+    ) -> Result<ListenOptions, gelunet_run::RunError> {
+        let state_dir = match (&self.state_dir, resume) {
+            (Some(d), Some(r)) if d != r => {
+                return Err(gelunet_run::RunError::option(
+                    "--resume",
+                    format!("{} is not the --state-dir {}", r.display(), d.display()),
+                ))
+            }
+            (Some(d), _) => d.clone(),
+            (None, Some(r)) => r.to_path_buf(),
+            (None, None) => {
+                return Err(gelunet_run::RunError::option("--state-dir", "is required"))
+            }
+        };
+        Ok(ListenOptions {
             listen: self.listen,
-            state_dir: self.state_dir.clone(),
+            state_dir,
             cert_names: self.cert_names.clone(),
             tokens_file: self.tokens_file.clone(),
             credentials: self.client_creds.clone(),
-        }
+        })
     }
 }
 

@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// reference. Without it such clients are refused. Experiments only.
     #[arg(long)]
     insecure_reproducible: bool,
+    /// Continue the run whose checkpoint is in STATE_DIR (after a crash, `kill -9`,
+    /// Ctrl-C or SIGTERM) with the same options: the clients reconnect by themselves
+    /// and training goes on after the last completed session. A missing, damaged or
+    /// mismatched checkpoint is refused and left as it is.
+    #[arg(long, value_name = "STATE_DIR")]
+    resume: Option<PathBuf>,
 }
 
 /// Arguments of `gelunet join` (no `Debug`: it holds the token).
@@ -144,10 +150,12 @@ pub struct JoinArgs {
     /// protocol is refused) or paper (either is accepted).
     #[arg(long, value_enum, default_value_t = gelunet_protocol::v2::Protocol::V2)]
     protocol: gelunet_protocol::v2::Protocol,
-    /// Reconnections allowed after a lost connection.
+    /// Reconnection attempts after a lost connection, per outage (pauses of 250 ms
+    /// doubling up to 5 s; the count starts again once registered).
     #[arg(long, default_value_t = 3)]
     reconnect: u32,
-    /// How long to keep trying to reach the server, in seconds.
+    /// How long to keep trying to reach the server, in seconds: at the start and in
+    /// every outage (e.g. while the server restarts with --resume).
     #[arg(long, default_value_t = 120)]
     connect_timeout: u64,
     #[command(flatten)]
@@ -195,7 +203,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     let run = &args.run;
     init_tracing(run.out.quiet);
     let config = ServeConfig {
-        listen: args.endpoint.options(),
+        listen: args.endpoint.options(args.resume.as_deref())?,
         wait_for: args.wait_for,
         clients: args.clients,
         client_shares: parse_shares(args.client_shares.as_deref())?,
@@ -207,6 +215,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
         net: run.net.options(),
         output: run.out.options(),
         insecure_reproducible: args.insecure_reproducible,
+        resume: args.resume.is_some(),
     };
     let quiet = run.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {

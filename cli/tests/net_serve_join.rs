@@ -346,12 +346,21 @@ fn client_killed_mid_training_leaves_the_model_exact() {
     v2_state_holds_no_true_weight(&state, &model, 12);
 }
 
-/// The server's `STATE_DIR/v2-state.bin` after a v2 run of `sessions` completed sessions:
-/// it decodes, holds the last version and the masked model of the released model's
-/// shapes, no entry of which is the true weight; a truncated copy is refused clearly.
+/// The server's `STATE_DIR/checkpoint.bin` after a v2 run of `sessions` completed
+/// sessions: it decodes, holds the last version and the masked model of the released
+/// model's shapes, no entry of which is the true weight, and is readable by its owner
+/// only; a truncated copy is refused clearly.
 fn v2_state_holds_no_true_weight(state: &TempDir, model: &std::path::Path, sessions: u64) {
-    let path = state.join(gelunet_run::V2_STATE_FILE);
-    let cp = gelunet_run::load_v2_state(&path).unwrap();
+    let path = state.join(gelunet_run::CHECKPOINT_FILE);
+    let file = gelunet_run::load_checkpoint(&path).unwrap();
+    assert_eq!(file.checkpoint.completed, sessions);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let cp = file.checkpoint.v2().unwrap();
     assert_eq!(cp.version.version, sessions);
     let released = gelunet_run::ModelFile::load(model).unwrap().model;
     assert_eq!(cp.masked.len(), released.layers.len());
@@ -373,19 +382,20 @@ fn v2_state_holds_no_true_weight(state: &TempDir, model: &std::path::Path, sessi
     }
     assert!(entries > 0);
     let bytes = std::fs::read(&path).unwrap();
-    let truncated = state.join("v2-state-truncated.bin");
+    let truncated = state.join("checkpoint-truncated.bin");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let e = gelunet_run::load_v2_state(&truncated)
+    let e = gelunet_run::load_checkpoint(&truncated)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("not a valid gelunet v2 server state") && e.contains("truncated"),
+        e.contains("not a checkpoint this run can resume") && e.contains("truncated"),
         "{e}"
     );
 }
 
 /// A killed client restarted with the same key file rejoins (a new incarnation that
-/// re-seeds its sampler) and is scheduled again; the model stays exact.
+/// re-seeds its sampler and fast-forwards it to the batches of its completed sessions)
+/// and is scheduled again; the model stays exact.
 #[test]
 fn killed_client_rejoins_with_its_key_file() {
     let state = TempDir::new("rejoin");

@@ -27,9 +27,11 @@ pub mod infer;
 pub mod ledger;
 pub mod masked_update;
 pub mod plain_update;
+pub mod reconnect;
 pub mod role;
 pub mod unmask;
 
 pub use error::{ClientError, Result};
 pub use infer::{InferStep, InferenceClient, InferenceConfig};
+pub use reconnect::{Backoff, ReconnectPolicy};
 pub use role::{BackwardEntry, Client, ClientConfig, ClientPolicy, LedgerCopy, TranscriptEntry};

@@ -581,6 +581,31 @@ impl Client {
         Some(s.id)
     }
 
+    /// Fast-forwards the mini-batch sampler seeded by [`Client::handle_hello`] by the
+    /// `batches` this client drew in its completed sessions (the server's count in
+    /// `ToClient::Registered`), so that a reconnected client, or one whose server resumed
+    /// from a checkpoint, draws the batches of an uninterrupted run (docs/DESIGN.md
+    /// "Checkpoint and resume"). Call it once per handshake, outside a session.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::NoHandshake`] before a hello; [`ProtocolViolation::OutOfTurn`]
+    /// during a session.
+    pub fn resume_batches(&mut self, batches: u64) -> Result<()> {
+        if self.session.is_some() {
+            return Err(ProtocolViolation::OutOfTurn {
+                expected: "no session".into(),
+                found: "Registered",
+            }
+            .into());
+        }
+        let sampler = self
+            .sampler
+            .as_mut()
+            .ok_or(ProtocolViolation::NoHandshake)?;
+        sampler.skip(batches);
+        Ok(())
+    }
+
     /// Abandons the active session and returns the [`Abort`] message for the server.
     pub fn abort(&mut self, reason: &str) -> Option<ClientMessage> {
         let session = self.abandon_session()?;

@@ -134,6 +134,19 @@ impl BatchSampler {
         self.batch
     }
 
+    /// Skips `batches` mini-batches: the state is that after as many
+    /// [`BatchSampler::next_batch`] calls (a client resuming its batch order after a
+    /// reconnection, [`crate::envelope::ToClient::Registered`]).
+    pub fn skip(&mut self, batches: u64) {
+        for _ in 0..batches {
+            if self.pos + self.batch > self.n {
+                self.order.shuffle(&mut self.rng);
+                self.pos = 0;
+            }
+            self.pos += self.batch;
+        }
+    }
+
     /// The next mini-batch's sample indices.
     pub fn next_batch(&mut self) -> Vec<usize> {
         if self.pos + self.batch > self.n {
@@ -143,5 +156,34 @@ impl BatchSampler {
         let b = self.order[self.pos..self.pos + self.batch].to_vec();
         self.pos += self.batch;
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn skipping_batches_is_drawing_them() {
+        // 10 samples in batches of 3: a new permutation every 3 batches (tail skipped).
+        for skipped in [0u64, 1, 2, 3, 7, 20] {
+            let mut drawn = BatchSampler::new(10, 3, 5).unwrap();
+            for _ in 0..skipped {
+                drawn.next_batch();
+            }
+            let mut skipping = BatchSampler::new(10, 3, 5).unwrap();
+            skipping.skip(skipped);
+            let a: Vec<_> = (0..8).map(|_| drawn.next_batch()).collect();
+            let b: Vec<_> = (0..8).map(|_| skipping.next_batch()).collect();
+            assert_eq!(a, b, "after {skipped} batches");
+        }
+        // And the order does depend on the position.
+        let mut s = BatchSampler::new(10, 3, 5).unwrap();
+        let first: Vec<_> = (0..4).map(|_| s.next_batch()).collect();
+        let mut t = BatchSampler::new(10, 3, 5).unwrap();
+        t.skip(4);
+        let later: Vec<_> = (0..4).map(|_| t.next_batch()).collect();
+        assert_ne!(first, later);
     }
 }

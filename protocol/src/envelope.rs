@@ -6,7 +6,7 @@
 //! client → server  Register { name, token, samples }
 //! server → client  Welcome(ServerHello)          or Refused { code, detail } and close
 //! client → server  Message(ClientHello)
-//! server → client  Registered { client, incarnation }   or Refused
+//! server → client  Registered { client, incarnation, batches }   or Refused
 //! server → client  Message(SessionStart | ForwardResponse | …)     sessions, as scheduled
 //! client → server  Message(ForwardRequest | …)
 //! server → client  Release(v, ν_v)        protocol v2, one client, when training stops
@@ -143,6 +143,12 @@ pub enum ToClient {
         client: u32,
         /// How many times this client has registered before (0: first time).
         incarnation: u32,
+        /// Mini-batches this client drew in its completed sessions so far (the sum of
+        /// their iterations): the client fast-forwards its freshly seeded sampler by this
+        /// many batches ([`crate::data::BatchSampler::skip`]), so that after a reconnection
+        /// or a server resumed from its checkpoint it draws the batches an uninterrupted
+        /// run would (docs/DESIGN.md "Checkpoint and resume"). 0 for inference.
+        batches: u64,
     },
     /// Refused; the server closes the connection.
     Refused(Refusal),

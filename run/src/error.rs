@@ -152,14 +152,23 @@ pub enum RunError {
     /// A model file or model card that was refused, or could not be written.
     #[error(transparent)]
     ModelFile(#[from] ModelFileError),
-    /// A protocol v2 server state file (`STATE_DIR/v2-state.bin`) that was refused:
-    /// truncated, corrupt, of another format or undecodable.
-    #[error("`{}` is not a valid gelunet v2 server state: {reason}", path.display())]
-    V2State {
+    /// A checkpoint (`STATE_DIR/checkpoint.bin`) that was refused: truncated, corrupt,
+    /// of another format, undecodable, or of another run (model, dataset, protocol,
+    /// clients). It is left as it is.
+    #[error("`{}` is not a checkpoint this run can resume: {reason}", path.display())]
+    Checkpoint {
         /// The file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// Ctrl-C or SIGTERM stopped the command at a safe point; what it wrote says how
+    /// to continue.
+    #[error("interrupted: {resume}")]
+    Interrupted {
+        /// How to continue (the checkpoint and the command), or that there is nothing
+        /// to resume.
+        resume: String,
     },
     /// Data that does not fit the model (classes, feature count, no samples).
     #[error("{reason}")]
@@ -186,7 +195,7 @@ pub type Result<T, E = RunError> = std::result::Result<T, E>;
 
 impl RunError {
     /// A refused option value.
-    pub(crate) fn option(option: &'static str, reason: impl Into<String>) -> Self {
+    pub fn option(option: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidOption {
             option,
             reason: reason.into(),

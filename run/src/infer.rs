@@ -316,8 +316,7 @@ fn client_shell(
         samples: 0,
         reference: None,
         connect_timeout: Duration::from_secs(30),
-        reconnect_attempts: 0,
-        reconnect_delay: Duration::from_secs(1),
+        reconnect: gelunet_client::ReconnectPolicy::NEVER,
         progress: None,
     }
 }

@@ -7,7 +7,7 @@ use gelunet_client::{Client, ClientConfig};
 use gelunet_net::Zeroizing;
 use gelunet_protocol::envelope::ReferenceHint;
 use gelunet_protocol::randomness::Randomness;
-use gelunet_shell::client::{run_client, ClientShellConfig};
+use gelunet_shell::client::{run_client_with, ClientShellConfig};
 
 use crate::data::{client_seed, DataOptions};
 use crate::endpoint::{read_token, resolve_addr, runtime, NetOptions};
@@ -60,9 +60,11 @@ pub struct JoinConfig {
     /// The protocol this client takes part in: v2 refuses a server of the paper's
     /// protocol; paper accepts either.
     pub protocol: gelunet_protocol::v2::Protocol,
-    /// Reconnections allowed after a lost connection.
+    /// Reconnection attempts allowed per outage (a lost server; the count starts again
+    /// at every successful registration).
     pub reconnect: u32,
-    /// How long to keep trying to reach the server.
+    /// How long to keep trying to reach the server: at the start, and in every outage
+    /// (pauses of 250 ms doubling up to 5 s in between, [`gelunet_client::ReconnectPolicy`]).
     pub connect_timeout: Duration,
     /// Transport options.
     pub net: NetOptions,
@@ -172,30 +174,52 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
             Randomness::Os => None,
         },
         connect_timeout: c.connect_timeout,
-        reconnect_attempts: c.reconnect,
-        reconnect_delay: Duration::from_secs(1),
+        reconnect: gelunet_client::ReconnectPolicy {
+            max_attempts: Some(c.reconnect),
+            ..gelunet_client::ReconnectPolicy::for_up_to(c.connect_timeout)
+        },
         progress: None,
     };
     let rt = runtime()?;
     let pb = progress::Progress::new(c.progress, 1.0);
     let name = c.name.clone();
-    let (role, stats) = rt
-        .block_on(async move {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let follower = tokio::spawn(progress::follow_client(name, pb, rx));
-            let cc = ClientShellConfig {
-                progress: Some(tx),
-                ..cc
-            };
-            let r = run_client(client, &cc).await;
-            drop(cc);
-            let _ = follower.await;
-            r
-        })
-        .map_err(|source| RunError::ClientShell {
-            name: c.name.clone(),
-            source,
-        })?;
+    let outcome = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let follower = tokio::spawn(progress::follow_client(name, pb, rx));
+        let cc = ClientShellConfig {
+            progress: Some(tx),
+            ..cc
+        };
+        let r = run_client_with(client, &cc, crate::signal::interrupted()).await;
+        drop(cc);
+        let _ = follower.await;
+        r
+    });
+    if let Err(gelunet_shell::client::ClientShellError::Interrupted) = outcome {
+        if let Some(path) = &c.report {
+            write_json(
+                path,
+                &JoinReport {
+                    name: c.name.clone(),
+                    samples: share.n_samples() as u64,
+                    wall_seconds: t_all.elapsed().as_secs_f64(),
+                    stop_reason: "interrupted".into(),
+                    backend: gelunet_paillier::BACKEND.into(),
+                    protocol: "unknown".into(),
+                    randomness: randomness.report_label().into(),
+                    partial: true,
+                    ..JoinReport::default()
+                },
+            )?;
+        }
+        return Err(RunError::Interrupted {
+            resume: format!("client `{}` left the run; start it again to rejoin", c.name),
+        });
+    }
+    let (role, stats) = outcome.map_err(|source| RunError::ClientShell {
+        name: c.name.clone(),
+        source,
+    })?;
     let r = JoinReport {
         name: c.name.clone(),
         samples: share.n_samples() as u64,
@@ -215,6 +239,7 @@ pub fn join(c: &JoinConfig) -> Result<JoinReport> {
             .map_or("unknown", gelunet_protocol::v2::Protocol::name)
             .into(),
         randomness: randomness.report_label().into(),
+        partial: false,
     };
     if let Some(path) = &c.report {
         write_json(path, &r)?;

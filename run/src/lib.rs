@@ -28,10 +28,12 @@
 //!
 //! Model files ([`ModelFile`]) carry a magic, a version, a length and a SHA-256 checksum
 //! and are written atomically (temporary file, fsync, rename); a damaged or mismatched
-//! file is refused with [`ModelFileError`]. A protocol v2 server (`serve`) persists its
-//! masked state `(v, ν_v, W~)` the same way after every completed session
-//! ([`v2_state`], `STATE_DIR/v2-state.bin`).
+//! file is refused with [`ModelFileError`]. The server (`serve`, `train`) persists its
+//! whole state the same way after every completed session ([`checkpoint`],
+//! `STATE_DIR/checkpoint.bin`; under protocol v2 the masked state only); `--resume`
+//! continues from it, and Ctrl-C / SIGTERM stop at a safe point ([`signal`]).
 
+pub mod checkpoint;
 mod curves;
 mod data;
 mod defaults;
@@ -46,9 +48,12 @@ pub mod model_file;
 mod progress;
 pub mod report;
 mod serve;
+pub mod signal;
 mod train;
-pub mod v2_state;
 
+pub use checkpoint::{
+    checkpoint_path, load_checkpoint, save_checkpoint, CheckpointFile, RunContext, CHECKPOINT_FILE,
+};
 pub use data::{client_name, client_seed, derive_seed, parse_shares, DataOptions, Prepared};
 pub use defaults::{
     defaults_for, largest_batch_size, DatasetDefaults, CSV_DEFAULTS, DATASET_DEFAULTS,
@@ -73,7 +78,6 @@ pub use model_file::{DataCard, ModelCard, ModelFile, ModelFileError};
 pub use report::{InferReport, JoinReport, PartyReport, TrainReport};
 pub use serve::{serve, ServeConfig};
 pub use train::{train, train_plaintext, OutputOptions, TrainConfig};
-pub use v2_state::{load_v2_state, save_v2_state, V2_STATE_FILE};
 
 pub use gelunet_server::{StopReason, StopRule};
 pub use gelunet_shell::server::Credential;

@@ -451,7 +451,7 @@ impl ModelFile {
 }
 
 /// `magic ‖ version (u32 LE) ‖ length (u64 LE) ‖ SHA-256(body) ‖ body`: the framing of the
-/// model file and of the v2 state file ([`crate::v2_state`]).
+/// model file and of the checkpoint file ([`crate::checkpoint`]).
 pub(crate) fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + body.len());
     bytes.extend_from_slice(magic);

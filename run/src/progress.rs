@@ -227,7 +227,7 @@ impl Progress {
                 self.tracker.session(s.sessions_completed, s.samples);
                 self.show(now, false);
             }
-            ServerEvent::V2State(_) => {}
+            ServerEvent::Checkpoint(_) => {}
         }
     }
 

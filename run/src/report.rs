@@ -129,6 +129,10 @@ pub struct TrainReport {
     /// The figures `--plot` wrote (`loss.png`, `accuracy.png`), if asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plots: Vec<std::path::PathBuf>,
+    /// The run was interrupted (Ctrl-C, SIGTERM) before its stop rule: the figures cover
+    /// the sessions so far, no model was written, and the run continues with `--resume`
+    /// from its checkpoint.
+    pub partial: bool,
 }
 
 /// Writes `value` as pretty JSON (with a final newline), atomically.
@@ -187,8 +191,10 @@ pub fn accuracy(model: &FixedModel, scales: &Scales, ds: &Dataset) -> Result<f64
 }
 
 /// Replays the completed sessions of `log` in plaintext with the [`ReferenceTrainer`]:
-/// one reference client per (client, incarnation), since a client re-seeds its sampler at
-/// every registration. `share_of(client index)` gives the client's quantized data and
+/// one reference client per client, whose sampler runs on over its completed sessions as
+/// the client's does (a client that registers again re-seeds its sampler and
+/// fast-forwards it by the batches of its completed sessions, `Registered::batches`,
+/// also after a server resumed from its checkpoint). `share_of(client index)` gives the client's quantized data and
 /// role seed, or `None` when it cannot be reproduced. Returns `None` if some client that
 /// completed a session cannot be reproduced.
 ///
@@ -228,18 +234,18 @@ pub(crate) fn replay_with(
     mut each: impl FnMut(u64, &FixedModel) -> Result<()>,
 ) -> Result<Option<FixedModel>> {
     let (model_seed, eta, batch) = run;
-    let mut slots: BTreeMap<(usize, u32), usize> = BTreeMap::new();
+    let mut slots: BTreeMap<usize, usize> = BTreeMap::new();
     let mut data = Vec::new();
     let mut plans = Vec::new();
     for s in log.sessions.iter().filter(|s| s.completed) {
-        let slot = match slots.get(&(s.client, s.incarnation)) {
+        let slot = match slots.get(&s.client) {
             Some(&i) => i,
             None => {
                 let Some(d) = share_of(s.client) else {
                     return Ok(None);
                 };
                 data.push(d);
-                slots.insert((s.client, s.incarnation), data.len() - 1);
+                slots.insert(s.client, data.len() - 1);
                 data.len() - 1
             }
         };
@@ -426,6 +432,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         backend: gelunet_paillier::BACKEND.into(),
         stop_reason: log.stop_reason.clone(),
         randomness: i.randomness.into(),
+        partial: log.interrupted,
         parties: i.parties,
         plots: Vec::new(),
     }
@@ -444,7 +451,7 @@ pub(crate) fn server_party(log: &TrainingLog) -> PartyReport {
 }
 
 /// The report of `gelunet join` (`--report PATH`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct JoinReport {
     /// This client's name.
     pub name: String,
@@ -478,6 +485,9 @@ pub struct JoinReport {
     /// ([`gelunet_protocol::randomness::Randomness::report_label`]): `secret (OS
     /// randomness)` or `masks known to the server (insecure reproducible mode)`.
     pub randomness: String,
+    /// The client was interrupted (Ctrl-C, SIGTERM) before the server's summary: the
+    /// figures cover the run so far.
+    pub partial: bool,
 }
 
 /// The report of `gelunet infer` (`--report PATH`).

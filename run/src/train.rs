@@ -16,7 +16,7 @@ use gelunet_server::V2Checkpoint;
 use gelunet_server::{Server, ServerConfig, StopRule};
 use gelunet_shell::client::{run_client, ClientRunStats, ClientShellConfig};
 use gelunet_shell::server::{
-    run_server, ClientLog, Credential, ServerEvent, ServerShellConfig, SessionLog, TrainingLog,
+    run_server_with, ClientLog, Credential, ServerEvent, ServerShellConfig, SessionLog, TrainingLog,
 };
 use tokio::sync::mpsc;
 
@@ -330,7 +330,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     shell.coordinator.response_timeout = c.net.response();
     shell.coordinator.join_timeout = Some(Duration::from_secs(120));
     // `--plot`: the masked states of the kept sessions, unmasked after training.
-    shell.coordinator.v2_state_events = plot_group_key.is_some() && !paper;
+    shell.coordinator.checkpoint_events = plot_group_key.is_some() && !paper;
     let held: u64 = prepared.shares.iter().map(|s| s.n_samples() as u64).sum();
     let pb = progress::Progress::new(c.output.progress, rule.epochs().unwrap_or(1.0));
     let rt = runtime()?;
@@ -343,9 +343,9 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             let (mut buckets, mut samples, mut kept) = (Buckets::new(held), 0, Vec::new());
             while let Some(e) = ev_rx.recv().await {
                 match e {
-                    ServerEvent::V2State(cp) => {
-                        if buckets.keep(samples) {
-                            kept.push((samples, cp));
+                    ServerEvent::Checkpoint(cp) => {
+                        if let Some(v2) = cp.v2().filter(|_| buckets.keep(samples)) {
+                            kept.push((samples, v2.clone()));
                         }
                     }
                     other => {
@@ -358,7 +358,17 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             }
             kept
         });
-        let server_task = tokio::spawn(run_server(server, endpoint, shell, Some(ev_tx)));
+        let server_task = tokio::spawn(async move {
+            run_server_with(
+                server,
+                endpoint,
+                shell,
+                Some(ev_tx),
+                None,
+                crate::signal::interrupted(),
+            )
+            .await
+        });
         let mut tasks = Vec::new();
         for ((client, samples), cred) in clients.into_iter().zip(&credentials) {
             let cc = ClientShellConfig {
@@ -371,8 +381,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 samples,
                 reference: None,
                 connect_timeout: Duration::from_secs(30),
-                reconnect_attempts: 0,
-                reconnect_delay: Duration::from_secs(1),
+                reconnect: gelunet_client::ReconnectPolicy::NEVER,
                 progress: None,
             };
             tasks.push(tokio::spawn(async move { run_client(client, &cc).await }));
@@ -389,7 +398,10 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             match t.await {
                 Ok(Ok((_, s))) => stats.push(Some(s)),
                 Ok(Err(e)) => {
-                    tracing::warn!(client = k, error = %e, "client failed");
+                    let interrupted = matches!(&served, Ok((_, log)) if log.interrupted);
+                    if !interrupted {
+                        tracing::warn!(client = k, error = %e, "client failed");
+                    }
                     stats.push(None);
                 }
                 Err(source) => {
@@ -405,6 +417,29 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         let (role, log) = served?;
         Ok::<_, RunError>((role, log, stats, kept))
     })?;
+    if log.interrupted {
+        let report = build_report(ReportInput {
+            command: "train",
+            prepared: Some(prepared),
+            defaults_used: setup.defaults_used.clone(),
+            model: &setup.model,
+            keys: &c.keys,
+            log: &log,
+            eval: &Evaluation::default(),
+            wall: t_all.elapsed(),
+            keygen,
+            parties: vec![server_party(&log)],
+            randomness: TRAIN_RANDOMNESS,
+        });
+        c.output.finish(report)?;
+        return Err(RunError::Interrupted {
+            resume: format!(
+                "{} sessions completed; `gelunet train` keeps no checkpoint (all parties \
+                 run in this process): run it again, or use serve/join for resumable runs",
+                log.sessions_completed
+            ),
+        });
+    }
     let model = role.true_model()?.clone();
     let share_of = |id: usize| -> Option<(gelunet_protocol::Dataset, u64)> {
         let name = &log.clients.get(id)?.name;
@@ -538,6 +573,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
                 reference: None,
                 registrations: 1,
                 sessions: 0,
+                batches: 0,
                 abandoned: 0,
                 bytes_sent: 0,
                 bytes_received: 0,
@@ -553,6 +589,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         bytes_received: 0,
         training_time: Duration::ZERO,
         stop_reason: String::new(),
+        interrupted: false,
     };
     let t0 = Instant::now();
     let reason = loop {
@@ -564,6 +601,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         log.samples += u64::from(plan.iterations) * batch;
         if let Some(cl) = log.clients.get_mut(plan.client) {
             cl.sessions += 1;
+            cl.batches += u64::from(plan.iterations);
         }
         log.sessions.push(SessionLog {
             session: log.sessions_completed - 1,

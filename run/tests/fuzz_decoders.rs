@@ -26,9 +26,10 @@ use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::messages::{ClientHello, ClientMessage, PublicModulus, ServerMessage};
 use gelunet_protocol::{Activation, FixedModel, ModelSpec, Scales};
 use gelunet_run::{
-    load_v2_state, parse_credential, save_v2_state, DataCard, ListenOptions, ModelCard, ModelFile,
+    load_checkpoint, parse_credential, save_checkpoint, CheckpointFile, DataCard, ListenOptions,
+    ModelCard, ModelFile, RunContext,
 };
-use gelunet_server::{Server, ServerConfig};
+use gelunet_server::{Coordinator, CoordinatorConfig, Server, ServerConfig};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -208,13 +209,24 @@ fn card_bytes() -> Vec<u8> {
     json
 }
 
-fn v2_state_bytes() -> &'static Vec<u8> {
+fn checkpoint_bytes() -> &'static Vec<u8> {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
-        let cp = v2_server().v2_checkpoint().unwrap();
+        let now = std::time::Instant::now();
+        let co = Coordinator::new(
+            v2_server(),
+            CoordinatorConfig::new(1),
+            vec!["alice".into()],
+            now,
+        )
+        .unwrap();
+        let file = CheckpointFile {
+            context: RunContext::new("serve", None),
+            checkpoint: co.checkpoint(now).unwrap(),
+        };
         let dir = scratch();
-        let path = dir.join("v2-state.bin");
-        save_v2_state(&path, &cp).unwrap();
+        let path = dir.join("checkpoint.bin");
+        save_checkpoint(&path, &file).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         bytes
@@ -325,8 +337,8 @@ proptest! {
     }
 
     #[test]
-    fn v2_state_files_never_panic(bytes in framed_like(v2_state_bytes())) {
-        let _ = with_file("v2-state.bin", &bytes, load_v2_state);
+    fn checkpoint_files_never_panic(bytes in framed_like(checkpoint_bytes())) {
+        let _ = with_file("checkpoint.bin", &bytes, load_checkpoint);
     }
 
     #[test]
@@ -425,8 +437,8 @@ fn the_seeds_decode() {
         ModelFile::load(p).unwrap()
     });
     with_file("card.json", &card_bytes(), |p| ModelCard::load(p).unwrap());
-    with_file("v2-state.bin", v2_state_bytes(), |p| {
-        load_v2_state(p).unwrap()
+    with_file("checkpoint.bin", checkpoint_bytes(), |p| {
+        load_checkpoint(p).unwrap()
     });
     let payload = &model_file_bytes()[52..];
     with_file("model.bin", &reframe(model_file_bytes(), payload), |p| {

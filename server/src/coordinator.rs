@@ -65,8 +65,8 @@ use gelunet_protocol::envelope::{
 };
 use gelunet_protocol::messages::{Abort, ClientHello, ClientMessage, ServerHello, ServerMessage};
 
+use crate::checkpoint::{Checkpoint, CheckpointError, ClientRecord, RolePart, RunFingerprint};
 use crate::error::ServerError;
-use crate::plain_update::V2Checkpoint;
 use crate::role::{ClientId, Server};
 use crate::stop::StopRule;
 
@@ -81,7 +81,7 @@ impl fmt::Display for ConnectionId {
 }
 
 /// Bytes a connection carried, frames with their length prefixes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Traffic {
     /// Bytes the server sent.
     pub sent: u64,
@@ -249,14 +249,15 @@ pub enum ServerEvent {
     },
     /// A session ended.
     SessionDone(SessionLog),
-    /// Protocol v2, after a completed session (only with
-    /// [`CoordinatorConfig::v2_state_events`]): the state to persist,
-    /// `(v, ν_v, W~)` ([`Server::v2_checkpoint`]); no true weight, no secret.
-    V2State(V2Checkpoint),
+    /// After every completed session (only with
+    /// [`CoordinatorConfig::checkpoint_events`]): the whole state to persist
+    /// ([`Checkpoint`]; under protocol v2 the masked state only, no true weight; no
+    /// secret key under either protocol).
+    Checkpoint(Box<Checkpoint>),
 }
 
 /// One session as it ran.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionLog {
     /// Session id.
     pub session: u64,
@@ -281,7 +282,7 @@ pub struct SessionLog {
 }
 
 /// One registered client over the whole run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClientLog {
     /// Name.
     pub name: String,
@@ -295,6 +296,9 @@ pub struct ClientLog {
     pub registrations: u32,
     /// Sessions completed.
     pub sessions: u64,
+    /// Mini-batches of its completed sessions (the sum of their iterations), sent to the
+    /// client at every registration (`ToClient::Registered`).
+    pub batches: u64,
     /// Sessions abandoned (including those scheduled while it was away).
     pub abandoned: u64,
     /// Bytes the server sent to it.
@@ -328,6 +332,9 @@ pub struct TrainingLog {
     pub training_time: Duration,
     /// Why training stopped.
     pub stop_reason: String,
+    /// Training was interrupted ([`Coordinator::interrupt`]) before its stop rule said
+    /// stop: the log is partial and the run can be resumed from its last checkpoint.
+    pub interrupted: bool,
 }
 
 /// The coordinator's policy (see the module docs).
@@ -356,9 +363,9 @@ pub struct CoordinatorConfig {
     /// masks derive from a public seed). Default false: such a client is refused
     /// ([`RefusalCode::Handshake`]) and the server never holds masks it could know.
     pub accept_reference_hints: bool,
-    /// Emit [`ServerEvent::V2State`] after every completed session of protocol v2, for a
-    /// driver that persists the state (default false).
-    pub v2_state_events: bool,
+    /// Emit [`ServerEvent::Checkpoint`] after every completed session, for a driver that
+    /// persists the state (default false).
+    pub checkpoint_events: bool,
 }
 
 impl CoordinatorConfig {
@@ -375,7 +382,7 @@ impl CoordinatorConfig {
             rejoin_timeout: Duration::from_secs(120),
             absent_skips_per_client: 1000,
             accept_reference_hints: false,
-            v2_state_events: false,
+            checkpoint_events: false,
         }
     }
 }
@@ -391,6 +398,9 @@ pub enum CoordinatorError {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint that cannot be resumed ([`Coordinator::resume`]).
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
     /// The role failed outside a client's session (e.g. starting a session).
     #[error("server role: {0}")]
     Role(#[from] ServerError),
@@ -543,6 +553,13 @@ pub struct Coordinator {
     skipped_in_a_row: usize,
     unregistered: Traffic,
     actions: VecDeque<Action>,
+    /// Resumed from a checkpoint: the first session waits for `wait_for` *connected*
+    /// clients (they are registered already).
+    resumed: bool,
+    /// Training time of the run before the resume.
+    earlier_training: Duration,
+    /// [`Coordinator::interrupt`] was called.
+    interrupted: bool,
 }
 
 impl Coordinator {
@@ -554,6 +571,26 @@ impl Coordinator {
     /// 0 or above the number of names, limits [`StopRule::new`] refuses, or a role that
     /// already has registered clients.
     pub fn new(
+        role: Server,
+        config: CoordinatorConfig,
+        names: Vec<String>,
+        now: Instant,
+    ) -> Result<Self, CoordinatorError> {
+        if role.num_clients() != 0 {
+            return Err(CoordinatorError::Config {
+                reason: format!(
+                    "the server role already has {} registered clients",
+                    role.num_clients()
+                ),
+            });
+        }
+        let mut co = Self::build(role, config, names, now)?;
+        co.advance(now);
+        Ok(co)
+    }
+
+    /// Checks the names and `wait_for` and builds a coordinator in its first phase.
+    fn build(
         role: Server,
         config: CoordinatorConfig,
         names: Vec<String>,
@@ -575,16 +612,10 @@ impl Coordinator {
         if sorted.windows(2).any(|w| w[0] == w[1]) {
             return Err(config_err("duplicate client names".into()));
         }
-        if role.num_clients() != 0 {
-            return Err(config_err(format!(
-                "the server role already has {} registered clients",
-                role.num_clients()
-            )));
-        }
         let stop = StopRule::new(config.epochs, config.max_sessions)
             .map_err(|e| config_err(e.to_string()))?;
         let batch = role.config().batch_size as u64;
-        let mut co = Self {
+        Ok(Self {
             join_deadline: config.join_timeout.map(|t| now + t),
             role,
             config,
@@ -607,9 +638,144 @@ impl Coordinator {
             skipped_in_a_row: 0,
             unregistered: Traffic::default(),
             actions: VecDeque::new(),
-        };
+            resumed: false,
+            earlier_training: Duration::ZERO,
+            interrupted: false,
+        })
+    }
+
+    /// A coordinator that continues the run of `cp` (docs/DESIGN.md "Checkpoint and
+    /// resume"): `role` is a fresh [`Server`] of the same configuration
+    /// ([`Server::restore`] applies the checkpoint), `names` the configured clients (a
+    /// superset of the checkpoint's). Every client of the checkpoint is registered
+    /// already; it reconnects with the same public key, gets its index and the
+    /// mini-batches it drew so far in `Registered`, and training continues once
+    /// `wait_for` of them (at most all of them) are connected again, with the session
+    /// after the last completed one: in the insecure reproducible mode the model ends
+    /// exactly as in an uninterrupted run.
+    ///
+    /// # Errors
+    /// As [`Coordinator::new`]; [`CoordinatorError::Checkpoint`] for a checkpoint of
+    /// another configuration, with a client not among `names`, or inconsistent.
+    pub fn resume(
+        mut role: Server,
+        config: CoordinatorConfig,
+        names: Vec<String>,
+        cp: &Checkpoint,
+        now: Instant,
+    ) -> Result<Self, CoordinatorError> {
+        for (i, c) in cp.clients.iter().enumerate() {
+            if !names.contains(&c.log.name) {
+                return Err(CheckpointError::UnknownClient {
+                    name: c.log.name.clone(),
+                }
+                .into());
+            }
+            if c.log.id != i {
+                return Err(CheckpointError::Inconsistent {
+                    reason: format!("client `{}` has index {} at {i}", c.log.name, c.log.id),
+                }
+                .into());
+            }
+        }
+        if cp.completed != cp.sessions.iter().filter(|s| s.completed).count() as u64 {
+            return Err(CheckpointError::Inconsistent {
+                reason: "the session log does not match the completed sessions".into(),
+            }
+            .into());
+        }
+        role.restore(cp)?;
+        let mut co = Self::build(role, config, names, now)?;
+        co.known = cp
+            .clients
+            .iter()
+            .map(|c| Known {
+                log: ClientLog {
+                    connected_at_end: false,
+                    ..c.log.clone()
+                },
+                key_n: c.key.n.clone(),
+            })
+            .collect();
+        co.sessions = cp.sessions.clone();
+        co.completed = cp.completed;
+        co.samples = cp.samples;
+        co.held = cp.held;
+        co.unregistered = cp.unregistered;
+        co.earlier_training = cp.training_time;
+        co.resumed = true;
         co.advance(now);
         Ok(co)
+    }
+
+    /// The whole state to persist ([`Checkpoint`]), between sessions only (`None` during
+    /// one). The driver gets one after every completed session with
+    /// [`CoordinatorConfig::checkpoint_events`].
+    pub fn checkpoint(&self, now: Instant) -> Option<Checkpoint> {
+        if self.running.is_some() {
+            return None;
+        }
+        let RolePart {
+            model,
+            sessions_started,
+            scheduler_clients,
+            next_session,
+            rng_word_pos,
+        } = self.role.role_checkpoint()?;
+        Some(Checkpoint {
+            fingerprint: RunFingerprint::of(&self.role),
+            model,
+            sessions_started,
+            scheduler_clients,
+            next_session,
+            rng_word_pos,
+            clients: self
+                .known
+                .iter()
+                .map(|k| ClientRecord {
+                    log: k.log.clone(),
+                    key: gelunet_protocol::messages::PublicModulus { n: k.key_n.clone() },
+                })
+                .collect(),
+            sessions: self.sessions.clone(),
+            completed: self.completed,
+            samples: self.samples,
+            held: self.held,
+            training_time: self.training_time(now),
+            unregistered: self.unregistered,
+        })
+    }
+
+    /// Training time so far (before a resume included).
+    fn training_time(&self, now: Instant) -> Duration {
+        self.earlier_training
+            + self
+                .training_started
+                .map_or(Duration::ZERO, |t0| now.saturating_duration_since(t0))
+    }
+
+    /// Stops at once at `now` (Ctrl-C, SIGTERM: the next safe point): a running session
+    /// is abandoned (the model goes back to its state before it, which the last
+    /// checkpoint holds), every client's connection is closed (not finished: the clients
+    /// try to reconnect, to a server resumed from the checkpoint), queued registrations
+    /// are refused. The outcome is a partial [`TrainingLog`] ([`TrainingLog::interrupted`];
+    /// under protocol v2 no model is released). No effect once training has stopped.
+    pub fn interrupt(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Finishing { .. } | Phase::Finished { .. }) {
+            return;
+        }
+        self.interrupted = true;
+        if let Some(r) = self.running.take() {
+            self.role.abandon_session();
+            self.end_session(now, r, Some("the server was interrupted".into()));
+        }
+        self.releasing = None;
+        let peers: Vec<usize> = self.peers.keys().copied().collect();
+        for id in peers {
+            self.drop_peer(id, "the server was interrupted", Farewell::Close);
+        }
+        self.finish(now, Ok("interrupted".into()));
+        self.advance(now);
     }
 
     /// The role's hello, for the driver's `Welcome` frame.
@@ -865,6 +1031,7 @@ impl Coordinator {
         let k = &mut self.known[r.client].log;
         if completed {
             k.sessions += 1;
+            k.batches += u64::from(r.iterations);
             self.completed += 1;
             self.samples += u64::from(r.iterations) * self.batch;
         } else {
@@ -884,10 +1051,9 @@ impl Coordinator {
         };
         self.sessions.push(log.clone());
         self.event(ServerEvent::SessionDone(log));
-        if completed && self.config.v2_state_events {
-            // Between sessions under v2; the paper's protocol has no v2 state.
-            if let Ok(cp) = self.role.v2_checkpoint() {
-                self.event(ServerEvent::V2State(cp));
+        if completed && self.config.checkpoint_events {
+            if let Some(cp) = self.checkpoint(now) {
+                self.event(ServerEvent::Checkpoint(Box::new(cp)));
             }
         }
     }
@@ -1109,7 +1275,7 @@ impl Coordinator {
             reference,
             hello,
         } = j;
-        let (id, incarnation) = match self.known_index(&name) {
+        let (id, incarnation, batches) = match self.known_index(&name) {
             Some(id) => {
                 if self.known[id].key_n != hello.client_key.n {
                     self.refuse(
@@ -1127,7 +1293,7 @@ impl Coordinator {
                 log.registrations += 1;
                 log.samples = samples;
                 log.reference = reference;
-                (id, log.registrations - 1)
+                (id, log.registrations - 1, log.batches)
             }
             None => match self.role.register_client(&hello) {
                 Ok(ClientId(id)) => {
@@ -1148,13 +1314,14 @@ impl Coordinator {
                             reference,
                             registrations: 1,
                             sessions: 0,
+                            batches: 0,
                             abandoned: 0,
                             bytes_sent: 0,
                             bytes_received: 0,
                             connected_at_end: false,
                         },
                     });
-                    (id, 0)
+                    (id, 0, 0)
                 }
                 Err(e) => {
                     let code = match e {
@@ -1176,6 +1343,7 @@ impl Coordinator {
             ToClient::Registered {
                 client: u32::try_from(id).unwrap_or(u32::MAX),
                 incarnation,
+                batches,
             },
         );
         self.event(ServerEvent::ClientJoined { name, incarnation });
@@ -1183,7 +1351,9 @@ impl Coordinator {
     }
 
     fn begin_training(&mut self, now: Instant) {
-        self.held = self.known.iter().map(|k| k.log.samples).sum();
+        if !self.resumed {
+            self.held = self.known.iter().map(|k| k.log.samples).sum();
+        }
         self.event(ServerEvent::TrainingStarted {
             clients: self.known.len(),
             target_samples: self.stop.target_samples(self.held),
@@ -1323,9 +1493,7 @@ impl Coordinator {
     fn finish(&mut self, now: Instant, outcome: Result<String, CoordinatorError>) {
         let (outcome, held) = match outcome {
             Ok(reason) => {
-                let t = self
-                    .training_started
-                    .map_or(Duration::ZERO, |t0| now.saturating_duration_since(t0));
+                let t = self.training_time(now);
                 (Ok((t, reason)), self.held)
             }
             Err(e) => (Err(e), 0),
@@ -1379,7 +1547,13 @@ impl Coordinator {
                         self.fail(now, e);
                         continue;
                     }
-                    if self.known.len() < self.config.wait_for {
+                    let (ready, needed) = if self.resumed {
+                        // Registered already: wait for them to be connected again.
+                        (self.peers.len(), self.config.wait_for.min(self.known.len()))
+                    } else {
+                        (self.known.len(), self.config.wait_for)
+                    };
+                    if ready < needed {
                         return;
                     }
                     self.begin_training(now);
@@ -1475,6 +1649,7 @@ impl Coordinator {
                 bytes_received,
                 training_time,
                 stop_reason,
+                interrupted: self.interrupted,
             }
         });
         self.phase = Phase::Finished { outcome };

@@ -21,6 +21,7 @@
 //! in-memory driver is `gelunet-sim`, the QUIC shell `gelunet-shell`.
 
 pub mod backward;
+pub mod checkpoint;
 pub mod coordinator;
 mod error;
 pub mod final_update;
@@ -31,6 +32,7 @@ pub mod plain_update;
 pub mod role;
 pub mod stop;
 
+pub use checkpoint::{Checkpoint, CheckpointError, ClientRecord, ModelState, RunFingerprint};
 pub use coordinator::{
     Action, ClientLog, ConnectionId, Coordinator, CoordinatorConfig, CoordinatorError, Input,
     LinkError, ServerEvent, SessionLog, Traffic, TrainingLog,

@@ -269,8 +269,8 @@ impl Server {
 /// masked model `W~`. It contains no true weight and no secret.
 ///
 /// Serde: a struct of `params`, `version` and `masked` (a list of `{ w, b }`, ndarray's
-/// serde form of big integers); the run layer stores it as postcard in
-/// `STATE_DIR/v2-state.bin` (`gelunet serve --state-dir`). Deserialization checks each
+/// serde form of big integers); it is part of the server's [`crate::Checkpoint`]
+/// (`STATE_DIR/checkpoint.bin`). Deserialization checks each
 /// array's shape against its data; [`Server::restore_v2`] checks the model's shapes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "CheckpointOnDisk", from = "CheckpointOnDisk")]

@@ -292,7 +292,12 @@ impl Pair {
             ToClient::Registered {
                 client,
                 incarnation,
-            } => self.peers[k].registered.push((client, incarnation)),
+                batches,
+            } => {
+                // As the shell: the sampler continues where the completed sessions left it.
+                self.peers[k].role.resume_batches(batches).unwrap();
+                self.peers[k].registered.push((client, incarnation));
+            }
             ToClient::Message(m) => {
                 let n = self.peers[k].received;
                 self.peers[k].received += 1;
@@ -406,7 +411,8 @@ impl Pair {
 }
 
 /// The plaintext reference replaying the log's completed sessions (every client's
-/// sampler seeded once: valid for runs without reconnections).
+/// sampler seeded once: a reconnected client fast-forwards its sampler to the batches of
+/// its completed sessions, `Registered::batches`).
 fn replay(log: &TrainingLog) -> ReferenceTrainer {
     let cfg = server_config(ClientOrder::RoundRobin);
     let scales = cfg.scales;
@@ -987,4 +993,170 @@ fn the_response_timeout_runs_from_when_the_message_goes_out() {
         p.co().poll_action(later),
         Some(Action::Refuse { refusal, .. }) if refusal.code == RefusalCode::Timeout
     ));
+}
+
+/// The checkpoints the coordinator emitted so far.
+fn checkpoints(p: &Pair) -> Vec<&gelunet_server::Checkpoint> {
+    p.events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Checkpoint(cp) => Some(&**cp),
+            _ => None,
+        })
+        .collect()
+}
+
+fn checkpointing(k: usize, sessions: u64) -> Pair {
+    let mut c = config(k, None, Some(sessions));
+    c.checkpoint_events = true;
+    Pair::new(k, ClientOrder::SeededRandom, c)
+}
+
+#[test]
+fn a_server_resumed_from_its_checkpoint_ends_with_the_uninterrupted_model() {
+    let mut whole = checkpointing(3, 9);
+    whole.connect_all();
+    whole.run();
+    assert_eq!(
+        checkpoints(&whole).len(),
+        9,
+        "one checkpoint per completed session"
+    );
+    let (reference, whole_log) = whole.log();
+
+    let mut p = checkpointing(3, 9);
+    p.connect_all();
+    // Four sessions completed, the fifth under way: the server crashes.
+    p.run_until(|p| checkpoints(p).len() == 4);
+    p.run_until(|p| p.peers.iter().map(|q| q.received).sum::<usize>() > 0);
+    assert!(
+        p.co.as_ref().unwrap().checkpoint(p.now).is_none(),
+        "mid-session"
+    );
+    let cp = checkpoints(&p)[3].clone();
+    assert_eq!(cp.completed, 4);
+    assert!(cp.v2().is_none(), "these tests run the paper's protocol");
+    assert_eq!(
+        cp.clients.iter().map(|c| c.log.sessions).sum::<u64>(),
+        4,
+        "{:?}",
+        cp.clients
+    );
+    p.co = None;
+    p.inbox.clear();
+    for q in &mut p.peers {
+        q.conn = None;
+        q.role.abandon_session();
+    }
+    let names = (0..3).map(name).collect();
+    let role = Server::new(server_config(ClientOrder::SeededRandom), key(0)).unwrap();
+    let mut c = config(3, None, Some(9));
+    c.checkpoint_events = true;
+    p.co = Some(Coordinator::resume(role, c, names, &cp, p.now).unwrap());
+    // No session before every client is back.
+    p.connect(2);
+    p.connect(0);
+    p.drive();
+    assert_eq!((p.peers[0].received, p.peers[2].received), (0, 0));
+    p.connect(1);
+    p.run();
+    let (role, log) = p.log();
+    assert_eq!(log.sessions_completed, 9);
+    assert_eq!(role.model().unwrap(), reference.model().unwrap());
+    assert_eq!(role.model().unwrap(), replay(&log).model());
+    let plans = |l: &TrainingLog| -> Vec<(usize, u32)> {
+        l.sessions
+            .iter()
+            .filter(|s| s.completed)
+            .map(|s| (s.client, s.iterations))
+            .collect()
+    };
+    assert_eq!(plans(&log), plans(&whole_log));
+    for c in &log.clients {
+        assert_eq!(c.registrations, 2, "{c:?}");
+        assert!(c.sessions > 0, "{c:?}");
+    }
+    assert!(!log.interrupted);
+}
+
+#[test]
+fn a_checkpoint_of_another_run_or_client_is_refused() {
+    let mut p = checkpointing(2, 3);
+    p.connect_all();
+    p.run();
+    let cp = checkpoints(&p).last().copied().unwrap().clone();
+    let names = || (0..2).map(name).collect::<Vec<_>>();
+    let resume = |cfg: ServerConfig, names: Vec<String>, cp: &gelunet_server::Checkpoint| {
+        let role = Server::new(cfg, key(0)).unwrap();
+        Coordinator::resume(role, config(2, None, Some(3)), names, cp, Instant::now())
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let base = || server_config(ClientOrder::SeededRandom);
+    let mismatch =
+        |what| CoordinatorError::Checkpoint(gelunet_server::CheckpointError::Mismatch { what });
+    let mut other = base();
+    other.spec = ModelSpec::new(vec![4, 6, 3], Activation::Sigmoid);
+    assert_eq!(resume(other, names(), &cp), mismatch("model spec"));
+    let mut other = base();
+    other.batch_size = 2;
+    assert_eq!(resume(other, names(), &cp), mismatch("batch size"));
+    let mut other = base();
+    other.schedule_seed = 99;
+    assert_eq!(resume(other, names(), &cp), mismatch("schedule seed"));
+    let mut other = base();
+    other.protocol = gelunet_protocol::v2::Protocol::V2;
+    assert_eq!(resume(other, names(), &cp), mismatch("protocol"));
+    assert!(matches!(
+        resume(base(), vec!["c0".into(), "zed".into()], &cp),
+        CoordinatorError::Checkpoint(gelunet_server::CheckpointError::UnknownClient { name })
+            if name == "c1"
+    ));
+    let mut bad = cp.clone();
+    bad.next_session += 1;
+    assert!(matches!(
+        resume(base(), names(), &bad),
+        CoordinatorError::Checkpoint(gelunet_server::CheckpointError::Inconsistent { .. })
+    ));
+    let mut bad = cp.clone();
+    bad.completed += 1;
+    assert!(matches!(
+        resume(base(), names(), &bad),
+        CoordinatorError::Checkpoint(gelunet_server::CheckpointError::Inconsistent { .. })
+    ));
+}
+
+#[test]
+fn an_interrupted_coordinator_rolls_back_and_closes_every_client() {
+    let mut p = checkpointing(2, 6);
+    p.connect_all();
+    p.run_until(|p| checkpoints(p).len() == 2);
+    p.run_until(|p| p.peers.iter().map(|q| q.received).sum::<usize>() > 0);
+    let before = checkpoints(&p)[1].clone();
+    let now = p.now;
+    p.co().interrupt(now);
+    p.run();
+    assert!(
+        p.peers.iter().all(|q| q.summary.is_none()),
+        "closed, not finished"
+    );
+    assert_eq!(
+        checkpoints(&p).len(),
+        2,
+        "no checkpoint of an abandoned session"
+    );
+    let (role, log) = p.log();
+    assert!(log.interrupted);
+    assert_eq!(log.stop_reason, "interrupted");
+    assert_eq!(log.sessions_completed, 2);
+    let last = log.sessions.last().unwrap();
+    assert!(!last.completed);
+    assert_eq!(last.note.as_deref(), Some("the server was interrupted"));
+    // The model is that of the last checkpoint.
+    let gelunet_server::ModelState::Paper { layers } = &before.model else {
+        panic!("paper protocol");
+    };
+    for (l, (w, b)) in role.model().unwrap().layers.iter().zip(layers) {
+        assert_eq!((&l.w, &l.b), (w, b));
+    }
 }

@@ -14,7 +14,7 @@
 //! client → server  Register { name, token, samples }
 //! server → client  Welcome(ServerHello)          or Refused { code, detail } and close
 //! client → server  Message(ClientHello)
-//! server → client  Registered { client, incarnation }   or Refused
+//! server → client  Registered { client, incarnation, batches }   or Refused
 //! server → client  Message(SessionStart | ForwardResponse | …)     sessions, as scheduled
 //! client → server  Message(ForwardRequest | …)
 //! server → client  Finished(Summary)
@@ -28,9 +28,13 @@
 //! # Disconnects
 //!
 //! A lost connection abandons the active session on our side ([`Client::abandon_session`];
-//! the server rolls back as well) and, if [`ClientShellConfig::reconnect_attempts`]
-//! allows, the shell reconnects with the same name, token and key pair and is scheduled
-//! again. A refusal (bad credentials, certificate not trusted, version) is final.
+//! the server rolls back as well) and, as long as [`ClientShellConfig::reconnect`] (an
+//! I/O-free [`ReconnectPolicy`]: growing pauses, a time limit per outage) allows, the
+//! shell reconnects with the same name, token and key pair and is scheduled again; a
+//! server that crashed and was restarted with `--resume` takes it back the same way. At
+//! every registration the client fast-forwards its mini-batch sampler to the batches of
+//! its completed sessions (`Registered::batches`, [`Client::resume_batches`]). A refusal
+//! (bad credentials, certificate not trusted, version) is final.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,7 +43,7 @@ use gelunet_net::{CertificateDer, Channel, NetError, TransportSettings, Zeroizin
 use gelunet_protocol::messages::{ClientMessage, ServerHello, ServerMessage};
 use ndarray::{Array2, Axis};
 
-use gelunet_client::{Client, ClientError, InferStep, InferenceClient};
+use gelunet_client::{Backoff, Client, ClientError, InferStep, InferenceClient, ReconnectPolicy};
 use gelunet_protocol::envelope::{
     ReferenceHint, Refusal, Register, ReleaseSeed, Summary, ToClient, ToServer, SHELL_VERSION,
 };
@@ -69,6 +73,9 @@ pub enum ClientShellError {
     /// The inference client refused the server's answer or the input.
     #[error("inference: {0}")]
     Inference(#[source] ClientError),
+    /// The stop signal of [`run_client_with`] (Ctrl-C, SIGTERM) ended the run.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl ClientShellError {
@@ -110,17 +117,15 @@ pub struct ClientShellConfig {
     pub reference: Option<ReferenceHint>,
     /// How long to keep retrying the first connection (the server may still be starting).
     pub connect_timeout: Duration,
-    /// Reconnections allowed after a lost connection.
-    pub reconnect_attempts: u32,
-    /// Pause before a reconnection.
-    pub reconnect_delay: Duration,
+    /// When and how long to reconnect after a lost connection.
+    pub reconnect: ReconnectPolicy,
     /// If set, gets `(sessions completed, sessions abandoned)` after each of our
     /// sessions ends (the progress of `gelunet join`).
     pub progress: Option<tokio::sync::mpsc::UnboundedSender<(u64, u64)>>,
 }
 
 gelunet_protocol::redacted_debug!(
-    ClientShellConfig { server, server_name, name, samples, reconnect_attempts } secret { token } ..
+    ClientShellConfig { server, server_name, name, samples, reconnect } secret { token } ..
 );
 
 /// What a client's run amounted to.
@@ -197,6 +202,7 @@ async fn converse(
     channel: &mut Channel,
     config: &ClientShellConfig,
     stats: &mut ClientRunStats,
+    backoff: &mut Backoff,
 ) -> Result<Summary, ClientShellError> {
     channel
         .send(&ToServer::Register(Register {
@@ -219,8 +225,15 @@ async fn converse(
         ToClient::Registered {
             client: id,
             incarnation,
+            batches,
         } => {
-            tracing::info!(name = %config.name, id, incarnation, "registered");
+            client
+                .as_mut()
+                .ok_or_else(|| ClientShellError::Worker("client role lost".into()))?
+                .resume_batches(batches)
+                .map_err(ClientShellError::Handshake)?;
+            backoff.reset();
+            tracing::info!(name = %config.name, id, incarnation, batches, "registered");
         }
         ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
         other => {
@@ -341,16 +354,30 @@ pub async fn run_client(
     client: Client,
     config: &ClientShellConfig,
 ) -> Result<(Client, ClientRunStats), ClientShellError> {
+    run_client_with(client, config, std::future::pending()).await
+}
+
+/// [`run_client`], ended by `stop` (Ctrl-C, SIGTERM): the active session is abandoned,
+/// the connection closed, and [`ClientShellError::Interrupted`] returned.
+///
+/// # Errors
+/// As [`run_client`]; [`ClientShellError::Interrupted`].
+pub async fn run_client_with(
+    client: Client,
+    config: &ClientShellConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(Client, ClientRunStats), ClientShellError> {
     let endpoint = gelunet_net::client_endpoint(gelunet_net::client_bind_addr(config.server))?;
     let mut role = Some(client);
     let mut stats = ClientRunStats::default();
-    let mut attempts_left = config.reconnect_attempts;
+    let mut backoff = Backoff::new(config.reconnect);
     let mut deadline = Instant::now() + config.connect_timeout;
+    let mut stop = std::pin::pin!(stop);
     let result = loop {
         let attempt = async {
             let conn = connect_until(&endpoint, config, deadline).await?;
             let mut channel = Channel::open(&conn, config.transport.max_frame_len).await?;
-            let r = converse(&mut role, &mut channel, config, &mut stats).await;
+            let r = converse(&mut role, &mut channel, config, &mut stats, &mut backoff).await;
             stats.bytes_sent += channel.bytes_sent();
             stats.bytes_received += channel.bytes_received();
             if r.is_ok() {
@@ -360,23 +387,40 @@ pub async fn run_client(
             conn.close(0u32.into(), b"bye");
             r
         };
-        match attempt.await {
+        let outcome = tokio::select! {
+            r = attempt => r,
+            () = &mut stop => Err(ClientShellError::Interrupted),
+        };
+        match outcome {
             Ok(summary) => break Ok(summary),
-            Err(e) if e.is_transient() && attempts_left > 0 => {
-                attempts_left -= 1;
-                stats.reconnects += 1;
+            Err(e) if e.is_transient() => {
                 if let Some(c) = role.as_mut() {
                     if c.abandon_session().is_some() {
                         stats.abandoned += 1;
                     }
                 }
-                tracing::warn!(error = %e, attempts_left, "connection lost; reconnecting");
-                tokio::time::sleep(config.reconnect_delay).await;
-                deadline = Instant::now() + config.connect_timeout;
+                let Some(delay) = backoff.next_delay(Instant::now()) else {
+                    break Err(e);
+                };
+                stats.reconnects += 1;
+                tracing::warn!(error = %e, ?delay, attempt = backoff.attempts(), "connection lost; reconnecting");
+                let interrupted = tokio::select! {
+                    () = tokio::time::sleep(delay) => false,
+                    () = &mut stop => true,
+                };
+                if interrupted {
+                    break Err(ClientShellError::Interrupted);
+                }
+                deadline = backoff.deadline().unwrap_or_else(Instant::now);
             }
             Err(e) => break Err(e),
         }
     };
+    if let (Err(ClientShellError::Interrupted), Some(c)) = (&result, role.as_mut()) {
+        if c.abandon_session().is_some() {
+            stats.abandoned += 1;
+        }
+    }
     endpoint.close(0u32.into(), b"bye");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     let summary = result?;

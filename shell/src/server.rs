@@ -631,8 +631,8 @@ fn log_event(e: &ServerEvent) {
                 "session ended"
             );
         }
-        ServerEvent::V2State(cp) => {
-            tracing::debug!(version = cp.version.version, "v2 state ready to persist");
+        ServerEvent::Checkpoint(cp) => {
+            tracing::debug!(sessions = cp.completed, "checkpoint ready to persist");
         }
     }
 }
@@ -712,8 +712,42 @@ pub async fn run_server(
     config: ServerShellConfig,
     events: Option<mpsc::UnboundedSender<ServerEvent>>,
 ) -> Result<(Server, TrainingLog), ServerShellError> {
+    run_server_with(
+        server,
+        endpoint,
+        config,
+        events,
+        None,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// [`run_server`], continuing the run of `resume` if given ([`Coordinator::resume`]:
+/// the clients of the checkpoint reconnect and training goes on after its last completed
+/// session), and interrupted when `stop` completes (Ctrl-C, SIGTERM:
+/// [`Coordinator::interrupt`], the training log comes back marked
+/// [`TrainingLog::interrupted`]).
+///
+/// # Errors
+/// As [`run_server`]; [`ServerShellError::Coordinator`] with
+/// [`CoordinatorError::Checkpoint`] for a checkpoint of another run.
+pub async fn run_server_with(
+    server: Server,
+    endpoint: Endpoint,
+    config: ServerShellConfig,
+    events: Option<mpsc::UnboundedSender<ServerEvent>>,
+    resume: Option<&gelunet_server::Checkpoint>,
+    stop: impl Future<Output = ()>,
+) -> Result<(Server, TrainingLog), ServerShellError> {
     let names = config.credentials.iter().map(|c| c.name.clone()).collect();
-    let mut co = Coordinator::new(server, config.coordinator.clone(), names, Instant::now())?;
+    let coordinator = config.coordinator.clone();
+    let mut co = match resume {
+        Some(cp) => Coordinator::resume(server, coordinator, names, cp, Instant::now())?,
+        None => Coordinator::new(server, coordinator, names, Instant::now())?,
+    };
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
     let ctx = Arc::new(AcceptCtx::new(
         config.credentials.clone(),
         co.hello(),
@@ -761,17 +795,23 @@ pub async fn run_server(
             m = rx.recv() => match m {
                 Some(Incoming::Joined { conn, name, commands, input }) => {
                     links.insert(conn, Link { name, commands });
-                    Some(input)
+                    Step::Input(input)
                 }
-                Some(Incoming::Input(i)) => Some(i),
+                Some(Incoming::Input(i)) => Step::Input(i),
                 // Unreachable while `tx` lives; treated as a timer tick.
-                None => None,
+                None => Step::Timer,
             },
-            () = timer => None,
+            () = timer => Step::Timer,
+            () = &mut stop, if !stopped => {
+                stopped = true;
+                tracing::warn!("interrupted: stopping at once");
+                Step::Interrupt
+            }
         };
         co = match blocking(co, move |c| match input {
-            Some(i) => c.handle(Instant::now(), i),
-            None => c.handle_timeout(Instant::now()),
+            Step::Input(i) => c.handle(Instant::now(), i),
+            Step::Timer => c.handle_timeout(Instant::now()),
+            Step::Interrupt => c.interrupt(Instant::now()),
         })
         .await
         {
@@ -785,6 +825,13 @@ pub async fn run_server(
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
     let (role, outcome) = driven?.into_outcome();
     Ok((role, outcome?))
+}
+
+/// What the main loop of [`run_server_with`] feeds the coordinator next.
+enum Step {
+    Input(Input),
+    Timer,
+    Interrupt,
 }
 
 /// Configuration of [`run_inference_server`].
@@ -848,6 +895,7 @@ async fn serve_inference(
     let registered = ToClient::Registered {
         client: 0,
         incarnation: 0,
+        batches: 0,
     };
     if channel.send(&registered).await.is_err() {
         return (0, 0, channel.bytes_sent(), channel.bytes_received());
