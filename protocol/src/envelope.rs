@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::messages::{ClientMessage, ServerHello, ServerMessage};
 use crate::v2::ModelVersion;
 
-/// Version of the shell's framing ([`ToServer`], [`ToClient`]).
-pub const SHELL_VERSION: u16 = 1;
+/// Version of the shell's framing ([`ToServer`], [`ToClient`]); 2 since `Registered`
+/// carries the client's completed batches (checkpoint and resume).
+pub const SHELL_VERSION: u16 = 2;
 
 /// A client's plaintext reproduction hint, sent only by clients whose data share and seed
 /// are derived from public parameters (reproducible experiments): which share of the
