@@ -213,6 +213,14 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (`kill -TERM PID`), as a service manager or `kill` does; the
+    /// process stops at its next safe point ([`Proc::wait`] for its exit).
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let s = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(s.success(), "kill -TERM {pid}: {s}");
+    }
+
     /// Kills the process at once (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
