@@ -167,6 +167,10 @@ pub fn read_idx_header(path: &Path, expected_magic: u32) -> Result<IdxHeader> {
 }
 
 /// Loads one split: the first `limit` images (scaled to `[0, 1]`) and labels.
+/// The largest image an IDX file may declare (`rows · cols`; MNIST's are 784): a header
+/// beyond it is refused before any allocation that depends on it.
+pub const MAX_IMAGE_PIXELS: usize = 1 << 20;
+
 fn load_split(
     images_path: &Path,
     labels_path: &Path,
@@ -178,6 +182,18 @@ fn load_split(
         &[n, r, c] if r > 0 && c > 0 => (n, r, c),
         dims => return Err(images.bad(&format!("expected 3 non-zero dimensions, found {dims:?}"))),
     };
+    let pixels_per_image = rows
+        .checked_mul(cols)
+        .ok_or_else(|| images.bad("image size overflows usize"))?;
+    // Checked before anything is allocated from the header (one feature name per pixel).
+    if pixels_per_image > MAX_IMAGE_PIXELS {
+        return Err(images.bad(&format!(
+            "images of {rows} × {cols} pixels: at most {MAX_IMAGE_PIXELS} pixels per image"
+        )));
+    }
+    if n == 0 {
+        return Err(images.bad("the file holds no image"));
+    }
     let mut labels = IdxReader::open(labels_path, IDX_LABELS_MAGIC)?;
     let n_labels = match labels.header.dims.as_slice() {
         &[m] => m,
@@ -190,9 +206,6 @@ fn load_split(
         )));
     }
     let k = limit.map_or(n, |l| l.min(n));
-    let pixels_per_image = rows
-        .checked_mul(cols)
-        .ok_or_else(|| images.bad("image size overflows usize"))?;
     let pixels = images.read_items(k, pixels_per_image, "images")?;
     let raw_labels = labels.read_items(k, 1, "labels")?;
     if let Some((i, &l)) = raw_labels.iter().enumerate().find(|(_, &l)| l > 9) {

@@ -270,3 +270,27 @@ fn mnist_other_binary_errors() {
     let err = mnist_error_with(dir.path(), MNIST_TRAIN_LABELS, &gz);
     assert!(matches!(err, DatasetError::BadBinary { .. }), "{err:?}");
 }
+
+#[test]
+fn mnist_header_of_huge_or_no_images_is_refused_before_allocating() {
+    let dir = tiny_mnist_dir(3);
+    // A header that declares 0 images of 65536 × 65536 pixels (found by the decoder fuzz
+    // harness: it used to allocate one feature name per declared pixel).
+    let mut huge = Vec::new();
+    for w in [IDX_IMAGES_MAGIC, 0, 65536, 65536] {
+        huge.extend_from_slice(&w.to_be_bytes());
+    }
+    let err = mnist_error_with(dir.path(), MNIST_TRAIN_IMAGES, &gzip(&huge));
+    assert!(err.to_string().contains("pixels per image"), "{err}");
+    write_file(
+        dir.path(),
+        MNIST_TRAIN_LABELS,
+        &gzip(&idx_labels(IDX_LABELS_MAGIC, &[])),
+    );
+    let err = mnist_error_with(
+        dir.path(),
+        MNIST_TRAIN_IMAGES,
+        &gzip(&idx_images(IDX_IMAGES_MAGIC, 0, 2, 2)),
+    );
+    assert!(err.to_string().contains("no image"), "{err}");
+}
