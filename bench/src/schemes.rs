@@ -15,7 +15,9 @@
 //!   server, client decrypt + decode, bytes each way) and GELU-Net's row the same
 //!   split measured on its messages.
 //! - **MNIST 3 vs 8, binary**: complement and partition
-//!   ([`gelunet_baselines::complement`]) against its unsplit, unprotected model.
+//!   ([`gelunet_baselines::complement`]) against its unsplit, unprotected model and
+//!   GELU-Net serving the same kind of network (784-32-16-2, its fixed-point reference
+//!   trained on the pair) encrypted through the same inference path as above.
 
 use std::time::Instant;
 
@@ -38,7 +40,7 @@ use serde::Serialize;
 
 use crate::error::{BenchError, Result};
 use crate::inference::{gelu_endpoints, median, rows, GeluEndpoints};
-use crate::pipeline::{prepare, Prepared, TrainSetup};
+use crate::pipeline::{prepare, Prepared, Share, TrainSetup};
 use crate::runs::train_side_by_side;
 
 /// What part 5 runs: the same configuration as part 4.
@@ -260,7 +262,12 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<SchemesReport> {
     let int_accuracy = correct as f64 / tests.max(1) as f64;
     let mut rows_1 = Vec::new();
     log("schemes: GELU-Net");
-    rows_1.push(gelu_row(config, &prep, trained.reference.clone())?);
+    rows_1.push(gelu_row(
+        config,
+        &prep,
+        setup.widths.clone(),
+        trained.reference.clone(),
+    )?);
     log("schemes: PROUD");
     let (proud_row, key_bytes) = proud_row(config, &layers, &xq, int_accuracy)?;
     report.proud_key_bytes = Some(key_bytes);
@@ -278,7 +285,7 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<SchemesReport> {
         rows: rows_1,
     });
     log("schemes: complement and partition");
-    let (w2, leak) = complement_workload(&prep, quick)?;
+    let (w2, leak) = complement_workload(config, &prep, log)?;
     report.workloads.push(w2);
     report.complement = Some(leak);
     let plot_file = "schemes.png".to_string();
@@ -287,8 +294,20 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<SchemesReport> {
     Ok(report)
 }
 
-fn gelu_row(config: &PartConfig, prep: &Prepared, model: Option<FixedModel>) -> Result<SchemeRow> {
-    let widths = vec![prep.features, 300, prep.classes];
+/// GELU-Net's row for `prep`: the sigmoid network of `widths` serving `model`, queried
+/// one sample at a time through [`gelu_endpoints`] (paper Alg. 1 with the model in the
+/// clear on the server), with the Table 3 split measured on its messages.
+fn gelu_row(
+    config: &PartConfig,
+    prep: &Prepared,
+    widths: Vec<usize>,
+    model: Option<FixedModel>,
+) -> Result<SchemeRow> {
+    let arch = widths
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("-");
     let GeluEndpoints {
         server,
         mut client,
@@ -336,13 +355,13 @@ fn gelu_row(config: &PartConfig, prep: &Prepared, model: Option<FixedModel>) -> 
     }
     Ok(split_row(
         "GELU-Net",
-        "x and every activation from the server (Paillier); the model is the server's (it holds W in the clear in inference)",
+        "x, every activation and the prediction from the server (Paillier); the model is the server's (it holds W in the clear in inference)",
         accuracy,
         median_split(&splits),
         exact,
-        "server: ciphertexts only (semantic security of Paillier); client: the pre-activations z_l of every layer",
+        "server: ciphertexts only (semantic security of Paillier), no feature or label in the clear; client: the pre-activations z_l of every layer",
         format!(
-            "Paillier {} bits{}, row packing, fa = {}, fw = {}, median of {reps}, {} rayon threads",
+            "{arch} sigmoid/softmax, Paillier {} bits{}, row packing, fa = {}, fw = {}, median of {reps}, {} rayon threads",
             config.key_bits,
             if config.key_bits < gelunet_paillier::MIN_KEY_BITS { " (TEST-SIZE)" } else { "" },
             scales.fa,
@@ -569,20 +588,90 @@ fn detection(trials: usize) -> Vec<Detection> {
     out
 }
 
-fn complement_workload(prep: &Prepared, quick: bool) -> Result<(Workload, ComplementLeakage)> {
-    let (a, b) = (3usize, 8usize);
-    let pick = |x: &Array2<f64>, y: &[usize]| -> (Array2<f64>, Vec<bool>) {
-        let idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == a || y[i] == b).collect();
-        (
-            x.select(Axis(0), &idx),
-            idx.iter().map(|&i| y[i] == b).collect(),
-        )
-    };
-    let (x, y) = pick(&prep.train_x, &prep.train_y);
-    let (xt, yt) = pick(&prep.test_x, &prep.test_y);
-    if y.is_empty() || yt.is_empty() {
-        return Err(BenchError::Check("no MNIST 3/8 samples".into()));
+/// The samples of `x` labelled `a` or `b`, relabelled 0 (`a`) and 1 (`b`), in order.
+fn pick_pair(x: &Array2<f64>, y: &[usize], (a, b): (usize, usize)) -> (Array2<f64>, Vec<usize>) {
+    let idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == a || y[i] == b).collect();
+    (
+        x.select(Axis(0), &idx),
+        idx.iter().map(|&i| usize::from(y[i] == b)).collect(),
+    )
+}
+
+/// `prep` restricted to the digits `a` and `b` (labels 0 and 1): each client keeps its
+/// share's samples of the pair, so the mini-batch schedule is GELU-Net's own.
+fn binary_subset(prep: &Prepared, pair: (usize, usize)) -> Result<Prepared> {
+    let shares: Vec<Share> = prep
+        .shares
+        .iter()
+        .map(|s| {
+            let (x, y) = pick_pair(&s.x, &s.y, pair);
+            Share { x, y, seed: s.seed }
+        })
+        .collect();
+    let (train_x, train_y) = pick_pair(&prep.train_x, &prep.train_y, pair);
+    let (test_x, test_y) = pick_pair(&prep.test_x, &prep.test_y, pair);
+    if train_y.is_empty() || test_y.is_empty() || shares.iter().any(|s| s.y.is_empty()) {
+        return Err(BenchError::Check(format!(
+            "no MNIST {}/{} samples for every client",
+            pair.0, pair.1
+        )));
     }
+    Ok(Prepared {
+        name: format!("{} {} vs {}", prep.name, pair.0, pair.1),
+        features: prep.features,
+        classes: 2,
+        shares,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        standardized: prep.standardized,
+    })
+}
+
+/// GELU-Net on the binary task: the fixed-point reference of the same kind of network
+/// as the split model (784-32-16-2, sigmoid hidden layers, softmax over the two
+/// classes), trained on GELU-Net's own mini-batch schedule, then served encrypted.
+fn gelu_binary_row(config: &PartConfig, bin: &Prepared) -> Result<SchemeRow> {
+    let setup = TrainSetup {
+        widths: vec![bin.features, 32, 16, 2],
+        lr: 0.05,
+        batch: crate::BATCH,
+        epochs: if config.quick { 10 } else { 20 },
+        seed: 0,
+    };
+    let t = Instant::now();
+    let trained = train_side_by_side(bin, &setup, &[], true, false)?;
+    let train_secs = t.elapsed().as_secs_f64();
+    if let Some(e) = &trained.reference_error {
+        return Err(BenchError::Check(format!(
+            "GELU-Net binary reference training failed: {e}"
+        )));
+    }
+    let mut row = gelu_row(config, bin, setup.widths.clone(), trained.reference)?;
+    row.parameters = format!(
+        "{}; fixed-point training lr {}, batch {}, {} epochs ({}) on {} training images",
+        row.parameters,
+        setup.lr,
+        setup.batch,
+        setup.epochs,
+        crate::report_ms(train_secs),
+        bin.train_len()
+    );
+    Ok(row)
+}
+
+fn complement_workload(
+    config: &PartConfig,
+    prep: &Prepared,
+    log: &dyn Fn(&str),
+) -> Result<(Workload, ComplementLeakage)> {
+    let quick = config.quick;
+    let (a, b) = (3usize, 8usize);
+    let bin = binary_subset(prep, (a, b))?;
+    let (x, xt) = (bin.train_x.clone(), bin.test_x.clone());
+    let y: Vec<bool> = bin.train_y.iter().map(|&l| l == 1).collect();
+    let yt: Vec<bool> = bin.test_y.iter().map(|&l| l == 1).collect();
     let plan = TrainPlan {
         hidden: (32, 16),
         lr: 0.1,
@@ -668,7 +757,10 @@ fn complement_workload(prep: &Prepared, quick: bool) -> Result<(Workload, Comple
     );
     let latency = median(lat);
     let bytes_up = 8 * secure.feature_width();
+    log("schemes: GELU-Net on MNIST 3 vs 8");
+    let gelu = gelu_binary_row(config, &bin)?;
     let rows = vec![
+        gelu,
         SchemeRow {
             scheme: "unsplit model (no protection)".into(),
             hides: "nothing: the server gets x".into(),

@@ -1,7 +1,7 @@
 //! `gelunet bench paper --quick --parts 5` end to end: the tables of the other schemes
-//! (PROUD, SecureNets, complement and partition) next to GELU-Net are written, every
-//! scheme's outputs equal its plaintext computation, and the leakage measurements are
-//! in range.
+//! (PROUD, SecureNets, complement and partition) next to GELU-Net, on both workloads,
+//! are written, every scheme's outputs equal its plaintext computation, and the leakage
+//! measurements are in range.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -62,6 +62,31 @@ fn quick_part_5_writes_the_scheme_tables() {
             "{r:?}"
         );
     }
+    // The binary task has its GELU-Net row, encrypted and exact, with its split.
+    let binary: Vec<&str> = s.workloads[1]
+        .rows
+        .iter()
+        .map(|r| r.scheme.as_str())
+        .collect();
+    assert_eq!(
+        binary,
+        [
+            "GELU-Net",
+            "unsplit model (no protection)",
+            "complement and partition"
+        ]
+    );
+    let gelu = &s.workloads[1].rows[0];
+    assert_eq!(gelu.exact, Some(true), "{gelu:?}");
+    assert!(gelu.accuracy.is_some_and(|a| a > 0.8), "{gelu:?}");
+    let split = gelu.split.expect("GELU-Net split on the binary task");
+    assert!(split.server_secs > 0.0 && split.bytes_up > 0 && split.bytes_down > 0);
+    assert!(
+        gelu.parameters.starts_with("784-32-16-2 "),
+        "{}",
+        gelu.parameters
+    );
+    assert!(gelu.leakage.contains("ciphertexts only"));
     let proud = s.workloads[0].rows[1].split.expect("PROUD split");
     assert!(proud.server_secs > 0.0 && proud.bytes_up > 0);
     // Freivalds: the detection rate of one altered entry is near 1 − 2^−c.
