@@ -91,6 +91,8 @@
 //! paper §3) does not include co-located timing or cache attackers; do not run a party
 //! next to an adversary's code.
 
+#[cfg(all(target_arch = "x86_64", not(feature = "gmp")))]
+mod addmul_adx;
 mod arith;
 mod blinding;
 mod ciphertext;

@@ -40,9 +40,20 @@ fn mac(t: u64, a: u64, b: u64, c: u64) -> (u64, u64) {
     (p as u64, (p >> 64) as u64)
 }
 
-/// `t ← t + a·b` over `a.len()` limbs of `t`, returning the carry limb.
+/// `t ← t + a·b` over `a.len()` limbs of `t`, returning the carry limb: the
+/// MULX/ADX kernel ([`crate::addmul_adx`]) where the CPU has it, else the portable loop.
 #[inline(always)]
 fn addmul_1(t: &mut [u64], a: &[u64], b: u64) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::addmul_adx::available() {
+        return crate::addmul_adx::addmul_1(t, a, b);
+    }
+    addmul_1_portable(t, a, b)
+}
+
+/// The portable `t ← t + a·b`, returning the carry limb.
+#[inline(always)]
+pub(crate) fn addmul_1_portable(t: &mut [u64], a: &[u64], b: u64) -> u64 {
     let mut c = 0;
     for (ti, &ai) in t.iter_mut().zip(a) {
         let (lo, hi) = mac(*ti, ai, b, c);
