@@ -104,10 +104,17 @@ pub(crate) fn from_limbs(x: &[u64]) -> BigUint {
     BigUint::new(digits)
 }
 
-/// Runs `f` on a zeroed scratch buffer of `len` limbs (on the stack when it fits).
+/// Runs `f` on a zeroed scratch buffer of `len` limbs: on the stack when it fits, in the
+/// smallest of three sizes (zeroing the buffer is part of every product).
 #[inline(always)]
 fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u64]) -> T) -> T {
-    if len <= STACK_LIMBS {
+    if len <= 64 {
+        let mut buf = [0u64; 64];
+        f(&mut buf[..len])
+    } else if len <= 128 {
+        let mut buf = [0u64; 128];
+        f(&mut buf[..len])
+    } else if len <= STACK_LIMBS {
         let mut buf = [0u64; STACK_LIMBS];
         f(&mut buf[..len])
     } else {
