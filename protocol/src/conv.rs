@@ -199,17 +199,17 @@ pub struct ConvGeometry {
     padding: Padding,
 }
 
-fn too_large(what: &'static str, value: usize, max: usize) -> Result<()> {
+fn too_large(what: &'static str, value: usize, max: usize) -> Result<(), GeometryError> {
     if value > max {
-        Err(GeometryError::TooLarge { what, value, max }.into())
+        Err(GeometryError::TooLarge { what, value, max })
     } else {
         Ok(())
     }
 }
 
-fn nonzero(pairs: &[(&'static str, usize)]) -> Result<()> {
+pub(crate) fn nonzero(pairs: &[(&'static str, usize)]) -> Result<(), GeometryError> {
     match pairs.iter().find(|(_, v)| *v == 0) {
-        Some(&(what, _)) => Err(GeometryError::Zero { what }.into()),
+        Some(&(what, _)) => Err(GeometryError::Zero { what }),
         None => Ok(()),
     }
 }
@@ -231,7 +231,7 @@ impl ConvGeometry {
     /// Checks and builds a geometry.
     ///
     /// # Errors
-    /// [`Error::Geometry`] with [`GeometryError::Zero`] for a zero size or stride;
+    /// [`GeometryError::Zero`] for a zero size or stride;
     /// [`GeometryError::TooLarge`] for a kernel above [`MAX_KERNEL`], an input
     /// or output above [`MAX_TENSOR_LEN`] values, or a fan-in (`c·k·k`, `f·k·k`) or number
     /// of output positions (`oh·ow`) above [`MAX_WIDTH`] (the bound that keeps the sums
@@ -245,7 +245,7 @@ impl ConvGeometry {
         kernel: usize,
         stride: usize,
         padding: Padding,
-    ) -> Result<Self> {
+    ) -> Result<Self, GeometryError> {
         nonzero(&[
             ("channels", channels),
             ("height", height),
@@ -260,8 +260,7 @@ impl ConvGeometry {
             return Err(GeometryError::PaddingTooLarge {
                 padding: pad,
                 kernel,
-            }
-            .into());
+            });
         }
         let input = Shape {
             channels,
@@ -281,8 +280,7 @@ impl ConvGeometry {
                 kernel,
                 height: ph,
                 width: pw,
-            }
-            .into());
+            });
         }
         let output = Shape {
             channels: filters,

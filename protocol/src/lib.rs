@@ -12,6 +12,7 @@
 //! | --- | --- | --- |
 //! | [`spec`] | [`ModelSpec`], [`Activation`] | paper §2.1 |
 //! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | docs/DESIGN.md "Fixed-point numbers" |
+//! | [`arch`] | [`arch::Arch`]: layer syntax, the named `conv1` and `lenet5`, shape inference (not yet in the protocol) | paper §5, Table 4 |
 //! | [`conv`] | [`conv::ConvGeometry`], its index map, convolution, transpose, kernel gradients (not yet in the protocol) | paper §4 end, Table 4; docs/DESIGN.md "Convolutional layers" |
 //! | [`pool`] | [`pool::MeanPool2`]: 2×2 mean pooling as an exact sum (not yet in the protocol) | docs/DESIGN.md "Convolutional layers" |
 //! | [`math`] | forward, softmax error, backward, gradients, SGD | paper Eq. 1, Alg. 1–2 |
@@ -29,6 +30,7 @@
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 //! | [`violation`] | [`ProtocolViolation`]: faults of the other party's messages, one error code | docs/DESIGN.md "Wire protocol and processes" |
 
+pub mod arch;
 pub mod conv;
 pub mod data;
 pub mod envelope;

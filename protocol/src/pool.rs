@@ -24,7 +24,7 @@
 //! # Ok::<(), gelunet_protocol::Error>(())
 //! ```
 
-use crate::conv::{check_len, GeometryError, Shape, MAX_TENSOR_LEN};
+use crate::conv::{check_len, nonzero, GeometryError, Shape, MAX_TENSOR_LEN};
 use crate::{Error, Result};
 
 /// How many bits of scale 2×2 pooling adds: `log2 4 = 2`.
@@ -40,15 +40,11 @@ impl MeanPool2 {
     /// Checks and builds a pooling geometry.
     ///
     /// # Errors
-    /// [`Error::Geometry`] with [`GeometryError::Zero`] for a zero size,
+    /// [`GeometryError::Zero`] for a zero size,
     /// [`GeometryError::OddPoolInput`] for an odd height or width,
     /// [`GeometryError::TooLarge`] for more than [`MAX_TENSOR_LEN`] input values.
-    pub fn new(channels: usize, height: usize, width: usize) -> Result<Self> {
-        for (what, v) in [("channels", channels), ("height", height), ("width", width)] {
-            if v == 0 {
-                return Err(GeometryError::Zero { what }.into());
-            }
-        }
+    pub fn new(channels: usize, height: usize, width: usize) -> Result<Self, GeometryError> {
+        nonzero(&[("channels", channels), ("height", height), ("width", width)])?;
         let input = Shape {
             channels,
             height,
@@ -59,11 +55,10 @@ impl MeanPool2 {
                 what: "input length",
                 value: input.len(),
                 max: MAX_TENSOR_LEN,
-            }
-            .into());
+            });
         }
         if height % 2 != 0 || width % 2 != 0 {
-            return Err(GeometryError::OddPoolInput { height, width }.into());
+            return Err(GeometryError::OddPoolInput { height, width });
         }
         Ok(Self { input })
     }

@@ -29,7 +29,7 @@ struct Params {
 }
 
 impl Params {
-    fn geometry(&self) -> Result<ConvGeometry, Error> {
+    fn geometry(&self) -> Result<ConvGeometry, GeometryError> {
         ConvGeometry::new(
             self.c,
             self.h,
@@ -202,8 +202,10 @@ proptest! {
                     prop_assert!(seen.insert((t.output, t.kernel)));
                 }
             }
-            Err(Error::Geometry(_)) => prop_assert!(!p.valid(), "{p:?} refused"),
-            Err(e) => prop_assert!(false, "unexpected {e}"),
+            Err(e) => {
+                prop_assert!(!p.valid(), "{p:?} refused: {e}");
+                prop_assert_eq!(Error::from(e).code(), ErrorCode::Config);
+            }
         }
     }
 
@@ -289,17 +291,8 @@ proptest! {
     }
 }
 
-fn geometry_error(r: Result<ConvGeometry, Error>) -> GeometryError {
-    match r {
-        Err(e @ Error::Geometry(_)) => {
-            assert_eq!(e.code(), ErrorCode::Config);
-            let Error::Geometry(g) = e else {
-                unreachable!()
-            };
-            g
-        }
-        other => panic!("expected a geometry error, got {other:?}"),
-    }
+fn geometry_error(r: Result<ConvGeometry, GeometryError>) -> GeometryError {
+    r.expect_err("a geometry error")
 }
 
 #[test]
@@ -402,7 +395,8 @@ fn every_bad_geometry_has_its_typed_error() {
         }
     ));
     // The error texts name the values.
-    let e = ConvGeometry::new(1, 4, 9, 1, 5, 1, none).unwrap_err();
+    let e = Error::from(ConvGeometry::new(1, 4, 9, 1, 5, 1, none).unwrap_err());
+    assert_eq!(e.code(), ErrorCode::Config);
     assert_eq!(
         e.to_string(),
         "invalid layer geometry: kernel 5×5 is larger than the padded input 4×9"
@@ -411,10 +405,7 @@ fn every_bad_geometry_has_its_typed_error() {
 
 #[test]
 fn bad_pooling_geometries_have_their_typed_errors() {
-    let err = |r: Result<MeanPool2, Error>| match r {
-        Err(Error::Geometry(g)) => g,
-        other => panic!("{other:?}"),
-    };
+    let err = |r: Result<MeanPool2, GeometryError>| r.expect_err("a geometry error");
     assert_eq!(
         err(MeanPool2::new(5, 13, 13)),
         GeometryError::OddPoolInput {
