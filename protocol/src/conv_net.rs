@@ -57,6 +57,16 @@ struct Tensor {
     frac: u32,
 }
 
+impl Tensor {
+    /// `v` at `2^frac`, each value checked against the range of `kind` at that scale.
+    fn checked(scales: &Scales, kind: ValueKind, v: Vec<i128>, frac: u32) -> Result<Self> {
+        for &x in &v {
+            check_at(scales, kind, x, frac)?;
+        }
+        Ok(Self { v, frac })
+    }
+}
+
 /// A conv net's true parameters in fixed point, with its inferred shapes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvNet {
@@ -211,12 +221,8 @@ impl ConvNet {
                         .iter()
                         .map(|&b| shl_checked(b, shift))
                         .collect::<Result<Vec<_>>>()?;
-                    let frac = t.frac + scales.fw;
                     let z = conv2d(&g, &t.v, self.kernel(p)?, &b)?;
-                    for &v in &z {
-                        check_at(scales, ValueKind::PreActivation, v, frac)?;
-                    }
-                    Tensor { v: z, frac }
+                    Tensor::checked(scales, ValueKind::PreActivation, z, t.frac + scales.fw)?
                 }
                 Step::Pool(pool) => Tensor {
                     v: pool.sum(&t.v)?,
@@ -314,12 +320,8 @@ impl ConvNet {
                         if i == 0 {
                             break;
                         }
-                        let frac = g.frac + scales.fw;
                         let q = conv2d_transpose(&geom, &g.v, self.kernel(p)?)?;
-                        for &v in &q {
-                            check_at(scales, ValueKind::Product, v, frac)?;
-                        }
-                        Tensor { v: q, frac }
+                        Tensor::checked(scales, ValueKind::Product, q, g.frac + scales.fw)?
                     }
                     Step::Pool(pool) => Tensor {
                         v: pool.backward(&g.v)?,
