@@ -351,8 +351,8 @@ impl Arch {
                         height: 1,
                         width: 1,
                     };
-                    // Both ≤ 2^16: no overflow.
-                    (Op::Dense { inputs, units }, out, units * inputs + units)
+                    let params = units.saturating_mul(inputs).saturating_add(units);
+                    (Op::Dense { inputs, units }, out, params)
                 }
                 Layer::Activation(a) => (Op::Activation(a), shape, 0),
             };

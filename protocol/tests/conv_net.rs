@@ -195,6 +195,33 @@ fn a_tiny_conv_net_learns_bars() {
 }
 
 #[test]
+fn the_named_networks_take_a_training_step_on_mnist_shapes() {
+    let scales = Scales::default();
+    let mnist = Shape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let x = Array2::from_shape_fn((2, 784), |_| {
+        scales
+            .encode(ValueKind::Activation, rng.gen_range(0.0..1.0))
+            .unwrap()
+    });
+    let eta = scales.encode(ValueKind::LearningRate, 0.01).unwrap();
+    for (name, params) in [("conv1", 85_740), ("lenet5", 61_706)] {
+        let mut net = ConvNet::init(&Arch::named(name).unwrap(), mnist, &scales, 1).unwrap();
+        let count: usize = net.params().iter().map(|l| l.w.len() + l.b.len()).sum();
+        assert_eq!(count, params, "{name}");
+        let before = net.loss(&scales, x.view(), &[3, 7]).unwrap();
+        net.train_step(&scales, eta, x.view(), &[3, 7]).unwrap();
+        let after = net.loss(&scales, x.view(), &[3, 7]).unwrap();
+        // One small step on the batch itself lowers its loss.
+        assert!(after < before, "{name}: {before} → {after}");
+    }
+}
+
+#[test]
 fn bad_input_is_a_typed_error_and_changes_nothing() {
     let scales = Scales::default();
     let input = Shape {
