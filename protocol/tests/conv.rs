@@ -500,3 +500,63 @@ fn wrong_lengths_and_overflow_are_typed_errors_and_change_nothing() {
     assert_eq!(dw, vec![7; g.kernel_len()]);
     assert_eq!(db, vec![i128::MAX; g.filters()]);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The generic walks serve modular arithmetic as the client's unmasking will use it
+    /// (docs/DESIGN.md "Convolutional layers"): with masked kernels `W~ = W − R (mod N)`
+    /// and biases `b~ = b − R_b`, `conv(a, W~) + b~ + conv(a, R) + R_b ≡ conv(a, W) + b`,
+    /// and `convᵀ(δ, W~) + convᵀ(δ, R) ≡ convᵀ(δ, W)`, exactly, centered mod `N`.
+    #[test]
+    fn the_generic_walks_unmask_modulo_n(p in params(), seed in any::<u64>()) {
+        use gelunet_protocol::mask::{centered, mod_n};
+        use num_bigint::{BigInt, BigUint, RandBigInt};
+        prop_assume!(p.valid());
+        let g = p.geometry().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let n: BigUint = rng.gen_biguint(256) | (BigUint::from(1u8) << 255u32) | BigUint::from(1u8);
+        let a = random(&mut rng, g.input_len(), 1 << 40);
+        let w = random(&mut rng, g.kernel_len(), 1 << 40);
+        let b = random(&mut rng, g.filters(), 1 << 60);
+        let d = random(&mut rng, g.output_len(), 1 << 40);
+        let r: Vec<BigUint> = (0..g.kernel_len()).map(|_| rng.gen_biguint_below(&n)).collect();
+        let rb: Vec<BigUint> = (0..g.filters()).map(|_| rng.gen_biguint_below(&n)).collect();
+        let masked: Vec<BigUint> = w
+            .iter()
+            .zip(&r)
+            .map(|(&w, r)| mod_n(&(BigInt::from(w) - BigInt::from(r.clone())), &n))
+            .collect();
+        let masked_b: Vec<BigUint> = b
+            .iter()
+            .zip(&rb)
+            .map(|(&b, r)| mod_n(&(BigInt::from(b) - BigInt::from(r.clone())), &n))
+            .collect();
+        let a_n: Vec<BigUint> = a.iter().map(|&v| mod_n(&BigInt::from(v), &n)).collect();
+        let d_n: Vec<BigUint> = d.iter().map(|&v| mod_n(&BigInt::from(v), &n)).collect();
+        let mac = |acc: &mut BigUint, x: &BigUint, y: &BigUint| {
+            *acc = (&*acc + x * y) % &n;
+            Ok(())
+        };
+        // The server's side (on ciphertexts it would be Π [a]^{W~}·(1 + b~·N)).
+        let z_masked = g.forward_with(&a_n, &masked, |f| Ok(masked_b[f].clone()), mac).unwrap();
+        // The client's side: the same walk over its own activations and the ledger's masks.
+        let z_mask = g.forward_with(&a_n, &r, |f| Ok(rb[f].clone()), mac).unwrap();
+        let z: Vec<BigInt> = z_masked
+            .iter()
+            .zip(&z_mask)
+            .map(|(x, y)| centered(&((x + y) % &n), &n))
+            .collect();
+        let expected = conv2d(&g, &a, &w, &b).unwrap();
+        prop_assert_eq!(z, expected.into_iter().map(BigInt::from).collect::<Vec<_>>());
+        let q_masked = g.transpose_with(&d_n, &masked, BigUint::default, mac).unwrap();
+        let q_mask = g.transpose_with(&d_n, &r, BigUint::default, mac).unwrap();
+        let q: Vec<BigInt> = q_masked
+            .iter()
+            .zip(&q_mask)
+            .map(|(x, y)| centered(&((x + y) % &n), &n))
+            .collect();
+        let expected = conv2d_transpose(&g, &d, &w).unwrap();
+        prop_assert_eq!(q, expected.into_iter().map(BigInt::from).collect::<Vec<_>>());
+    }
+}
