@@ -359,7 +359,7 @@ impl ConvGeometry {
         self.kernel_len() + self.filters()
     }
 
-    /// The filter of a flat output index (`o / (oh·ow)`).
+    /// The filter of a flat output index, `o / (oh·ow)` (`≥ f` for `o ≥ output_len()`).
     pub fn filter_of(&self, output: usize) -> usize {
         output / (self.output.height * self.output.width)
     }
