@@ -111,6 +111,14 @@ pub enum Error {
         /// Which check failed.
         reason: String,
     },
+    /// A convolution or pooling geometry that cannot be computed ([`crate::conv`],
+    /// [`crate::pool`]).
+    #[error("invalid layer geometry: {0}")]
+    Geometry(#[from] crate::conv::GeometryError),
+    /// An architecture that cannot be parsed or does not fit its input
+    /// ([`crate::arch`]).
+    #[error("invalid architecture: {0}")]
+    Arch(#[from] crate::arch::ArchError),
     /// An error of the Paillier crate.
     #[error(transparent)]
     Paillier(#[from] gelunet_paillier::Error),
@@ -135,8 +143,8 @@ impl Error {
     /// same on both sides (`gelunet_server::ServerError::code` and
     /// `gelunet_client::ClientError::code` delegate here): values out of range, masks and
     /// packed slots [`ErrorCode::Range`]; shapes and labels [`ErrorCode::Shape`]; specs,
-    /// scales, session plans and configurations [`ErrorCode::Config`]; another version
-    /// [`ErrorCode::Version`]; the cryptosystem's errors by
+    /// scales, layer geometries and architectures, session plans and configurations [`ErrorCode::Config`];
+    /// another version [`ErrorCode::Version`]; the cryptosystem's errors by
     /// [`crate::violation::paillier_code`]; overflow and codec errors
     /// [`ErrorCode::Internal`].
     pub fn code(&self) -> ErrorCode {
@@ -150,7 +158,9 @@ impl Error {
             | Self::InvalidScales { .. }
             | Self::SessionBound { .. }
             | Self::SessionMinimum { .. }
-            | Self::InvalidConfig { .. } => ErrorCode::Config,
+            | Self::InvalidConfig { .. }
+            | Self::Geometry(_)
+            | Self::Arch(_) => ErrorCode::Config,
             Self::VersionMismatch { .. } => ErrorCode::Version,
             Self::Paillier(e) => crate::violation::paillier_code(e),
             Self::Overflow { .. } | Self::Codec { .. } => ErrorCode::Internal,

@@ -12,6 +12,10 @@
 //! | --- | --- | --- |
 //! | [`spec`] | [`ModelSpec`], [`Activation`] | paper §2.1 |
 //! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | docs/DESIGN.md "Fixed-point numbers" |
+//! | [`arch`] | [`arch::Arch`]: layer syntax, the named `conv1` and `lenet5`, shape inference (not yet in the protocol) | paper §5, Table 4 |
+//! | [`conv`] | [`conv::ConvGeometry`], its index map, convolution, transpose, kernel gradients (not yet in the protocol) | paper §4 end, Table 4; docs/DESIGN.md "Convolutional layers" |
+//! | [`conv_net`] | [`conv_net::ConvNet`]: plaintext fixed-point training of an [`arch::Arch`] (not yet in the reference or the protocol) | docs/DESIGN.md "Convolutional layers" |
+//! | [`pool`] | [`pool::MeanPool2`]: 2×2 mean pooling as an exact sum (not yet in the protocol) | docs/DESIGN.md "Convolutional layers" |
 //! | [`math`] | forward, softmax error, backward, gradients, SGD | paper Eq. 1, Alg. 1–2 |
 //! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, docs/DESIGN.md "Masked update" |
 //! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, docs/DESIGN.md "Sessions" |
@@ -27,6 +31,9 @@
 //! | [`reference`](mod@reference) | [`ReferenceTrainer`] | |
 //! | [`violation`] | [`ProtocolViolation`]: faults of the other party's messages, one error code | docs/DESIGN.md "Wire protocol and processes" |
 
+pub mod arch;
+pub mod conv;
+pub mod conv_net;
 pub mod data;
 pub mod envelope;
 mod error;
@@ -36,6 +43,7 @@ pub mod mask;
 pub mod math;
 pub mod messages;
 pub mod packing;
+pub mod pool;
 pub mod randomness;
 mod redact;
 pub mod reference;

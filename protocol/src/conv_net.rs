@@ -1,0 +1,416 @@
+//! Plaintext fixed-point training of an [`Arch`] (conv, pooling, dense, activations),
+//! through [`crate::conv`] and [`crate::pool`]; the conv-net counterpart of
+//! [`crate::math::FixedModel`] (docs/DESIGN.md "Convolutional layers", "Fixed-point
+//! numbers"). Not yet used by the reference trainer, the protocol or the command line.
+//!
+//! A dense layer of `u` units on a `c×h×w` input is the `1×1` convolution of `u` filters
+//! on the flattened `(c·h·w)×1×1` input (its flat kernel is the `u × n` row-major
+//! weight matrix of [`crate::math`]), so every weight layer runs the same three
+//! [`ConvGeometry`] walks.
+//!
+//! Every tensor carries its number of fractional bits, so that pooling stays an exact
+//! sum (the `¼` is two more bits, [`POOL_SCALE_BITS`]) and nothing is rounded that the
+//! dense math does not round:
+//!
+//! ```text
+//! linear      z = W·a + b·2^(F_a − fa)      a at 2^F_a, W at 2^fw  →  z at 2^(F_a + fw)
+//! pooling     Σ of the 2×2 window           2^F → 2^(F + 2)
+//! activation  a = round(f(z / 2^F_z)·2^fa)                          →  2^fa
+//! output      δ = round(softmax(z / 2^F_z)·2^fd) − t·2^fd           →  2^fd
+//! backward    q = convᵀ(g, W)               g at 2^G  →  q at 2^(G + fw)
+//!             pooling: g copied             2^G → 2^(G + 2)
+//!             δ = round_shift(g ⊙ round(f'(z)·2^fa), G + fa − fd)   →  2^fd
+//! gradients   ΔW = Σ_batch Σ_taps g·a at 2^(G + F_a), Δb = Σ_batch Σ_p g at 2^G,
+//!             each rounded once to the "as sent" scales 2^(fw−fe), 2^(fa+fw−fe)
+//! SGD         as [`crate::math::scaled_step`] and [`crate::math::subtract`]
+//! ```
+//!
+//! On a dense-only architecture this is bit for bit [`crate::math::FixedModel`] (tested).
+//! All integer arithmetic is checked: overflow is [`Error::Overflow`], a value beyond
+//! its kind's range (at its scale) [`Error::OutOfRange`].
+
+use ndarray::{Array1, Array2, ArrayView2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::arch::{Arch, Network, Op};
+use crate::conv::{conv2d, conv2d_transpose, kernel_gradients, ConvGeometry, Padding, Shape};
+use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
+use crate::math::{scaled_step, softmax_in_place, subtract, LayerGradients, LayerParams};
+use crate::pool::{MeanPool2, POOL_SCALE_BITS};
+use crate::spec::Activation;
+use crate::{Error, Result};
+
+/// One step of the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// A conv or dense layer: its geometry and the index of its parameters.
+    Linear(ConvGeometry, usize),
+    Pool(MeanPool2),
+    Act(Activation),
+}
+
+/// Integers with their number of fractional bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Tensor {
+    v: Vec<i128>,
+    frac: u32,
+}
+
+impl Tensor {
+    /// `v` at `2^frac`, each value checked against the range of `kind` at that scale.
+    fn checked(scales: &Scales, kind: ValueKind, v: Vec<i128>, frac: u32) -> Result<Self> {
+        for &x in &v {
+            check_at(scales, kind, x, frac)?;
+        }
+        Ok(Self { v, frac })
+    }
+}
+
+/// A conv net's true parameters in fixed point, with its inferred shapes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvNet {
+    network: Network,
+    steps: Vec<Step>,
+    /// One per weight layer, input first: `w` is `f × (c·k·k)` (the flat OIHW kernel)
+    /// at `2^fw`, `b` has `f` values at `2^(fa+fw)`.
+    params: Vec<LayerParams>,
+}
+
+fn check_at(scales: &Scales, kind: ValueKind, v: i128, frac: u32) -> Result<i128> {
+    let max_bits = frac + scales.limit_bits(kind);
+    if max_bits < 127 && v.unsigned_abs() >> max_bits != 0 {
+        return Err(Error::OutOfRange {
+            kind,
+            value: v.to_string(),
+            max_bits,
+        });
+    }
+    Ok(v)
+}
+
+/// `v` from `2^from` to `2^to`: exact when finer, [`round_shift`] when coarser.
+fn to_frac(v: i128, from: u32, to: u32) -> Result<i128> {
+    if to >= from {
+        shl_checked(v, to - from)
+    } else {
+        round_shift(v, from - to)
+    }
+}
+
+/// `v / 2^frac` as the nearest `f64` (the expression of [`Scales::decode`]).
+fn decode_at(v: i128, frac: u32) -> f64 {
+    (v as f64) / 2f64.powi(frac as i32)
+}
+
+impl ConvNet {
+    /// Shape inference of `arch` on `input`, then Xavier-uniform weights as
+    /// [`crate::math::FixedModel::init`] draws them (`U(−l, l)`, `l = √(6 / (fan-in +
+    /// fan-out))` with fan-in `c·k·k` and fan-out `f·k·k`; layer by layer, filter by
+    /// filter, in kernel order, from `ChaCha20Rng::seed_from_u64(seed)`), biases 0.
+    ///
+    /// # Errors
+    /// [`Error::Arch`] if the architecture does not fit `input`; [`Error::InvalidScales`];
+    /// [`Error::OutOfRange`] if `l` exceeds the weight range.
+    pub fn init(arch: &Arch, input: Shape, scales: &Scales, seed: u64) -> Result<Self> {
+        scales.validate()?;
+        let network = arch.infer(input)?;
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut steps = Vec::with_capacity(network.layers.len());
+        let mut params = Vec::new();
+        for layer in &network.layers {
+            let linear = match layer.op {
+                Op::Conv(g) => Some(g),
+                // Shape inference checked units and inputs against MAX_WIDTH.
+                Op::Dense { inputs, units } => {
+                    Some(ConvGeometry::new(inputs, 1, 1, units, 1, 1, Padding::NONE)?)
+                }
+                Op::MeanPool(p) => {
+                    steps.push(Step::Pool(p));
+                    None
+                }
+                Op::Activation(a) => {
+                    steps.push(Step::Act(a));
+                    None
+                }
+            };
+            if let Some(g) = linear {
+                let kk = g.kernel() * g.kernel();
+                let (f, n) = (g.filters(), g.input().channels * kk);
+                let l = (6.0 / (n + f * kk) as f64).sqrt();
+                let mut w = Array2::zeros((f, n));
+                for v in w.iter_mut() {
+                    *v = scales.encode(ValueKind::Weight, rng.gen_range(-l..l))?;
+                }
+                steps.push(Step::Linear(g, params.len()));
+                params.push(LayerParams {
+                    w,
+                    b: Array1::zeros(f),
+                });
+            }
+        }
+        Ok(Self {
+            network,
+            steps,
+            params,
+        })
+    }
+
+    /// The architecture's inferred shapes.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The parameters of each weight layer, input first (`w`: `f × (c·k·k)` at `2^fw`,
+    /// for a dense layer `units × inputs`; `b`: `f` at `2^(fa+fw)`).
+    pub fn params(&self) -> &[LayerParams] {
+        &self.params
+    }
+
+    /// Replaces the parameters.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for another number or shape of layers;
+    /// [`Error::OutOfRange`] for a weight or bias out of range. Nothing changes on error.
+    pub fn set_params(&mut self, scales: &Scales, params: Vec<LayerParams>) -> Result<()> {
+        crate::conv::check_len("conv net layers", self.params.len(), params.len())?;
+        for (old, new) in self.params.iter().zip(&params) {
+            if old.w.dim() != new.w.dim() || old.b.len() != new.b.len() {
+                return Err(Error::ShapeMismatch {
+                    what: "conv net parameters",
+                    expected: format!("{:?} and {}", old.w.dim(), old.b.len()),
+                    found: format!("{:?} and {}", new.w.dim(), new.b.len()),
+                });
+            }
+            for &v in &new.w {
+                scales.check(ValueKind::Weight, v)?;
+            }
+            for &v in &new.b {
+                scales.check(ValueKind::Bias, v)?;
+            }
+        }
+        self.params = params;
+        Ok(())
+    }
+
+    fn kernel(&self, p: usize) -> Result<&[i128]> {
+        self.params[p].w.as_slice().ok_or(Error::ShapeMismatch {
+            what: "conv net kernel layout",
+            expected: "standard layout".into(),
+            found: "strided".into(),
+        })
+    }
+
+    /// The forward pass of one sample: the input of every step, then the logits.
+    fn forward_sample(&self, scales: &Scales, x: &[i128]) -> Result<(Vec<Tensor>, Tensor)> {
+        crate::conv::check_len("conv net input", self.network.input.len(), x.len())?;
+        for &v in x {
+            scales.check(ValueKind::Activation, v)?;
+        }
+        let mut t = Tensor {
+            v: x.to_vec(),
+            frac: scales.fa,
+        };
+        let mut inputs = Vec::with_capacity(self.steps.len());
+        for step in &self.steps {
+            let next = match *step {
+                Step::Linear(g, p) => {
+                    let shift = t.frac - scales.fa;
+                    let b = self.params[p]
+                        .b
+                        .iter()
+                        .map(|&b| shl_checked(b, shift))
+                        .collect::<Result<Vec<_>>>()?;
+                    let z = conv2d(&g, &t.v, self.kernel(p)?, &b)?;
+                    Tensor::checked(scales, ValueKind::PreActivation, z, t.frac + scales.fw)?
+                }
+                Step::Pool(pool) => Tensor {
+                    v: pool.sum(&t.v)?,
+                    frac: t.frac + POOL_SCALE_BITS,
+                },
+                Step::Act(act) => Tensor {
+                    v: t.v
+                        .iter()
+                        .map(|&z| {
+                            scales.encode(ValueKind::Activation, act.apply(decode_at(z, t.frac)))
+                        })
+                        .collect::<Result<_>>()?,
+                    frac: scales.fa,
+                },
+            };
+            inputs.push(std::mem::replace(&mut t, next));
+        }
+        Ok((inputs, t))
+    }
+
+    /// The real logits of each sample of `x` (`B × input length`, at `2^fa`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a wrong input length; range and overflow errors.
+    pub fn logits(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Array2<f64>> {
+        let mut out = Array2::zeros((x.nrows(), self.network.classes()));
+        for (row, mut o) in x.rows().into_iter().zip(out.rows_mut()) {
+            let (_, z) = self.forward_sample(scales, &row.to_vec())?;
+            for (o, &v) in o.iter_mut().zip(&z.v) {
+                *o = decode_at(v, z.frac);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mean cross-entropy `−(1/B) Σ log softmax(z)[label]` over `x` (`B × input length`).
+    ///
+    /// # Errors
+    /// As [`ConvNet::logits`]; [`Error::ShapeMismatch`] for `labels.len() ≠ B`;
+    /// [`Error::InvalidLabel`].
+    pub fn loss(&self, scales: &Scales, x: ArrayView2<'_, i128>, labels: &[usize]) -> Result<f64> {
+        self.check_labels(x.nrows(), labels)?;
+        let mut z = self.logits(scales, x)?;
+        let mut total = 0.0;
+        for (mut row, &t) in z.rows_mut().into_iter().zip(labels) {
+            softmax_in_place(row.view_mut());
+            total -= row[t].max(f64::MIN_POSITIVE).ln();
+        }
+        Ok(total / labels.len().max(1) as f64)
+    }
+
+    fn check_labels(&self, rows: usize, labels: &[usize]) -> Result<()> {
+        crate::conv::check_len("labels", rows, labels.len())?;
+        let classes = self.network.classes();
+        match labels.iter().find(|&&l| l >= classes) {
+            Some(&label) => Err(Error::InvalidLabel { label, classes }),
+            None => Ok(()),
+        }
+    }
+
+    /// The gradients of a mini-batch `x` (`B × input length`, at `2^fa`) with `labels`,
+    /// summed over the batch and rounded once to the "as sent" scales (`Δw` at
+    /// `2^(fw−fe)`, `Δb` at `2^(fa+fw−fe)`), one per weight layer, input first.
+    ///
+    /// # Errors
+    /// As [`ConvNet::loss`]; range and overflow errors.
+    pub fn gradients(
+        &self,
+        scales: &Scales,
+        x: ArrayView2<'_, i128>,
+        labels: &[usize],
+    ) -> Result<Vec<LayerGradients>> {
+        self.check_labels(x.nrows(), labels)?;
+        let mut dw: Vec<Vec<i128>> = self.params.iter().map(|p| vec![0; p.w.len()]).collect();
+        let mut db: Vec<Vec<i128>> = self.params.iter().map(|p| vec![0; p.b.len()]).collect();
+        // The fractional bits of each layer's raw sums (the same for every sample).
+        let mut fracs = vec![(0u32, 0u32); self.params.len()];
+        let one = shl_checked(1, scales.fd)?;
+        for (row, &label) in x.rows().into_iter().zip(labels) {
+            let (inputs, z) = self.forward_sample(scales, &row.to_vec())?;
+            let mut y = Array1::from_iter(z.v.iter().map(|&v| decode_at(v, z.frac)));
+            softmax_in_place(y.view_mut());
+            let mut g = Tensor {
+                v: y.iter()
+                    .map(|&p| scales.encode(ValueKind::Error, p))
+                    .collect::<Result<_>>()?,
+                frac: scales.fd,
+            };
+            g.v[label] -= one;
+            for (i, (step, input)) in self.steps.iter().zip(&inputs).enumerate().rev() {
+                g = match *step {
+                    Step::Linear(geom, p) => {
+                        kernel_gradients(&geom, &g.v, &input.v, &mut dw[p], &mut db[p])?;
+                        fracs[p] = (g.frac + input.frac, g.frac);
+                        if i == 0 {
+                            break;
+                        }
+                        let q = conv2d_transpose(&geom, &g.v, self.kernel(p)?)?;
+                        Tensor::checked(scales, ValueKind::Product, q, g.frac + scales.fw)?
+                    }
+                    Step::Pool(pool) => Tensor {
+                        v: pool.backward(&g.v)?,
+                        frac: g.frac + POOL_SCALE_BITS,
+                    },
+                    Step::Act(act) => {
+                        let shift = g.frac + scales.fa - scales.fd;
+                        let mut d = Vec::with_capacity(g.v.len());
+                        for (&gv, &zv) in g.v.iter().zip(&input.v) {
+                            let fp = scales.encode(
+                                ValueKind::Derivative,
+                                act.derivative(decode_at(zv, input.frac)),
+                            )?;
+                            let prod =
+                                gv.checked_mul(fp).ok_or(Error::Overflow { op: "g * f'" })?;
+                            d.push(scales.check(ValueKind::Error, round_shift(prod, shift)?)?);
+                        }
+                        Tensor {
+                            v: d,
+                            frac: scales.fd,
+                        }
+                    }
+                };
+            }
+        }
+        let (wf, bf) = (
+            scales.frac_bits(ValueKind::WeightGradient),
+            scales.frac_bits(ValueKind::BiasGradient),
+        );
+        let mut grads = Vec::with_capacity(self.params.len());
+        for ((p, (w, b)), &(fw_raw, fb_raw)) in
+            self.params.iter().zip(dw.into_iter().zip(db)).zip(&fracs)
+        {
+            let w = w
+                .into_iter()
+                .map(|v| scales.check(ValueKind::WeightGradient, to_frac(v, fw_raw, wf)?))
+                .collect::<Result<Vec<_>>>()?;
+            let b = b
+                .into_iter()
+                .map(|v| scales.check(ValueKind::BiasGradient, to_frac(v, fb_raw, bf)?))
+                .collect::<Result<Vec<_>>>()?;
+            let w = Array2::from_shape_vec(p.w.dim(), w).map_err(|e| Error::ShapeMismatch {
+                what: "conv net gradient",
+                expected: format!("{:?}", p.w.dim()),
+                found: e.to_string(),
+            })?;
+            grads.push(LayerGradients {
+                w,
+                b: Array1::from(b),
+            });
+        }
+        Ok(grads)
+    }
+
+    /// `w ← w − η·Δw`, `b ← b − η·Δb` on every weight layer (`η` at `2^fe`), all or
+    /// nothing, through [`scaled_step`] and [`subtract`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for gradients of another shape; [`Error::OutOfRange`] if
+    /// `η` or an updated parameter leaves its range.
+    pub fn apply_update(
+        &mut self,
+        scales: &Scales,
+        eta: i128,
+        grads: &[LayerGradients],
+    ) -> Result<()> {
+        crate::conv::check_len("conv net gradients", self.params.len(), grads.len())?;
+        let mut new = Vec::with_capacity(self.params.len());
+        for (l, g) in self.params.iter().zip(grads) {
+            let (dw, db) = scaled_step(scales, eta, g)?;
+            new.push(subtract(scales, l, &dw, &db)?);
+        }
+        self.params = new;
+        Ok(())
+    }
+
+    /// One SGD step on a mini-batch: [`ConvNet::gradients`] then
+    /// [`ConvNet::apply_update`]. All or nothing.
+    ///
+    /// # Errors
+    /// As those two.
+    pub fn train_step(
+        &mut self,
+        scales: &Scales,
+        eta: i128,
+        x: ArrayView2<'_, i128>,
+        labels: &[usize],
+    ) -> Result<()> {
+        let grads = self.gradients(scales, x, labels)?;
+        self.apply_update(scales, eta, &grads)
+    }
+}
