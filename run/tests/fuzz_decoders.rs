@@ -223,6 +223,10 @@ fn checkpoint_bytes() -> &'static Vec<u8> {
         let file = CheckpointFile {
             context: RunContext::new("serve", None),
             checkpoint: co.checkpoint(now).unwrap(),
+            parties: Some(gelunet_run::checkpoint::PartyFingerprints {
+                group_key: [1; 32],
+                clients: vec![[2; 32]],
+            }),
         };
         let dir = scratch();
         let path = dir.join("checkpoint.bin");
