@@ -598,6 +598,12 @@ fn load_state(
     context: &RunContext,
 ) -> Result<Resumed> {
     let path = checkpoint_path(dir);
+    if !dir.is_dir() {
+        return Err(RunError::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: "the state directory does not exist".into(),
+        });
+    }
     let expected = gelunet_server::RunFingerprint::new(cfg, crate::report::eta(cfg)?);
     let file = load_resumable(&path, context, &expected)?;
     let refused = |p: &Path, reason: String| RunError::Checkpoint {

@@ -62,7 +62,7 @@ fn refused(path: &Path, reason: impl Into<String>) -> RunError {
 
 /// Refuses a fresh `train --state-dir` in a directory that holds the checkpoint of an
 /// earlier run (its keys would be replaced and the run lost); creates the directory if
-/// it does not exist, and checks that it accepts new files.
+/// it does not exist (mode 0700), and checks that it accepts new files.
 ///
 /// # Errors
 /// [`RunError::InvalidOption`] (`--state-dir`) for a directory with a checkpoint, saying
@@ -80,7 +80,14 @@ pub fn prepare_fresh(state_dir: &Path) -> Result<()> {
             ),
         ));
     }
-    std::fs::create_dir_all(state_dir).map_err(RunError::io("--state-dir", state_dir))?;
+    if !state_dir.is_dir() {
+        let mut d = std::fs::DirBuilder::new();
+        d.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut d, 0o700);
+        d.create(state_dir)
+            .map_err(RunError::io("--state-dir", state_dir))?;
+    }
     crate::model_file::check_writable(&checkpoint).map_err(RunError::io("--state-dir", state_dir))
 }
 
@@ -246,6 +253,12 @@ mod tests {
         let sub = d.join("new");
         prepare_fresh(&sub).unwrap();
         assert!(sub.is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700);
+        }
         std::fs::write(checkpoint_path(&sub), b"old").unwrap();
         let e = prepare_fresh(&sub).unwrap_err();
         assert!(
