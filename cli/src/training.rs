@@ -47,6 +47,21 @@ pub struct TrainArgs {
     /// QUIC). For choosing hyper-parameters before an encrypted run.
     #[arg(long)]
     plaintext: bool,
+    /// Keep the run's state in this directory (created if missing), so that it can be
+    /// resumed: the server's checkpoint after every completed session (checkpoint.bin,
+    /// under protocol v2 the masked state only) and, written once before the first
+    /// session, the clients' group key (group.key) and Paillier key pairs
+    /// (client-K.key), all mode 0600. A directory holding an earlier run's checkpoint is
+    /// refused. Without it nothing is written but the outputs asked for, no key touches
+    /// the disk, and an interrupted run must start again.
+    #[arg(long, value_name = "DIR", conflicts_with = "plaintext")]
+    state_dir: Option<PathBuf>,
+    /// Continue the run whose state is in DIR (after a crash, `kill -9`, Ctrl-C or
+    /// SIGTERM), with the same options: the final model is the uninterrupted run's. A
+    /// missing, damaged or mismatched state (other options, keys of another run) is
+    /// refused before any key is generated and left as it is.
+    #[arg(long, value_name = "DIR", conflicts_with = "plaintext")]
+    resume: Option<PathBuf>,
 }
 
 /// Arguments of `gelunet serve`.
@@ -183,6 +198,16 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
         keys: run.keys.options(),
         net: run.net.options(),
         output: run.out.options(),
+        state_dir: match (&args.state_dir, &args.resume) {
+            (Some(d), Some(r)) if d != r => {
+                return Err(RunError::option(
+                    "--resume",
+                    format!("{} is not the --state-dir {}", r.display(), d.display()),
+                ))
+            }
+            (d, r) => d.clone().or_else(|| r.clone()),
+        },
+        resume: args.resume.is_some(),
     };
     let report = if args.plaintext {
         gelunet_run::train_plaintext(&config)?

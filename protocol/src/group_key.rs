@@ -50,6 +50,8 @@ use zeroize::Zeroizing;
 pub const GROUP_KEY_BYTES: usize = 32;
 /// The HKDF salt of every version seed.
 pub const HKDF_SALT: &[u8] = b"gelunet protocol v2";
+/// The HKDF info of [`GroupKey::fingerprint`] (a label no version seed's info starts with).
+pub const FINGERPRINT_INFO: &[u8] = b"gelunet group key fingerprint v1";
 /// First word of a group-key file.
 pub const FILE_TAG: &str = "gelunet-group-key-v1";
 
@@ -190,6 +192,21 @@ impl GroupKey {
         VersionSeed(out)
     }
 
+    /// A public 32-byte fingerprint of the key, to recognise it without revealing it
+    /// (`gelunet train`'s checkpoint records it, docs/DESIGN.md "Checkpoint and resume"):
+    /// HKDF-SHA256 with `k` as input keying material, the salt [`HKDF_SALT`] and the info
+    /// [`FINGERPRINT_INFO`]. HKDF is a PRF in its info argument and no version seed uses
+    /// this info, so the fingerprint reveals nothing about `k` or any mask.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), &*self.0);
+        let mut out = [0u8; 32];
+        // HKDF-SHA256 expands up to 255·32 bytes: 32 bytes cannot fail.
+        #[allow(clippy::expect_used)]
+        hk.expand(FINGERPRINT_INFO, &mut out)
+            .expect("HKDF-SHA256 expands 32 bytes");
+        out
+    }
+
     /// The file contents: `gelunet-group-key-v1 <64 hex digits>\n`.
     pub fn to_file_text(&self) -> Zeroizing<String> {
         let mut s = Zeroizing::new(String::with_capacity(FILE_TAG.len() + 66));
@@ -314,6 +331,19 @@ fn nibble(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_tells_keys_apart_and_is_no_version_seed() {
+        let k = GroupKey::from_bytes([7; GROUP_KEY_BYTES]);
+        assert_eq!(k.fingerprint(), k.clone().fingerprint());
+        assert_ne!(
+            k.fingerprint(),
+            GroupKey::from_bytes([8; GROUP_KEY_BYTES]).fingerprint()
+        );
+        assert_ne!(&k.fingerprint()[..], &[7; GROUP_KEY_BYTES][..]);
+        let seed = k.version_seed(ModelId([0; 16]), 0, VersionNonce([0; 16]));
+        assert_ne!(&k.fingerprint()[..], &seed.to_bytes()[..]);
+    }
 
     #[test]
     fn file_round_trip_and_atomic_new_file() {

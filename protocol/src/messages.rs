@@ -132,6 +132,20 @@ pub struct ServerHello {
     pub packing: bool,
 }
 
+impl ServerHello {
+    /// The largest frame either party of this run needs to receive after the handshake,
+    /// in bytes, for mini-batches of at most `batch` samples (at least the hello's
+    /// `batch_size`): [`ModelSpec::max_message_len`] (every message carries at most
+    /// `max(P, w·B)` values, each counted as a ciphertext of the largest key, 4096 bits,
+    /// plus [`crate::spec::MESSAGE_OVERHEAD`], 64 KiB, as margin). The server's shell
+    /// bounds a registered client's frames by it, the client's shell the server's
+    /// (docs/DESIGN.md "Wire protocol and processes").
+    pub fn max_message_len(&self, batch: usize) -> usize {
+        let batch = batch.max(usize::try_from(self.batch_size).unwrap_or(usize::MAX));
+        self.spec.max_message_len(batch)
+    }
+}
+
 /// Client → server handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientHello {

@@ -8,7 +8,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "GLNCHKPT"
-//! 8       4     format version (1)
+//! 8       4     format version (2)
 //! 12      8     payload length n
 //! 20      32    SHA-256 of the payload
 //! 52      n     payload: postcard(CheckpointFile)
@@ -23,6 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gelunet_protocol::group_key::GroupKey;
 use gelunet_server::Checkpoint;
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +35,8 @@ use crate::{Result, RunError};
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
 /// The file's magic.
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"GLNCHKPT";
-/// The format version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The format version this build writes and reads (2: with [`PartyFingerprints`]).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// What the command that wrote a checkpoint trained on, beyond the server's
 /// configuration ([`gelunet_server::RunFingerprint`]).
@@ -63,6 +64,55 @@ impl RunContext {
     }
 }
 
+/// Public fingerprints of the secrets the clients of `gelunet train` keep next to the
+/// checkpoint ([`crate::train_state`]), so that a resume with key files of another run is
+/// refused naming the mismatch. No key material: the group key's
+/// [`GroupKey::fingerprint`] (HKDF-SHA256 under its own label) and, per client, SHA-256
+/// of its public modulus `N_c` ([`crate::key_files::public_key_fingerprint`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyFingerprints {
+    /// [`GroupKey::fingerprint`] of the clients' group key.
+    pub group_key: [u8; 32],
+    /// Per client, by index: SHA-256 of its public modulus.
+    pub clients: Vec<[u8; 32]>,
+}
+
+impl PartyFingerprints {
+    /// The fingerprints of `group_key` and of the clients' `public` keys (by index).
+    pub fn new<'a>(
+        group_key: &GroupKey,
+        public: impl IntoIterator<Item = &'a gelunet_paillier::PublicKey>,
+    ) -> Self {
+        Self {
+            group_key: group_key.fingerprint(),
+            clients: public
+                .into_iter()
+                .map(crate::key_files::public_key_fingerprint)
+                .collect(),
+        }
+    }
+
+    /// What differs between the recorded fingerprints (`self`) and those of the keys
+    /// `found` on disk, if anything: the number of clients, the group key, or the first
+    /// client (by index) whose public key differs.
+    pub fn difference(&self, found: &Self) -> Option<String> {
+        if self.clients.len() != found.clients.len() {
+            Some(format!(
+                "it was written by a run of {} clients, not {}",
+                self.clients.len(),
+                found.clients.len()
+            ))
+        } else if self.group_key != found.group_key {
+            Some("the group key on disk is not the one the checkpoint was written with".into())
+        } else {
+            let k = (0..self.clients.len()).find(|&k| self.clients[k] != found.clients[k])?;
+            Some(format!(
+                "client {k}'s key on disk is not the one the checkpoint was written with"
+            ))
+        }
+    }
+}
+
 /// The payload of the checkpoint file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointFile {
@@ -70,6 +120,9 @@ pub struct CheckpointFile {
     pub context: RunContext,
     /// The server's state.
     pub checkpoint: Checkpoint,
+    /// `gelunet train`: the fingerprints of its clients' keys (`None` for `serve`, whose
+    /// clients keep their keys themselves).
+    pub parties: Option<PartyFingerprints>,
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> RunError {
@@ -216,11 +269,13 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let e = load_checkpoint(&path).unwrap_err().to_string();
         assert!(e.contains("payload"), "{e}");
-        // Another format version.
-        let bytes = crate::model_file::frame(CHECKPOINT_MAGIC, 2, b"");
-        std::fs::write(&path, bytes).unwrap();
-        let e = load_checkpoint(&path).unwrap_err().to_string();
-        assert!(e.contains("format version 2"), "{e}");
+        // Another format version (1: before the parties' fingerprints).
+        for other in [1, CHECKPOINT_VERSION + 1] {
+            let bytes = crate::model_file::frame(CHECKPOINT_MAGIC, other, b"");
+            std::fs::write(&path, bytes).unwrap();
+            let e = load_checkpoint(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("format version {other}")), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

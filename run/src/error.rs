@@ -152,9 +152,10 @@ pub enum RunError {
     /// A model file or model card that was refused, or could not be written.
     #[error(transparent)]
     ModelFile(#[from] ModelFileError),
-    /// A checkpoint (`STATE_DIR/checkpoint.bin`) that was refused: truncated, corrupt,
-    /// of another format, undecodable, or of another run (model, dataset, protocol,
-    /// clients). It is left as it is.
+    /// A checkpoint (`STATE_DIR/checkpoint.bin`), or a key file of `train --state-dir`
+    /// ([`crate::train_state`]), that was refused: missing, truncated, corrupt, of
+    /// another format, undecodable, or of another run (model, dataset, protocol,
+    /// clients, keys). It is left as it is.
     #[error("`{}` is not a checkpoint this run can resume: {reason}", path.display())]
     Checkpoint {
         /// The file.

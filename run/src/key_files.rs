@@ -79,12 +79,18 @@ impl KeyInfo {
             private: kind != KeyFileKind::PhePublic,
             bits: public.bits(),
             key_id: public.id().to_string(),
-            fingerprint: Sha256::digest(public.n().to_bytes_be())
+            fingerprint: public_key_fingerprint(public)
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
         }
     }
+}
+
+/// SHA-256 of `N`'s big-endian bytes: the public key's fingerprint ([`KeyInfo`], and
+/// the client keys `gelunet train`'s checkpoint records, [`crate::checkpoint`]).
+pub fn public_key_fingerprint(public: &PublicKey) -> [u8; 32] {
+    Sha256::digest(public.n().to_bytes_be()).into()
 }
 
 impl fmt::Display for KeyInfo {

@@ -28,10 +28,11 @@
 //!
 //! Model files ([`ModelFile`]) carry a magic, a version, a length and a SHA-256 checksum
 //! and are written atomically (temporary file, fsync, rename); a damaged or mismatched
-//! file is refused with [`ModelFileError`]. The server (`serve`, `train`) persists its
-//! whole state the same way after every completed session ([`checkpoint`],
-//! `STATE_DIR/checkpoint.bin`; under protocol v2 the masked state only); `--resume`
-//! continues from it, and Ctrl-C / SIGTERM stop at a safe point ([`signal`]).
+//! file is refused with [`ModelFileError`]. The server (`serve`, `train --state-dir`)
+//! persists its whole state the same way after every completed session ([`checkpoint`],
+//! `STATE_DIR/checkpoint.bin`; under protocol v2 the masked state only), `train` its
+//! clients' keys beside it ([`train_state`]); `--resume` continues from it, and Ctrl-C /
+//! SIGTERM stop at a safe point ([`signal`]).
 
 pub mod checkpoint;
 mod curves;
@@ -50,6 +51,7 @@ pub mod report;
 mod serve;
 pub mod signal;
 mod train;
+pub mod train_state;
 
 pub use checkpoint::{
     checkpoint_path, load_checkpoint, save_checkpoint, CheckpointFile, RunContext, CHECKPOINT_FILE,

@@ -9,7 +9,8 @@ use gelunet_shell::server::{run_server_with, ServerShellConfig};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{
-    check_context, checkpoint_path, load_checkpoint, save_checkpoint, CheckpointFile, RunContext,
+    check_context, checkpoint_path, load_checkpoint, save_checkpoint, CheckpointFile,
+    PartyFingerprints, RunContext,
 };
 use crate::curves::{plot_run, PlotInput};
 use crate::data::DataOptions;
@@ -160,7 +161,8 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
             ev_rx,
             pb_tx,
             state_path.clone(),
-            context,
+            (context, None),
+            false,
         ));
         let r = run_server_with(
             server,
@@ -321,7 +323,8 @@ pub(crate) fn shell_error(
 pub(crate) fn interrupted(path: &std::path::Path, log: &TrainingLog, command: &str) -> RunError {
     let resume = if path.exists() {
         format!(
-            "{} sessions completed; checkpoint {}; continue with `{command} {}`",
+            "{} sessions completed; checkpoint {}; continue with `{command} {}` and the same \
+             options",
             log.sessions_completed,
             path.display(),
             path.parent()
@@ -333,22 +336,26 @@ pub(crate) fn interrupted(path: &std::path::Path, log: &TrainingLog, command: &s
     RunError::Interrupted { resume }
 }
 
-/// Writes a checkpoint file for every [`ServerEvent::Checkpoint`] and passes the other
-/// events on; returns the first write error, if any.
+/// Writes a checkpoint file (of `context` and the parties' fingerprints, if any) for
+/// every [`ServerEvent::Checkpoint`] and passes the other events on (the checkpoints too
+/// with `forward_checkpoints`, once written); returns the first write error, if any.
 pub(crate) async fn persist_checkpoints(
     mut events: mpsc::UnboundedReceiver<ServerEvent>,
     others: mpsc::UnboundedSender<ServerEvent>,
     path: std::path::PathBuf,
-    context: RunContext,
+    (context, parties): (RunContext, Option<PartyFingerprints>),
+    forward_checkpoints: bool,
 ) -> Option<RunError> {
     let mut failed = None;
     while let Some(e) = events.recv().await {
         match e {
             ServerEvent::Checkpoint(cp) => {
                 let path = path.clone();
+                let forward = forward_checkpoints.then(|| cp.clone());
                 let file = CheckpointFile {
                     context: context.clone(),
                     checkpoint: *cp,
+                    parties: parties.clone(),
                 };
                 let r = tokio::task::spawn_blocking(move || save_checkpoint(&path, &file))
                     .await
@@ -360,6 +367,9 @@ pub(crate) async fn persist_checkpoints(
                 if let Err(e) = r {
                     tracing::error!(error = %e, "could not write the checkpoint");
                     failed.get_or_insert(e);
+                }
+                if let Some(cp) = forward {
+                    let _ = others.send(ServerEvent::Checkpoint(cp));
                 }
             }
             other => {

@@ -20,6 +20,7 @@ use gelunet_shell::server::{
 };
 use tokio::sync::mpsc;
 
+use crate::checkpoint::{checkpoint_path, PartyFingerprints, RunContext};
 use crate::curves::{plot_run, Buckets, PlotInput};
 use crate::data::{client_name, client_seed, DataOptions, Prepared};
 use crate::defaults::DEFAULT_TRAIN_DATASET;
@@ -31,7 +32,10 @@ use crate::report::{
     build_report, check_quantizable, evaluate, quantize, replay, server_party, write_json,
     Evaluation, PartyReport, ReportInput, TrainReport, PLAINTEXT_RANDOMNESS, TRAIN_RANDOMNESS,
 };
+use crate::serve::{interrupted, load_resumable, persist_checkpoints, shell_error};
 use crate::{progress, Result, RunError};
+use gelunet_paillier::PrivateKey;
+use gelunet_server::Checkpoint;
 
 /// What a training run writes (`train`, `serve`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,6 +93,13 @@ pub struct TrainConfig {
     pub net: NetOptions,
     /// Outputs.
     pub output: OutputOptions,
+    /// `--state-dir` / `--resume`: where the run keeps its checkpoint and its clients'
+    /// keys, so that it can be resumed ([`crate::train_state`]; `None`: no checkpoint,
+    /// no key on disk, an interrupted run starts again from scratch).
+    pub state_dir: Option<PathBuf>,
+    /// Continue the run whose state is in [`TrainConfig::state_dir`] (`--resume`) instead
+    /// of starting a new one there.
+    pub resume: bool,
 }
 
 impl TrainConfig {
@@ -288,15 +299,50 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             ),
         ));
     }
+    // `--resume`: everything is checked before any key is generated.
+    let context = RunContext::new("train", Some(prepared));
+    let resumed = match (&c.state_dir, c.resume) {
+        (Some(dir), true) => Some(load_state(c, dir, cfg, prepared, &context)?),
+        (None, true) => {
+            return Err(RunError::option(
+                "--resume",
+                "needs the state directory of the run to continue",
+            ))
+        }
+        (Some(dir), false) => {
+            crate::train_state::prepare_fresh(dir)?;
+            None
+        }
+        (None, false) => None,
+    };
     let t_keys = Instant::now();
-    let mut keys = c.keys.generate(c.clients + usize::from(paper))?;
+    let (mut keys, group_key, resume_from) = match resumed {
+        Some(r) => {
+            let mut keys = r.keys;
+            if paper {
+                // The paper's server key is not kept: a fresh one (docs/DESIGN.md
+                // "Checkpoint and resume").
+                keys.insert(0, c.keys.generate_one()?);
+            }
+            (keys, r.group_key, Some(r.checkpoint))
+        }
+        None => {
+            let keys = c.keys.generate(c.clients + usize::from(paper))?;
+            // The clients' group key of protocol v2, made in memory: the server never
+            // sees it.
+            let group_key = GroupKey::generate();
+            if let Some(dir) = &c.state_dir {
+                crate::train_state::save_keys(dir, &group_key, &keys[usize::from(paper)..])?;
+            }
+            (keys, group_key, None)
+        }
+    };
     let keygen = t_keys.elapsed();
     let server = match v2_server {
         Some(s) => s,
         None => Server::new(cfg.clone(), Some(keys.remove(0)))?,
     };
-    // The clients' group key of protocol v2, made in memory: the server never sees it.
-    let group_key = GroupKey::generate();
+    let parties = PartyFingerprints::new(&group_key, keys.iter().map(PrivateKey::public_key));
     let plot_group_key = c.output.plot.as_ref().map(|_| group_key.clone());
     let mut clients = Vec::with_capacity(c.clients);
     for (k, (share, key)) in prepared.shares.iter().zip(keys).enumerate() {
@@ -329,14 +375,33 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     shell.coordinator.max_sessions = rule.max_sessions();
     shell.coordinator.response_timeout = c.net.response();
     shell.coordinator.join_timeout = Some(Duration::from_secs(120));
-    // `--plot`: the masked states of the kept sessions, unmasked after training.
-    shell.coordinator.checkpoint_events = plot_group_key.is_some() && !paper;
+    // `--state-dir`: a checkpoint after every completed session; `--plot`: the masked
+    // states of the kept sessions, unmasked after training.
+    let state_path = c.state_dir.as_deref().map(checkpoint_path);
+    shell.coordinator.checkpoint_events =
+        state_path.is_some() || (plot_group_key.is_some() && !paper);
     let held: u64 = prepared.shares.iter().map(|s| s.n_samples() as u64).sum();
     let pb = progress::Progress::new(c.output.progress, rule.epochs().unwrap_or(1.0));
     let rt = runtime()?;
+    let saver_path = state_path.clone();
     let (role, log, client_stats, checkpoints) = rt.block_on(async move {
         let (endpoint, addr) = loopback_endpoint(&identity, &transport)?;
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        // With a state directory the checkpoints are written first, then passed on.
+        let (saver, mut ev_rx) = match saver_path.clone() {
+            Some(path) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let saver = tokio::spawn(persist_checkpoints(
+                    ev_rx,
+                    tx,
+                    path,
+                    (context, Some(parties)),
+                    true,
+                ));
+                (Some(saver), rx)
+            }
+            None => (None, ev_rx),
+        };
         let (pb_tx, pb_rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(progress::follow(pb, pb_rx));
         let keeper = tokio::spawn(async move {
@@ -364,7 +429,7 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 endpoint,
                 shell,
                 Some(ev_tx),
-                None,
+                resume_from.as_ref(),
                 crate::signal::interrupted(),
             )
             .await
@@ -392,7 +457,10 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 what: "server",
                 source,
             })?
-            .map_err(RunError::ServerShell);
+            .map_err(|e| match &saver_path {
+                Some(path) => shell_error(path, e),
+                None => RunError::ServerShell(e),
+            });
         let mut stats: Vec<Option<ClientRunStats>> = Vec::new();
         for (k, t) in tasks.into_iter().enumerate() {
             match t.await {
@@ -412,9 +480,16 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
                 }
             }
         }
+        let failed = match saver {
+            Some(s) => s.await.ok().flatten(),
+            None => None,
+        };
         let kept = keeper.await.unwrap_or_default();
         let _ = follower.await;
         let (role, log) = served?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok::<_, RunError>((role, log, stats, kept))
     })?;
     if log.interrupted {
@@ -432,10 +507,13 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
             randomness: TRAIN_RANDOMNESS,
         });
         c.output.finish(report)?;
+        if let Some(path) = &state_path {
+            return Err(interrupted(path, &log, "gelunet train --resume"));
+        }
         return Err(RunError::Interrupted {
             resume: format!(
-                "{} sessions completed; `gelunet train` keeps no checkpoint (all parties \
-                 run in this process): run it again, or use serve/join for resumable runs",
+                "{} sessions completed; without --state-dir `gelunet train` keeps no \
+                 checkpoint: run it again (with --state-dir DIR to be able to resume)",
                 log.sessions_completed
             ),
         });
@@ -492,6 +570,101 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
         },
     )?;
     c.output.finish(TrainReport { plots, ..report })
+}
+
+/// What `train --resume` continues from: the server's checkpoint and the clients' keys.
+struct Resumed {
+    /// The server's state.
+    checkpoint: Checkpoint,
+    /// The clients' group key.
+    group_key: GroupKey,
+    /// The clients' key pairs, by index.
+    keys: Vec<PrivateKey>,
+}
+
+/// Loads the state of `train --resume` from `dir` and checks that it belongs to this
+/// run: the checkpoint's command, data and configuration ([`load_resumable`]), the number
+/// of clients, their key files against the checkpoint's fingerprints, the key size and
+/// every client's share of the data. Nothing is written.
+///
+/// # Errors
+/// [`RunError::Checkpoint`] naming the file and what is wrong (missing, damaged, another
+/// run's, foreign keys, other options).
+fn load_state(
+    c: &TrainConfig,
+    dir: &Path,
+    cfg: &ServerConfig,
+    prepared: &Prepared,
+    context: &RunContext,
+) -> Result<Resumed> {
+    let path = checkpoint_path(dir);
+    if !dir.is_dir() {
+        return Err(RunError::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: "the state directory does not exist".into(),
+        });
+    }
+    let expected = gelunet_server::RunFingerprint::new(cfg, crate::report::eta(cfg)?);
+    let file = load_resumable(&path, context, &expected)?;
+    let refused = |p: &Path, reason: String| RunError::Checkpoint {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let Some(recorded) = &file.parties else {
+        return Err(refused(&path, "it records no client keys".into()));
+    };
+    if recorded.clients.len() != c.clients {
+        return Err(refused(
+            &path,
+            format!(
+                "it was written by a run of {} clients, not --clients {}",
+                recorded.clients.len(),
+                c.clients
+            ),
+        ));
+    }
+    let (group_key, keys) = crate::train_state::load_keys(dir, c.clients, c.keys.test_keys())?;
+    let found = PartyFingerprints::new(&group_key, keys.iter().map(PrivateKey::public_key));
+    if let Some(what) = recorded.difference(&found) {
+        return Err(refused(dir, what));
+    }
+    for (k, key) in keys.iter().enumerate() {
+        if key.public_key().bits() != c.keys.key_bits {
+            return Err(refused(
+                &crate::train_state::client_key_path(dir, k),
+                format!(
+                    "a {}-bit key, not --key-bits {}",
+                    key.public_key().bits(),
+                    c.keys.key_bits
+                ),
+            ));
+        }
+    }
+    let shares: Vec<u64> = prepared
+        .shares
+        .iter()
+        .map(|s| s.n_samples() as u64)
+        .collect();
+    for record in &file.checkpoint.clients {
+        let k = (0..c.clients).find(|&k| client_name(k) == record.log.name);
+        let held = k.and_then(|k| shares.get(k).copied());
+        if held != Some(record.log.samples) {
+            return Err(refused(
+                &path,
+                format!(
+                    "its client `{}` held {} samples, this run's {} (other --client-shares?)",
+                    record.log.name,
+                    record.log.samples,
+                    held.map_or_else(|| "none".into(), |h| h.to_string())
+                ),
+            ));
+        }
+    }
+    Ok(Resumed {
+        checkpoint: file.checkpoint,
+        group_key,
+        keys,
+    })
 }
 
 /// The server's public initial model (version 0 of every run).

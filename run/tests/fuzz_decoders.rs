@@ -7,7 +7,8 @@
 //! Decoders: the shells' frames and every protocol message (`ToServer`, `ToClient`, the
 //! hellos that are checked next), the model file, the model card, a client's key file,
 //! the server's identity files, credential lines and files, the group key file, the
-//! protocol v2 server state (the checkpoint), CSV and IDX (MNIST) files.
+//! protocol v2 server state (the checkpoint), the key files of `train --state-dir`, CSV
+//! and IDX (MNIST) files.
 //!
 //! Cases per harness: `PROPTEST_CASES` (default 64 here, to keep `cargo test` fast);
 //! `.ci/run` runs them again with more cases.
@@ -25,6 +26,7 @@ use gelunet_protocol::envelope::{Register, ToClient, ToServer, SHELL_VERSION};
 use gelunet_protocol::group_key::GroupKey;
 use gelunet_protocol::messages::{ClientHello, ClientMessage, PublicModulus, ServerMessage};
 use gelunet_protocol::{Activation, FixedModel, ModelSpec, Scales};
+use gelunet_run::train_state;
 use gelunet_run::{
     load_checkpoint, parse_credential, save_checkpoint, CheckpointFile, DataCard, ListenOptions,
     ModelCard, ModelFile, RunContext,
@@ -209,6 +211,32 @@ fn card_bytes() -> Vec<u8> {
     json
 }
 
+/// The key files of `train --state-dir` (group key, client 0's key), as written.
+fn train_key_files() -> &'static (Vec<u8>, Vec<u8>) {
+    static B: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = scratch();
+        let gk = gelunet_protocol::group_key::GroupKey::from_bytes([3; 32]);
+        train_state::save_keys(&dir, &gk, std::slice::from_ref(small_key())).unwrap();
+        let files = (
+            std::fs::read(train_state::group_key_path(&dir)).unwrap(),
+            std::fs::read(train_state::client_key_path(&dir, 0)).unwrap(),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        files
+    })
+}
+
+/// Runs `load_keys` on a state directory holding `group` and `client` (client 0).
+fn load_train_keys(group: &[u8], client: &[u8]) -> bool {
+    let dir = scratch();
+    std::fs::write(train_state::group_key_path(&dir), group).unwrap();
+    std::fs::write(train_state::client_key_path(&dir, 0), client).unwrap();
+    let ok = train_state::load_keys(&dir, 1, true).is_ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
 fn checkpoint_bytes() -> &'static Vec<u8> {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
@@ -223,6 +251,10 @@ fn checkpoint_bytes() -> &'static Vec<u8> {
         let file = CheckpointFile {
             context: RunContext::new("serve", None),
             checkpoint: co.checkpoint(now).unwrap(),
+            parties: Some(gelunet_run::checkpoint::PartyFingerprints {
+                group_key: [1; 32],
+                clients: vec![[2; 32]],
+            }),
         };
         let dir = scratch();
         let path = dir.join("checkpoint.bin");
@@ -342,6 +374,14 @@ proptest! {
     }
 
     #[test]
+    fn train_state_key_files_never_panic(
+        group in framed_like(&train_key_files().0),
+        client in framed_like(&train_key_files().1),
+    ) {
+        let _ = load_train_keys(&group, &client);
+    }
+
+    #[test]
     fn key_files_never_panic(
         bytes in bytes_like(small_key().to_secret_bytes().to_vec())
     ) {
@@ -440,6 +480,8 @@ fn the_seeds_decode() {
     with_file("checkpoint.bin", checkpoint_bytes(), |p| {
         load_checkpoint(p).unwrap()
     });
+    let (group, client) = train_key_files();
+    assert!(load_train_keys(group, client));
     let payload = &model_file_bytes()[52..];
     with_file("model.bin", &reframe(model_file_bytes(), payload), |p| {
         ModelFile::load(p).unwrap()

@@ -35,11 +35,22 @@
 //! every registration the client fast-forwards its mini-batch sampler to the batches of
 //! its completed sessions (`Registered::batches`, [`Client::resume_batches`]). A refusal
 //! (bad credentials, certificate not trusted, version) is final.
+//!
+//! # Frame limits
+//!
+//! Until the server's hello is accepted, a frame from the server may hold at most
+//! [`PREAUTH_MAX_FRAME`] (64 KiB); after it, what the agreed model spec implies
+//! ([`ServerHello::max_message_len`]: the run's largest message with a 4096-bit key's
+//! ciphertexts and 64 KiB of margin), at most the transport's `max_frame_len`. A longer
+//! frame is refused from its length prefix, before anything of its size is allocated
+//! ([`NetError::FrameTooLarge`], final: no reconnect).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use gelunet_net::{CertificateDer, Channel, NetError, TransportSettings, Zeroizing};
+use gelunet_net::{
+    CertificateDer, Channel, NetError, TransportSettings, Zeroizing, PREAUTH_MAX_FRAME,
+};
 use gelunet_protocol::messages::{ClientMessage, ServerHello, ServerMessage};
 use ndarray::{Array2, Axis};
 
@@ -214,12 +225,15 @@ async fn converse(
         }))
         .await?;
     let hello = recv_welcome(channel).await?;
+    let limit = agreed_limit(&hello, 0, config);
     let reply = blocking(client, move |c| {
         c.abandon_session();
         c.handle_hello(&hello)
     })
     .await?
     .map_err(ClientShellError::Handshake)?;
+    // The hello is accepted: the server's frames are now bounded by the agreed spec.
+    channel.set_max_frame_len(limit);
     channel.send(&ToServer::Message(reply)).await?;
     match channel.recv::<ToClient>().await? {
         ToClient::Registered {
@@ -319,6 +333,22 @@ async fn converse(
     }
 }
 
+/// The frame limit until the server's hello is accepted: [`PREAUTH_MAX_FRAME`] (64 KiB,
+/// as the server allows strangers; a `Welcome` or a `Refused` is far smaller), at most
+/// the transport's.
+fn preauth_limit(config: &ClientShellConfig) -> usize {
+    PREAUTH_MAX_FRAME.min(config.transport.max_frame_len)
+}
+
+/// The frame limit once the server's hello is accepted: what the agreed spec implies for
+/// mini-batches of `batch` samples ([`ServerHello::max_message_len`]), at most the
+/// transport's.
+fn agreed_limit(hello: &ServerHello, batch: usize, config: &ClientShellConfig) -> usize {
+    hello
+        .max_message_len(batch)
+        .min(config.transport.max_frame_len)
+}
+
 /// The server's answer to `Register`: its hello, or the typed refusal.
 async fn recv_welcome(channel: &mut Channel) -> Result<ServerHello, ClientShellError> {
     match channel.recv::<ToClient>().await? {
@@ -376,7 +406,7 @@ pub async fn run_client_with(
     let result = loop {
         let attempt = async {
             let conn = connect_until(&endpoint, config, deadline).await?;
-            let mut channel = Channel::open(&conn, config.transport.max_frame_len).await?;
+            let mut channel = Channel::open(&conn, preauth_limit(config)).await?;
             let r = converse(&mut role, &mut channel, config, &mut stats, &mut backoff).await;
             stats.bytes_sent += channel.bytes_sent();
             stats.bytes_received += channel.bytes_received();
@@ -465,7 +495,7 @@ where
     let endpoint = gelunet_net::client_endpoint(gelunet_net::client_bind_addr(config.server))?;
     let deadline = Instant::now() + config.connect_timeout;
     let conn = connect_until(&endpoint, config, deadline).await?;
-    let mut channel = Channel::open(&conn, config.transport.max_frame_len).await?;
+    let mut channel = Channel::open(&conn, preauth_limit(config)).await?;
     let result = infer_conversation(make_client, samples, batch, &mut channel, config).await;
     conn.close(0u32.into(), b"bye");
     endpoint.close(0u32.into(), b"bye");
@@ -500,10 +530,12 @@ where
         }))
         .await?;
     let hello = recv_welcome(channel).await?;
+    let limit = agreed_limit(&hello, batch, config);
     let ic = tokio::task::spawn_blocking(move || make_client(&hello))
         .await
         .map_err(|e| ClientShellError::Worker(e.to_string()))?
         .map_err(ClientShellError::Handshake)?;
+    channel.set_max_frame_len(limit);
     channel
         .send(&ToServer::Message(ClientMessage::Hello(ic.hello())))
         .await?;

@@ -186,7 +186,7 @@ impl AcceptCtx {
         register_timeout: Duration,
         strangers: StrangerLimits,
     ) -> Self {
-        let spec_bound = hello.spec.max_message_len(hello.batch_size as usize);
+        let spec_bound = hello.max_message_len(0);
         Self {
             max_frame_len: spec_bound.min(transport.max_frame_len),
             credentials,
