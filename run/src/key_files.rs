@@ -179,7 +179,7 @@ pub fn inspect_key(path: &Path, allow_test_keys: bool) -> Result<KeyInfo> {
 }
 
 /// Refuses to replace `path` unless `force`.
-fn check_new(path: &Path, force: bool) -> Result<()> {
+pub(crate) fn check_new(path: &Path, force: bool) -> Result<()> {
     if !force && path.exists() {
         return Err(RunError::Exists {
             path: path.to_path_buf(),
