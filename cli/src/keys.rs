@@ -1,5 +1,5 @@
 //! `gelunet keys`: arguments only; the work is `gelunet_run::{generate_key, inspect_key,
-//! convert_key}`.
+//! convert_key, encrypt_values, decrypt_values}`.
 
 use std::path::PathBuf;
 
@@ -64,6 +64,44 @@ pub enum KeysCommand {
         #[arg(long)]
         insecure_test_keys: bool,
     },
+    /// Encrypt numbers (CSV cells or a JSON array) as python-paillier ciphertext JSON
+    /// ({"public_key": …, "ciphertexts": [{"v": "<decimal>", "e": -32}, …]}, as pheutil).
+    Encrypt {
+        /// The key file whose public key encrypts (any format).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The numbers: a .json number or array, or CSV cells.
+        #[arg(long)]
+        input: PathBuf,
+        /// The ciphertext JSON to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Accept keys below 2048 bits (tests only).
+        #[arg(long)]
+        insecure_test_keys: bool,
+    },
+    /// Decrypt python-paillier ciphertext JSON (ours, an array of {"v","e"}, or one) into
+    /// a JSON array of numbers.
+    Decrypt {
+        /// The private key file (any format).
+        #[arg(long)]
+        private_key: PathBuf,
+        /// The ciphertext JSON.
+        #[arg(long)]
+        input: PathBuf,
+        /// The JSON array of numbers to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Accept keys below 2048 bits (tests only).
+        #[arg(long)]
+        insecure_test_keys: bool,
+    },
 }
 
 /// Runs `gelunet keys …` and prints the public facts of the key written or read.
@@ -101,7 +139,26 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             force,
             insecure_test_keys,
         } => gelunet_run::convert_key(&input, &out, format(to), public, force, insecure_test_keys)?,
+        KeysCommand::Encrypt {
+            public_key: k,
+            input,
+            output,
+            force,
+            insecure_test_keys: t,
+        } => return values(gelunet_run::encrypt_values(&k, &input, &output, force, t)),
+        KeysCommand::Decrypt {
+            private_key: k,
+            input,
+            output,
+            force,
+            insecure_test_keys: t,
+        } => return values(gelunet_run::decrypt_values(&k, &input, &output, force, t)),
     };
     print!("{info}");
+    Ok(())
+}
+
+fn values(info: Result<gelunet_run::ValuesInfo, RunError>) -> Result<(), RunError> {
+    print!("{}", info?);
     Ok(())
 }
