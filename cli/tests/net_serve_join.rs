@@ -546,5 +546,8 @@ fn serve_plots_its_run_and_refuses_an_unwritable_plot_dir_first() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--plot"), "{err}");
     assert!(!bad.join("listen.addr").exists());
-    assert!(!bad.join("cert.der").exists(), "the server made its keys first");
+    assert!(
+        !bad.join("cert.der").exists(),
+        "the server made its keys first"
+    );
 }
