@@ -16,6 +16,36 @@ pub enum FormatArg {
     Phe,
 }
 
+/// The files of `gelunet keys encrypt|decrypt`.
+#[derive(Debug, clap::Args)]
+pub struct ValuesArgs {
+    /// The file to read: numbers (a .json number or array, or CSV cells) to encrypt, or
+    /// ciphertext JSON to decrypt.
+    #[arg(long)]
+    input: PathBuf,
+    /// The file to write: ciphertext JSON, or a JSON array of numbers.
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+    /// Accept keys below 2048 bits (tests only).
+    #[arg(long)]
+    insecure_test_keys: bool,
+}
+
+impl ValuesArgs {
+    fn with_key(self, key_file: PathBuf) -> gelunet_run::ValuesFiles {
+        gelunet_run::ValuesFiles {
+            key_file,
+            input: self.input,
+            output: self.output,
+            force: self.force,
+            allow_test_keys: self.insecure_test_keys,
+        }
+    }
+}
+
 /// `gelunet keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
@@ -70,18 +100,8 @@ pub enum KeysCommand {
         /// The key file whose public key encrypts (any format).
         #[arg(long)]
         public_key: PathBuf,
-        /// The numbers: a .json number or array, or CSV cells.
-        #[arg(long)]
-        input: PathBuf,
-        /// The ciphertext JSON to write.
-        #[arg(long)]
-        output: PathBuf,
-        /// Replace an existing file.
-        #[arg(long)]
-        force: bool,
-        /// Accept keys below 2048 bits (tests only).
-        #[arg(long)]
-        insecure_test_keys: bool,
+        #[command(flatten)]
+        files: ValuesArgs,
     },
     /// Decrypt python-paillier ciphertext JSON (ours, an array of {"v","e"}, or one) into
     /// a JSON array of numbers.
@@ -89,18 +109,8 @@ pub enum KeysCommand {
         /// The private key file (any format).
         #[arg(long)]
         private_key: PathBuf,
-        /// The ciphertext JSON.
-        #[arg(long)]
-        input: PathBuf,
-        /// The JSON array of numbers to write.
-        #[arg(long)]
-        output: PathBuf,
-        /// Replace an existing file.
-        #[arg(long)]
-        force: bool,
-        /// Accept keys below 2048 bits (tests only).
-        #[arg(long)]
-        insecure_test_keys: bool,
+        #[command(flatten)]
+        files: ValuesArgs,
     },
 }
 
@@ -139,20 +149,12 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             force,
             insecure_test_keys,
         } => gelunet_run::convert_key(&input, &out, format(to), public, force, insecure_test_keys)?,
-        KeysCommand::Encrypt {
-            public_key: k,
-            input,
-            output,
-            force,
-            insecure_test_keys: t,
-        } => return values(gelunet_run::encrypt_values(&k, &input, &output, force, t)),
-        KeysCommand::Decrypt {
-            private_key: k,
-            input,
-            output,
-            force,
-            insecure_test_keys: t,
-        } => return values(gelunet_run::decrypt_values(&k, &input, &output, force, t)),
+        KeysCommand::Encrypt { public_key, files } => {
+            return values(gelunet_run::encrypt_values(&files.with_key(public_key)))
+        }
+        KeysCommand::Decrypt { private_key, files } => {
+            return values(gelunet_run::decrypt_values(&files.with_key(private_key)))
+        }
     };
     print!("{info}");
     Ok(())

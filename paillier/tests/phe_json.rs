@@ -231,10 +231,16 @@ fn float_vectors(v: &Value) -> Vec<(f64, BigInt, i32)> {
         .collect()
 }
 
-#[test]
-fn floats_encrypt_with_python_pailliers_encoding() {
+/// The vectors and their private key.
+fn vector_key() -> (Value, gelunet_paillier::PrivateKey) {
     let v = vectors();
     let private = private_key_from_json(&text(&v["private_key"]), false).unwrap();
+    (v, private)
+}
+
+#[test]
+fn floats_encrypt_with_python_pailliers_encoding() {
+    let (v, private) = vector_key();
     let public = private.public_key();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(16);
     let floats = float_vectors(&v);
@@ -271,8 +277,7 @@ fn floats_encrypt_with_python_pailliers_encoding() {
 
 #[test]
 fn ciphertext_documents_round_trip_and_name_their_key() {
-    let v = vectors();
-    let private = private_key_from_json(&text(&v["private_key"]), false).unwrap();
+    let (v, private) = vector_key();
     let public = private.public_key();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
     let xs = [1.5, -2.25, 0.0, 1e6];
@@ -315,8 +320,7 @@ fn ciphertext_documents_round_trip_and_name_their_key() {
 
 #[test]
 fn bad_ciphertexts_and_values_are_refused_with_typed_errors() {
-    let v = vectors();
-    let private = private_key_from_json(&text(&v["private_key"]), false).unwrap();
+    let (v, private) = vector_key();
     let public = private.public_key();
     let good = &v["ciphertexts"][1]["ciphertext"];
     let with_e = |e: Value| {

@@ -286,17 +286,18 @@ pub fn convert_key(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
+    /// A fresh temporary directory for a test.
+    pub(crate) fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("gelunet-keys-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
-    const TEST_KEYS: KeyOptions = KeyOptions {
+    pub(crate) const TEST_KEYS: KeyOptions = KeyOptions {
         key_bits: 512,
         allow_test_keys: true,
     };

@@ -17,6 +17,21 @@ use crate::key_files::{check_new, load_key, LoadedKey};
 use crate::model_file::write_atomic;
 use crate::{Result, RunError};
 
+/// The files of `gelunet keys encrypt|decrypt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValuesFiles {
+    /// The key file (any format of [`load_key`]; a private key for decryption).
+    pub key_file: PathBuf,
+    /// The file to read: numbers to encrypt, or ciphertext JSON to decrypt.
+    pub input: PathBuf,
+    /// The file to write (whole or not at all).
+    pub output: PathBuf,
+    /// Replace an existing `output`.
+    pub force: bool,
+    /// Accept keys below 2048 bits (in builds with test keys).
+    pub allow_test_keys: bool,
+}
+
 /// What `gelunet keys encrypt|decrypt` did (public facts only).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ValuesInfo {
@@ -103,24 +118,19 @@ pub fn read_values(path: &Path) -> Result<Vec<f64>> {
     Ok(values)
 }
 
-/// `gelunet keys encrypt`: the numbers of `input` ([`read_values`]) encrypted under the
-/// public key of `key_file` (any key file, [`load_key`]) with
+/// `gelunet keys encrypt`: the numbers of `files.input` ([`read_values`]) encrypted under the
+/// public key of `files.key_file` (any key file, [`load_key`]) with
 /// [`PheCiphertext::encrypt_f64`] (randomness from the operating system), written to
-/// `output` as a ciphertext document naming that key.
+/// `files.output` as a ciphertext document naming that key.
 ///
 /// # Errors
 /// [`RunError::Exists`] for an existing `output` without `force` (checked first); the
 /// errors of [`load_key`] and [`read_values`]; [`RunError::PheJson`] (naming `input`) for
 /// a value the key's range cannot hold; [`RunError::ModelFile`] writing.
-pub fn encrypt_values(
-    key_file: &Path,
-    input: &Path,
-    output: &Path,
-    force: bool,
-    allow_test_keys: bool,
-) -> Result<ValuesInfo> {
-    check_new(output, force)?;
-    let (key, _) = load_key(key_file, allow_test_keys)?;
+pub fn encrypt_values(files: &ValuesFiles) -> Result<ValuesInfo> {
+    let (input, output) = (files.input.as_path(), files.output.as_path());
+    check_new(output, files.force)?;
+    let (key, _) = load_key(&files.key_file, files.allow_test_keys)?;
     let public = key.public_key();
     let values = read_values(input)?;
     let cts = values
@@ -140,9 +150,9 @@ pub fn encrypt_values(
     })
 }
 
-/// `gelunet keys decrypt`: the ciphertexts of `input` (a document of [`encrypt_values`],
+/// `gelunet keys decrypt`: the ciphertexts of `files.input` (a document of [`encrypt_values`],
 /// an array of `{"v", "e"}` objects, or one) decrypted with the private key of `key_file`
-/// and written to `output` as a JSON array of numbers (`m · 16^e` rounded to `f64`).
+/// and written to `files.output` as a JSON array of numbers (`m · 16^e` rounded to `f64`).
 ///
 /// # Errors
 /// [`RunError::Exists`] for an existing `output` without `force`;
@@ -151,15 +161,10 @@ pub fn encrypt_values(
 /// for malformed JSON, a document of another key, an exponent out of range, a value not in
 /// `Z*_{N²}`, or a plaintext that overflowed python-paillier's signed range;
 /// [`RunError::ModelFile`] writing.
-pub fn decrypt_values(
-    key_file: &Path,
-    input: &Path,
-    output: &Path,
-    force: bool,
-    allow_test_keys: bool,
-) -> Result<ValuesInfo> {
-    check_new(output, force)?;
-    let (LoadedKey::Private(key), _) = load_key(key_file, allow_test_keys)? else {
+pub fn decrypt_values(files: &ValuesFiles) -> Result<ValuesInfo> {
+    let (key_file, input, output) = (&files.key_file, &files.input, &files.output);
+    check_new(output, files.force)?;
+    let (LoadedKey::Private(key), _) = load_key(key_file, files.allow_test_keys)? else {
         return Err(RunError::option(
             "--private-key",
             format!(
@@ -196,39 +201,47 @@ pub fn decrypt_values(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{generate_key, KeyFormat, KeyOptions};
+    use crate::key_files::tests::{dir, TEST_KEYS};
+    use crate::{generate_key, KeyFormat};
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("gelunet-values-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// The files of a test-key run.
+    fn files(key: &Path, input: &Path, output: &Path) -> ValuesFiles {
+        ValuesFiles {
+            key_file: key.into(),
+            input: input.into(),
+            output: output.into(),
+            force: false,
+            allow_test_keys: true,
+        }
     }
 
-    const TEST_KEYS: KeyOptions = KeyOptions {
-        key_bits: 512,
-        allow_test_keys: true,
-    };
+    fn encrypt(key: &Path, input: &Path, output: &Path) -> Result<ValuesInfo> {
+        encrypt_values(&files(key, input, output))
+    }
+
+    fn decrypt(key: &Path, input: &Path, output: &Path) -> Result<ValuesInfo> {
+        decrypt_values(&files(key, input, output))
+    }
 
     #[test]
     fn values_round_trip_through_encrypt_and_decrypt() {
-        let d = dir("cycle");
+        let d = dir("values-cycle");
         let (sk, pk) = (d.join("k.json"), d.join("k.pub.json"));
         generate_key(&TEST_KEYS, &sk, KeyFormat::Phe, Some(&pk), false).unwrap();
         std::fs::write(d.join("v.csv"), "1.5, -2\n0.125,,3e-5\n\n7 8\n").unwrap();
-        let info = encrypt_values(&pk, &d.join("v.csv"), &d.join("c.json"), false, true).unwrap();
+        let info = encrypt(&pk, &d.join("v.csv"), &d.join("c.json")).unwrap();
         assert_eq!(info.count, 6);
         let out = d.join("v.json");
-        let back = decrypt_values(&sk, &d.join("c.json"), &out, false, true).unwrap();
+        let back = decrypt(&sk, &d.join("c.json"), &out).unwrap();
         assert_eq!(back.key_id, info.key_id);
         let got: Vec<f64> = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(got, [1.5, -2.0, 0.125, 3e-5, 7.0, 8.0]);
         // The JSON values file reads back the same, and encrypts again.
         assert_eq!(read_values(&out).unwrap(), got);
-        encrypt_values(&sk, &out, &d.join("c2.json"), false, true).unwrap();
+        encrypt(&sk, &out, &d.join("c2.json")).unwrap();
         // Existing outputs are kept without force.
         assert!(matches!(
-            decrypt_values(&sk, &d.join("c.json"), &out, false, true),
+            decrypt(&sk, &d.join("c.json"), &out),
             Err(RunError::Exists { .. })
         ));
         let _ = std::fs::remove_dir_all(&d);
@@ -236,7 +249,7 @@ mod tests {
 
     #[test]
     fn bad_values_keys_and_ciphertexts_are_refused() {
-        let d = dir("refuse");
+        let d = dir("values-refuse");
         let (sk, pk) = (d.join("k.json"), d.join("k.pub.json"));
         generate_key(&TEST_KEYS, &sk, KeyFormat::Phe, Some(&pk), false).unwrap();
         let other = d.join("other.json");
@@ -248,7 +261,7 @@ mod tests {
             ("d.json", "[1,", "not valid JSON"),
         ] {
             std::fs::write(d.join(name), text).unwrap();
-            let e = encrypt_values(&pk, &d.join(name), &d.join("out"), false, true).unwrap_err();
+            let e = encrypt(&pk, &d.join(name), &d.join("out")).unwrap_err();
             assert!(matches!(e, RunError::Values { .. }), "{e}");
             assert!(e.to_string().contains(needle), "{e}");
             assert!(!d.join("out").exists());
@@ -256,21 +269,21 @@ mod tests {
         // A value too large for a 512-bit key at exponent -32.
         std::fs::write(d.join("big.csv"), "1e300\n").unwrap();
         assert!(matches!(
-            encrypt_values(&pk, &d.join("big.csv"), &d.join("out"), false, true),
+            encrypt(&pk, &d.join("big.csv"), &d.join("out")),
             Err(RunError::PheJson { .. })
         ));
         std::fs::write(d.join("v.csv"), "1\n").unwrap();
         let c = d.join("c.json");
-        encrypt_values(&pk, &d.join("v.csv"), &c, false, true).unwrap();
+        encrypt(&pk, &d.join("v.csv"), &c).unwrap();
         // Decryption needs a private key, and the one of the document's public key.
         assert!(matches!(
-            decrypt_values(&pk, &c, &d.join("out"), false, true),
+            decrypt(&pk, &c, &d.join("out")),
             Err(RunError::InvalidOption {
                 option: "--private-key",
                 ..
             })
         ));
-        let e = decrypt_values(&other, &c, &d.join("out"), false, true).unwrap_err();
+        let e = decrypt(&other, &c, &d.join("out")).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -288,7 +301,7 @@ mod tests {
         ] {
             std::fs::write(d.join("bad.json"), bad).unwrap();
             assert!(matches!(
-                decrypt_values(&sk, &d.join("bad.json"), &d.join("out"), false, true),
+                decrypt(&sk, &d.join("bad.json"), &d.join("out")),
                 Err(RunError::PheJson { .. })
             ));
         }
