@@ -1,5 +1,5 @@
 //! `gelunet keys`: arguments only; the work is `gelunet_run::{generate_key, inspect_key,
-//! convert_key}`.
+//! convert_key, encrypt_values, decrypt_values}`.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,36 @@ pub enum FormatArg {
     Gelunet,
     /// python-paillier's JSON (`pheutil`: kty DAJ, alg PAI-GN1).
     Phe,
+}
+
+/// The files of `gelunet keys encrypt|decrypt`.
+#[derive(Debug, clap::Args)]
+pub struct ValuesArgs {
+    /// The file to read: numbers (a .json number or array, or CSV cells) to encrypt, or
+    /// ciphertext JSON to decrypt.
+    #[arg(long)]
+    input: PathBuf,
+    /// The file to write: ciphertext JSON, or a JSON array of numbers.
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+    /// Accept keys below 2048 bits (tests only).
+    #[arg(long)]
+    insecure_test_keys: bool,
+}
+
+impl ValuesArgs {
+    fn with_key(self, key_file: PathBuf) -> gelunet_run::ValuesFiles {
+        gelunet_run::ValuesFiles {
+            key_file,
+            input: self.input,
+            output: self.output,
+            force: self.force,
+            allow_test_keys: self.insecure_test_keys,
+        }
+    }
 }
 
 /// `gelunet keys` subcommands.
@@ -64,6 +94,24 @@ pub enum KeysCommand {
         #[arg(long)]
         insecure_test_keys: bool,
     },
+    /// Encrypt numbers (CSV cells or a JSON array) as python-paillier ciphertext JSON
+    /// ({"public_key": …, "ciphertexts": [{"v": "<decimal>", "e": -32}, …]}, as pheutil).
+    Encrypt {
+        /// The key file whose public key encrypts (any format).
+        #[arg(long)]
+        public_key: PathBuf,
+        #[command(flatten)]
+        files: ValuesArgs,
+    },
+    /// Decrypt python-paillier ciphertext JSON (ours, an array of {"v","e"}, or one) into
+    /// a JSON array of numbers.
+    Decrypt {
+        /// The private key file (any format).
+        #[arg(long)]
+        private_key: PathBuf,
+        #[command(flatten)]
+        files: ValuesArgs,
+    },
 }
 
 /// Runs `gelunet keys …` and prints the public facts of the key written or read.
@@ -101,7 +149,18 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             force,
             insecure_test_keys,
         } => gelunet_run::convert_key(&input, &out, format(to), public, force, insecure_test_keys)?,
+        KeysCommand::Encrypt { public_key, files } => {
+            return values(gelunet_run::encrypt_values(&files.with_key(public_key)))
+        }
+        KeysCommand::Decrypt { private_key, files } => {
+            return values(gelunet_run::decrypt_values(&files.with_key(private_key)))
+        }
     };
     print!("{info}");
+    Ok(())
+}
+
+fn values(info: Result<gelunet_run::ValuesInfo, RunError>) -> Result<(), RunError> {
+    print!("{}", info?);
     Ok(())
 }

@@ -10,15 +10,20 @@ fn stdout(args: &[&str]) -> String {
     String::from_utf8(output_ok(gelunet().args(args)).stdout).unwrap()
 }
 
+/// `gelunet keys generate` of a python-paillier test key pair; its stdout.
+fn generate_phe(private: &str, public: &str) -> String {
+    let mut args = vec!["keys", "generate", "--out", private, "--format", "phe"];
+    args.extend(["--public-out", public]);
+    args.extend(TEST_KEYS);
+    stdout(&args)
+}
+
 #[test]
 fn keys_generate_inspect_convert_and_refuse_overwrites() {
     let dir = TempDir::new("keys");
     let (sk, pk) = (dir.join("a.json"), dir.join("a.pub.json"));
     let (sk_s, pk_s) = (sk.to_str().unwrap(), pk.to_str().unwrap());
-    let mut args = vec!["keys", "generate", "--out", sk_s, "--format", "phe"];
-    args.extend(["--public-out", pk_s]);
-    args.extend(TEST_KEYS);
-    let made = stdout(&args);
+    let made = generate_phe(sk_s, pk_s);
     assert!(made.contains("python-paillier private key"), "{made}");
     assert!(made.contains("N: 512 bits"), "{made}");
     // Nothing secret on stdout: the private key file's p never appears.
@@ -73,4 +78,57 @@ fn completions_name_the_subcommands() {
         .unwrap()
         .status
         .success());
+}
+
+#[test]
+fn keys_encrypt_and_decrypt_values_files() {
+    let dir = TempDir::new("keys-values");
+    let (sk, pk) = (dir.join("b.json"), dir.join("b.pub.json"));
+    let (sk_s, pk_s) = (sk.to_str().unwrap(), pk.to_str().unwrap());
+    generate_phe(sk_s, pk_s);
+    std::fs::write(dir.join("v.csv"), "0.5,-3\n1e-3\n").unwrap();
+    let c = dir.join("c.json");
+    let (v_s, c_s) = (dir.join("v.csv"), c.to_str().unwrap());
+    let enc = stdout(&[
+        "keys",
+        "encrypt",
+        "--public-key",
+        pk_s,
+        "--input",
+        v_s.to_str().unwrap(),
+        "--output",
+        c_s,
+        "--insecure-test-keys",
+    ]);
+    assert!(enc.contains("encrypted 3 values"), "{enc}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&c).unwrap()).unwrap();
+    assert_eq!(doc["ciphertexts"][0]["e"], -32);
+    let out = dir.join("out.json");
+    let dec_args = [
+        "keys",
+        "decrypt",
+        "--private-key",
+        sk_s,
+        "--input",
+        c_s,
+        "--output",
+        out.to_str().unwrap(),
+        "--insecure-test-keys",
+    ];
+    let dec = stdout(&dec_args);
+    assert!(dec.contains("decrypted 3 values"), "{dec}");
+    let got: Vec<f64> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(got, [0.5, -3.0, 1e-3]);
+    // With the public key only: refused, naming the option, nothing written.
+    let mut bad = dec_args;
+    bad[3] = pk_s;
+    bad[7] = "never.json";
+    let refused = gelunet()
+        .args(bad)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--private-key"));
+    assert!(!dir.join("never.json").exists());
 }

@@ -491,3 +491,63 @@ fn join_refuses_a_missing_or_malformed_group_key_before_connecting() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
+
+/// `serve --plot DIR` with 512-bit test keys: after two joined clients finish, the loss
+/// and accuracy figures are valid PNG files; a `--plot` that cannot be a directory (it
+/// lies under a regular file) fails before the server listens.
+#[test]
+fn serve_plots_its_run_and_refuses_an_unwritable_plot_dir_first() {
+    let state = TempDir::new("serve-plot");
+    let (report, plots) = (state.join("report.json"), state.join("plots"));
+    let (mut server, addr) = start_server(
+        &state,
+        &["alice:ta", "bob:tb"],
+        &[
+            &["--dataset", "iris", "--seed", "7", "--epochs", "1"][..],
+            &["--report", report.to_str().unwrap()],
+            &["--plot", plots.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    let mut clients: Vec<_> = [("alice", "ta"), ("bob", "tb")]
+        .iter()
+        .enumerate()
+        .map(|(k, (n, t))| {
+            let args = [&["--dataset", "iris", "--seed", "7"][..], &TEST_KEYS[..]].concat();
+            let index = k.to_string();
+            let share = [&args[..], &["--client-index", &index, "--clients", "2"]].concat();
+            start_client(&state, &addr, n, t, &share)
+        })
+        .collect();
+    server.expect_success(3 * MIN);
+    for c in &mut clients {
+        c.expect_success(MIN);
+    }
+    let r = read_json(&report);
+    assert_eq!(r["plots"].as_array().unwrap().len(), 2, "{r}");
+    for name in ["loss.png", "accuracy.png"] {
+        let bytes = std::fs::read(plots.join(name)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name}");
+        assert!(bytes.len() > 1_000, "{name}: {} bytes", bytes.len());
+    }
+
+    let bad = TempDir::new("serve-plot-bad");
+    std::fs::write(bad.join("file"), b"x").unwrap();
+    let out = net_support::gelunet()
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(bad.path())
+        .args(["--client", "alice:ta", "--dataset", "iris", "--plot"])
+        .arg(bad.join("file").join("plots"))
+        .args(TEST_KEYS)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--plot"), "{err}");
+    assert!(!bad.join("listen.addr").exists());
+    assert!(
+        !bad.join("cert.der").exists(),
+        "the server made its keys first"
+    );
+}

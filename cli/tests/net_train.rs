@@ -431,6 +431,22 @@ fn remote_inference_matches_local_inference() {
     for (row, p) in rows.iter().zip(r["predictions"].as_array().unwrap()) {
         assert_eq!(row["class"], classes[p.as_u64().unwrap() as usize], "{row}");
     }
+    // And equal, classes and probabilities, to the local `infer --input` on the same rows.
+    let local = dir.join("local-predictions.json");
+    let mut p = run(
+        "local infer --input",
+        &[
+            &["infer", "--model", model.to_str().unwrap(), "--quiet"][..],
+            &["--input", input.to_str().unwrap()],
+            &["--output", local.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(2 * MIN);
+    let local = read_json(&local);
+    assert_eq!(local["classes"], unlabeled["classes"]);
+    assert_eq!(local["predictions"], unlabeled["predictions"]);
 }
 
 /// `--plot DIR` writes the loss and accuracy figures (valid PNG), and off a terminal the

@@ -71,7 +71,7 @@ fn test_key_path(bits: u64, allow_test_keys: bool, available: bool) -> Result<bo
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
-    fn of(n: &BigUint) -> Self {
+    pub(crate) fn of(n: &BigUint) -> Self {
         let digest = Sha256::digest(n.to_bytes_be());
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);

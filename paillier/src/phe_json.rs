@@ -35,6 +35,14 @@ pub const KTY: &str = "DAJ";
 pub const ALG: &str = "PAI-GN1";
 /// The base of python-paillier's exponent: a plaintext `m` with exponent `e` is `m · 16^e`.
 pub const BASE: u32 = 16;
+/// The exponent `pheutil encrypt` writes where it can (`serialise_encrypted` lowers a
+/// larger one to it); [`PheCiphertext::encrypt_f64`] does the same.
+pub const PHEUTIL_EXPONENT: i32 = -32;
+/// The exponents a ciphertext may carry. python-paillier sets no bound; gelunet refuses
+/// exponents beyond `±4096` so that a hostile file cannot make it shift by gigabits. The
+/// float encoding gives exponents in `−282..=242` (the smallest subnormal, the largest
+/// `f64`), and products and sums of a few such numbers stay far inside the range.
+pub const EXPONENT_RANGE: std::ops::RangeInclusive<i32> = -4096..=4096;
 
 /// Why a python-paillier JSON document was refused.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,29 @@ pub enum PheJsonError {
         field: &'static str,
         /// What is wrong (never the field's secret value).
         reason: String,
+    },
+    /// A ciphertext's exponent outside [`EXPONENT_RANGE`].
+    #[error("ciphertext: exponent {exponent} outside {}..={}", EXPONENT_RANGE.start(), EXPONENT_RANGE.end())]
+    Exponent {
+        /// The exponent found.
+        exponent: i64,
+    },
+    /// A value python-paillier's float encoding cannot represent: not finite, or too large
+    /// for the key's signed range `±(⌊N/3⌋ − 1)` at exponent [`PHEUTIL_EXPONENT`].
+    #[error("value {value} cannot be encrypted: {reason}")]
+    Value {
+        /// The value (public: it is what the caller asked to encrypt).
+        value: f64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A ciphertext document written for another public key than the one given.
+    #[error("ciphertexts: made for public key {found}, not for the given key {expected}")]
+    WrongKey {
+        /// The id of the key given.
+        expected: crate::KeyId,
+        /// The id of the document's public key.
+        found: crate::KeyId,
     },
     /// The numbers do not make a valid key or ciphertext.
     #[error("{what}: {source}")]
@@ -356,7 +387,61 @@ pub struct PheCiphertext {
 #[derive(Serialize, Deserialize)]
 struct CiphertextJson {
     v: String,
-    e: i32,
+    e: i64,
+}
+
+/// `e` if it is in [`EXPONENT_RANGE`].
+fn check_exponent(e: i64) -> Result<i32> {
+    i32::try_from(e)
+        .ok()
+        .filter(|e| EXPONENT_RANGE.contains(e))
+        .ok_or(PheJsonError::Exponent { exponent: e })
+}
+
+/// python-paillier's signed range `⌊N/3⌋ − 1` (`PaillierPublicKey.max_int`).
+fn max_int(n: &BigUint) -> BigUint {
+    n / 3u32 - 1u32
+}
+
+/// The integer `m` and exponent `e` with `x = m · 16^e` that python-paillier's
+/// `EncodedNumber.encode(key, x)` chooses for a float (no `precision`, no
+/// `max_exponent`): `e = ⌊(frexp(x).exp − 53) / 4⌋`, the largest exponent at which `x`'s
+/// least significant bit is still an integer, so `m` is exact. `x = 0` gives `(0, −14)`
+/// (`frexp(0) = (0, 0)`, as in python-paillier).
+///
+/// # Errors
+/// [`PheJsonError::Value`] for a NaN or an infinity.
+pub fn encode_f64(x: f64) -> Result<(BigInt, i32)> {
+    if !x.is_finite() {
+        return Err(PheJsonError::Value {
+            value: x,
+            reason: "not a finite number",
+        });
+    }
+    // x = ±mant · 2^exp2 exactly (IEEE 754 binary64 fields).
+    let bits = x.to_bits();
+    let biased = i64::try_from((bits >> 52) & 0x7ff).unwrap_or(0);
+    let frac = bits & ((1u64 << 52) - 1);
+    let (mant, exp2) = if biased == 0 {
+        (frac, -1074i64)
+    } else {
+        (frac | (1u64 << 52), biased - 1075)
+    };
+    // frexp's exponent: x = f · 2^frexp_exp with 0.5 ≤ |f| < 1 (0 for x = 0).
+    let frexp_exp = if mant == 0 {
+        0
+    } else {
+        exp2 + i64::from(64 - mant.leading_zeros())
+    };
+    let exponent = (frexp_exp - 53).div_euclid(4);
+    // m = mant · 2^(exp2 − 4e); the shift is never negative for a nonzero x (the lsb of
+    // x is 2^exp2 ≥ 2^(frexp_exp − 53) ≥ 16^e), so m is exact.
+    let shift = usize::try_from(exp2 - 4 * exponent).unwrap_or(0);
+    let mut m = BigInt::from(mant) << shift;
+    if x.is_sign_negative() {
+        m = -m;
+    }
+    Ok((m, i32::try_from(exponent).unwrap_or(0)))
 }
 
 impl PheCiphertext {
@@ -364,8 +449,9 @@ impl PheCiphertext {
     /// ciphertext under `key`.
     ///
     /// # Errors
-    /// [`PheJsonError::Json`] for another shape (or an exponent outside `i32`);
-    /// [`PheJsonError::Field`] for a `v` that is not a decimal integer;
+    /// [`PheJsonError::Json`] for another shape; [`PheJsonError::Exponent`] for an
+    /// exponent outside [`EXPONENT_RANGE`]; [`PheJsonError::Field`] for a `v` that is not a
+    /// decimal integer;
     /// [`PheJsonError::Key`] for a value outside `(0, N²)` or not coprime to `N`.
     pub fn from_json(key: &PublicKey, text: &str) -> Result<Self> {
         const WHAT: &str = "ciphertext";
@@ -376,22 +462,24 @@ impl PheCiphertext {
                 field: "v",
                 reason: "not a decimal integer".into(),
             })?;
+        let exponent = check_exponent(c.e)?;
         let ciphertext = key
             .ciphertext_from_raw(v)
             .map_err(|source| PheJsonError::Key { what: WHAT, source })?;
         Ok(Self {
             ciphertext,
-            exponent: c.e,
+            exponent,
         })
     }
 
     /// The JSON text `pheutil decrypt` reads (one line and a newline).
     pub fn to_json(&self) -> String {
-        let c = CiphertextJson {
-            v: self.ciphertext.value().to_str_radix(10),
-            e: self.exponent,
-        };
-        format!("{}\n", json!({"v": c.v, "e": c.e}))
+        format!("{}\n", self.to_json_value())
+    }
+
+    /// The JSON object `{"v": "<decimal>", "e": <exponent>}`.
+    pub fn to_json_value(&self) -> Value {
+        json!({"v": self.ciphertext.value().to_str_radix(10), "e": self.exponent})
     }
 
     /// Decrypts the signed integer `m` as python-paillier decodes it: `m ≤ ⌊N/3⌋ − 1` is
@@ -407,7 +495,7 @@ impl PheCiphertext {
         };
         let m = key.decrypt_raw(&self.ciphertext).map_err(err)?;
         let n = key.public_key().n();
-        let max_int = n / 3u32 - 1u32;
+        let max_int = max_int(n);
         if m <= max_int {
             Ok(BigInt::from_biguint(Sign::Plus, m))
         } else if m >= n - &max_int {
@@ -432,14 +520,25 @@ impl PheCiphertext {
     /// Encrypts the integer `m` with exponent `e` (value `m · 16^e`).
     ///
     /// # Errors
-    /// [`PheJsonError::Key`] with [`crate::Error::PlaintextOutOfRange`] if `|m|` does not
-    /// fit the key's signed range.
+    /// [`PheJsonError::Exponent`] for an exponent outside [`EXPONENT_RANGE`];
+    /// [`PheJsonError::Key`] with [`crate::Error::PlaintextOutOfRange`] if `|m|` exceeds
+    /// python-paillier's signed range `⌊N/3⌋ − 1`.
     pub fn encrypt<R: rand::RngCore + rand::CryptoRng + ?Sized>(
         key: &PublicKey,
         m: &BigInt,
         exponent: i32,
         rng: &mut R,
     ) -> Result<Self> {
+        check_exponent(i64::from(exponent))?;
+        if m.magnitude() > &max_int(key.n()) {
+            return Err(PheJsonError::Key {
+                what: "ciphertext",
+                source: crate::Error::PlaintextOutOfRange {
+                    bits: m.bits(),
+                    key_bits: key.bits(),
+                },
+            });
+        }
         let ciphertext = key.encrypt(m, rng).map_err(|source| PheJsonError::Key {
             what: "ciphertext",
             source,
@@ -449,6 +548,95 @@ impl PheCiphertext {
             exponent,
         })
     }
+}
+
+impl PheCiphertext {
+    /// Encrypts the float `x` as `pheutil encrypt` does: python-paillier's float encoding
+    /// ([`encode_f64`]), then the exponent lowered to [`PHEUTIL_EXPONENT`] if it is larger
+    /// (`serialise_encrypted`; the value is unchanged, `m` gains the factor
+    /// `16^(e + 32)`).
+    ///
+    /// # Errors
+    /// [`PheJsonError::Value`] for a NaN, an infinity, or a value whose `m` exceeds the
+    /// key's signed range `⌊N/3⌋ − 1` (python-paillier would wrap it silently).
+    pub fn encrypt_f64<R: rand::RngCore + rand::CryptoRng + ?Sized>(
+        key: &PublicKey,
+        x: f64,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let (mut m, mut e) = encode_f64(x)?;
+        if e > PHEUTIL_EXPONENT {
+            let lower = u32::try_from(e - PHEUTIL_EXPONENT).unwrap_or(0);
+            m *= BigInt::from(BASE).pow(lower);
+            e = PHEUTIL_EXPONENT;
+        }
+        if m.magnitude() > &max_int(key.n()) {
+            return Err(PheJsonError::Value {
+                value: x,
+                reason: "too large for the key's signed range at exponent -32",
+            });
+        }
+        Self::encrypt(key, &m, e, rng)
+    }
+}
+
+/// A ciphertext document: the python-paillier public key (`pheutil extract` form) and the
+/// ciphertexts made under it, `{"public_key": {…}, "ciphertexts": [{"v": …, "e": …}, …]}`
+/// (one line and a newline). Each element of `ciphertexts` is what `pheutil decrypt`
+/// reads.
+pub fn ciphertexts_to_json(key: &PublicKey, cts: &[PheCiphertext]) -> String {
+    let list: Vec<Value> = cts.iter().map(PheCiphertext::to_json_value).collect();
+    format!(
+        "{}\n",
+        json!({"public_key": public_key_to_json_value(key), "ciphertexts": list})
+    )
+}
+
+/// The document of [`ciphertexts_to_json`], a JSON array of `{"v", "e"}` objects, or one
+/// such object (`pheutil encrypt` output), as ciphertexts under `key`. A document's
+/// `public_key` must be `key` (python-paillier ciphertexts carry no key id, so a bare
+/// object or array under another key decrypts to noise, usually an overflow).
+///
+/// # Errors
+/// [`PheJsonError::Json`] for another shape; [`PheJsonError::WrongKey`] for a document of
+/// another public key; [`PheJsonError::Field`] for a `public_key` whose `n` does not
+/// decode; the errors of [`PheCiphertext::from_json`] for each ciphertext.
+pub fn ciphertexts_from_json(key: &PublicKey, text: &str) -> Result<Vec<PheCiphertext>> {
+    const WHAT: &str = "ciphertexts";
+    let doc: Value = serde_json::from_str(text).map_err(json_error(WHAT))?;
+    let shape = || PheJsonError::Field {
+        what: WHAT,
+        field: "ciphertexts",
+        reason: "expected an array of {\"v\", \"e\"} objects".into(),
+    };
+    let list = match &doc {
+        Value::Object(o) if o.contains_key("v") => return Ok(vec![one(key, &doc)?]),
+        Value::Object(o) => {
+            if let Some(pk) = o.get("public_key") {
+                let jwk: PublicJwk =
+                    serde_json::from_value(pk.clone()).map_err(json_error("public key"))?;
+                check_kty("public key", &jwk.kty)?;
+                let n = base64_to_int("public key", "n", &jwk.n)?;
+                if &n != key.n() {
+                    return Err(PheJsonError::WrongKey {
+                        expected: key.id(),
+                        found: crate::KeyId::of(&n),
+                    });
+                }
+            }
+            o.get("ciphertexts")
+                .and_then(Value::as_array)
+                .ok_or_else(shape)?
+        }
+        Value::Array(a) => a,
+        _ => return Err(shape()),
+    };
+    list.iter().map(|c| one(key, c)).collect()
+}
+
+/// One `{"v", "e"}` object.
+fn one(key: &PublicKey, v: &Value) -> Result<PheCiphertext> {
+    PheCiphertext::from_json(key, &v.to_string())
 }
 
 /// `m · 16^e` as an `f64`: exact big-integer shifts, one rounding at the end.
@@ -462,9 +650,18 @@ fn scale(m: &BigInt, e: i32) -> f64 {
         let bits = i64::try_from(m.bits()).unwrap_or(i64::MAX);
         let drop = (bits - 64).max(0);
         let kept = m >> usize::try_from(drop).unwrap_or(0);
-        let f = kept.to_f64().unwrap_or(f64::NAN);
-        let exp = drop + shift;
-        f * 2f64.powi(i32::try_from(exp.clamp(-1100, 1100)).unwrap_or(0))
+        let mut f = kept.to_f64().unwrap_or(f64::NAN);
+        // f · 2^exp in steps of 2^±1000 (exact until the result itself underflows).
+        let mut exp = drop + shift;
+        while exp < -1000 && f != 0.0 {
+            f *= 2f64.powi(-1000);
+            exp += 1000;
+        }
+        while exp > 1000 && f.is_finite() {
+            f *= 2f64.powi(1000);
+            exp -= 1000;
+        }
+        f * 2f64.powi(i32::try_from(exp.clamp(-1000, 1000)).unwrap_or(0))
     }
 }
 

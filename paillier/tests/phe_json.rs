@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gelunet_paillier::phe_json::{
-    private_key_from_json, private_key_to_json, public_key_from_json, public_key_to_json,
-    PheCiphertext, PheJsonError,
+    ciphertexts_from_json, ciphertexts_to_json, encode_f64, private_key_from_json,
+    private_key_to_json, public_key_from_json, public_key_to_json, PheCiphertext, PheJsonError,
+    EXPONENT_RANGE, PHEUTIL_EXPONENT,
 };
 use gelunet_paillier::{BigInt, BigUint, Error};
 use rand::SeedableRng;
@@ -207,6 +208,195 @@ fn bad_documents_are_refused_with_typed_errors() {
         ct,
         Err(PheJsonError::Key {
             source: Error::InvalidCiphertext { .. },
+            ..
+        })
+    ));
+}
+
+/// The vectors' values that are exactly `f64`s (2^60 + 7 is not: python-paillier encoded it
+/// as an int).
+fn float_vectors(v: &Value) -> Vec<(f64, BigInt, i32)> {
+    v["ciphertexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            let repr = c["value"].as_str().unwrap();
+            let x: f64 = repr.parse().unwrap();
+            let exact = repr.parse::<i128>().map_or(true, |i| x as i128 == i);
+            let m: BigInt = c["mantissa"].as_str().unwrap().parse().unwrap();
+            let e = i32::try_from(c["ciphertext"]["e"].as_i64().unwrap()).unwrap();
+            exact.then_some((x, m, e))
+        })
+        .collect()
+}
+
+/// The vectors and their private key.
+fn vector_key() -> (Value, gelunet_paillier::PrivateKey) {
+    let v = vectors();
+    let private = private_key_from_json(&text(&v["private_key"]), false).unwrap();
+    (v, private)
+}
+
+#[test]
+fn floats_encrypt_with_python_pailliers_encoding() {
+    let (v, private) = vector_key();
+    let public = private.public_key();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(16);
+    let floats = float_vectors(&v);
+    assert_eq!(floats.len(), 9);
+    for (x, m, e) in floats {
+        // pheutil's exponent, and the very integer python-paillier encrypted.
+        assert_eq!(e, PHEUTIL_EXPONENT);
+        let ct = PheCiphertext::encrypt_f64(public, x, &mut rng).unwrap();
+        assert_eq!(ct.exponent, e, "{x}");
+        assert_eq!(ct.decrypt_mantissa(&private).unwrap(), m, "{x}");
+        assert_eq!(ct.decrypt_f64(&private).unwrap(), x);
+    }
+    // EncodedNumber.encode's own exponents (before pheutil lowers them):
+    // frexp(pi) = (0.785…, 2) → ⌊(2 − 53)/4⌋ = −13; frexp(1e-10) → −33 → −22;
+    // 0 → −14; the largest f64 → 242, the smallest subnormal → −282.
+    assert_eq!(encode_f64(std::f64::consts::PI).unwrap().1, -13);
+    assert_eq!(encode_f64(1e-10).unwrap().1, -22);
+    assert_eq!(encode_f64(0.0).unwrap(), (BigInt::from(0), -14));
+    assert_eq!(
+        encode_f64(-0.5).unwrap(),
+        (BigInt::from(-(1i64 << 55)), -14)
+    );
+    assert_eq!(encode_f64(f64::MAX).unwrap().1, 242);
+    assert_eq!(
+        encode_f64(f64::from_bits(1)).unwrap(),
+        (BigInt::from(1i64 << 54), -282)
+    );
+    // Large and tiny values survive the round trip exactly.
+    for x in [f64::MAX, -1e300, 5e-324, 1e-300, 123.456e-7] {
+        let ct = PheCiphertext::encrypt_f64(public, x, &mut rng).unwrap();
+        assert_eq!(ct.decrypt_f64(&private).unwrap(), x);
+    }
+}
+
+#[test]
+fn ciphertext_documents_round_trip_and_name_their_key() {
+    let (v, private) = vector_key();
+    let public = private.public_key();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
+    let xs = [1.5, -2.25, 0.0, 1e6];
+    let cts: Vec<_> = xs
+        .iter()
+        .map(|&x| PheCiphertext::encrypt_f64(public, x, &mut rng).unwrap())
+        .collect();
+    let doc = ciphertexts_to_json(public, &cts);
+    let parsed: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(
+        parsed["public_key"],
+        serde_json::from_str::<Value>(&public_key_to_json(public)).unwrap()
+    );
+    let back = ciphertexts_from_json(public, &doc).unwrap();
+    assert_eq!(back, cts);
+    // python-paillier's own ciphertexts: one object (pheutil encrypt) or an array.
+    let theirs: Vec<Value> = v["ciphertexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ciphertext"].clone())
+        .collect();
+    let array = ciphertexts_from_json(public, &Value::from(theirs.clone()).to_string()).unwrap();
+    assert_eq!(array.len(), 10);
+    let single = ciphertexts_from_json(public, &theirs[6].to_string()).unwrap();
+    assert_eq!(single.len(), 1);
+    assert_eq!(
+        single[0].decrypt_f64(&private).unwrap(),
+        std::f64::consts::PI
+    );
+    // A document of another key is refused before any ciphertext is read.
+    let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(18);
+    let other = gelunet_paillier::PrivateKey::generate_insecure_for_tests(512, &mut r).unwrap();
+    let other_doc = ciphertexts_to_json(other.public_key(), &[]);
+    assert!(matches!(
+        ciphertexts_from_json(public, &other_doc),
+        Err(PheJsonError::WrongKey { .. })
+    ));
+}
+
+#[test]
+fn bad_ciphertexts_and_values_are_refused_with_typed_errors() {
+    let (v, private) = vector_key();
+    let public = private.public_key();
+    let good = &v["ciphertexts"][1]["ciphertext"];
+    let with_e = |e: Value| {
+        let mut c = good.clone();
+        c["e"] = e;
+        c.to_string()
+    };
+    // Exponents beyond the range, inside and outside i32.
+    for e in [
+        Value::from(i64::from(*EXPONENT_RANGE.end()) + 1),
+        Value::from(i64::from(*EXPONENT_RANGE.start()) - 1),
+        Value::from(1i64 << 40),
+    ] {
+        assert!(matches!(
+            PheCiphertext::from_json(public, &with_e(e)),
+            Err(PheJsonError::Exponent { .. })
+        ));
+    }
+    assert!(PheCiphertext::from_json(public, &with_e(Value::from(4096))).is_ok());
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(19);
+    assert!(matches!(
+        PheCiphertext::encrypt(public, &BigInt::from(1), 5000, &mut rng),
+        Err(PheJsonError::Exponent { .. })
+    ));
+    // A mantissa beyond python-paillier's ±(⌊N/3⌋ − 1).
+    let too_big = BigInt::from(public.n() / 3u32);
+    assert!(matches!(
+        PheCiphertext::encrypt(public, &too_big, 0, &mut rng),
+        Err(PheJsonError::Key {
+            source: Error::PlaintextOutOfRange { .. },
+            ..
+        })
+    ));
+    for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(matches!(
+            PheCiphertext::encrypt_f64(public, x, &mut rng),
+            Err(PheJsonError::Value { .. })
+        ));
+    }
+    // A small key cannot hold a large float at exponent −32.
+    let mut r = rand_chacha::ChaCha20Rng::seed_from_u64(20);
+    let small = gelunet_paillier::PrivateKey::generate_insecure_for_tests(512, &mut r).unwrap();
+    assert!(matches!(
+        PheCiphertext::encrypt_f64(small.public_key(), 1e300, &mut rng),
+        Err(PheJsonError::Value { .. })
+    ));
+    // Malformed documents, a value outside Z*_{N²}, and a document of the wrong shape.
+    for bad in [
+        "[{\"v\": \"1\"",
+        "{\"v\": 5, \"e\": 0}",
+        "\"text\"",
+        "{\"ciphertexts\": 3}",
+    ] {
+        assert!(
+            matches!(
+                ciphertexts_from_json(public, bad),
+                Err(PheJsonError::Json { .. } | PheJsonError::Field { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let zero = "[{\"v\": \"0\", \"e\": -32}]";
+    assert!(matches!(
+        ciphertexts_from_json(public, zero),
+        Err(PheJsonError::Key {
+            source: Error::InvalidCiphertext { .. },
+            ..
+        })
+    ));
+    // A ciphertext of another key decrypts as an overflow or as noise, never silently the
+    // value; decrypting under another private key object is a key mismatch.
+    let ct = PheCiphertext::from_json(public, &good.to_string()).unwrap();
+    assert!(matches!(
+        ct.decrypt_mantissa(&small),
+        Err(PheJsonError::Key {
+            source: Error::KeyMismatch { .. },
             ..
         })
     ));

@@ -75,6 +75,14 @@ pub enum RunError {
         /// The file.
         path: PathBuf,
     },
+    /// A values file (`gelunet keys encrypt --input`) that does not hold numbers.
+    #[error("`{}`: {reason}", path.display())]
+    Values {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the line and column (or the JSON position).
+        reason: String,
+    },
     /// A file-system error.
     #[error("{what} `{}`: {source}", path.display())]
     Io {

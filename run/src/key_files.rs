@@ -185,7 +185,7 @@ pub fn inspect_key(path: &Path, allow_test_keys: bool) -> Result<KeyInfo> {
 }
 
 /// Refuses to replace `path` unless `force`.
-fn check_new(path: &Path, force: bool) -> Result<()> {
+pub(crate) fn check_new(path: &Path, force: bool) -> Result<()> {
     if !force && path.exists() {
         return Err(RunError::Exists {
             path: path.to_path_buf(),
@@ -292,17 +292,18 @@ pub fn convert_key(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
+    /// A fresh temporary directory for a test.
+    pub(crate) fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("gelunet-keys-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
-    const TEST_KEYS: KeyOptions = KeyOptions {
+    pub(crate) const TEST_KEYS: KeyOptions = KeyOptions {
         key_bits: 512,
         allow_test_keys: true,
     };

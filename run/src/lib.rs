@@ -46,6 +46,7 @@ mod key_files;
 mod keys;
 mod model;
 pub mod model_file;
+mod phe_values;
 mod progress;
 pub mod report;
 mod serve;
@@ -77,6 +78,7 @@ pub use key_files::{
 pub use keys::{KeyOptions, MIN_RUN_TEST_KEY_BITS};
 pub use model::{activation_name, mask_name, ModelOptions};
 pub use model_file::{DataCard, ModelCard, ModelFile, ModelFileError};
+pub use phe_values::{decrypt_values, encrypt_values, read_values, ValuesFiles, ValuesInfo};
 pub use report::{InferReport, JoinReport, PartyReport, TrainReport};
 pub use serve::{serve, ServeConfig};
 pub use train::{train, train_plaintext, OutputOptions, TrainConfig};

@@ -54,15 +54,22 @@ pub struct OutputOptions {
 
 impl OutputOptions {
     /// Checks that the model and report paths can be written (before any work): their
-    /// directories exist and accept a new file, and neither path is a directory.
+    /// directories exist and accept a new file, and neither path is a directory; the
+    /// `--plot` directory is created if missing and must accept a new file.
     ///
     /// # Errors
-    /// [`RunError::Io`] naming the option (`--model-out`, `--report`) and the path.
+    /// [`RunError::Io`] naming the option (`--model-out`, `--report`, `--plot`) and the
+    /// path.
     pub fn check_writable(&self) -> Result<()> {
         for (what, path) in [("--model-out", &self.model_out), ("--report", &self.report)] {
             if let Some(path) = path {
                 crate::model_file::check_writable(path).map_err(RunError::io(what, path))?;
             }
+        }
+        if let Some(dir) = &self.plot {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| crate::model_file::check_writable(&dir.join("loss.png")))
+                .map_err(RunError::io("--plot", dir))?;
         }
         Ok(())
     }
