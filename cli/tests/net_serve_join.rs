@@ -120,28 +120,22 @@ fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
     ]
     .concat();
     let mut repro = start_client(&state, &addr, "alice", "right-token", &strs(&repro));
-    assert!(!repro.wait(MIN).success());
-    let err = repro.stderr();
+    let err = repro.expect_failure(MIN);
     assert!(
         err.contains("refused") && err.contains("insecure reproducible mode"),
         "{err}"
     );
 
     let mut bad = start_client(&state, &addr, "alice", "wrong-token", &data);
-    assert!(!bad.wait(MIN).success());
-    let err = bad.stderr();
+    let err = bad.expect_failure(MIN);
     assert!(
         err.contains("refused") && err.contains("not authorized"),
         "{err}"
     );
 
     let mut unknown = start_client(&state, &addr, "mallory", "right-token", &data);
-    assert!(!unknown.wait(MIN).success());
-    assert!(
-        unknown.stderr().contains("not authorized"),
-        "{}",
-        unknown.stderr()
-    );
+    let err = unknown.expect_failure(MIN);
+    assert!(err.contains("not authorized"), "{err}");
 
     // A certificate the client does not trust: another server's.
     let other = TempDir::new("auth-other");
@@ -153,12 +147,8 @@ fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
         .args(["--name", "alice", "--token", "right-token"])
         .args(&data);
     let mut untrusting = net_support::Proc::spawn("join untrusted", cmd);
-    assert!(!untrusting.wait(MIN).success());
-    assert!(
-        untrusting.stderr().to_lowercase().contains("certificate"),
-        "{}",
-        untrusting.stderr()
-    );
+    let err = untrusting.expect_failure(MIN);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     let mut good = start_client(&state, &addr, "alice", "right-token", &data);
     good.expect_success(2 * MIN);
