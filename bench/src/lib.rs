@@ -54,6 +54,24 @@ pub enum EncryptedSessions {
     None,
 }
 
+/// `--encrypted-sessions`: `all`, `none` or a number (absent: [`EncryptedSessions::Default`]).
+impl std::str::FromStr for EncryptedSessions {
+    type Err = String;
+
+    /// # Errors
+    /// Anything else, as `` `x` is not all, none or a number ``.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "none" => Ok(Self::None),
+            n => n
+                .parse()
+                .map(Self::First)
+                .map_err(|_| format!("`{n}` is not all, none or a number")),
+        }
+    }
+}
+
 /// What `gelunet bench paper` runs.
 #[derive(Clone, Debug)]
 pub struct PaperConfig {
@@ -84,6 +102,30 @@ pub struct PaperConfig {
     pub command: String,
     /// Progress messages go here.
     pub verbose: bool,
+}
+
+impl PaperConfig {
+    /// The `--quick` configuration of `parts` (no other flag given): default seeds, key
+    /// size, datasets and encrypted sessions, this crate's backend name, quiet; the
+    /// command recorded is `test quick`.
+    #[must_use]
+    pub fn quick(out_dir: PathBuf, data_dir: PathBuf, parts: Vec<u8>) -> Self {
+        Self {
+            out_dir,
+            data_dir,
+            quick: true,
+            parts,
+            seeds: None,
+            key_bits: None,
+            insecure_test_keys: false,
+            datasets: None,
+            encrypted_sessions: EncryptedSessions::Default,
+            lr: None,
+            backend: gelunet_paillier::BACKEND.to_string(),
+            command: "test quick".into(),
+            verbose: false,
+        }
+    }
 }
 
 /// The machine and the run.
@@ -126,6 +168,41 @@ pub struct PaperReport {
     pub schemes: Option<schemes::SchemesReport>,
     /// Parts that failed, with the error.
     pub failures: Vec<(u8, String)>,
+}
+
+impl PaperReport {
+    /// `Err("some parts failed: part P: ERROR; …")` when a part failed, else `Ok`.
+    ///
+    /// # Errors
+    /// One or more entries in [`PaperReport::failures`].
+    pub fn check_failures(&self) -> std::result::Result<(), String> {
+        if self.failures.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(p, e)| format!("part {p}: {e}"))
+            .collect();
+        Err(format!("some parts failed: {}", parts.join("; ")))
+    }
+}
+
+/// A bench report as the command line prints it: pretty JSON (with a final newline) when
+/// `json`, else `render(report)`.
+///
+/// # Errors
+/// A report that does not serialize (not expected: reports are plain data).
+pub fn report_text<T: Serialize>(
+    report: &T,
+    json: bool,
+    render: fn(&T) -> String,
+) -> serde_json::Result<String> {
+    if json {
+        Ok(serde_json::to_string_pretty(report)? + "\n")
+    } else {
+        Ok(render(report))
+    }
 }
 
 /// The machine's core count.
@@ -450,4 +527,18 @@ pub fn write_outputs(report: &PaperReport, out: &Path) -> Result<()> {
     )?;
     std::fs::write(out.join("report.md"), report::markdown(report))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_sessions_parse() {
+        assert_eq!("all".parse(), Ok(EncryptedSessions::All));
+        assert_eq!("none".parse(), Ok(EncryptedSessions::None));
+        assert_eq!("7".parse(), Ok(EncryptedSessions::First(7)));
+        let e = "some".parse::<EncryptedSessions>().unwrap_err();
+        assert_eq!(e, "`some` is not all, none or a number");
+    }
 }

@@ -69,6 +69,18 @@ fn random_scalar(rng: &mut ChaCha20Rng, bits: u32) -> BigInt {
     BigInt::from(x)
 }
 
+/// Parses `--seconds` of `gelunet bench paillier`: the wall time per operation, a
+/// positive finite number of seconds.
+///
+/// # Errors
+/// Not a number, or not positive and finite: `must be a positive number of seconds`.
+pub fn parse_budget(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim().parse::<f64>().map(Duration::try_from_secs_f64) {
+        Ok(Ok(d)) if !d.is_zero() => Ok(d),
+        _ => Err(format!("`{s}` must be a positive number of seconds")),
+    }
+}
+
 /// Measures every operation at `key_bits` (sizes below 2048 bits are test keys, in
 /// builds with paillier's `hazmat` feature) with `budget` of wall time each (keygen at
 /// least 2 s), keys and data from `seed`.
@@ -209,4 +221,17 @@ pub fn render(report: &PaillierReport) -> String {
         let _ = writeln!(s, "{:<16} {:>14.1} {:>14}", r.op, r.ops_per_sec, all);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_a_positive_number_of_seconds() {
+        assert_eq!(parse_budget("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "nan", "inf", "1e300", "two", ""] {
+            assert!(parse_budget(bad).unwrap_err().contains("positive"), "{bad}");
+        }
+    }
 }

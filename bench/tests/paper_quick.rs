@@ -27,21 +27,7 @@ fn quick_run() -> &'static (PathBuf, PaperReport) {
     RUN.get_or_init(|| {
         let out = std::env::temp_dir().join(format!("gelunet-paper-quick-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        let config = PaperConfig {
-            out_dir: out.clone(),
-            data_dir: data_dir(),
-            quick: true,
-            parts: vec![1, 2, 3, 4],
-            seeds: None,
-            key_bits: None,
-            insecure_test_keys: false,
-            datasets: None,
-            encrypted_sessions: EncryptedSessions::Default,
-            lr: None,
-            backend: "num-bigint".into(),
-            command: "test quick".into(),
-            verbose: false,
-        };
+        let config = PaperConfig::quick(out.clone(), data_dir(), vec![1, 2, 3, 4]);
         let report = gelunet_bench::run(&config).expect("quick run");
         (out, report)
     })
@@ -286,20 +272,12 @@ fn float_initialization_equals_gelunet_initialization() {
 
 #[test]
 fn test_size_keys_need_quick_or_explicit_flag() {
+    let out = std::env::temp_dir().join("gelunet-paper-refused");
     let config = PaperConfig {
-        out_dir: std::env::temp_dir().join("gelunet-paper-refused"),
-        data_dir: data_dir(),
         quick: false,
-        parts: vec![3],
-        seeds: None,
         key_bits: Some(512),
-        insecure_test_keys: false,
-        datasets: None,
         encrypted_sessions: EncryptedSessions::None,
-        lr: None,
-        backend: "num-bigint".into(),
-        command: "test".into(),
-        verbose: false,
+        ..PaperConfig::quick(out, data_dir(), vec![3])
     };
     let e = gelunet_bench::run(&config).unwrap_err().to_string();
     assert!(e.contains("test-size keys"), "{e}");

@@ -7,26 +7,17 @@
 
 use std::path::Path;
 
-use gelunet_bench::{EncryptedSessions, PaperConfig};
+use gelunet_bench::PaperConfig;
 
 #[test]
 fn quick_part_5_writes_the_scheme_tables() {
     let out = std::env::temp_dir().join(format!("gelunet-schemes-quick-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let data_dir = gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     let config = PaperConfig {
-        out_dir: out.clone(),
-        data_dir: gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR"))),
-        quick: true,
-        parts: vec![5],
-        seeds: None,
-        key_bits: None,
-        insecure_test_keys: false,
-        datasets: None,
-        encrypted_sessions: EncryptedSessions::Default,
-        lr: None,
-        backend: "num-bigint".into(),
         command: "test quick part 5".into(),
         verbose: true,
+        ..PaperConfig::quick(out.clone(), data_dir, vec![5])
     };
     let report = gelunet_bench::run(&config).expect("quick run");
     assert!(report.failures.is_empty(), "{:?}", report.failures);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use gelunet_net::Zeroizing;
 use gelunet_run::{InferConfig, InferTarget, RunError, ServeModelConfig, Split};
 
-use crate::opts::{init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, NetArgs};
+use crate::opts::{init_tracing, DataArgs, KeyArgs, ListenArgs, NetArgs};
 
 /// Which part of the dataset to classify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,7 +157,7 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
 pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
     init_tracing(args.quiet);
     let config = ServeModelConfig {
-        model: args.model.clone(),
+        model: args.model,
         listen: args.endpoint.options(None)?,
         max_connections: args.max_connections,
         keys: args.keys.options(),
@@ -166,25 +166,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
     let quiet = args.quiet;
     let log = gelunet_run::serve_model(&config, &|s| {
         if !quiet {
-            print_listening(&s.listening);
-            println!(
-                "serving {} ({} inputs, {} classes); model card {}",
-                args.model.display(),
-                s.inputs,
-                s.classes,
-                s.model_card.display()
-            );
+            print!("{s}");
         }
     })?;
     if !quiet {
-        println!(
-            "{} connections, {} requests answered, {} refused; {:.2} MiB sent, {:.2} MiB received",
-            log.connections,
-            log.requests,
-            log.refused_requests,
-            log.bytes_sent as f64 / 1048576.0,
-            log.bytes_received as f64 / 1048576.0
-        );
+        print!("{log}");
     }
     Ok(())
 }

@@ -85,24 +85,28 @@ enum GroupKeyCommand {
     },
 }
 
+/// Arguments of `gelunet bench paillier`.
+#[derive(clap::Args)]
+struct PaillierArgs {
+    /// Size of N in bits (2048, 3072 or 4096; smaller sizes use test-only keys, in a
+    /// binary built with the `insecure-test-keys` feature).
+    #[arg(long, default_value_t = 2048)]
+    key_bits: u64,
+    /// Wall time spent on each operation, in seconds (positive).
+    #[arg(long = "seconds", default_value = "2", value_parser = paillier_throughput::parse_budget)]
+    budget: Duration,
+    /// Seed of the key and data generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Throughput of the Paillier operations, one thread and all cores.
-    Paillier {
-        /// Size of N in bits (2048, 3072 or 4096; smaller sizes use test-only keys, in a
-        /// binary built with the `insecure-test-keys` feature).
-        #[arg(long, default_value_t = 2048)]
-        key_bits: u64,
-        /// Wall time spent on each operation, in seconds.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-        /// Seed of the key and data generator.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Print the report as JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Paillier(PaillierArgs),
     /// The paper's comparisons (Fig. 3, Tables 1, 3, 5) against the baselines.
     Paper(paper::PaperArgs),
     /// A short encrypted training run: samples/s and the split of an iteration.
@@ -131,43 +135,20 @@ fn main() -> ExitCode {
                 .save_new(&out)
                 .map(|()| println!("wrote a new group key to {}", out.display())),
         ),
-        Command::Bench {
-            what: BenchCommand::Paper(args),
-        } => exit(paper::run(args)),
-        Command::Bench {
-            what: BenchCommand::Train(args),
-        } => exit(train_bench::run(args)),
-        Command::Bench {
-            what:
-                BenchCommand::Paillier {
-                    key_bits,
-                    seconds,
-                    seed,
-                    json,
-                },
-        } => {
-            if !(seconds.is_finite() && seconds > 0.0) {
-                eprintln!("error: --seconds must be a positive number");
-                return ExitCode::from(2);
-            }
-            exit(bench_paillier(key_bits, seconds, seed, json))
-        }
+        Command::Bench { what } => match what {
+            BenchCommand::Paper(args) => exit(paper::run(args)),
+            BenchCommand::Train(args) => exit(train_bench::run(args)),
+            BenchCommand::Paillier(args) => exit(bench_paillier(&args)),
+        },
     }
 }
 
 /// Runs `gelunet bench paillier` and prints its report (a table, or JSON).
-fn bench_paillier(key_bits: u64, seconds: f64, seed: u64, json: bool) -> Result<(), String> {
-    let budget = Duration::from_secs_f64(seconds);
-    let report =
-        paillier_throughput::run_paillier(key_bits, budget, seed).map_err(|e| e.to_string())?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        print!("{}", paillier_throughput::render(&report));
-    }
+fn bench_paillier(a: &PaillierArgs) -> Result<(), String> {
+    let report = paillier_throughput::run_paillier(a.key_bits, a.budget, a.seed)
+        .map_err(|e| e.to_string())?;
+    let text = gelunet_bench::report_text(&report, a.json, paillier_throughput::render);
+    print!("{}", text.map_err(|e| e.to_string())?);
     Ok(())
 }
 

@@ -276,22 +276,9 @@ impl ListenArgs {
         &self,
         resume: Option<&std::path::Path>,
     ) -> Result<ListenOptions, gelunet_run::RunError> {
-        let state_dir = match (&self.state_dir, resume) {
-            (Some(d), Some(r)) if d != r => {
-                return Err(gelunet_run::RunError::option(
-                    "--resume",
-                    format!("{} is not the --state-dir {}", r.display(), d.display()),
-                ))
-            }
-            (Some(d), _) => d.clone(),
-            (None, Some(r)) => r.to_path_buf(),
-            (None, None) => {
-                return Err(gelunet_run::RunError::option("--state-dir", "is required"))
-            }
-        };
         Ok(ListenOptions {
             listen: self.listen,
-            state_dir,
+            state_dir: gelunet_run::resolve_state_dir(self.state_dir.as_deref(), resume)?,
             cert_names: self.cert_names.clone(),
             tokens_file: self.tokens_file.clone(),
             credentials: self.client_creds.clone(),
@@ -299,25 +286,9 @@ impl ListenArgs {
     }
 }
 
-/// Initializes tracing once: `RUST_LOG` if set, else `warn` (`error` with `quiet`).
-pub fn init_tracing(quiet: bool) {
-    use std::io::IsTerminal;
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
+pub use gelunet_run::init_tracing;
 
-/// Prints where a server listens (unless `quiet`).
+/// Prints where a server listens.
 pub fn print_listening(l: &gelunet_run::Listening) {
-    println!(
-        "listening on {}; certificate {} (sha256 {})",
-        l.addr,
-        l.cert_path.display(),
-        l.fingerprint
-    );
+    println!("{l}");
 }

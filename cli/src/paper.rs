@@ -61,12 +61,9 @@ pub struct PaperArgs {
 pub fn run(args: PaperArgs) -> Result<(), String> {
     let encrypted_sessions = match args.encrypted_sessions.as_deref() {
         None => EncryptedSessions::Default,
-        Some("all") => EncryptedSessions::All,
-        Some("none") => EncryptedSessions::None,
-        Some(n) => EncryptedSessions::First(
-            n.parse()
-                .map_err(|_| format!("--encrypted-sessions: `{n}` is not all, none or a number"))?,
-        ),
+        Some(s) => s
+            .parse()
+            .map_err(|e| format!("--encrypted-sessions: {e}"))?,
     };
     let config = PaperConfig {
         out_dir: args.out.clone(),
@@ -88,14 +85,5 @@ pub fn run(args: PaperArgs) -> Result<(), String> {
         "wrote {} (report.md, report.json, plots)",
         args.out.display()
     );
-    if report.failures.is_empty() {
-        Ok(())
-    } else {
-        let parts: Vec<String> = report
-            .failures
-            .iter()
-            .map(|(p, e)| format!("part {p}: {e}"))
-            .collect();
-        Err(format!("some parts failed: {}", parts.join("; ")))
-    }
+    report.check_failures()
 }

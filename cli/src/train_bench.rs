@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use gelunet_bench::pipeline::MnistLimits;
+use gelunet_bench::report_text;
 use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 
 use crate::opts::KeyArgs;
@@ -71,13 +72,9 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         seed: a.seed,
     };
     let report = run_train(&config).map_err(|e| e.to_string())?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        print!("{}", render(&report));
-    }
+    print!(
+        "{}",
+        report_text(&report, a.json, render).map_err(|e| e.to_string())?
+    );
     Ok(())
 }

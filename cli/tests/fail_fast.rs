@@ -51,71 +51,46 @@ fn train_refuses_too_little_data_and_unwritable_outputs() {
     let dir = TempDir::new("little");
     let one_class = dir.join("one.csv");
     std::fs::write(&one_class, "a,y\n1,0\n2,0\n3,0\n4,0\n5,0\n").unwrap();
-    let mut p = run(
-        "one class",
-        &[
-            "train",
-            "--dataset",
-            &format!("csv:{}", one_class.display()),
-            "--plaintext",
-            "--quiet",
-        ],
-    );
-    assert!(!p.wait(MIN).success());
-    assert!(p.stderr().contains("single class"), "{}", p.stderr());
-
     let few = dir.join("few.csv");
     std::fs::write(&few, "a,y\n1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n").unwrap();
-    let mut p = run(
-        "few samples",
-        &[
-            "train",
-            "--dataset",
-            &format!("csv:{}", few.display()),
-            "--clients",
-            "9",
-            "--plaintext",
-            "--quiet",
-        ],
+    let (one_class, few) = (
+        format!("csv:{}", one_class.display()),
+        format!("csv:{}", few.display()),
     );
-    assert!(!p.wait(MIN).success());
-    assert!(
-        p.stderr().contains("cannot be shared among 9 clients"),
-        "{}",
-        p.stderr()
-    );
-
     let missing = dir.join("no-such-dir").join("report.json");
-    let mut p = run(
-        "unwritable report",
-        &[
-            &["train", "--dataset", "iris", "--quiet"][..],
-            &TEST_KEYS[..],
-            &["--report", missing.to_str().unwrap()],
-        ]
-        .concat(),
-    );
-    assert!(!p.wait(MIN).success());
-    let err = p.stderr();
-    assert!(
-        err.contains("--report") && err.contains("no-such-dir"),
-        "{err}"
-    );
+    let iris = ["--dataset", "iris"];
+    let report = [
+        &iris[..],
+        &["--report", missing.to_str().unwrap()],
+        &TEST_KEYS[..],
+    ]
+    .concat();
+    let model_out = [
+        &iris[..],
+        &["--plaintext", "--model-out", dir.path().to_str().unwrap()],
+    ]
+    .concat();
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "one class",
+            &["--dataset", &one_class, "--plaintext"],
+            &["single class"],
+        ),
+        (
+            "few samples",
+            &["--dataset", &few, "--clients", "9", "--plaintext"],
+            &["cannot be shared among 9 clients"],
+        ),
+        ("unwritable report", &report, &["--report", "no-such-dir"]),
+        ("directory as model", &model_out, &["--model-out"]),
+    ];
+    for (name, args, needles) in cases {
+        let mut p = run(name, &[&["train", "--quiet"][..], args].concat());
+        assert!(!p.wait(MIN).success(), "{name} accepted");
+        let err = p.stderr();
+        assert!(needles.iter().all(|n| err.contains(n)), "{name}: {err}");
+    }
     assert!(!missing.exists());
-    let mut p = run(
-        "directory as model",
-        &[
-            "train",
-            "--dataset",
-            "iris",
-            "--plaintext",
-            "--quiet",
-            "--model-out",
-            dir.path().to_str().unwrap(),
-        ],
-    );
-    assert!(!p.wait(MIN).success());
-    assert!(p.stderr().contains("--model-out"), "{}", p.stderr());
 }
 
 /// The MNIST command (`--hidden 128 --clients 3 --max-train 2000 --max-test 500

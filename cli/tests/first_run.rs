@@ -139,8 +139,7 @@ fn infer_on_an_unlabeled_csv_matches_infer_on_the_same_rows() {
         .arg(&bad)
         .args(TEST_KEYS);
     let mut p = Proc::spawn("bad", c);
-    assert!(!p.wait(MIN).success());
-    let err = p.stderr();
+    let err = p.expect_failure(MIN);
     assert!(err.contains("bad.csv:2:"), "{err}");
     assert!(err.contains("row has 3 fields, the model takes 4"), "{err}");
 }

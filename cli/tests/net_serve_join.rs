@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gelunet_net::{Channel, NetError, TransportSettings};
 use gelunet_protocol::envelope::{RefusalCode, Register, ToClient, ToServer, SHELL_VERSION};
-use net_support::{read_json, start_client, start_server, TempDir, TEST_KEYS};
+use net_support::{read_json, start_client, start_server, Proc, TempDir, TEST_KEYS};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -120,28 +120,22 @@ fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
     ]
     .concat();
     let mut repro = start_client(&state, &addr, "alice", "right-token", &strs(&repro));
-    assert!(!repro.wait(MIN).success());
-    let err = repro.stderr();
+    let err = repro.expect_failure(MIN);
     assert!(
         err.contains("refused") && err.contains("insecure reproducible mode"),
         "{err}"
     );
 
     let mut bad = start_client(&state, &addr, "alice", "wrong-token", &data);
-    assert!(!bad.wait(MIN).success());
-    let err = bad.stderr();
+    let err = bad.expect_failure(MIN);
     assert!(
         err.contains("refused") && err.contains("not authorized"),
         "{err}"
     );
 
     let mut unknown = start_client(&state, &addr, "mallory", "right-token", &data);
-    assert!(!unknown.wait(MIN).success());
-    assert!(
-        unknown.stderr().contains("not authorized"),
-        "{}",
-        unknown.stderr()
-    );
+    let err = unknown.expect_failure(MIN);
+    assert!(err.contains("not authorized"), "{err}");
 
     // A certificate the client does not trust: another server's.
     let other = TempDir::new("auth-other");
@@ -153,12 +147,8 @@ fn unauthenticated_clients_and_untrusted_certificates_are_refused() {
         .args(["--name", "alice", "--token", "right-token"])
         .args(&data);
     let mut untrusting = net_support::Proc::spawn("join untrusted", cmd);
-    assert!(!untrusting.wait(MIN).success());
-    assert!(
-        untrusting.stderr().to_lowercase().contains("certificate"),
-        "{}",
-        untrusting.stderr()
-    );
+    let err = untrusting.expect_failure(MIN);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 
     let mut good = start_client(&state, &addr, "alice", "right-token", &data);
     good.expect_success(2 * MIN);
@@ -273,6 +263,50 @@ fn server_survives_garbage_and_oversized_frames() {
     assert_eq!(r["clients"], 2);
 }
 
+/// Starts the server of the fault tests (a killed client, a rejoining client) in `state`:
+/// Iris, seed 7, 32 hidden units, masks known to the server, 12 sessions of batch size 1,
+/// idle timeout 3 s, the report in `state/report.json`, then `extra`.
+fn start_fault_server(state: &TempDir, clients: &[&str], extra: &[&str]) -> (Proc, String) {
+    let report = state.join("report.json");
+    let fixed = [
+        &["--dataset", "iris", "--seed", "7", "--hidden", "32"][..],
+        &[
+            "--insecure-reproducible",
+            "--sessions",
+            "12",
+            "--idle-timeout",
+            "3",
+        ],
+        &["--batch-size", "1", "--report", report.to_str().unwrap()],
+    ];
+    start_server(
+        state,
+        clients,
+        &[&TEST_KEYS[..], &fixed.concat(), extra].concat(),
+    )
+}
+
+/// The arguments of client `k` of `clients` in the fault tests: its Iris share, test
+/// keys, idle timeout 3 s, then `extra`.
+fn fault_client_args(k: usize, clients: usize, extra: &[&str]) -> Vec<String> {
+    let mut args = iris_share(k, clients);
+    let fixed = TEST_KEYS
+        .iter()
+        .chain(&["--idle-timeout", "3"])
+        .chain(extra);
+    args.extend(fixed.map(|s| s.to_string()));
+    args
+}
+
+/// Kills `client` (named `name`) as soon as the server logs its first session.
+fn kill_at_first_session(server: &mut Proc, client: &mut Proc, name: &str) {
+    let who = format!("client={name}");
+    server.wait_line(2 * MIN, |l| {
+        l.contains("session started") && l.contains(&who)
+    });
+    client.kill();
+}
+
 /// A client process killed during training costs the model nothing: its session is
 /// abandoned (rolled back), training completes with the others, and the model still
 /// equals the plaintext reference replaying the completed sessions.
@@ -281,39 +315,14 @@ fn client_killed_mid_training_leaves_the_model_exact() {
     let state = TempDir::new("kill");
     let report = state.join("report.json");
     let model = state.join("model.bin");
-    let (mut server, addr) = start_server(
+    let (mut server, addr) = start_fault_server(
         &state,
         &["c0:t0", "c1:t1", "c2:t2"],
-        &[
-            &TEST_KEYS[..],
-            &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
-            &["--insecure-reproducible"],
-            &[
-                "--sessions",
-                "12",
-                "--idle-timeout",
-                "3",
-                "--batch-size",
-                "1",
-            ],
-            &["--report", report.to_str().unwrap()],
-            &["--model-out", model.to_str().unwrap()],
-        ]
-        .concat(),
+        &["--model-out", model.to_str().unwrap()],
     );
     let mut clients: Vec<_> = (0..3)
         .map(|k| {
-            let args = [
-                iris_share(k, 3),
-                TEST_KEYS.iter().map(|s| s.to_string()).collect(),
-                vec![
-                    "--idle-timeout".into(),
-                    "3".into(),
-                    "--reconnect".into(),
-                    "0".into(),
-                ],
-            ]
-            .concat();
+            let args = fault_client_args(k, 3, &["--reconnect", "0"]);
             start_client(
                 &state,
                 &addr,
@@ -323,11 +332,7 @@ fn client_killed_mid_training_leaves_the_model_exact() {
             )
         })
         .collect();
-    // Kill c1 as soon as its first session starts.
-    server.wait_line(2 * MIN, |l| {
-        l.contains("session started") && l.contains("client=c1")
-    });
-    clients[1].kill();
+    kill_at_first_session(&mut server, &mut clients[1], "c1");
     server.expect_success(3 * MIN);
     clients[0].expect_success(MIN);
     clients[2].expect_success(MIN);
@@ -401,44 +406,14 @@ fn killed_client_rejoins_with_its_key_file() {
     let state = TempDir::new("rejoin");
     let report = state.join("report.json");
     let key = state.join("c1.key");
-    let (mut server, addr) = start_server(
-        &state,
-        &["c0:t0", "c1:t1"],
-        &[
-            &TEST_KEYS[..],
-            &["--dataset", "iris", "--seed", "7", "--hidden", "32"],
-            &["--insecure-reproducible"],
-            &[
-                "--sessions",
-                "12",
-                "--idle-timeout",
-                "3",
-                "--batch-size",
-                "1",
-            ],
-            &["--report", report.to_str().unwrap()],
-        ]
-        .concat(),
-    );
-    let args = |k: usize| {
-        [
-            iris_share(k, 2),
-            TEST_KEYS.iter().map(|s| s.to_string()).collect(),
-            vec!["--idle-timeout".into(), "3".into()],
-            if k == 1 {
-                vec!["--key-file".into(), key.to_str().unwrap().to_string()]
-            } else {
-                vec![]
-            },
-        ]
-        .concat()
+    let (mut server, addr) = start_fault_server(&state, &["c0:t0", "c1:t1"], &[]);
+    let args = |k: usize| match k {
+        1 => fault_client_args(k, 2, &["--key-file", key.to_str().unwrap()]),
+        _ => fault_client_args(k, 2, &[]),
     };
     let mut c0 = start_client(&state, &addr, "c0", "t0", &strs(&args(0)));
     let mut c1 = start_client(&state, &addr, "c1", "t1", &strs(&args(1)));
-    server.wait_line(2 * MIN, |l| {
-        l.contains("session started") && l.contains("client=c1")
-    });
-    c1.kill();
+    kill_at_first_session(&mut server, &mut c1, "c1");
     let mut again = start_client(&state, &addr, "c1", "t1", &strs(&args(1)));
     server.expect_success(3 * MIN);
     c0.expect_success(MIN);

@@ -153,8 +153,7 @@ fn missing_mnist_is_a_clear_error() {
         ]
         .concat(),
     );
-    assert!(!p.wait(MIN).success());
-    let err = p.stderr();
+    let err = p.expect_failure(MIN);
     assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
     assert!(err.contains("fetch-datasets"), "{err}");
     assert!(err.contains("--mirror"), "{err}");
@@ -286,8 +285,8 @@ fn corrupt_model_files_are_refused_by_infer() {
         ]
         .concat(),
     );
-    assert!(!p.wait(MIN).success());
-    assert!(p.stderr().contains("classes"), "{}", p.stderr());
+    let err = p.expect_failure(MIN);
+    assert!(err.contains("classes"), "{err}");
     // A missing file.
     let mut p = run(
         "missing",
@@ -298,8 +297,8 @@ fn corrupt_model_files_are_refused_by_infer() {
         ]
         .concat(),
     );
-    assert!(!p.wait(MIN).success());
-    assert!(p.stderr().contains("nope.bin"), "{}", p.stderr());
+    let err = p.expect_failure(MIN);
+    assert!(err.contains("nope.bin"), "{err}");
 }
 
 /// Encrypted inference on the test split gives the accuracy the training report states.
@@ -383,15 +382,14 @@ fn remote_inference_matches_local_inference() {
     damaged["std"] = serde_json::json!([1.0, 0.0, 1.0, 1.0]);
     std::fs::write(&bad_card, damaged.to_string()).unwrap();
     let mut p = remote("bad card", "s3cret", &bad_card, &dir.join("none.json"));
-    assert!(!p.wait(MIN).success());
-    assert!(p.stderr().contains("model card"), "{}", p.stderr());
+    let err = p.expect_failure(MIN);
+    assert!(err.contains("model card"), "{err}");
     // A wrong token is refused by the server (it does not count as a served connection).
     let mut p = remote("wrong token", "guess", &card, &dir.join("none.json"));
-    assert!(!p.wait(MIN).success());
+    let err = p.expect_failure(MIN);
     assert!(
-        p.stderr().to_lowercase().contains("token") || p.stderr().contains("refused"),
-        "{}",
-        p.stderr()
+        err.to_lowercase().contains("token") || err.contains("refused"),
+        "{err}"
     );
     // The real client, then the same rows unlabeled (`--input`); the server stops after
     // serving both.

@@ -189,22 +189,30 @@ fn warn_if_key_exposed(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_key_exposed(_path: &Path) {}
 
-fn temp_path(path: &Path) -> PathBuf {
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never
+/// a part: a new temporary sibling `.NAME.tmp.PID.NANOS` (mode 0600 on Unix from its
+/// creation when `private`, else the default mode), fsync, rename over `path`, fsync of
+/// the directory (best effort). The temporary file is removed after a failure. Used for
+/// the identity files here and for model, key, checkpoint and report files in
+/// `gelunet-run`.
+///
+/// # Errors
+/// [`NetError::Io`] naming the step (`create`, `write`, `sync`, `rename into place`) and
+/// the file.
+pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp.{}.{nanos}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to a temporary sibling of `path` and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
-    let tmp = temp_path(path);
+    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
     let io_err = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| NetError::Io {
@@ -213,25 +221,56 @@ fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
             source,
         }
     };
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
     let result = (|| {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
         let mut file = options.open(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(bytes).map_err(io_err("write", &tmp))?;
         file.sync_all().map_err(io_err("sync", &tmp))?;
         drop(file);
-        fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+        fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if result.is_err() {
         // Best effort: do not leave a (possibly secret) temporary file behind.
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_whole_files_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("gelunet-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        write_atomic(&path, b"old", false).unwrap();
+        write_atomic(&path, b"new", true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary left");
+        // A missing directory: the `create` step fails, nothing is written.
+        let err = write_atomic(&dir.join("none").join("f.bin"), b"x", false).unwrap_err();
+        assert!(matches!(err, NetError::Io { op: "create", .. }), "{err}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -29,7 +29,7 @@ pub use framing::{
     decode_frame, encode_frame, recv_message, send_message, Channel, LEN_PREFIX, PREAUTH_MAX_FRAME,
 };
 pub use identity::{
-    certificate_fingerprint, load_certificate, ServerIdentity, CERT_FILE, KEY_FILE,
+    certificate_fingerprint, load_certificate, write_atomic, ServerIdentity, CERT_FILE, KEY_FILE,
 };
 pub use settings::TransportSettings;
 

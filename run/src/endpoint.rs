@@ -94,6 +94,36 @@ pub struct Listening {
     pub fingerprint: String,
 }
 
+/// One line: `listening on ADDR; certificate PATH (sha256 HEX)`, as `serve` and
+/// `serve-model` print it.
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listening on {}; certificate {} (sha256 {})",
+            self.addr,
+            self.cert_path.display(),
+            self.fingerprint
+        )
+    }
+}
+
+/// The state directory of a server: `--state-dir`, or the one `serve --resume STATE_DIR`
+/// names (both: they must be the same).
+///
+/// # Errors
+/// [`RunError::InvalidOption`] without either, or with two different ones.
+pub fn resolve_state_dir(state_dir: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> {
+    match (state_dir, resume) {
+        (Some(d), Some(r)) if d != r => Err(RunError::option(
+            "--resume",
+            format!("{} is not the --state-dir {}", r.display(), d.display()),
+        )),
+        (Some(d), _) | (None, Some(d)) => Ok(d.to_path_buf()),
+        (None, None) => Err(RunError::option("--state-dir", "is required")),
+    }
+}
+
 /// Parses a credential `NAME:TOKEN` (both non-empty after trimming).
 ///
 /// # Errors

@@ -642,6 +642,24 @@ pub struct ServingModel {
     pub classes: usize,
     /// Where its public card was written.
     pub model_card: PathBuf,
+    /// The model file served.
+    pub model: PathBuf,
+}
+
+/// Two lines, as `gelunet serve-model` prints them: where it listens, then
+/// `serving MODEL (I inputs, C classes); model card PATH`.
+impl fmt::Display for ServingModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.listening)?;
+        writeln!(
+            f,
+            "serving {} ({} inputs, {} classes); model card {}",
+            self.model.display(),
+            self.inputs,
+            self.classes,
+            self.model_card.display()
+        )
+    }
 }
 
 /// Runs `gelunet serve-model`: loads the model, writes its public card to
@@ -679,6 +697,7 @@ pub fn serve_model(
             inputs: file.model.spec.inputs(),
             classes: file.model.spec.classes(),
             model_card: card_path.clone(),
+            model: c.model.clone(),
         });
         run_inference_server(server, endpoint, config)
             .await

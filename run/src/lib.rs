@@ -63,8 +63,8 @@ pub use defaults::{
     DEFAULTS_HELP, DEFAULT_TRAIN_DATASET,
 };
 pub use endpoint::{
-    parse_credential, random_token, read_token, resolve_addr, runtime, ListenOptions, Listening,
-    NetOptions,
+    parse_credential, random_token, read_token, resolve_addr, resolve_state_dir, runtime,
+    ListenOptions, Listening, NetOptions,
 };
 pub use error::{Result, RunError};
 pub use infer::{
@@ -79,6 +79,7 @@ pub use keys::{KeyOptions, MIN_RUN_TEST_KEY_BITS};
 pub use model::{activation_name, mask_name, ModelOptions};
 pub use model_file::{DataCard, ModelCard, ModelFile, ModelFileError};
 pub use phe_values::{decrypt_values, encrypt_values, read_values, ValuesFiles, ValuesInfo};
+pub use progress::init_tracing;
 pub use report::{InferReport, JoinReport, PartyReport, TrainReport};
 pub use serve::{serve, ServeConfig};
 pub use train::{train, train_plaintext, OutputOptions, TrainConfig};

@@ -18,7 +18,6 @@
 //! an undecodable payload or inconsistent contents is refused with a clear error.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use gelunet_protocol::{FixedModel, LayerParams, ModelSpec, Scales};
@@ -308,48 +307,14 @@ pub(crate) fn write_atomic_private(path: &Path, bytes: &[u8]) -> std::io::Result
 }
 
 fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), ModelFileError> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ModelFileError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let result = (|| {
-        let mut o = fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut f = o.open(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    gelunet_net::write_atomic(path, bytes, private).map_err(|e| match e {
+        gelunet_net::NetError::Io { op, path, source } => ModelFileError::Io { op, path, source },
+        other => ModelFileError::Io {
+            op: "write",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// The public part of a [`ModelFile`]: what a remote inference client needs to prepare

@@ -1,7 +1,7 @@
 //! The progress of a training run on stderr: on a terminal an indicatif bar, elsewhere
 //! (a pipe, a log file, CI) a log line every [`LOG_EVERY`]; both show the sessions, the
 //! samples, samples/s and the time left, from the same [`Tracker`]. Without progress
-//! (`--quiet`) nothing is shown.
+//! (`--quiet`) nothing is shown. [`init_tracing`] sets up the log lines on stderr.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use gelunet_shell::server::ServerEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
+
+/// Initializes tracing on stderr once per process (later calls do nothing): `RUST_LOG`
+/// if set, else `warn` (`error` with `quiet`); colours only on a terminal.
+pub fn init_tracing(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
 
 /// How often a non-terminal gets a progress line (at most; and one at the start and the
 /// end).

@@ -747,17 +747,8 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
             .iter()
             .enumerate()
             .map(|(k, &samples)| ClientLog {
-                name: client_name(k),
-                id: k,
-                samples,
-                reference: None,
-                registrations: 1,
-                sessions: 0,
-                batches: 0,
-                abandoned: 0,
-                bytes_sent: 0,
-                bytes_received: 0,
                 connected_at_end: true,
+                ..ClientLog::registered(client_name(k), k, samples, None)
             })
             .collect(),
         sessions: Vec::new(),

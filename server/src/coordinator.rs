@@ -309,6 +309,32 @@ pub struct ClientLog {
     pub connected_at_end: bool,
 }
 
+impl ClientLog {
+    /// The record of a client at its first registration: one registration, no session,
+    /// no traffic yet, not (yet) connected at the end.
+    #[must_use]
+    pub fn registered(
+        name: String,
+        id: usize,
+        samples: u64,
+        reference: Option<ReferenceHint>,
+    ) -> Self {
+        Self {
+            name,
+            id,
+            samples,
+            reference,
+            registrations: 1,
+            sessions: 0,
+            batches: 0,
+            abandoned: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            connected_at_end: false,
+        }
+    }
+}
+
 /// The record of a training run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainingLog {
@@ -1307,19 +1333,7 @@ impl Coordinator {
                     }
                     self.known.push(Known {
                         key_n: hello.client_key.n.clone(),
-                        log: ClientLog {
-                            name: name.clone(),
-                            id,
-                            samples,
-                            reference,
-                            registrations: 1,
-                            sessions: 0,
-                            batches: 0,
-                            abandoned: 0,
-                            bytes_sent: 0,
-                            bytes_received: 0,
-                            connected_at_end: false,
-                        },
+                        log: ClientLog::registered(name.clone(), id, samples, reference),
                     });
                     (id, 0, 0)
                 }

@@ -866,6 +866,22 @@ pub struct InferenceLog {
     pub bytes_received: u64,
 }
 
+/// One line, as `gelunet serve-model` prints it at the end: connections, requests
+/// answered and refused, MiB sent and received.
+impl std::fmt::Display for InferenceLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} connections, {} requests answered, {} refused; {:.2} MiB sent, {:.2} MiB received",
+            self.connections,
+            self.requests,
+            self.refused_requests,
+            self.bytes_sent as f64 / 1048576.0,
+            self.bytes_received as f64 / 1048576.0
+        )
+    }
+}
+
 /// Serves one registered inference client until it closes its stream.
 async fn serve_inference(
     server: Arc<Server>,

@@ -192,6 +192,13 @@ impl Proc {
         );
     }
 
+    /// Waits for a failure (a non-zero exit) within `limit` and returns the stderr;
+    /// panics if it succeeded.
+    pub fn expect_failure(&mut self, limit: Duration) -> String {
+        assert!(!self.wait(limit).success(), "{} succeeded", self.name);
+        self.stderr()
+    }
+
     /// Waits until a stderr line satisfies `pred` (panics after `limit`).
     pub fn wait_line(&mut self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + limit;
