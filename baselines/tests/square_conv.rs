@@ -1,5 +1,7 @@
 //! The plaintext square-activation conv net (issue #15): exact values and refusals.
 
+#![allow(clippy::unwrap_used)]
+
 use gelunet_baselines::square_conv::{LayerWeights, SquareConvNet};
 use gelunet_baselines::BaselineError;
 use gelunet_protocol::arch::Arch;
