@@ -40,6 +40,7 @@ pub mod measure;
 pub mod poly;
 pub mod proud;
 pub mod securenets;
+pub mod square_conv;
 pub mod square_net;
 pub mod train;
 
