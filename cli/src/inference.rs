@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use gelunet_net::Zeroizing;
 use gelunet_run::{InferConfig, InferTarget, RunError, ServeModelConfig, Split};
 
-use crate::opts::{init_tracing, DataArgs, KeyArgs, ListenArgs, NetArgs};
+use crate::opts::{DataArgs, KeyArgs, ListenArgs, NetArgs};
 
 /// Which part of the dataset to classify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,7 +112,7 @@ fn missing(option: &'static str) -> RunError {
 /// # Errors
 /// The run's errors.
 pub fn infer(args: InferArgs) -> Result<(), RunError> {
-    init_tracing(args.quiet);
+    gelunet_run::init_tracing(args.quiet);
     let target = match (args.model, args.server) {
         (Some(model), None) => InferTarget::Local { model },
         (None, Some(server)) => InferTarget::Remote {
@@ -155,7 +155,7 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
 /// # Errors
 /// The run's errors.
 pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
-    init_tracing(args.quiet);
+    gelunet_run::init_tracing(args.quiet);
     let config = ServeModelConfig {
         model: args.model,
         listen: args.endpoint.options(None)?,

@@ -7,15 +7,6 @@ use gelunet_run::{KeyFormat, RunError};
 
 use crate::opts::KeyArgs;
 
-/// Key file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FormatArg {
-    /// The gelunet key file (`join --key-file`; private keys only).
-    Gelunet,
-    /// python-paillier's JSON (`pheutil`: kty DAJ, alg PAI-GN1).
-    Phe,
-}
-
 /// The files of `gelunet keys encrypt|decrypt`.
 #[derive(Debug, clap::Args)]
 pub struct ValuesArgs {
@@ -55,8 +46,8 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
         /// Its format.
-        #[arg(long, value_enum, default_value_t = FormatArg::Gelunet)]
-        format: FormatArg,
+        #[arg(long, value_enum, default_value_t = KeyFormat::Gelunet)]
+        format: KeyFormat,
         /// Also write the public key here (python-paillier JSON).
         #[arg(long)]
         public_out: Option<PathBuf>,
@@ -83,7 +74,7 @@ pub enum KeysCommand {
         out: PathBuf,
         /// The format to write.
         #[arg(long, value_enum)]
-        to: FormatArg,
+        to: KeyFormat,
         /// Write only the public key (python-paillier JSON).
         #[arg(long)]
         public: bool,
@@ -119,24 +110,16 @@ pub enum KeysCommand {
 /// # Errors
 /// The errors of `gelunet_run`'s key functions.
 pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
-    let format = |f| match f {
-        FormatArg::Gelunet => KeyFormat::Gelunet,
-        FormatArg::Phe => KeyFormat::Phe,
-    };
     let info = match cmd {
         KeysCommand::Generate {
             out,
-            format: f,
+            format,
             public_out,
             force,
             keys,
-        } => gelunet_run::generate_key(
-            &keys.options(),
-            &out,
-            format(f),
-            public_out.as_deref(),
-            force,
-        )?,
+        } => {
+            gelunet_run::generate_key(&keys.options(), &out, format, public_out.as_deref(), force)?
+        }
         KeysCommand::Inspect {
             file,
             insecure_test_keys,
@@ -148,7 +131,7 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             public,
             force,
             insecure_test_keys,
-        } => gelunet_run::convert_key(&input, &out, format(to), public, force, insecure_test_keys)?,
+        } => gelunet_run::convert_key(&input, &out, to, public, force, insecure_test_keys)?,
         KeysCommand::Encrypt { public_key, files } => {
             return values(gelunet_run::encrypt_values(&files.with_key(public_key)))
         }

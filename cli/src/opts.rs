@@ -57,17 +57,6 @@ impl DataArgs {
     }
 }
 
-/// Hidden-layer activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ActivationArg {
-    /// Logistic sigmoid.
-    Sigmoid,
-    /// Rectified linear unit.
-    Relu,
-    /// Hyperbolic tangent.
-    Tanh,
-}
-
 /// Gradient mask (docs/DESIGN.md "Masked update").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MaskArg {
@@ -75,15 +64,6 @@ pub enum MaskArg {
     Statistical,
     /// `r` uniform on `[G, N_s − G)` (the paper's mask).
     Uniform,
-}
-
-/// Order in which the server schedules clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OrderArg {
-    /// 0, 1, …, K−1, 0, …
-    RoundRobin,
-    /// Uniformly random (seeded).
-    Random,
 }
 
 /// Paillier key options.
@@ -116,8 +96,8 @@ pub struct ModelArgs {
     #[arg(long, value_delimiter = ',', default_value = "12")]
     pub hidden: Vec<usize>,
     /// Hidden-layer activation.
-    #[arg(long, value_enum, default_value_t = ActivationArg::Sigmoid)]
-    pub activation: ActivationArg,
+    #[arg(long, value_enum, default_value_t = Activation::Sigmoid)]
+    pub activation: Activation,
     /// Stop once the completed sessions have processed this many epochs (an epoch: as
     /// many samples as the clients hold together) [default: per dataset, see below, when
     /// --sessions is not given]. With --sessions too, training stops at whichever limit
@@ -139,8 +119,8 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = MaskArg::Statistical)]
     pub mask: MaskArg,
     /// Client order of the session scheduler.
-    #[arg(long, value_enum, default_value_t = OrderArg::RoundRobin)]
-    pub order: OrderArg,
+    #[arg(long, value_enum, default_value_t = ClientOrder::RoundRobin)]
+    pub order: ClientOrder,
     /// Seed of the data split, the weight initialization and the scheduler.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -154,11 +134,7 @@ impl ModelArgs {
     pub fn options(&self) -> ModelOptions {
         ModelOptions {
             hidden: self.hidden.clone(),
-            activation: match self.activation {
-                ActivationArg::Sigmoid => Activation::Sigmoid,
-                ActivationArg::Relu => Activation::Relu,
-                ActivationArg::Tanh => Activation::Tanh,
-            },
+            activation: self.activation,
             epochs: self.epochs,
             sessions: self.sessions,
             batch_size: self.batch_size,
@@ -168,10 +144,7 @@ impl ModelArgs {
                 MaskArg::Uniform => MaskMode::Uniform,
             },
             protocol: self.protocol,
-            order: match self.order {
-                OrderArg::RoundRobin => ClientOrder::RoundRobin,
-                OrderArg::Random => ClientOrder::SeededRandom,
-            },
+            order: self.order,
             seed: self.seed,
         }
     }
@@ -284,11 +257,4 @@ impl ListenArgs {
             credentials: self.client_creds.clone(),
         })
     }
-}
-
-pub use gelunet_run::init_tracing;
-
-/// Prints where a server listens.
-pub fn print_listening(l: &gelunet_run::Listening) {
-    println!("{l}");
 }

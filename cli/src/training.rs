@@ -7,9 +7,7 @@ use std::time::Duration;
 use gelunet_net::Zeroizing;
 use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig};
 
-use crate::opts::{
-    init_tracing, print_listening, DataArgs, KeyArgs, ListenArgs, NetArgs, TrainingArgs,
-};
+use crate::opts::{DataArgs, KeyArgs, ListenArgs, NetArgs, TrainingArgs};
 
 /// Randomness of `gelunet train` (shown after its options).
 const TRAIN_RANDOMNESS_HELP: &str = "Randomness: every client's masks, encryption obfuscators \
@@ -189,7 +187,7 @@ pub struct JoinArgs {
 /// The run's errors.
 pub fn train(args: TrainArgs) -> Result<(), RunError> {
     let run = &args.run;
-    init_tracing(run.out.quiet);
+    gelunet_run::init_tracing(run.out.quiet);
     let config = TrainConfig {
         data: args.data.options(),
         clients: args.clients,
@@ -226,7 +224,7 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
 /// The run's errors.
 pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     let run = &args.run;
-    init_tracing(run.out.quiet);
+    gelunet_run::init_tracing(run.out.quiet);
     let config = ServeConfig {
         listen: args.endpoint.options(args.resume.as_deref())?,
         wait_for: args.wait_for,
@@ -245,7 +243,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     let quiet = run.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {
         if !quiet {
-            print_listening(l);
+            println!("{l}");
         }
     })?;
     if !quiet {
@@ -259,7 +257,7 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
 /// # Errors
 /// The run's errors.
 pub fn join(args: JoinArgs) -> Result<(), RunError> {
-    init_tracing(args.quiet);
+    gelunet_run::init_tracing(args.quiet);
     let config = JoinConfig {
         server: args.server,
         server_cert: args.server_cert,

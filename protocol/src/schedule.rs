@@ -39,12 +39,16 @@ use crate::spec::ModelSpec;
 use crate::{Error, Result};
 
 /// The order in which clients get sessions.
+///
+/// With the `clap` feature it is a `clap::ValueEnum` (`round-robin`, `random`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ClientOrder {
     /// `0, 1, …, K−1, 0, …`.
     #[default]
     RoundRobin,
     /// Uniformly random, from the scheduler's seed.
+    #[cfg_attr(feature = "clap", value(name = "random"))]
     SeededRandom,
 }
 

@@ -8,7 +8,11 @@ use crate::{Error, Result};
 
 /// A hidden-layer activation `f`, applied by the client in plaintext (paper §3, "locally
 /// unencrypted").
+///
+/// With the `clap` feature it is a `clap::ValueEnum` (`sigmoid`, `relu`, `tanh`; the
+/// identity is not offered on the command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Activation {
     /// `f(x) = 1/(1 + e^{−x})`, `f'(x) = f(x)(1 − f(x))`.
     Sigmoid,
@@ -17,6 +21,7 @@ pub enum Activation {
     /// `f(x) = tanh x`, `f'(x) = 1 − tanh² x`.
     Tanh,
     /// `f(x) = x`, `f'(x) = 1`.
+    #[cfg_attr(feature = "clap", value(skip))]
     Identity,
 }
 

@@ -19,8 +19,10 @@ use crate::keys::KeyOptions;
 use crate::model_file::{write_atomic, write_atomic_private};
 use crate::{Result, RunError};
 
-/// The file formats of `gelunet keys`.
+/// The file formats of `gelunet keys` (with the `clap` feature a `clap::ValueEnum`:
+/// `gelunet`, `phe`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[non_exhaustive]
 pub enum KeyFormat {
     /// The gelunet key file (`join --key-file`): binary, private keys only.
