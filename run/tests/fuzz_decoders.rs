@@ -237,6 +237,18 @@ fn load_train_keys(group: &[u8], client: &[u8]) -> bool {
     ok
 }
 
+/// A ciphertext document of two values under [`small_key`], as `keys encrypt` writes it.
+fn phe_document() -> String {
+    use gelunet_paillier::phe_json::{ciphertexts_to_json, PheCiphertext};
+    let pk = small_key().public_key();
+    let mut rng = rand_chacha_rng();
+    let cts: Vec<PheCiphertext> = [0.5, -7.25]
+        .iter()
+        .map(|&x| PheCiphertext::encrypt_f64(pk, x, &mut rng).unwrap())
+        .collect();
+    ciphertexts_to_json(pk, &cts)
+}
+
 fn checkpoint_bytes() -> &'static Vec<u8> {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
@@ -390,6 +402,30 @@ proptest! {
         let _ = with_file("client.key", &bytes, |p| {
             gelunet_run::KeyOptions { key_bits: 512, allow_test_keys: true }.load_or_create(p)
         });
+    }
+
+    /// python-paillier JSON from outside: key files (`keys inspect|convert`, `join
+    /// --key-file`), ciphertext documents (`keys decrypt`) and values files (`keys
+    /// encrypt`), mutated from valid ones.
+    #[test]
+    fn python_paillier_json_never_panics(
+        private in bytes_like(gelunet_paillier::phe_json::private_key_to_json(small_key()).as_bytes().to_vec()),
+        public in bytes_like(gelunet_paillier::phe_json::public_key_to_json(small_key().public_key()).into_bytes()),
+        doc in bytes_like(phe_document().into_bytes()),
+        values in "(?s)[-0-9.e,\\[\\] \n]{0,80}",
+    ) {
+        use gelunet_paillier::phe_json;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let _ = phe_json::private_key_from_json(&text(&private), true);
+        let _ = phe_json::public_key_from_json(&text(&public), true);
+        if let Ok(cts) = phe_json::ciphertexts_from_json(small_key().public_key(), &text(&doc)) {
+            for ct in cts {
+                let _ = ct.decrypt_f64(small_key());
+            }
+        }
+        let _ = with_file("key.json", &private, |p| gelunet_run::load_key(p, true));
+        let _ = with_file("values.json", values.as_bytes(), gelunet_run::read_values);
+        let _ = with_file("values.csv", values.as_bytes(), gelunet_run::read_values);
     }
 
     #[test]
