@@ -47,6 +47,11 @@ impl Modulus {
         }
     }
 
+    /// The modulus `m`.
+    pub(crate) fn modulus(&self) -> &BigUint {
+        &self.m
+    }
+
     /// Converts `x` into the backend representation, reducing it modulo `m`.
     pub(crate) fn elem(&self, x: &BigUint) -> Elem {
         #[cfg(not(feature = "gmp"))]
