@@ -1,6 +1,7 @@
 //! The options shared by `train`, `serve`, `join`, `infer` and `serve-model`, and their
 //! conversion into the configurations of `gelunet-run`.
 
+use gelunet_protocol::arch::Arch;
 use gelunet_protocol::v2::Protocol;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +99,14 @@ pub struct ModelArgs {
     /// Hidden-layer activation.
     #[arg(long, value_enum, default_value_t = Activation::Sigmoid)]
     pub activation: Activation,
+    /// Network architecture on square single-channel images (MNIST), replacing --hidden
+    /// and --activation: `conv1` (the paper's Conv-1), `lenet5`, or comma-separated
+    /// layers: conv<k>x<k>[s<stride>][p<pad>|p<before>+<after>]:<filters>, meanpool,
+    /// dense:<units>, relu, sigmoid, tanh, identity, ending in dense:<classes> (softmax);
+    /// e.g. conv5x5s2:5,relu,dense:100,relu,dense:10. A meanpool must follow a conv
+    /// directly. Conv layers train with --plaintext only, for now.
+    #[arg(long, conflicts_with_all = ["hidden", "activation"])]
+    pub arch: Option<Arch>,
     /// Stop once the completed sessions have processed this many epochs (an epoch: as
     /// many samples as the clients hold together) [default: per dataset, see below, when
     /// --sessions is not given]. With --sessions too, training stops at whichever limit
@@ -134,6 +143,7 @@ impl ModelArgs {
     pub fn options(&self) -> ModelOptions {
         ModelOptions {
             hidden: self.hidden.clone(),
+            arch: self.arch.clone(),
             activation: self.activation,
             epochs: self.epochs,
             sessions: self.sessions,

@@ -118,7 +118,7 @@ pub enum GeometryError {
 }
 
 /// A `channels × height × width` tensor shape (one sample).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     /// Channels (feature maps).
     pub channels: usize,
@@ -150,7 +150,9 @@ impl std::fmt::Display for Shape {
 
 /// Zero padding: `before` rows above and columns left, `after` rows below and columns
 /// right.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Padding {
     /// Rows above and columns to the left.
     pub before: usize,
@@ -395,6 +397,15 @@ impl ConvGeometry {
         })
     }
 
+    /// `Some(c)` for a dense layer in conv form (a 1×1 kernel on a `c×1×1` input, no
+    /// padding), whose taps are every `(output, input)` pair in row-major order: the walks
+    /// below then loop directly (the same taps in the same order as [`ConvGeometry::taps`]).
+    fn dense_fan_in(&self) -> Option<usize> {
+        let i = self.input;
+        (self.kernel == 1 && i.height == 1 && i.width == 1 && self.padding == Padding::NONE)
+            .then_some(i.channels)
+    }
+
     /// Every tap, in output order, then as [`ConvGeometry::taps_of`].
     pub fn taps(&self) -> impl Iterator<Item = Tap> + '_ {
         (0..self.output_len()).flat_map(move |o| self.taps_of(o))
@@ -417,6 +428,17 @@ impl ConvGeometry {
         check_len("conv input", self.input_len(), input.len())?;
         check_len("conv kernel", self.kernel_len(), kernel.len())?;
         let mut out = Vec::with_capacity(self.output_len());
+        if let Some(n) = self.dense_fan_in() {
+            // A 1×1 kernel on a 1×1 input: tap (o, i) has kernel index o·n + i.
+            for (o, row) in kernel.chunks_exact(n).enumerate() {
+                let mut acc = start(o)?;
+                for (a, w) in input.iter().zip(row) {
+                    mac(&mut acc, a, w)?;
+                }
+                out.push(acc);
+            }
+            return Ok(out);
+        }
         for o in 0..self.output_len() {
             let mut acc = start(self.filter_of(o))?;
             for t in self.taps_of(o) {
@@ -443,6 +465,14 @@ impl ConvGeometry {
         check_len("conv error", self.output_len(), delta.len())?;
         check_len("conv kernel", self.kernel_len(), kernel.len())?;
         let mut out: Vec<S> = (0..self.input_len()).map(|_| zero()).collect();
+        if let Some(n) = self.dense_fan_in() {
+            for (d, row) in delta.iter().zip(kernel.chunks_exact(n)) {
+                for (acc, w) in out.iter_mut().zip(row) {
+                    mac(acc, d, w)?;
+                }
+            }
+            return Ok(out);
+        }
         for t in self.taps() {
             mac(&mut out[t.input], &delta[t.output], &kernel[t.kernel])?;
         }
@@ -466,6 +496,14 @@ impl ConvGeometry {
         check_len("conv error", self.output_len(), delta.len())?;
         check_len("conv input", self.input_len(), input.len())?;
         check_len("conv kernel gradient", self.kernel_len(), acc.len())?;
+        if let Some(n) = self.dense_fan_in() {
+            for (d, row) in delta.iter().zip(acc.chunks_exact_mut(n)) {
+                for (acc, a) in row.iter_mut().zip(input) {
+                    mac(acc, d, a)?;
+                }
+            }
+            return Ok(());
+        }
         for t in self.taps() {
             mac(&mut acc[t.kernel], &delta[t.output], &input[t.input])?;
         }

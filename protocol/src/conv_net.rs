@@ -1,7 +1,9 @@
 //! Plaintext fixed-point training of an [`Arch`] (conv, pooling, dense, activations),
 //! through [`crate::conv`] and [`crate::pool`]; the conv-net counterpart of
 //! [`crate::math::FixedModel`] (docs/DESIGN.md "Convolutional layers", "Fixed-point
-//! numbers"). Not yet used by the reference trainer, the protocol or the command line.
+//! numbers"). [`crate::math::FixedModel`] runs it for specs with conv layers
+//! ([`ModelSpec::from_arch`]), so the reference trainer and `gelunet train --plaintext
+//! --arch` train through it; the encrypted roles do not run conv layers yet.
 //!
 //! A dense layer of `u` units on a `c×h×w` input is the `1×1` convolution of `u` filters
 //! on the flattened `(c·h·w)×1×1` input (its flat kernel is the `u × n` row-major
@@ -29,16 +31,16 @@
 //! All integer arithmetic is checked: overflow is [`Error::Overflow`], a value beyond
 //! its kind's range (at its scale) [`Error::OutOfRange`].
 
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::arch::{Arch, Network, Op};
 use crate::conv::{conv2d, conv2d_transpose, kernel_gradients, ConvGeometry, Padding, Shape};
 use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
-use crate::math::{scaled_step, softmax_in_place, subtract, LayerGradients, LayerParams};
+use crate::math::{argmax, scaled_step, softmax_in_place, subtract, LayerGradients, LayerParams};
 use crate::pool::{MeanPool2, POOL_SCALE_BITS};
-use crate::spec::Activation;
+use crate::spec::{Activation, ModelSpec};
 use crate::{Error, Result};
 
 /// One step of the forward pass.
@@ -89,6 +91,31 @@ fn check_at(scales: &Scales, kind: ValueKind, v: i128, frac: u32) -> Result<i128
     Ok(v)
 }
 
+/// Shape inference of `arch` on `input`: the network, its steps and the geometry of each
+/// weight layer (a dense layer as the 1×1 convolution of its flattened input).
+fn structure(arch: &Arch, input: Shape) -> Result<(Network, Vec<Step>, Vec<ConvGeometry>)> {
+    let network = arch.infer(input)?;
+    let mut steps = Vec::with_capacity(network.layers.len());
+    let mut geoms = Vec::new();
+    for layer in &network.layers {
+        match layer.op {
+            Op::Conv(g) => {
+                steps.push(Step::Linear(g, geoms.len()));
+                geoms.push(g);
+            }
+            // Shape inference checked units and inputs against MAX_WIDTH.
+            Op::Dense { inputs, units } => {
+                let g = ConvGeometry::new(inputs, 1, 1, units, 1, 1, Padding::NONE)?;
+                steps.push(Step::Linear(g, geoms.len()));
+                geoms.push(g);
+            }
+            Op::MeanPool(p) => steps.push(Step::Pool(p)),
+            Op::Activation(a) => steps.push(Step::Act(a)),
+        }
+    }
+    Ok((network, steps, geoms))
+}
+
 /// `v` from `2^from` to `2^to`: exact when finer, [`round_shift`] when coarser.
 fn to_frac(v: i128, from: u32, to: u32) -> Result<i128> {
     if to >= from {
@@ -114,46 +141,74 @@ impl ConvNet {
     /// [`Error::OutOfRange`] if `l` exceeds the weight range.
     pub fn init(arch: &Arch, input: Shape, scales: &Scales, seed: u64) -> Result<Self> {
         scales.validate()?;
-        let network = arch.infer(input)?;
+        let (network, steps, geoms) = structure(arch, input)?;
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut steps = Vec::with_capacity(network.layers.len());
-        let mut params = Vec::new();
-        for layer in &network.layers {
-            let linear = match layer.op {
-                Op::Conv(g) => Some(g),
-                // Shape inference checked units and inputs against MAX_WIDTH.
-                Op::Dense { inputs, units } => {
-                    Some(ConvGeometry::new(inputs, 1, 1, units, 1, 1, Padding::NONE)?)
-                }
-                Op::MeanPool(p) => {
-                    steps.push(Step::Pool(p));
-                    None
-                }
-                Op::Activation(a) => {
-                    steps.push(Step::Act(a));
-                    None
-                }
-            };
-            if let Some(g) = linear {
-                let kk = g.kernel() * g.kernel();
-                let (f, n) = (g.filters(), g.input().channels * kk);
-                let l = (6.0 / (n + f * kk) as f64).sqrt();
-                let mut w = Array2::zeros((f, n));
-                for v in w.iter_mut() {
-                    *v = scales.encode(ValueKind::Weight, rng.gen_range(-l..l))?;
-                }
-                steps.push(Step::Linear(g, params.len()));
-                params.push(LayerParams {
-                    w,
-                    b: Array1::zeros(f),
-                });
+        let mut params = Vec::with_capacity(geoms.len());
+        for g in geoms {
+            let kk = g.kernel() * g.kernel();
+            let (f, n) = (g.filters(), g.input().channels * kk);
+            let l = (6.0 / (n + f * kk) as f64).sqrt();
+            let mut w = Array2::zeros((f, n));
+            for v in w.iter_mut() {
+                *v = scales.encode(ValueKind::Weight, rng.gen_range(-l..l))?;
             }
+            params.push(LayerParams {
+                w,
+                b: Array1::zeros(f),
+            });
         }
         Ok(Self {
             network,
             steps,
             params,
         })
+    }
+
+    /// The net of a spec with conv layers ([`ModelSpec::arch`]) with the given
+    /// parameters (one per weight layer, `w` of [`ModelSpec::param_shape`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a dense spec; [`Error::Arch`]; as
+    /// [`ConvNet::set_params`].
+    pub fn from_spec(spec: &ModelSpec, scales: &Scales, params: Vec<LayerParams>) -> Result<Self> {
+        let (arch, input) = spec.arch().ok_or_else(|| Error::InvalidSpec {
+            reason: "a conv net needs a spec with conv layers".into(),
+        })?;
+        let (network, steps, geoms) = structure(&arch, input)?;
+        let mut net = Self {
+            network,
+            steps,
+            params: geoms
+                .iter()
+                .map(|g| LayerParams {
+                    w: Array2::zeros((g.filters(), g.input().channels * g.kernel() * g.kernel())),
+                    b: Array1::zeros(g.filters()),
+                })
+                .collect(),
+        };
+        net.set_params(scales, params)?;
+        Ok(net)
+    }
+
+    /// The parameters, taken out of the net.
+    pub fn into_params(self) -> Vec<LayerParams> {
+        self.params
+    }
+
+    /// Predicted classes (argmax of the output layer's integer pre-activations, first
+    /// maximum on ties, as [`crate::math::FixedModel::predict`]) for `x`
+    /// (`B × input length`, at `2^fa`).
+    ///
+    /// # Errors
+    /// As [`ConvNet::logits`].
+    pub fn predict(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Vec<usize>> {
+        x.rows()
+            .into_iter()
+            .map(|row| {
+                let (_, z) = self.forward_sample(scales, &row.to_vec())?;
+                Ok(argmax(ArrayView1::from(&z.v)))
+            })
+            .collect()
     }
 
     /// The architecture's inferred shapes.

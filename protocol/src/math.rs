@@ -25,6 +25,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
 use crate::spec::{Activation, ModelSpec};
+use crate::conv_net::ConvNet;
 use crate::{Error, Result};
 
 /// Parameters of one layer: `W` (`m × n`, at `2^fw`) and `b` (`m`, at `2^(fa+fw)`).
@@ -96,8 +97,18 @@ impl FixedModel {
     /// # Errors
     /// [`Error::InvalidSpec`] for an invalid spec; [`Error::OutOfRange`] if `l` exceeds the
     /// weight range.
+    ///
+    /// A spec with conv layers is initialized as [`ConvNet::init`] of its architecture
+    /// (fan-in `c·k·k`, fan-out `f·k·k` for a convolution; the same draws otherwise).
     pub fn init(spec: &ModelSpec, scales: &Scales, seed: u64) -> Result<Self> {
         spec.validate()?;
+        if let Some((arch, input)) = spec.arch() {
+            let net = ConvNet::init(&arch, input, scales, seed)?;
+            return Ok(Self {
+                spec: spec.clone(),
+                layers: net.into_params(),
+            });
+        }
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut layers = Vec::with_capacity(spec.num_layers());
         for i in 1..=spec.num_layers() {
@@ -132,7 +143,7 @@ impl FixedModel {
             ));
         }
         for (i, l) in self.layers.iter().enumerate() {
-            let (m, n) = self.spec.layer_shape(i + 1);
+            let (m, n) = self.spec.param_shape(i + 1);
             if l.w.dim() != (m, n) || l.b.len() != m {
                 return Err(shape_err(
                     "layer parameters",
@@ -154,7 +165,11 @@ impl FixedModel {
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for a wrong input width; range and overflow errors.
+    ///
+    /// [`Error::InvalidConfig`] for a spec with conv layers, whose passes are
+    /// [`FixedModel::gradients`] and [`FixedModel::predict`] (through [`ConvNet`]).
     pub fn forward(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Trace> {
+        self.dense_only()?;
         let l_count = self.layers.len();
         let mut a = vec![x.to_owned()];
         let mut z = Vec::with_capacity(l_count);
@@ -174,6 +189,9 @@ impl FixedModel {
     /// # Errors
     /// As [`FixedModel::forward`].
     pub fn predict(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Vec<usize>> {
+        if !self.spec.is_dense() {
+            return self.conv_net(scales)?.predict(scales, x);
+        }
         let trace = self.forward(scales, x)?;
         let z = trace.z.last().ok_or(Error::InvalidSpec {
             reason: "no layers".into(),
@@ -210,7 +228,10 @@ impl FixedModel {
     ///
     /// # Errors
     /// Label, shape, range and overflow errors.
+    ///
+    /// [`Error::InvalidConfig`] for a spec with conv layers ([`FixedModel::gradients`]).
     pub fn backward(&self, scales: &Scales, trace: &Trace, labels: &[usize]) -> Result<Gradients> {
+        self.dense_only()?;
         let l_count = self.layers.len();
         let mut grads = Vec::with_capacity(l_count);
         let z_last = trace.z.last().ok_or(Error::InvalidSpec {
@@ -227,6 +248,59 @@ impl FixedModel {
         }
         grads.reverse();
         Ok(Gradients { layers: grads })
+    }
+
+    /// The gradients of a mini-batch `x` (`B × n_0`, at `2^fa`) with `labels`, summed over
+    /// the batch at the "as sent" scales: [`FixedModel::forward`] then
+    /// [`FixedModel::backward`] for a dense spec, [`ConvNet::gradients`] for a spec with
+    /// conv layers (bit for bit the same on dense layers).
+    ///
+    /// # Errors
+    /// Label, shape, range and overflow errors.
+    pub fn gradients(
+        &self,
+        scales: &Scales,
+        x: ArrayView2<'_, i128>,
+        labels: &[usize],
+    ) -> Result<Gradients> {
+        if self.spec.is_dense() {
+            let trace = self.forward(scales, x)?;
+            return self.backward(scales, &trace, labels);
+        }
+        Ok(Gradients {
+            layers: self.conv_net(scales)?.gradients(scales, x, labels)?,
+        })
+    }
+
+    /// The real logits `z_L` of each sample of `x` (`B × n_0`, at `2^fa`), decoded from
+    /// their fixed-point scale (`B × classes`).
+    ///
+    /// # Errors
+    /// As [`FixedModel::predict`].
+    pub fn logits(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Array2<f64>> {
+        if !self.spec.is_dense() {
+            return self.conv_net(scales)?.logits(scales, x);
+        }
+        let trace = self.forward(scales, x)?;
+        let z = trace.z.last().ok_or(Error::InvalidSpec {
+            reason: "no layers".into(),
+        })?;
+        Ok(z.mapv(|q| scales.decode(ValueKind::PreActivation, q)))
+    }
+
+    /// The [`ConvNet`] of a spec with conv layers and these parameters.
+    fn conv_net(&self, scales: &Scales) -> Result<ConvNet> {
+        ConvNet::from_spec(&self.spec, scales, self.layers.clone())
+    }
+
+    fn dense_only(&self) -> Result<()> {
+        if self.spec.is_dense() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig {
+                reason: "the dense forward and backward passes do not run conv layers".into(),
+            })
+        }
     }
 
     /// Applies `w ← w − η·Δw`, `b ← b − η·Δb` to every layer, all or nothing.
@@ -313,7 +387,7 @@ impl Gradients {
         Self {
             layers: (1..=spec.num_layers())
                 .map(|i| {
-                    let (m, n) = spec.layer_shape(i);
+                    let (m, n) = spec.param_shape(i);
                     LayerGradients {
                         w: Array2::zeros((m, n)),
                         b: Array1::zeros(m),

@@ -85,8 +85,7 @@ impl ReferenceTrainer {
         for _ in 0..plan.iterations {
             let idx = sampler.next_batch();
             let (x, labels) = data.select(&idx);
-            let trace = model.forward(&self.scales, x.view())?;
-            let grads = model.backward(&self.scales, &trace, &labels)?;
+            let grads = model.gradients(&self.scales, x.view(), &labels)?;
             model.apply_update(&self.scales, self.eta, &grads)?;
         }
         self.model = model;

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::{Arch, Layer, Network, Op};
+use crate::conv::{ConvGeometry, Padding, Shape};
+use crate::pool::MeanPool2;
 use crate::{Error, Result};
 
 /// A hidden-layer activation `f`, applied by the client in plaintext (paper §3, "locally
@@ -68,15 +71,96 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// A fully connected network: `widths = [n_0, n_1, …, n_L]` (input, hidden…, classes),
-/// layer `i ∈ 1..=L` has weights `W_i` of shape `n_i × n_{i−1}` and biases of length
-/// `n_i`. `hidden[i−1]` is the activation of layer `i < L`; layer `L` is softmax.
+/// A convolutional weight layer of a [`ModelSpec`]: `filters` kernels of
+/// `c × kernel × kernel` over the `input` shape, stride and zero padding, optionally
+/// followed by 2×2 mean pooling of the pre-activations (the server pools before it
+/// returns them; docs/DESIGN.md "Convolutional layers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvLayer {
+    /// The input shape `c × h × w`.
+    pub input: Shape,
+    /// Filters (output channels).
+    pub filters: usize,
+    /// Kernel side `k`.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: Padding,
+    /// Whether 2×2 mean pooling follows (before the activation).
+    pub pool: bool,
+}
+
+impl ConvLayer {
+    /// The validated convolution.
+    ///
+    /// # Errors
+    /// [`Error::Geometry`] as [`ConvGeometry::new`].
+    pub fn geometry(&self) -> Result<ConvGeometry> {
+        let i = self.input;
+        Ok(ConvGeometry::new(
+            i.channels,
+            i.height,
+            i.width,
+            self.filters,
+            self.kernel,
+            self.stride,
+            self.padding,
+        )?)
+    }
+
+    /// The pooling, if any, over the convolution's output.
+    ///
+    /// # Errors
+    /// [`Error::Geometry`] as [`ConvGeometry::new`] and [`MeanPool2::new`].
+    pub fn pooling(&self) -> Result<Option<MeanPool2>> {
+        if !self.pool {
+            return Ok(None);
+        }
+        let o = self.geometry()?.output();
+        Ok(Some(MeanPool2::new(o.channels, o.height, o.width)?))
+    }
+
+    /// The output shape (after pooling, if any).
+    ///
+    /// # Errors
+    /// As [`ConvLayer::pooling`].
+    pub fn output(&self) -> Result<Shape> {
+        Ok(match self.pooling()? {
+            Some(p) => p.output(),
+            None => self.geometry()?.output(),
+        })
+    }
+}
+
+/// What weight layer `i` of a [`ModelSpec`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerKind {
+    /// Fully connected: `W_i` is `n_i × n_{i−1}`.
+    Dense,
+    /// A convolution (with optional pooling): `W_i` is `f × (c·k·k)`, the flat OIHW
+    /// kernel, shared over the output positions.
+    Conv(ConvLayer),
+}
+
+/// A network: `widths = [n_0, n_1, …, n_L]` (input, hidden…, classes), layer
+/// `i ∈ 1..=L` maps the `n_{i−1}` values of its input to `n_i` pre-activations, with
+/// biases of length `n_i` for a dense layer. `hidden[i−1]` is the activation of layer
+/// `i < L`; layer `L` is softmax.
+///
+/// `layers` is empty for a fully connected network (`W_i` is `n_i × n_{i−1}`; paper
+/// §2.1). Otherwise it has one [`LayerKind`] per weight layer and the spec comes from an
+/// [`Arch`] ([`ModelSpec::from_arch`]): a conv layer's `n_i` counts its (pooled) output
+/// values, its parameters are `f × (c·k·k)` kernels and `f` biases
+/// ([`ModelSpec::param_shape`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// Layer widths, input first, classes last.
     pub widths: Vec<usize>,
     /// One activation per hidden layer (`widths.len() − 2` of them).
     pub hidden: Vec<Activation>,
+    /// One kind per weight layer, or empty for a fully connected network.
+    pub layers: Vec<LayerKind>,
 }
 
 /// Largest width accepted (bounds messages and keeps sums inside `i128`).
@@ -101,7 +185,174 @@ impl ModelSpec {
     /// A spec with the same activation on every hidden layer.
     pub fn new(widths: Vec<usize>, activation: Activation) -> Self {
         let hidden = vec![activation; widths.len().saturating_sub(2)];
-        Self { widths, hidden }
+        Self {
+            widths,
+            hidden,
+            layers: Vec::new(),
+        }
+    }
+
+    /// The spec of an architecture on an input shape: each conv or dense layer of
+    /// `arch` is a weight layer; a `meanpool` right after a convolution pools its
+    /// pre-activations; the activation after a weight layer (and its pooling) is that
+    /// layer's; a weight layer followed directly by another gets the identity.
+    /// A dense architecture gives the dense spec ([`ModelSpec::new`]'s form, `layers`
+    /// empty), so it trains exactly as `[n_0, …, n_L]` does.
+    ///
+    /// # Errors
+    /// [`Error::Arch`] if the architecture does not fit `input` ([`Arch::infer`]);
+    /// [`Error::InvalidSpec`] for what the protocol cannot run: pooling that does not
+    /// follow a convolution directly, a convolution after a dense layer, an activation
+    /// after the output layer; the checks of [`ModelSpec::validate`].
+    pub fn from_arch(arch: &Arch, input: Shape) -> Result<Self> {
+        let network = arch.infer(input)?;
+        let bad = |reason: String| Err(Error::InvalidSpec { reason });
+        let mut widths = vec![input.len()];
+        let mut hidden = Vec::new();
+        let mut layers: Vec<LayerKind> = Vec::new();
+        // Whether the current weight layer already has its activation.
+        let mut activated = true;
+        let mut shape = input;
+        for (pos, l) in network.layers.iter().enumerate() {
+            let pos = pos + 1;
+            if matches!(l.op, Op::Conv(_) | Op::Dense { .. }) && !activated {
+                hidden.push(Activation::Identity);
+            }
+            match l.op {
+                Op::Conv(g) => {
+                    if layers.iter().any(|k| matches!(k, LayerKind::Dense)) {
+                        return bad(format!(
+                            "layer {pos}: a convolution after a dense layer is not supported"
+                        ));
+                    }
+                    layers.push(LayerKind::Conv(ConvLayer {
+                        input: shape,
+                        filters: g.filters(),
+                        kernel: g.kernel(),
+                        stride: g.stride(),
+                        padding: g.padding(),
+                        pool: false,
+                    }));
+                    widths.push(l.output.len());
+                    activated = false;
+                }
+                Op::Dense { units, .. } => {
+                    layers.push(LayerKind::Dense);
+                    widths.push(units);
+                    activated = false;
+                }
+                Op::MeanPool(_) => match layers.last_mut() {
+                    Some(LayerKind::Conv(c)) if !activated && !c.pool => {
+                        c.pool = true;
+                        if let Some(w) = widths.last_mut() {
+                            *w = l.output.len();
+                        }
+                    }
+                    _ => {
+                        return bad(format!(
+                            "layer {pos}: pooling must follow a convolution directly \
+                             (the server pools pre-activations)"
+                        ))
+                    }
+                },
+                Op::Activation(a) => {
+                    if activated {
+                        return bad(format!("layer {pos}: an activation needs a layer before it"));
+                    }
+                    hidden.push(a);
+                    activated = true;
+                }
+            }
+            shape = l.output;
+        }
+        if activated || !matches!(layers.last(), Some(LayerKind::Dense)) {
+            return bad("the last layer must be dense:<classes> (softmax), with no activation after it".into());
+        }
+        if layers.iter().all(|k| matches!(k, LayerKind::Dense)) {
+            layers.clear();
+        }
+        let spec = Self {
+            widths,
+            hidden,
+            layers,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Whether every weight layer is fully connected (`layers` empty or all dense).
+    pub fn is_dense(&self) -> bool {
+        self.layers.iter().all(|k| matches!(k, LayerKind::Dense))
+    }
+
+    /// The kind of weight layer `i ∈ 1..=L` ([`LayerKind::Dense`] for a dense spec).
+    pub fn layer_kind(&self, layer: usize) -> LayerKind {
+        layer
+            .checked_sub(1)
+            .and_then(|i| self.layers.get(i))
+            .copied()
+            .unwrap_or(LayerKind::Dense)
+    }
+
+    /// The shape of layer `i`'s weights: `(m_i, n_i)` = `(n_i, n_{i−1})` for a dense
+    /// layer, `(f, c·k·k)` for a convolution; it has as many biases as rows.
+    pub fn param_shape(&self, layer: usize) -> (usize, usize) {
+        match self.layer_kind(layer) {
+            LayerKind::Dense => self.layer_shape(layer),
+            LayerKind::Conv(c) => (
+                c.filters,
+                c.input
+                    .channels
+                    .saturating_mul(c.kernel)
+                    .saturating_mul(c.kernel),
+            ),
+        }
+    }
+
+    /// The architecture of a spec with conv layers (its input shape and layers), for
+    /// [`crate::conv_net::ConvNet`]; `None` for a dense spec.
+    pub fn arch(&self) -> Option<(Arch, Shape)> {
+        if self.is_dense() {
+            return None;
+        }
+        let input = match self.layers.first() {
+            Some(LayerKind::Conv(c)) => c.input,
+            _ => return None,
+        };
+        let mut out = Vec::new();
+        for i in 1..=self.num_layers() {
+            match self.layer_kind(i) {
+                LayerKind::Conv(c) => {
+                    out.push(Layer::Conv {
+                        kernel: c.kernel,
+                        stride: c.stride,
+                        padding: c.padding,
+                        filters: c.filters,
+                    });
+                    if c.pool {
+                        out.push(Layer::MeanPool);
+                    }
+                }
+                LayerKind::Dense => out.push(Layer::Dense {
+                    units: self.widths[i],
+                }),
+            }
+            if let Some(a) = self.activation(i) {
+                out.push(Layer::Activation(a));
+            }
+        }
+        Arch::new(out).ok().map(|a| (a, input))
+    }
+
+    /// The inferred shapes of [`ModelSpec::arch`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a dense spec; [`Error::Arch`].
+    pub fn network(&self) -> Result<Network> {
+        let (arch, input) = self.arch().ok_or_else(|| Error::InvalidSpec {
+            reason: "not a conv spec".into(),
+        })?;
+        Ok(arch.infer(input)?)
     }
 
     /// Checks the spec.
@@ -139,6 +390,59 @@ impl ModelSpec {
                 self.widths.len() - 2
             ));
         }
+        self.validate_layers()
+    }
+
+    /// The conv-layer checks of [`ModelSpec::validate`]: one kind per weight layer,
+    /// valid geometries whose input and (pooled) output lengths are the widths, each
+    /// conv layer's input the previous one's output shape, no conv after a dense layer,
+    /// a dense output layer.
+    fn validate_layers(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Ok(());
+        }
+        let bad = |reason: String| Err(Error::InvalidSpec { reason });
+        if self.layers.len() != self.num_layers() {
+            return bad(format!(
+                "{} layer kinds for {} layers",
+                self.layers.len(),
+                self.num_layers()
+            ));
+        }
+        let mut prev: Option<Shape> = None;
+        let mut seen_dense = false;
+        for (i, kind) in self.layers.iter().enumerate() {
+            match kind {
+                LayerKind::Dense => seen_dense = true,
+                LayerKind::Conv(c) => {
+                    if seen_dense {
+                        return bad(format!("layer {}: a convolution after a dense layer", i + 1));
+                    }
+                    if prev.is_some_and(|p| p != c.input) {
+                        return bad(format!(
+                            "layer {}: input {} is not the previous layer's output",
+                            i + 1,
+                            c.input
+                        ));
+                    }
+                    let out = c.output()?;
+                    if c.input.len() != self.widths[i] || out.len() != self.widths[i + 1] {
+                        return bad(format!(
+                            "layer {}: {} → {} does not match widths {} → {}",
+                            i + 1,
+                            c.input,
+                            out,
+                            self.widths[i],
+                            self.widths[i + 1]
+                        ));
+                    }
+                    prev = Some(out);
+                }
+            }
+        }
+        if !matches!(self.layers.last(), Some(LayerKind::Dense)) {
+            return bad("the output layer must be dense".into());
+        }
         Ok(())
     }
 
@@ -162,11 +466,13 @@ impl ModelSpec {
         (self.widths[layer], self.widths[layer - 1])
     }
 
-    /// The smallest fan-in `min_i n_{i−1}` (docs/DESIGN.md, "Sessions and the d_max bound").
+    /// The smallest fan-in `min_i n_{i−1}` over the dense layers (docs/DESIGN.md,
+    /// "Sessions and the d_max bound"; a conv layer's kernel is not hidden from the
+    /// clients whatever the session size, "Convolutional layers").
     pub fn min_fan_in(&self) -> usize {
-        self.widths[..self.widths.len().saturating_sub(1)]
-            .iter()
-            .copied()
+        (1..=self.num_layers())
+            .filter(|&i| matches!(self.layer_kind(i), LayerKind::Dense))
+            .map(|i| self.widths[i - 1])
             .min()
             .unwrap_or(0)
     }
@@ -183,7 +489,7 @@ impl ModelSpec {
     pub fn num_parameters(&self) -> usize {
         (1..=self.num_layers())
             .map(|i| {
-                let (m, n) = self.layer_shape(i);
+                let (m, n) = self.param_shape(i);
                 m.saturating_mul(n).saturating_add(m)
             })
             .fold(0usize, usize::saturating_add)

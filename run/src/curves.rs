@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use gelunet_plot::{line_figure, Panel, Series};
-use gelunet_protocol::{Dataset, FixedModel, Scales, ValueKind};
+use gelunet_protocol::{Dataset, FixedModel, Scales};
 use gelunet_server::ServerConfig;
 use gelunet_shell::server::TrainingLog;
 use ndarray::{Axis, Slice};
@@ -81,18 +81,12 @@ fn loss(model: &FixedModel, scales: &Scales, d: &Dataset) -> Result<f64> {
     if labels.is_empty() {
         return Ok(0.0);
     }
-    let trace = model
-        .forward(scales, x)
+    let z = model
+        .logits(scales, x)
         .map_err(RunError::protocol("loss"))?;
-    let z = trace.z.last().ok_or_else(|| RunError::DataMismatch {
-        reason: "a model without layers".into(),
-    })?;
     let mut total = 0.0;
     for (row, &label) in z.rows().into_iter().zip(labels) {
-        let v: Vec<f64> = row
-            .iter()
-            .map(|&q| scales.decode(ValueKind::PreActivation, q))
-            .collect();
+        let v: Vec<f64> = row.to_vec();
         let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + v.iter().map(|&a| (a - max).exp()).sum::<f64>().ln();
         total += lse - v.get(label).copied().unwrap_or(f64::NAN);

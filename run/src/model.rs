@@ -2,6 +2,8 @@
 //! and the stop rule ([`gelunet_server::StopRule`]) of `train`, `train --plaintext` and
 //! `serve`.
 
+use gelunet_protocol::arch::Arch;
+use gelunet_protocol::conv::Shape;
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{
     Activation, ClientOrder, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
@@ -18,6 +20,9 @@ use crate::{Result, RunError};
 pub struct ModelOptions {
     /// Hidden-layer widths (each positive).
     pub hidden: Vec<usize>,
+    /// `--arch`: a named or written architecture ([`gelunet_protocol::arch`]), which
+    /// replaces `hidden` and `activation`; `None`: the dense `[inputs, hidden…, classes]`.
+    pub arch: Option<Arch>,
     /// Hidden-layer activation.
     pub activation: Activation,
     /// Epoch limit (`--epochs`; an epoch: as many samples as the clients hold together,
@@ -48,6 +53,7 @@ impl Default for ModelOptions {
     fn default() -> Self {
         Self {
             hidden: vec![12],
+            arch: None,
             activation: Activation::Sigmoid,
             epochs: None,
             sessions: None,
@@ -162,6 +168,23 @@ impl ModelOptions {
         Ok((out, notes))
     }
 
+    /// Refuses what the encrypted run (`train`, `serve`) cannot do yet, before any key is
+    /// generated: an `--arch` with conv layers (the plaintext reference, `train
+    /// --plaintext`, trains them; docs/DESIGN.md "Convolutional layers").
+    ///
+    /// # Errors
+    /// [`RunError::InvalidOption`] (`--arch`).
+    pub fn check_encrypted(&self, spec: &ModelSpec) -> Result<()> {
+        if spec.is_dense() {
+            return Ok(());
+        }
+        Err(RunError::option(
+            "--arch",
+            "encrypted training of conv layers is not implemented yet; train it with \
+             --plaintext (the fixed-point reference)",
+        ))
+    }
+
     /// Checks the values, the stop rule included (before any key is generated).
     ///
     /// # Errors
@@ -193,7 +216,42 @@ impl ModelOptions {
     ///
     /// # Errors
     /// [`RunError::Protocol`] for an invalid spec.
+    ///
+    /// With `--arch`, the spec of that architecture ([`ModelSpec::from_arch`]) on the
+    /// data's image shape: `1 × s × s` for `inputs = s²` features (MNIST's `1×28×28`).
+    /// [`RunError::InvalidOption`] (`--arch`) for data that is not a square image, an
+    /// architecture that does not fit it, or an output layer of another width than
+    /// `classes`.
     pub fn spec(&self, inputs: usize, classes: usize) -> Result<ModelSpec> {
+        if let Some(arch) = &self.arch {
+            let side = (inputs as f64).sqrt().round() as usize;
+            if side * side != inputs {
+                return Err(RunError::option(
+                    "--arch",
+                    format!(
+                        "needs image data (a square single-channel input); the data has \
+                         {inputs} features"
+                    ),
+                ));
+            }
+            let input = Shape {
+                channels: 1,
+                height: side,
+                width: side,
+            };
+            let spec = ModelSpec::from_arch(arch, input)
+                .map_err(|e| RunError::option("--arch", format!("`{arch}` on {input}: {e}")))?;
+            if spec.classes() != classes {
+                return Err(RunError::option(
+                    "--arch",
+                    format!(
+                        "`{arch}` ends in {} classes, the data has {classes}",
+                        spec.classes()
+                    ),
+                ));
+            }
+            return Ok(spec);
+        }
         let mut widths = vec![inputs];
         widths.extend(&self.hidden);
         widths.push(classes);

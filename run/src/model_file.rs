@@ -27,8 +27,11 @@ use sha2::{Digest, Sha256};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"GLNMODEL";
-/// Format version.
+/// Format version of a fully connected model (its payload's spec is `widths, hidden`).
 pub const VERSION: u32 = 1;
+/// Format version of a model with conv layers (its payload's spec is the whole
+/// [`ModelSpec`], with its layer kinds). Dense models keep [`VERSION`], byte for byte.
+pub const VERSION_CONV: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 32;
 /// Largest payload accepted (1 GiB).
 const MAX_PAYLOAD: u64 = 1 << 30;
@@ -47,11 +50,18 @@ struct LayerOnDisk {
 /// The payload: postcard is positional, so the nested [`DataCard`] encodes exactly as its
 /// seven fields inline (the format is unchanged).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Payload {
-    spec: ModelSpec,
+struct Payload<S> {
+    spec: S,
     scales: Scales,
     layers: Vec<LayerOnDisk>,
     data: DataCard,
+}
+
+/// The spec of a version-1 (fully connected) file: [`ModelSpec`] without layer kinds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct DenseSpec {
+    widths: Vec<usize>,
+    hidden: Vec<gelunet_protocol::Activation>,
 }
 
 /// What a model holds about its training data besides the weights, in the model file
@@ -176,24 +186,40 @@ impl ModelFile {
     /// [`ModelFileError::Io`]; [`ModelFileError::Invalid`] for an inconsistent model.
     pub fn save(&self, path: &Path) -> Result<(), ModelFileError> {
         self.check(path)?;
-        let payload = Payload {
-            spec: self.model.spec.clone(),
-            scales: self.scales,
-            layers: self
-                .model
-                .layers
-                .iter()
-                .map(|l| LayerOnDisk {
-                    rows: l.w.nrows() as u32,
-                    cols: l.w.ncols() as u32,
-                    w: l.w.iter().copied().collect(),
-                    b: l.b.to_vec(),
-                })
-                .collect(),
-            data: self.data.clone(),
+        let spec = &self.model.spec;
+        let layers = self
+            .model
+            .layers
+            .iter()
+            .map(|l| LayerOnDisk {
+                rows: l.w.nrows() as u32,
+                cols: l.w.ncols() as u32,
+                w: l.w.iter().copied().collect(),
+                b: l.b.to_vec(),
+            })
+            .collect();
+        let (version, body) = if spec.is_dense() {
+            let payload = Payload {
+                spec: DenseSpec {
+                    widths: spec.widths.clone(),
+                    hidden: spec.hidden.clone(),
+                },
+                scales: self.scales,
+                layers,
+                data: self.data.clone(),
+            };
+            (VERSION, postcard::to_stdvec(&payload))
+        } else {
+            let payload = Payload {
+                spec: spec.clone(),
+                scales: self.scales,
+                layers,
+                data: self.data.clone(),
+            };
+            (VERSION_CONV, postcard::to_stdvec(&payload))
         };
-        let body = postcard::to_stdvec(&payload).map_err(|e| invalid(path, e.to_string()))?;
-        let bytes = frame(MAGIC, VERSION, &body);
+        let body = body.map_err(|e| invalid(path, e.to_string()))?;
+        let bytes = frame(MAGIC, version, &body);
         write_atomic(path, &bytes)
     }
 
@@ -209,9 +235,34 @@ impl ModelFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let body = unframe(&bytes, MAGIC, VERSION, "model file").map_err(|r| invalid(path, r))?;
-        let p: Payload =
-            postcard::from_bytes(body).map_err(|e| invalid(path, format!("payload: {e}")))?;
+        let version = match bytes.get(8..12) {
+            Some(v) if bytes.starts_with(MAGIC) => {
+                u32::from_le_bytes(v.try_into().unwrap_or_default())
+            }
+            _ => VERSION,
+        };
+        let conv = version == VERSION_CONV;
+        let expected = if conv { VERSION_CONV } else { VERSION };
+        let body = unframe(&bytes, MAGIC, expected, "model file").map_err(|r| invalid(path, r))?;
+        let payload = |e: postcard::Error| invalid(path, format!("payload: {e}"));
+        let p: Payload<ModelSpec> = if conv {
+            postcard::from_bytes(body).map_err(payload)?
+        } else {
+            let p: Payload<DenseSpec> = postcard::from_bytes(body).map_err(payload)?;
+            Payload {
+                spec: ModelSpec {
+                    widths: p.spec.widths,
+                    hidden: p.spec.hidden,
+                    layers: Vec::new(),
+                },
+                scales: p.scales,
+                layers: p.layers,
+                data: p.data,
+            }
+        };
+        if conv && p.spec.is_dense() {
+            return Err(invalid(path, "a version-2 file holds conv layers"));
+        }
         p.spec
             .validate()
             .map_err(|e| invalid(path, format!("spec: {e}")))?;
@@ -220,7 +271,7 @@ impl ModelFile {
         }
         let mut layers = Vec::with_capacity(p.layers.len());
         for (i, l) in p.layers.into_iter().enumerate() {
-            let (m, n) = p.spec.layer_shape(i + 1);
+            let (m, n) = p.spec.param_shape(i + 1);
             if (l.rows as usize, l.cols as usize) != (m, n) || l.b.len() != m {
                 return Err(invalid(
                     path,

@@ -13,6 +13,7 @@ fn abandoned_sessions_roll_back_and_training_continues() {
     let spec = ModelSpec {
         widths: vec![4, 6, 5, 3],
         hidden: vec![Activation::Sigmoid, Activation::Tanh],
+        layers: Vec::new(),
     };
     let cfg = test_config(spec, 1, MaskMode::default());
     let (mut sim, mut reference) = build(cfg, 3, 12);

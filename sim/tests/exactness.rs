@@ -85,6 +85,7 @@ fn exact_deeper_network_batches_relu_tanh() {
     let spec = ModelSpec {
         widths: vec![4, 6, 5, 3],
         hidden: vec![Activation::Relu, Activation::Tanh],
+        layers: Vec::new(),
     };
     run_exact(spec.clone(), 2, MaskMode::default(), 6);
     run_exact(spec, 2, MaskMode::Uniform, 4);
@@ -97,6 +98,7 @@ fn exact_with_packing_off() {
     let spec = ModelSpec {
         widths: vec![4, 6, 5, 3],
         hidden: vec![Activation::Relu, Activation::Tanh],
+        layers: Vec::new(),
     };
     let mut cfg = test_config(spec, 2, MaskMode::default());
     cfg.packing = false;

@@ -22,6 +22,7 @@ fn trained() -> Simulation {
     let spec = ModelSpec {
         widths: vec![4, 6, 5, 3],
         hidden: vec![Activation::Sigmoid, Activation::Relu],
+        layers: Vec::new(),
     };
     let (mut sim, _) = build(test_config(spec, 2, MaskMode::default()), 2, 12);
     sim.run_sessions(2).unwrap();
