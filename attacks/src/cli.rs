@@ -1,4 +1,4 @@
-//! `gelunet attack` (feature `cli`): the arguments of the four attacks (clap) and their
+//! `gelunet attack` (feature `cli`): the arguments of the five attacks (clap) and their
 //! runs: gradient inversion (paper §4.3), model extraction (paper §4.1), the server's
 //! session-sum attack and the clients' output-layer extraction, under either protocol
 //! (`--protocol`). The `gelunet-cli` binary only parses and calls [`run`].
@@ -13,7 +13,9 @@ use gelunet_protocol::v2::Protocol;
 
 use crate::data::{self, AttackData};
 use crate::drive::{self, AttackRun, SessionSweep};
-use crate::{extraction, inversion, output_layer, plot, session_sum, AttackError, Result};
+use crate::{
+    extraction, inversion, kernel_extraction, output_layer, plot, session_sum, AttackError, Result,
+};
 
 /// Arguments of `gelunet attack`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +44,9 @@ pub enum AttackCommand {
     /// `q = δ_L·W_L`, against the samples per session, and the others' updates between
     /// its own sessions.
     OutputLayer(OutputLayerArgs),
+    /// A client recovers the first conv layer's kernels and biases from one sample's
+    /// pre-activations (weight sharing over-determines them), against a dense row.
+    KernelExtraction(KernelExtractionArgs),
 }
 
 /// Options shared by every attack.
@@ -196,6 +201,26 @@ pub struct OutputLayerArgs {
     pub common: CommonArgs,
 }
 
+/// Arguments of `gelunet attack kernel-extraction` (no keys: the client's unmasked view
+/// is computed in plaintext, exactly what it decrypts).
+#[derive(Debug, clap::Args)]
+pub struct KernelExtractionArgs {
+    /// Architecture: `lenet5`, `conv1` or a layer list (gelunet_protocol::arch::SYNTAX);
+    /// its first weight layer must be a convolution on MNIST's 1×28×28.
+    #[arg(long, default_value = "lenet5")]
+    pub arch: String,
+    /// Seed of the net's weights and biases (and of the random input without MNIST).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Data directory for the MNIST sample (else GELUNET_DATA_DIR, else ./data; a seeded
+    /// random image in [0, 1] if MNIST cannot be loaded).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs `gelunet attack`.
 ///
 /// # Errors
@@ -207,6 +232,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         AttackCommand::ModelExtraction(a) => run_extraction(a),
         AttackCommand::SessionSum(a) => run_session_sum(a),
         AttackCommand::OutputLayer(a) => run_output_layer(a),
+        AttackCommand::KernelExtraction(a) => run_kernel_extraction(a),
     }
 }
 
@@ -388,4 +414,35 @@ fn run_output_layer(a: OutputLayerArgs) -> Result<()> {
     };
     let report = output_layer::run_experiment(&setup, &c.keys()?)?;
     c.emit("output_layer", &report, &output_layer::render(&report))
+}
+
+/// The setup of `gelunet attack kernel-extraction`.
+///
+/// # Errors
+/// [`AttackError::Protocol`] wrapping the [`gelunet_protocol::arch::ArchError`] of a bad
+/// `--arch`.
+pub fn kernel_extraction_setup(
+    a: &KernelExtractionArgs,
+) -> Result<kernel_extraction::KernelExtractionSetup> {
+    let arch: gelunet_protocol::arch::Arch =
+        a.arch.parse().map_err(gelunet_protocol::Error::from)?;
+    Ok(kernel_extraction::KernelExtractionSetup {
+        arch,
+        input: kernel_extraction::InputSource::MnistOrRandom(gelunet_datasets::resolve_data_dir(
+            a.data_dir.as_deref(),
+        )),
+        seed: a.seed,
+        scales: gelunet_protocol::Scales::default(),
+    })
+}
+
+fn run_kernel_extraction(a: KernelExtractionArgs) -> Result<()> {
+    let report = kernel_extraction::run_experiment(&kernel_extraction_setup(&a)?)?;
+    if a.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| invalid(&e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", kernel_extraction::render(&report));
+    }
+    Ok(())
 }
