@@ -218,7 +218,10 @@ impl SquareConvNetBfv {
             if sel.is_empty() {
                 return Ok(None);
             }
-            let p = sel.iter().map(|(_, w)| pt(*w)).collect::<Result<Vec<_>>>()?;
+            let p = sel
+                .iter()
+                .map(|(_, w)| pt(*w))
+                .collect::<Result<Vec<_>>>()?;
             Ok(Some(dot_product_scalar(
                 sel.iter().map(|(c, _)| *c),
                 p.into_iter(),
@@ -228,9 +231,7 @@ impl SquareConvNetBfv {
             (Some(p), Some(n)) => &p - &n,
             (Some(p), None) => p,
             (None, Some(n)) => -n,
-            (None, None) => {
-                zero_like * &Plaintext::zero(Encoding::poly_at_level(0), &self.params)?
-            }
+            (None, None) => zero_like * &Plaintext::zero(Encoding::poly_at_level(0), &self.params)?,
         };
         if bias != 0 {
             let b = pt(bias)?;
@@ -332,14 +333,10 @@ impl SquareConvNetBfv {
                     .collect()
             }
             Op::MeanPool(m) => m
-                .sum_with(
-                    x,
-                    Ciphertext::clone,
-                    |acc, v| {
-                        *acc += v;
-                        Ok(())
-                    },
-                )
+                .sum_with(x, Ciphertext::clone, |acc, v| {
+                    *acc += v;
+                    Ok(())
+                })
                 .map_err(protocol_err),
             Op::Activation(_) => x
                 .par_iter()
