@@ -119,7 +119,7 @@ pub fn max_log_q_128(degree: usize) -> Option<u32> {
     }
 }
 
-fn bits_u64(v: u64) -> u32 {
+pub(crate) fn bits_u64(v: u64) -> u32 {
     64 - v.leading_zeros()
 }
 
@@ -527,10 +527,10 @@ enum Randomness {
 /// `k` holds feature `k` of sample `s` in slot `s`; slots `S..N` hold 0).
 #[derive(Clone, Debug)]
 pub struct EncryptedBatch {
-    cts: Vec<Ciphertext>,
-    samples: usize,
-    input_bound: i64,
-    params: Arc<BfvParameters>,
+    pub(crate) cts: Vec<Ciphertext>,
+    pub(crate) samples: usize,
+    pub(crate) input_bound: i64,
+    pub(crate) params: Arc<BfvParameters>,
 }
 
 impl EncryptedBatch {
@@ -562,8 +562,8 @@ impl EncryptedBatch {
 /// The encrypted logits: one ciphertext per class, slot `s` holding `z2[s, c]`.
 #[derive(Clone, Debug)]
 pub struct EncryptedOutput {
-    cts: Vec<Ciphertext>,
-    samples: usize,
+    pub(crate) cts: Vec<Ciphertext>,
+    pub(crate) samples: usize,
 }
 
 impl EncryptedOutput {

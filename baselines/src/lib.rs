@@ -31,6 +31,8 @@
 //! - [`securenets`]: SecureNets (Chen et al. 2018): outsourced products masked by
 //!   pseudorandom scaling and permutation over `F_p`, Freivalds verification, and the
 //!   ratio attack on the masking.
+//! - [`square_conv`], [`square_conv_bfv`]: CryptoNets' square-activation conv nets
+//!   (issue #15), exact in `i128` and under BFV, one sample per slot.
 //! - [`error`]: the crate's error type [`BaselineError`].
 
 pub mod bfv;
@@ -41,6 +43,7 @@ pub mod poly;
 pub mod proud;
 pub mod securenets;
 pub mod square_conv;
+pub mod square_conv_bfv;
 pub mod square_net;
 pub mod train;
 

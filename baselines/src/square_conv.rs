@@ -7,7 +7,7 @@
 //! [`MeanPool2::sum_with`]) so the encrypted evaluation can walk the same taps.
 //! DESIGN.md "Convolutional layers", "Other schemes".
 //!
-//! Status: only the plaintext evaluation is here; the BFV evaluation is not yet built.
+//! The BFV evaluation of the same walks is [`crate::square_conv_bfv`].
 
 use gelunet_protocol::arch::{Network, Op};
 use gelunet_protocol::conv::ConvGeometry;
@@ -78,6 +78,47 @@ impl SquareConvNet {
     /// The inferred shapes.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The parameters, one [`LayerWeights`] per layer.
+    pub fn params(&self) -> &[LayerWeights] {
+        &self.params
+    }
+
+    /// The worst-case `|output|` over inputs with `|x| ≤ input_bound`, per output: the
+    /// forward pass of the net with every weight and bias replaced by its absolute
+    /// value on the all-`input_bound` input (each layer is monotone on non-negative
+    /// values, the square included).
+    ///
+    /// # Errors
+    /// [`BaselineError::InvalidParameter`] for a negative bound or an `i128` overflow.
+    pub fn output_bound(&self, input_bound: i128) -> Result<Vec<i128>> {
+        if input_bound < 0 {
+            return Err(BaselineError::InvalidParameter {
+                name: "input_bound",
+                reason: format!("{input_bound} is negative"),
+            });
+        }
+        let abs = |v: &[i128]| -> Result<Vec<i128>> {
+            v.iter()
+                .map(|w| w.checked_abs().ok_or(OVERFLOW).map_err(protocol_err))
+                .collect()
+        };
+        let params = self
+            .params
+            .iter()
+            .map(|p| {
+                Ok(LayerWeights {
+                    weights: abs(&p.weights)?,
+                    bias: abs(&p.bias)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let net = Self {
+            network: self.network.clone(),
+            params,
+        };
+        net.forward(&vec![input_bound; self.network.input.len()])
     }
 
     /// The exact integer outputs for one input (`network().input.len()` values): every

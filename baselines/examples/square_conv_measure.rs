@@ -1,0 +1,29 @@
+//! Measures CryptoNets' BFV conv net on a named architecture (MNIST 1×28×28), weights
+//! in {−1, 0, 1} and binarized inputs: `cargo run --release -p gelunet-baselines
+//! --example square_conv_measure -- conv1 16384`.
+
+use gelunet_baselines::square_conv_bfv::measure_square_conv;
+use gelunet_protocol::arch::Arch;
+use gelunet_protocol::conv::Shape;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "conv1".into());
+    let batch: usize = args.next().map_or(Ok(8192), |s| s.parse())?;
+    let arch = Arch::named(&name).ok_or("unknown architecture")?;
+    let input = Shape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let m = measure_square_conv(&arch, input, 1, 1, batch, 1)?;
+    for t in [&m.single, &m.batch] {
+        println!(
+            "{}: {} samples, prepare {:.2} s, encrypt {:.2} s, infer {:.2} s, decrypt {:.2} s, latency {:.2} s, {:.5} s/sample, exact {}",
+            t.arch, t.samples, t.prepare_secs, t.encrypt_secs, t.infer_secs, t.decrypt_secs,
+            t.latency_secs(), t.per_sample_secs(), t.correct
+        );
+    }
+    println!("{}", m.batch.parameters);
+    Ok(())
+}
