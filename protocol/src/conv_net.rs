@@ -34,6 +34,7 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 
 use crate::arch::{Arch, Network, Op};
 use crate::conv::{conv2d, conv2d_transpose, kernel_gradients, ConvGeometry, Padding, Shape};
@@ -202,8 +203,9 @@ impl ConvNet {
     /// # Errors
     /// As [`ConvNet::logits`].
     pub fn predict(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Vec<usize>> {
-        x.rows()
-            .into_iter()
+        (0..x.nrows())
+            .into_par_iter()
+            .map(|r| x.row(r))
             .map(|row| {
                 let (_, z) = self.forward_sample(scales, &row.to_vec())?;
                 Ok(argmax(ArrayView1::from(&z.v)))
@@ -304,8 +306,14 @@ impl ConvNet {
     /// [`Error::ShapeMismatch`] for a wrong input length; range and overflow errors.
     pub fn logits(&self, scales: &Scales, x: ArrayView2<'_, i128>) -> Result<Array2<f64>> {
         let mut out = Array2::zeros((x.nrows(), self.network.classes()));
-        for (row, mut o) in x.rows().into_iter().zip(out.rows_mut()) {
-            let (_, z) = self.forward_sample(scales, &row.to_vec())?;
+        let rows = (0..x.nrows())
+            .into_par_iter()
+            .map(|r| {
+                self.forward_sample(scales, &x.row(r).to_vec())
+                    .map(|(_, z)| z)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (z, mut o) in rows.iter().zip(out.rows_mut()) {
             for (o, &v) in o.iter_mut().zip(&z.v) {
                 *o = decode_at(v, z.frac);
             }

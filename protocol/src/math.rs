@@ -23,9 +23,9 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::conv_net::ConvNet;
 use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
 use crate::spec::{Activation, ModelSpec};
-use crate::conv_net::ConvNet;
 use crate::{Error, Result};
 
 /// Parameters of one layer: `W` (`m × n`, at `2^fw`) and `b` (`m`, at `2^(fa+fw)`).

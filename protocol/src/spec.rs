@@ -257,7 +257,9 @@ impl ModelSpec {
                 },
                 Op::Activation(a) => {
                     if activated {
-                        return bad(format!("layer {pos}: an activation needs a layer before it"));
+                        return bad(format!(
+                            "layer {pos}: an activation needs a layer before it"
+                        ));
                     }
                     hidden.push(a);
                     activated = true;
@@ -266,7 +268,10 @@ impl ModelSpec {
             shape = l.output;
         }
         if activated || !matches!(layers.last(), Some(LayerKind::Dense)) {
-            return bad("the last layer must be dense:<classes> (softmax), with no activation after it".into());
+            return bad(
+                "the last layer must be dense:<classes> (softmax), with no activation after it"
+                    .into(),
+            );
         }
         if layers.iter().all(|k| matches!(k, LayerKind::Dense)) {
             layers.clear();
@@ -416,7 +421,10 @@ impl ModelSpec {
                 LayerKind::Dense => seen_dense = true,
                 LayerKind::Conv(c) => {
                     if seen_dense {
-                        return bad(format!("layer {}: a convolution after a dense layer", i + 1));
+                        return bad(format!(
+                            "layer {}: a convolution after a dense layer",
+                            i + 1
+                        ));
                     }
                     if prev.is_some_and(|p| p != c.input) {
                         return bad(format!(

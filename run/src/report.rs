@@ -104,8 +104,11 @@ pub struct TrainReport {
     pub test_samples: usize,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Hidden widths.
+    /// Hidden widths (of a dense model; see `arch`).
     pub hidden: Vec<usize>,
+    /// The `--arch` architecture, when one replaced `hidden` and `activation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     /// Hidden activation.
     pub activation: String,
     /// Learning rate.
@@ -426,6 +429,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         test_samples: i.prepared.map_or(0, |p| p.test.n_samples()),
         batch_size: i.model.batch(),
         hidden: i.model.hidden.clone(),
+        arch: i.model.arch.as_ref().map(ToString::to_string),
         activation: activation_name(i.model.activation).into(),
         learning_rate: i.model.learning_rate(),
         seed: i.model.seed,
@@ -553,11 +557,13 @@ impl fmt::Display for TrainReport {
                 self.train_samples, self.test_samples
             )?;
         }
+        let layers = match &self.arch {
+            Some(a) => format!("arch {a}"),
+            None => format!("hidden {:?} {}", self.hidden, self.activation),
+        };
         writeln!(
             f,
-            "model: hidden {:?} {}, mini-batch {}, learning rate {}{}",
-            self.hidden,
-            self.activation,
+            "model: {layers}, mini-batch {}, learning rate {}{}",
             self.batch_size,
             self.learning_rate,
             if self.defaults_used.is_empty() {

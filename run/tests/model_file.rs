@@ -100,3 +100,48 @@ fn model_cards_hold_no_weights_and_are_checked() {
         Err(ModelFileError::InvalidCard { .. })
     ));
 }
+
+/// A model with conv layers is written as format version 2 and reads back equal; a dense
+/// model keeps version 1 (its bytes unchanged by the conv support).
+#[test]
+fn conv_models_round_trip_as_version_2_and_dense_models_stay_version_1() {
+    use gelunet_protocol::arch::Arch;
+    use gelunet_protocol::conv::Shape;
+
+    let dir = Dir::new("model-file-conv");
+    let dense = dir.0.join("dense.model");
+    sample().save(&dense).unwrap();
+    let version = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        u32::from_le_bytes(b[8..12].try_into().unwrap())
+    };
+    assert_eq!(version(&dense), 1);
+
+    let arch: Arch = "conv3x3:2,meanpool,relu,dense:3".parse().unwrap();
+    let shape = Shape {
+        channels: 1,
+        height: 4,
+        width: 4,
+    };
+    let spec = ModelSpec::from_arch(&arch, shape).unwrap();
+    let scales = Scales::default();
+    let mut file = sample();
+    file.model = FixedModel::init(&spec, &scales, 2).unwrap();
+    file.data.mean = vec![0.0; 16];
+    file.data.std = vec![1.0; 16];
+    file.data.feature_names = Vec::new();
+    let conv = dir.0.join("conv.model");
+    file.save(&conv).unwrap();
+    assert_eq!(version(&conv), 2);
+    assert_eq!(ModelFile::load(&conv).unwrap(), file);
+
+    // A version-2 header on a dense payload is refused.
+    let mut bytes = std::fs::read(&dense).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let bad = dir.0.join("bad.model");
+    std::fs::write(&bad, bytes).unwrap();
+    assert!(matches!(
+        ModelFile::load(&bad),
+        Err(ModelFileError::Invalid { .. })
+    ));
+}
