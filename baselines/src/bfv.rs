@@ -534,6 +534,44 @@ pub struct EncryptedBatch {
 }
 
 impl EncryptedBatch {
+    /// Checks that a server sized for `features` inputs of at most `input_bound`, with
+    /// BFV parameters `params`, can evaluate this batch.
+    ///
+    /// # Errors
+    /// [`BaselineError::ShapeMismatch`] for another number of features;
+    /// [`BaselineError::InputOutOfRange`] for a batch encrypted for a larger input bound;
+    /// [`BaselineError::InvalidParameter`] for a batch under other parameters.
+    pub(crate) fn check_for(
+        &self,
+        features: usize,
+        input_bound: i64,
+        params: &Arc<BfvParameters>,
+    ) -> Result<()> {
+        if self.num_features() != features {
+            return Err(BaselineError::ShapeMismatch {
+                what: "encrypted batch features",
+                expected: vec![features],
+                got: vec![self.num_features()],
+            });
+        }
+        if self.input_bound > input_bound {
+            return Err(BaselineError::InputOutOfRange {
+                value: self.input_bound,
+                bound: input_bound,
+            });
+        }
+        // `fhe.rs` asserts that operands share the same parameter object; check it here
+        // so a foreign batch is an error, not a panic.
+        if !Arc::ptr_eq(&self.params, params) {
+            return Err(BaselineError::InvalidParameter {
+                name: "batch",
+                reason: "the batch was encrypted under other BFV parameters than the server key's"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Number of samples `S`.
     #[must_use]
     pub fn num_samples(&self) -> usize {
@@ -1006,28 +1044,7 @@ impl SquareNetBfv {
     /// bound than the model was sized for; [`BaselineError::Fhe`] on a homomorphic
     /// failure (e.g. ciphertexts under other parameters).
     pub fn infer(&self, batch: &EncryptedBatch) -> Result<EncryptedOutput> {
-        if batch.num_features() != self.net.inputs() {
-            return Err(BaselineError::ShapeMismatch {
-                what: "encrypted batch features",
-                expected: vec![self.net.inputs()],
-                got: vec![batch.num_features()],
-            });
-        }
-        if batch.input_bound > self.input_bound {
-            return Err(BaselineError::InputOutOfRange {
-                value: batch.input_bound,
-                bound: self.input_bound,
-            });
-        }
-        // `fhe.rs` asserts that operands share the same parameter object; check it here
-        // so a foreign batch is an error, not a panic.
-        if !Arc::ptr_eq(&batch.params, &self.params) {
-            return Err(BaselineError::InvalidParameter {
-                name: "batch",
-                reason: "the batch was encrypted under other BFV parameters than the server key's"
-                    .into(),
-            });
-        }
+        batch.check_for(self.net.inputs(), self.input_bound, &self.params)?;
         // Neurons in parallel (rayon), as the GELU-Net server computes its rows.
         let b1: Vec<i64> = self.net.b1().iter().copied().collect();
         let hidden = self

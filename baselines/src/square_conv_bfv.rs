@@ -254,26 +254,7 @@ impl SquareConvNetBfv {
     /// [`BaselineError::Fhe`] on a homomorphic failure.
     pub fn infer(&self, batch: &EncryptedBatch) -> Result<EncryptedOutput> {
         let n = self.net.network().input.len();
-        if batch.cts.len() != n {
-            return Err(BaselineError::ShapeMismatch {
-                what: "encrypted batch features",
-                expected: vec![n],
-                got: vec![batch.cts.len()],
-            });
-        }
-        if batch.input_bound > self.input_bound {
-            return Err(BaselineError::InputOutOfRange {
-                value: batch.input_bound,
-                bound: self.input_bound,
-            });
-        }
-        if !Arc::ptr_eq(&batch.params, &self.params) {
-            return Err(BaselineError::InvalidParameter {
-                name: "batch",
-                reason: "the batch was encrypted under other BFV parameters than the server key's"
-                    .into(),
-            });
-        }
+        batch.check_for(n, self.input_bound, &self.params)?;
         let mut x: Vec<Ciphertext> = batch.cts.clone();
         for (l, p) in self.net.network().layers.iter().zip(self.net.params()) {
             x = self.layer(&l.op, p, &x)?;

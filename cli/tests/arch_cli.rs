@@ -1,6 +1,7 @@
 //! `--arch` through the command line (issue #15): a conv architecture trains with
 //! `train --plaintext` and its model file reads back; the encrypted `train` refuses it
-//! before any key is generated; contradictory or bad `--arch` values are refused.
+//! before any key is generated, and so does `infer` for a conv model; contradictory or
+//! bad `--arch` values are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod net_support;
@@ -65,6 +66,25 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     let file = gelunet_run::ModelFile::load(&model).unwrap();
     assert!(!file.model.spec.is_dense());
     assert_eq!(file.model.spec.widths, vec![16, 2, 2]);
+
+    // Encrypted inference of conv models does not exist yet: refused, naming the model.
+    let mut p = run(
+        "arch infer",
+        &[
+            &[
+                "infer",
+                "--model",
+                model.to_str().unwrap(),
+                "--dataset",
+                &data,
+            ][..],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    assert!(!p.wait(MIN).success(), "a conv model was served encrypted");
+    let err = p.stderr();
+    assert!(err.contains("--model") && err.contains("conv"), "{err}");
 }
 
 #[test]

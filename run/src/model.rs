@@ -86,6 +86,24 @@ pub fn mask_name(m: MaskMode) -> &'static str {
     }
 }
 
+/// Refuses what the encrypted runs (`train`, `serve`, `infer`, `serve-model`) cannot do
+/// yet, before any key is generated: a spec with conv layers (the plaintext reference,
+/// `train --plaintext`, trains them; docs/DESIGN.md "Convolutional layers"). `option`
+/// names what brought the spec (`--arch`, `--model`).
+///
+/// # Errors
+/// [`RunError::InvalidOption`] naming `option`.
+pub fn check_encrypted(spec: &ModelSpec, option: &'static str) -> Result<()> {
+    if spec.is_dense() {
+        return Ok(());
+    }
+    Err(RunError::option(
+        option,
+        "encrypted training and inference of conv layers are not implemented yet; train \
+         conv architectures with --plaintext (the fixed-point reference)",
+    ))
+}
+
 impl ModelOptions {
     /// The stop rule of the run (`gelunet_server::StopRule`, server/src/stop.rs):
     /// `--epochs` only → the epoch target; `--sessions` only → that many completed
@@ -166,23 +184,6 @@ impl ModelOptions {
             ));
         }
         Ok((out, notes))
-    }
-
-    /// Refuses what the encrypted run (`train`, `serve`) cannot do yet, before any key is
-    /// generated: an `--arch` with conv layers (the plaintext reference, `train
-    /// --plaintext`, trains them; docs/DESIGN.md "Convolutional layers").
-    ///
-    /// # Errors
-    /// [`RunError::InvalidOption`] (`--arch`).
-    pub fn check_encrypted(&self, spec: &ModelSpec) -> Result<()> {
-        if spec.is_dense() {
-            return Ok(());
-        }
-        Err(RunError::option(
-            "--arch",
-            "encrypted training of conv layers is not implemented yet; train it with \
-             --plaintext (the fixed-point reference)",
-        ))
     }
 
     /// Checks the values, the stop rule included (before any key is generated).
