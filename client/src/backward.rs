@@ -14,16 +14,19 @@
 //! 4. *Sent*: client → server [`BackwardRequest`] `{ layer i, [δ_i]_c }`; server →
 //!    client [`BackwardResponse`] `{ [q~]_c }`.
 
-use gelunet_protocol::math::{hidden_error, layer_gradients};
+use gelunet_protocol::conv_net::layer_gradients_of;
+use gelunet_protocol::linear_layer::LinearLayer;
+use gelunet_protocol::math::{hidden_error_at, layer_gradients};
 use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ClientMessage};
 use gelunet_protocol::violation::ProtocolViolation;
-use gelunet_protocol::{Activation, Gradients, ValueKind};
+use gelunet_protocol::{Activation, Gradients, LayerGradients, Scales, ValueKind};
+use ndarray::ArrayView2;
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{ClientError, Result};
 use crate::ledger::Ledger;
 use crate::role::{Awaiting, BackwardEntry, Client, Step};
-use crate::unmask::unmask_unpack;
+use crate::unmask::{backward_terms, unmask_unpack, Target};
 
 /// A finished iteration, handed to the update that ends it (Alg. 3 or 5, or protocol v2's
 /// plain update or rollover): nothing of it is committed until the update is built.
@@ -36,6 +39,25 @@ pub(crate) struct Finished {
     pub(crate) grads: Gradients,
     /// The session's accumulators `ΔW^c, Δb^c`, this iteration's gradients included.
     pub(crate) acc: Gradients,
+}
+
+/// The gradients `Δw_i = δ_iᵀ a_{i−1}`, `Δb_i = Σ δ_i` of layer `map` (paper Eq. 1;
+/// for a conv layer the kernel gradients, [`layer_gradients_of`]), `δ` (`B × n_i`) at
+/// `2^fd`, `a_{i−1}` (`B × n_{i−1}`) at `2^fa`, rounded to the "as sent" scales.
+///
+/// # Errors
+/// Shape, range and overflow errors.
+pub(crate) fn gradients_of(
+    map: &LinearLayer,
+    delta: ArrayView2<'_, i128>,
+    a_prev: ArrayView2<'_, i128>,
+    scales: &Scales,
+) -> Result<LayerGradients> {
+    Ok(if map.is_dense() {
+        layer_gradients(delta, a_prev, scales)?
+    } else {
+        layer_gradients_of(map, delta, a_prev, scales)?
+    })
 }
 
 impl Client {
@@ -55,7 +77,7 @@ impl Client {
         )?;
         let setup = self.setup()?;
         let layer = m.layer as usize;
-        let (_, fan_in) = setup.spec.layer_shape(layer);
+        let map = setup.layer(layer)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let delta = s.step.delta.as_ref().ok_or(ProtocolViolation::NoSession)?;
@@ -65,11 +87,13 @@ impl Client {
             delta,
             setup.packing,
             n_c,
-            fan_in,
-            |k, j| &rw[[j, k]],
-            None,
-            scales,
-            ValueKind::Product,
+            map.fan_in(),
+            &*backward_terms(map, rw)?,
+            Target {
+                scales,
+                kind: ValueKind::Product,
+                extra_bits: map.pool_bits(),
+            },
         )?;
         let entry = self.config.record_transcript.then(|| BackwardEntry {
             session: m.session,
@@ -80,9 +104,19 @@ impl Client {
         });
         let below = layer - 1;
         let act = setup.spec.activation(below).unwrap_or(Activation::Identity);
-        let new_delta = hidden_error(q.view(), s.step.z[below - 1].view(), act, scales)?;
+        let below_map = setup.layer(below)?;
+        let new_delta = hidden_error_at(
+            (q.view(), map.product_frac(scales)),
+            (
+                s.step.z[below - 1].view(),
+                below_map.pre_activation_frac(scales),
+            ),
+            act,
+            scales,
+        )?;
         let mut step = s.step.clone();
-        step.grads[below - 1] = Some(layer_gradients(
+        step.grads[below - 1] = Some(gradients_of(
+            below_map,
             new_delta.view(),
             step.a[below - 1].view(),
             scales,

@@ -14,7 +14,7 @@
 //!    single layer, the update follows directly (`Client::finish_iteration`).
 
 use gelunet_paillier::{BigUint, Ciphertext};
-use gelunet_protocol::math::{activate, layer_gradients, output_error};
+use gelunet_protocol::math::{activate_at, output_error};
 use gelunet_protocol::messages::{
     BackwardRequest, ClientMessage, ForwardRequest, ForwardResponse, Packing,
 };
@@ -23,9 +23,10 @@ use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, BatchSampler, ValueKind};
 use rand_chacha::ChaCha20Rng;
 
+use crate::backward::gradients_of;
 use crate::error::Result;
 use crate::role::{expect_len, Awaiting, Client, Session, Step, TranscriptEntry};
-use crate::unmask::unmask_unpack;
+use crate::unmask::{forward_terms, unmask_unpack, Target};
 
 impl Client {
     /// Checks a layer's answer, a [`ForwardResponse`] or
@@ -108,7 +109,7 @@ impl Client {
         )?;
         let setup = self.setup()?;
         let layer = m.layer as usize;
-        let (width, _) = setup.spec.layer_shape(layer);
+        let map = setup.layer(layer)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let a_prev = &s.step.a[layer - 1];
@@ -119,18 +120,20 @@ impl Client {
             a_prev,
             setup.packing,
             n_c,
-            width,
-            |j, k| &rw[[j, k]],
-            Some(rb),
-            scales,
-            ValueKind::PreActivation,
+            map.width(),
+            &*forward_terms(map, rw, rb)?,
+            Target {
+                scales,
+                kind: ValueKind::PreActivation,
+                extra_bits: map.pool_bits(),
+            },
         )?;
         let l_count = setup.spec.num_layers();
         let mut step = s.step.clone();
         let mut rng = self.rng.clone();
         let (msg, awaiting, finished) = if layer < l_count {
             let act = setup.spec.activation(layer).unwrap_or(Activation::Identity);
-            let a = activate(act, z.view(), scales)?;
+            let a = activate_at(act, z.view(), map.pre_activation_frac(scales), scales)?;
             let cts = self.encrypt_own(&mut rng, &a)?;
             step.a.push(a);
             step.z.push(z.clone());
@@ -147,7 +150,7 @@ impl Client {
             )
         } else {
             let delta = output_error(z.view(), &step.labels, scales)?;
-            step.grads[layer - 1] = Some(layer_gradients(delta.view(), a_prev.view(), scales)?);
+            step.grads[layer - 1] = Some(gradients_of(map, delta.view(), a_prev.view(), scales)?);
             step.z.push(z.clone());
             if l_count >= 2 {
                 let cts = self.encrypt_own(&mut rng, &delta)?;

@@ -15,7 +15,8 @@ use gelunet_protocol::ModelSpec;
 use ndarray::{Array1, Array2};
 use num_traits::Zero;
 
-/// A copy of the ledger: `R^w_i` (`m × n`) and `R^b_i` (`m`) per layer, mod `N_c`.
+/// A copy of the ledger: `R^w_i` (`m × n`, a conv layer's `f × c·k·k`,
+/// [`ModelSpec::param_shape`]) and `R^b_i` (`m`) per layer, mod `N_c`.
 pub type LedgerCopy = (Vec<Array2<BigUint>>, Vec<Array1<BigUint>>);
 
 /// The accumulated masks `R^w_i, R^b_i` mod `N_c` (secret; zeroized on drop).
@@ -52,7 +53,7 @@ impl Ledger {
     /// `R = 0` for every layer of `spec` (a session's start).
     pub(crate) fn zeros(spec: &ModelSpec) -> Self {
         let shapes: Vec<_> = (1..=spec.num_layers())
-            .map(|i| spec.layer_shape(i))
+            .map(|i| spec.param_shape(i))
             .collect();
         Self {
             w: shapes

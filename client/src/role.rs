@@ -56,6 +56,7 @@ use gelunet_paillier::{
 };
 use gelunet_protocol::data::sampler_seed;
 use gelunet_protocol::group_key::GroupKey;
+use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::messages::{
     Abort, ClientHello, ClientMessage, Packing, PublicModulus, ServerHello, ServerMessage,
     SessionEnd, SessionStart, UpdateApplied, UpdatePacking, PROTOCOL_VERSION,
@@ -183,6 +184,28 @@ pub(crate) struct Setup {
     /// The layouts of masked and final updates.
     pub(crate) masked_packing: UpdatePacking,
     pub(crate) final_packing: UpdatePacking,
+    /// The linear map of each weight layer `1..=L` (index `i − 1`).
+    pub(crate) layers: Vec<LinearLayer>,
+}
+
+impl Setup {
+    /// The linear map of layer `i ∈ 1..=L`.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::Shape`] for a layer outside the spec (a checked header never
+    /// has one).
+    pub(crate) fn layer(&self, i: usize) -> Result<&LinearLayer> {
+        i.checked_sub(1)
+            .and_then(|j| self.layers.get(j))
+            .ok_or_else(|| {
+                ProtocolViolation::Shape {
+                    what: "layers",
+                    expected: self.layers.len(),
+                    found: i,
+                }
+                .into()
+            })
+    }
 }
 
 /// What the session waits for from the server.
@@ -511,7 +534,11 @@ impl Client {
             ),
             None => (UpdatePacking::NONE, UpdatePacking::NONE),
         };
+        let layers = (1..=hello.spec.num_layers())
+            .map(|i| LinearLayer::of(&hello.spec, i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         self.setup = Some(Setup {
+            layers,
             spec: hello.spec.clone(),
             scales: hello.scales,
             mask: hello.mask,
@@ -547,12 +574,7 @@ impl Client {
                 });
             }
         }
-        let params: usize = (1..=hello.spec.num_layers())
-            .map(|i| {
-                let (m, n) = hello.spec.layer_shape(i);
-                m.saturating_mul(n.saturating_add(1))
-            })
-            .fold(0usize, usize::saturating_add);
+        let params = hello.spec.num_parameters();
         if params > policy.max_parameters {
             return Err(ClientError::Policy {
                 reason: format!(

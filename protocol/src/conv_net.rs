@@ -39,7 +39,11 @@ use rayon::prelude::*;
 use crate::arch::{Arch, Network, Op};
 use crate::conv::{conv2d, conv2d_transpose, kernel_gradients, ConvGeometry, Padding, Shape};
 use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
-use crate::math::{argmax, scaled_step, softmax_in_place, subtract, LayerGradients, LayerParams};
+use crate::linear_layer::LinearLayer;
+use crate::math::{
+    activation_value, argmax, decode_at, error_value, scaled_step, softmax_in_place, subtract,
+    LayerGradients, LayerParams,
+};
 use crate::pool::{MeanPool2, POOL_SCALE_BITS};
 use crate::spec::{Activation, ModelSpec};
 use crate::{Error, Result};
@@ -124,11 +128,6 @@ fn to_frac(v: i128, from: u32, to: u32) -> Result<i128> {
     } else {
         round_shift(v, from - to)
     }
-}
-
-/// `v / 2^frac` as the nearest `f64` (the expression of [`Scales::decode`]).
-fn decode_at(v: i128, frac: u32) -> f64 {
-    (v as f64) / 2f64.powi(frac as i32)
 }
 
 impl ConvNet {
@@ -288,9 +287,7 @@ impl ConvNet {
                 Step::Act(act) => Tensor {
                     v: t.v
                         .iter()
-                        .map(|&z| {
-                            scales.encode(ValueKind::Activation, act.apply(decode_at(z, t.frac)))
-                        })
+                        .map(|&z| activation_value(act, z, t.frac, scales))
                         .collect::<Result<_>>()?,
                     frac: scales.fa,
                 },
@@ -390,53 +387,25 @@ impl ConvNet {
                         v: pool.backward(&g.v)?,
                         frac: g.frac + POOL_SCALE_BITS,
                     },
-                    Step::Act(act) => {
-                        let shift = g.frac + scales.fa - scales.fd;
-                        let mut d = Vec::with_capacity(g.v.len());
-                        for (&gv, &zv) in g.v.iter().zip(&input.v) {
-                            let fp = scales.encode(
-                                ValueKind::Derivative,
-                                act.derivative(decode_at(zv, input.frac)),
-                            )?;
-                            let prod =
-                                gv.checked_mul(fp).ok_or(Error::Overflow { op: "g * f'" })?;
-                            d.push(scales.check(ValueKind::Error, round_shift(prod, shift)?)?);
-                        }
-                        Tensor {
-                            v: d,
-                            frac: scales.fd,
-                        }
-                    }
+                    Step::Act(act) => Tensor {
+                        v: g.v
+                            .iter()
+                            .zip(&input.v)
+                            .map(|(&gv, &zv)| {
+                                error_value(act, (gv, g.frac), (zv, input.frac), scales)
+                            })
+                            .collect::<Result<_>>()?,
+                        frac: scales.fd,
+                    },
                 };
             }
         }
-        let (wf, bf) = (
-            scales.frac_bits(ValueKind::WeightGradient),
-            scales.frac_bits(ValueKind::BiasGradient),
-        );
-        let mut grads = Vec::with_capacity(self.params.len());
-        for ((p, (w, b)), &(fw_raw, fb_raw)) in
-            self.params.iter().zip(dw.into_iter().zip(db)).zip(&fracs)
-        {
-            let w = w
-                .into_iter()
-                .map(|v| scales.check(ValueKind::WeightGradient, to_frac(v, fw_raw, wf)?))
-                .collect::<Result<Vec<_>>>()?;
-            let b = b
-                .into_iter()
-                .map(|v| scales.check(ValueKind::BiasGradient, to_frac(v, fb_raw, bf)?))
-                .collect::<Result<Vec<_>>>()?;
-            let w = Array2::from_shape_vec(p.w.dim(), w).map_err(|e| Error::ShapeMismatch {
-                what: "conv net gradient",
-                expected: format!("{:?}", p.w.dim()),
-                found: e.to_string(),
-            })?;
-            grads.push(LayerGradients {
-                w,
-                b: Array1::from(b),
-            });
-        }
-        Ok(grads)
+        self.params
+            .iter()
+            .zip(dw.into_iter().zip(db))
+            .zip(&fracs)
+            .map(|((p, raw), &f)| round_gradients(scales, p.w.dim(), raw, f))
+            .collect()
     }
 
     /// `w ← w − η·Δw`, `b ← b − η·Δb` on every weight layer (`η` at `2^fe`), all or
@@ -476,4 +445,78 @@ impl ConvNet {
         let grads = self.gradients(scales, x, labels)?;
         self.apply_update(scales, eta, &grads)
     }
+}
+
+/// The gradients of one weight layer from its raw batch sums: `raw = (ΣΣ g·a, ΣΣ g)`
+/// at `2^w_frac` and `2^b_frac`, each rounded once to the "as sent" scales (`Δw` at
+/// `2^(fw−fe)`, `Δb` at `2^(fa+fw−fe)`) and range-checked; `dim` is the kernel matrix's
+/// `f × c·k·k`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `raw` does not have `dim`'s sizes; range and overflow
+/// errors.
+pub fn round_gradients(
+    scales: &Scales,
+    dim: (usize, usize),
+    (w, b): (Vec<i128>, Vec<i128>),
+    (w_frac, b_frac): (u32, u32),
+) -> Result<LayerGradients> {
+    let (wf, bf) = (
+        scales.frac_bits(ValueKind::WeightGradient),
+        scales.frac_bits(ValueKind::BiasGradient),
+    );
+    let w = w
+        .into_iter()
+        .map(|v| scales.check(ValueKind::WeightGradient, to_frac(v, w_frac, wf)?))
+        .collect::<Result<Vec<_>>>()?;
+    let b = b
+        .into_iter()
+        .map(|v| scales.check(ValueKind::BiasGradient, to_frac(v, b_frac, bf)?))
+        .collect::<Result<Vec<_>>>()?;
+    crate::conv::check_len("conv net bias gradient", dim.0, b.len())?;
+    let w = Array2::from_shape_vec(dim, w).map_err(|e| Error::ShapeMismatch {
+        what: "conv net gradient",
+        expected: format!("{dim:?}"),
+        found: e.to_string(),
+    })?;
+    Ok(LayerGradients {
+        w,
+        b: Array1::from(b),
+    })
+}
+
+/// The gradients of weight layer `layer` over a mini-batch, as [`ConvNet::gradients`]
+/// computes them: `delta` (`B × n_i`) the errors of its (pooled) outputs at `2^fd`,
+/// `a_prev` (`B × n_{i−1}`) its inputs at `2^fa`. Each sample's errors are copied
+/// through the pooling (`2^(fd+2)`), the kernel gradients summed over the batch
+/// ([`kernel_gradients`]) and rounded once ([`round_gradients`]). The client's side of
+/// paper Alg. 2 for a conv layer.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for batches of the wrong shapes; range and overflow errors.
+pub fn layer_gradients_of(
+    layer: &LinearLayer,
+    delta: ArrayView2<'_, i128>,
+    a_prev: ArrayView2<'_, i128>,
+    scales: &Scales,
+) -> Result<LayerGradients> {
+    crate::conv::check_len("gradient batch", delta.nrows(), a_prev.nrows())?;
+    let g = layer.geometry();
+    let mut dw = vec![0i128; g.kernel_len()];
+    let mut db = vec![0i128; g.filters()];
+    for (d, a) in delta.rows().into_iter().zip(a_prev.rows()) {
+        let d = d.to_vec();
+        let d = match layer.pool() {
+            Some(p) => p.backward(&d)?,
+            None => d,
+        };
+        kernel_gradients(g, &d, &a.to_vec(), &mut dw, &mut db)?;
+    }
+    let frac = scales.fd + layer.pool_bits();
+    round_gradients(
+        scales,
+        (layer.filters(), layer.columns()),
+        (dw, db),
+        (frac + scales.fa, frac),
+    )
 }

@@ -269,6 +269,27 @@ impl Scales {
         }
     }
 
+    /// [`Scales::check_big`] for a value of the kind at `extra_bits` more fractional bits
+    /// (a pooled conv layer's pre-activations, [`crate::linear_layer::LinearLayer::pool_bits`]):
+    /// `|v| < 2^(max_bits(kind) + extra_bits)`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] outside that range.
+    pub fn check_big_with(&self, kind: ValueKind, v: &BigInt, extra_bits: u32) -> Result<i128> {
+        if extra_bits == 0 {
+            return self.check_big(kind, v);
+        }
+        let max_bits = self.max_bits(kind) + extra_bits;
+        match v.to_i128() {
+            Some(x) if v.bits() <= u64::from(max_bits) && max_bits < 127 => Ok(x),
+            _ => Err(Error::OutOfRange {
+                kind,
+                value: v.to_string(),
+                max_bits,
+            }),
+        }
+    }
+
     /// Rescales `v` from kind `from` to kind `to` (exact when the target scale is finer,
     /// [`round_shift`] when it is coarser), then checks the target range.
     ///

@@ -39,6 +39,7 @@ pub mod envelope;
 mod error;
 pub mod fixed;
 pub mod group_key;
+pub mod linear_layer;
 pub mod mask;
 pub mod math;
 pub mod messages;

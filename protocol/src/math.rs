@@ -468,12 +468,59 @@ pub fn linear(
 /// # Errors
 /// [`Error::OutOfRange`] / [`Error::NotFinite`] if an activation leaves its range.
 pub fn activate(act: Activation, z: ArrayView2<'_, i128>, scales: &Scales) -> Result<Array2<i128>> {
+    activate_at(act, z, scales.frac_bits(ValueKind::PreActivation), scales)
+}
+
+/// `a = round(f(z / 2^frac) · 2^fa)` elementwise for pre-activations at `2^frac` (a
+/// pooled conv layer's are at `2^(fa+fw+2)`, [`crate::linear_layer`]); [`activate`] at
+/// `frac = fa + fw`.
+///
+/// # Errors
+/// [`Error::OutOfRange`] / [`Error::NotFinite`] if an activation leaves its range.
+pub fn activate_at(
+    act: Activation,
+    z: ArrayView2<'_, i128>,
+    frac: u32,
+    scales: &Scales,
+) -> Result<Array2<i128>> {
     let mut a = Array2::zeros(z.dim());
     for (o, &v) in a.iter_mut().zip(z.iter()) {
-        let x = scales.decode(ValueKind::PreActivation, v);
-        *o = scales.encode(ValueKind::Activation, act.apply(x))?;
+        *o = activation_value(act, v, frac, scales)?;
     }
     Ok(a)
+}
+
+/// One activation `round(f(z / 2^frac) · 2^fa)`, the expression of the dense math and
+/// of [`crate::conv_net::ConvNet`].
+pub(crate) fn activation_value(
+    act: Activation,
+    z: i128,
+    frac: u32,
+    scales: &Scales,
+) -> Result<i128> {
+    scales.encode(ValueKind::Activation, act.apply(decode_at(z, frac)))
+}
+
+/// One error `round_shift(q · round(f'(z / 2^z_frac)·2^fa), q_frac + fa − fd)` at
+/// `2^fd`, for `q` at `2^q_frac`: the expression of [`hidden_error_at`] and of
+/// [`crate::conv_net::ConvNet`]'s backward pass.
+pub(crate) fn error_value(
+    act: Activation,
+    (q, q_frac): (i128, u32),
+    (z, z_frac): (i128, u32),
+    scales: &Scales,
+) -> Result<i128> {
+    let fp = scales.encode(ValueKind::Derivative, act.derivative(decode_at(z, z_frac)))?;
+    let prod = mul(q, fp, "q * f'")?;
+    let shift = (q_frac + scales.fa)
+        .checked_sub(scales.fd)
+        .ok_or(Error::Overflow { op: "error scale" })?;
+    scales.check(ValueKind::Error, round_shift(prod, shift)?)
+}
+
+/// `v / 2^frac` as the nearest `f64` (the expression of [`Scales::decode`]).
+pub(crate) fn decode_at(v: i128, frac: u32) -> f64 {
+    (v as f64) / 2f64.powi(frac as i32)
 }
 
 /// The softmax of one row of real logits, in place:
@@ -578,6 +625,26 @@ pub fn hidden_error(
     act: Activation,
     scales: &Scales,
 ) -> Result<Array2<i128>> {
+    hidden_error_at(
+        (q, scales.frac_bits(ValueKind::Product)),
+        (z, scales.frac_bits(ValueKind::PreActivation)),
+        act,
+        scales,
+    )
+}
+
+/// `δ = round_shift(q ⊙ round(f'(z / 2^z_frac)·2^fa), q_frac + fa − fd)` at `2^fd` for
+/// products `q` at `2^q_frac` and pre-activations `z` at `2^z_frac` (conv layers,
+/// [`crate::linear_layer`]); [`hidden_error`] at the dense scales.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`]; [`Error::OutOfRange`] for an error out of range.
+pub fn hidden_error_at(
+    (q, q_frac): (ArrayView2<'_, i128>, u32),
+    (z, z_frac): (ArrayView2<'_, i128>, u32),
+    act: Activation,
+    scales: &Scales,
+) -> Result<Array2<i128>> {
     if q.dim() != z.dim() {
         return Err(shape_err(
             "hidden error",
@@ -587,12 +654,7 @@ pub fn hidden_error(
     }
     let mut d = Array2::zeros(q.dim());
     for ((o, &qv), &zv) in d.iter_mut().zip(q.iter()).zip(z.iter()) {
-        let fp = scales.encode(
-            ValueKind::Derivative,
-            act.derivative(scales.decode(ValueKind::PreActivation, zv)),
-        )?;
-        let prod = mul(qv, fp, "q * f'")?;
-        *o = scales.check(ValueKind::Error, round_shift(prod, scales.fw + scales.fa)?)?;
+        *o = error_value(act, (qv, q_frac), (zv, z_frac), scales)?;
     }
     Ok(d)
 }

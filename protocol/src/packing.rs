@@ -52,6 +52,7 @@ use num_integer::Integer;
 use num_traits::{One, Zero};
 
 use crate::fixed::{Scales, ValueKind};
+use crate::linear_layer::LinearLayer;
 use crate::mask::MaskMode;
 use crate::messages::{Packing, UpdatePacking};
 use crate::spec::ModelSpec;
@@ -91,14 +92,22 @@ pub fn backward_bound_bits(scales: &Scales, width: usize) -> u32 {
 }
 
 /// The signed slot width of sample packing for a whole network: one more bit than the
-/// largest forward or backward bound of any layer.
+/// largest forward or backward bound of any layer (a conv layer's bounds count the terms
+/// of one output, [`LinearLayer::forward_terms`] and [`LinearLayer::backward_terms`]).
 pub fn sample_slot_bits(spec: &ModelSpec, scales: &Scales) -> u32 {
     let mut b = 0;
     for i in 1..=spec.num_layers() {
-        let (m, n) = spec.layer_shape(i);
-        b = b.max(forward_bound_bits(scales, n));
+        // A dense layer's terms are its fan-in and width, as before conv layers existed.
+        let (fwd, bwd) = match LinearLayer::of(spec, i) {
+            Ok(l) if !l.is_dense() => (l.forward_terms() - 1, l.backward_terms()),
+            _ => {
+                let (m, n) = spec.layer_shape(i);
+                (n, m)
+            }
+        };
+        b = b.max(forward_bound_bits(scales, fwd));
         if i >= 2 {
-            b = b.max(backward_bound_bits(scales, m));
+            b = b.max(backward_bound_bits(scales, bwd));
         }
     }
     b + 1

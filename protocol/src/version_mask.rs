@@ -100,7 +100,7 @@ impl VersionMasks {
     pub fn zero(spec: &ModelSpec) -> Self {
         let layers = (1..=spec.num_layers())
             .map(|i| {
-                let (m, n) = spec.layer_shape(i);
+                let (m, n) = spec.param_shape(i);
                 LayerMask {
                     weights: Array2::from_elem((m, n), BigUint::zero()),
                     biases: Array1::from_elem(m, BigUint::zero()),
@@ -115,7 +115,7 @@ impl VersionMasks {
         let mut rng = ChaCha20Rng::from_seed(*seed.bytes());
         let layers = (1..=spec.num_layers())
             .map(|i| {
-                let (m, n) = spec.layer_shape(i);
+                let (m, n) = spec.param_shape(i);
                 let weights = Array2::from_shape_simple_fn((m, n), || {
                     rng.gen_biguint(u64::from(widths.weight_bits))
                 });

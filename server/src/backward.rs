@@ -4,6 +4,9 @@
 //! `δ_{i−1} = q ⊙ f'(z_{i−1})` and the gradients itself; the server sees only
 //! ciphertexts under `PK_c`.
 //!
+//! Through a conv layer the product is the transposed convolution, the pooled errors
+//! copied to their windows first ([`crate::linear::transpose`]).
+//!
 //! 1. *Private input* (server): the masked weights `W~_i` of the active session.
 //! 2. *Private input* (client): `δ_i`, `SK_c`, the ledger `R^w_i`.
 //! 3. *Public input*: `PK_c`, the layer shape, the sample packing.
@@ -14,6 +17,7 @@ use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ServerMessag
 
 use crate::error::Result;
 use crate::forward::LayerRequest;
+use crate::linear;
 use crate::role::{Phase, Server};
 
 impl Server {
@@ -29,6 +33,7 @@ impl Server {
             masked: ml,
             width,
             fan_in,
+            map,
             groups,
         } = self.check_layer_request(
             ("BackwardRequest", Phase::Backward(0)),
@@ -38,7 +43,7 @@ impl Server {
         )?;
         let mut out = Vec::with_capacity(fan_in * groups.len());
         for group in m.errors.chunks(width) {
-            out.extend(pk.vecmat(group, ml.w.view())?);
+            out.extend(linear::transpose(pk, &map, &ml.w, group)?);
         }
         let next = if m.layer > 2 {
             Phase::Backward(m.layer - 1)

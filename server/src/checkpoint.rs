@@ -295,7 +295,7 @@ impl Server {
                 let spec = &self.config.spec;
                 let shapes_ok = layers.len() == spec.num_layers()
                     && layers.iter().enumerate().all(|(i, (w, b))| {
-                        let (m, n) = spec.layer_shape(i + 1);
+                        let (m, n) = spec.param_shape(i + 1);
                         w.dim() == (m, n) && b.len() == m
                     });
                 if !shapes_ok {

@@ -3,6 +3,9 @@
 //! iteration", forward). With sample packing the bias is added as `b~_j·Σ_s 2^(β s)`
 //! reduced mod `N_c`, once per group of samples.
 //!
+//! A conv layer (with its pooling) runs the same way through [`crate::linear`], one
+//! product per output position.
+//!
 //! 1. *Private input* (server): the masked weights `W~_i, b~_i = W_i − R^w_i, b_i − R^b_i`
 //!    (mod `N_c`) of the active session.
 //! 2. *Private input* (client): `a_{i−1}`, `SK_c`, the ledger `R^w_i, R^b_i`.
@@ -12,12 +15,14 @@
 //!    client [`ForwardResponse`] `{ [z~_i]_c }`, which the client unmasks (Alg. 4).
 
 use gelunet_paillier::{BigInt, Ciphertext, PublicKey};
+use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::mask::reduce_centered;
 use gelunet_protocol::messages::{ForwardRequest, ForwardResponse, Packing, ServerMessage};
 use gelunet_protocol::packing::{group_sizes, slot_sum};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::linear;
 use crate::role::{expect_len, MaskedLayer, Phase, Server};
 
 /// A forward or backward request that passed [`Server::check_layer_request`].
@@ -30,6 +35,8 @@ pub(crate) struct LayerRequest<'a> {
     pub(crate) width: usize,
     /// Its fan-in `n = n_{i−1}`.
     pub(crate) fan_in: usize,
+    /// Its linear map (dense or conv, [`crate::linear`]).
+    pub(crate) map: LinearLayer,
     /// Samples per ciphertext group of the mini-batch ([`group_sizes`]).
     pub(crate) groups: Vec<usize>,
 }
@@ -52,6 +59,7 @@ impl Server {
     ) -> Result<LayerRequest<'_>> {
         let s = self.check_header(found, want, sid, iteration, layer, packing)?;
         let (width, fan_in) = self.config.spec.layer_shape(layer as usize);
+        let map = LinearLayer::of(&self.config.spec, layer as usize)?;
         let groups = group_sizes(self.config.batch_size, packing.samples_per_ciphertext);
         expect_len(what, count(width, fan_in) * groups.len(), cts.len())?;
         let pk = &self.clients[s.client];
@@ -61,6 +69,7 @@ impl Server {
             masked: &s.masked[layer as usize - 1],
             width,
             fan_in,
+            map,
             groups,
         })
     }
@@ -85,6 +94,7 @@ impl Server {
             masked: ml,
             width,
             fan_in,
+            map,
             groups,
         } = self.check_layer_request(
             ("ForwardRequest", Phase::Forward(0)),
@@ -96,14 +106,18 @@ impl Server {
         let mut out = Vec::with_capacity(width * groups.len());
         for (g, &size) in groups.iter().enumerate() {
             let cts = &m.activations[g * fan_in..(g + 1) * fan_in];
-            let z = pk.matvec(ml.w.view(), cts)?;
-            // b~_j · Σ_s 2^(β s), reduced mod N_c (b~_j itself without packing).
-            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits));
+            let z = linear::forward(pk, &map, &ml.w, cts)?;
+            // b~_f · mult · Σ_s 2^(β s), reduced mod N_c (b~_f itself without packing or
+            // pooling); output o is of filter o / (width / f).
+            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits))
+                * BigInt::from(map.bias_multiplicity());
+            let per_filter = width / map.filters().max(1);
             let biased = z
                 .par_iter()
-                .zip(ml.b.to_vec().par_iter())
-                .map(|(c, bj)| {
-                    let plain = if m.packing == Packing::NONE {
+                .enumerate()
+                .map(|(o, c)| {
+                    let bj = &ml.b[o / per_filter.max(1)];
+                    let plain = if s_sum == BigInt::from(1u8) {
                         bj.clone()
                     } else {
                         reduce_centered(&(bj * &s_sum), n_c)

@@ -27,6 +27,7 @@ mod error;
 pub mod final_update;
 pub mod forward;
 pub mod inference;
+mod linear;
 pub mod masked_update;
 pub mod plain_update;
 pub mod role;

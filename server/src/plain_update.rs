@@ -65,7 +65,7 @@ impl Server {
         expect_len("layers", spec.num_layers(), layers.len())?;
         let mut out = Vec::with_capacity(layers.len());
         for (i, (l, ml)) in layers.iter().zip(masked).enumerate() {
-            let (m, n) = spec.layer_shape(i + 1);
+            let (m, n) = spec.param_shape(i + 1);
             expect_len("weight updates", m * n, l.weights.len())?;
             expect_len("bias updates", m, l.biases.len())?;
             let too_big = |d: &BigInt, max: u64, kind: ValueKind| {
@@ -335,7 +335,7 @@ impl Server {
         })?;
         let shapes_ok = cp.masked.len() == spec.num_layers()
             && cp.masked.iter().enumerate().all(|(i, l)| {
-                let (m, n) = spec.layer_shape(i + 1);
+                let (m, n) = spec.param_shape(i + 1);
                 l.w.dim() == (m, n) && l.b.len() == m
             });
         if cp.params.widths != v2.params.widths || cp.params.eta != v2.params.eta || !shapes_ok {

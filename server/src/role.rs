@@ -843,7 +843,7 @@ impl Server {
         let sk = self.paper_key()?;
         let pk = sk.public_key();
         for (i, l) in layers.iter().enumerate() {
-            let (m, n) = spec.layer_shape(i + 1);
+            let (m, n) = spec.param_shape(i + 1);
             let (cw, cb) = expected.counts(m, n);
             expect_len("weight updates", cw, l.weights.len())?;
             expect_len("bias updates", cb, l.biases.len())?;

@@ -1,0 +1,109 @@
+//! Encrypted training of conv nets equals the plaintext fixed-point reference bit for
+//! bit after every session, under both protocols, with 3 clients (issue #15;
+//! docs/DESIGN.md "Convolutional layers"): pooling on the first layer and on a layer
+//! with a transposed convolution behind it, stride 2, zero padding, several channels.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
+
+mod common;
+
+use common::*;
+use gelunet_protocol::arch::Arch;
+use gelunet_protocol::conv::Shape;
+use gelunet_protocol::v2::Protocol;
+use gelunet_protocol::{MaskMode, ModelSpec, SessionLength};
+use gelunet_server::ServerConfig;
+
+fn conv_spec(arch: &str, side: usize) -> ModelSpec {
+    let arch: Arch = arch.parse().unwrap();
+    ModelSpec::from_arch(
+        &arch,
+        Shape {
+            channels: 1,
+            height: side,
+            width: side,
+        },
+    )
+    .unwrap()
+}
+
+/// First layer pooled (no backward product through it).
+fn pooled_first() -> ModelSpec {
+    conv_spec("conv3x3:2,meanpool,relu,dense:3", 6)
+}
+
+/// A transposed convolution through a pooled, strided, padded second conv layer with
+/// two input channels and three filters.
+fn two_convs() -> ModelSpec {
+    conv_spec(
+        "conv3x3:2,relu,conv3x3s2p1:3,meanpool,sigmoid,dense:8,tanh,dense:3",
+        10,
+    )
+}
+
+fn run_exact(cfg: ServerConfig, sessions: usize) {
+    let (mut sim, mut reference) = build(cfg, 3, 12);
+    sim.check_invariants(true);
+    let (x, _) = all_data(&sim);
+    assert_eq!(sim.model(), reference.model(), "same initial weights");
+    let mut multi = 0;
+    for s in 0..sessions {
+        let rec = sim.run_session().unwrap();
+        assert!(rec.completed);
+        multi += usize::from(rec.plan.iterations > 1);
+        reference.run_session(rec.plan).unwrap();
+        assert_eq!(sim.model(), reference.model(), "weights after session {s}");
+        let scales = &sim.server().config().scales;
+        assert_eq!(
+            sim.model().predict(scales, x.view()).unwrap(),
+            reference.model().predict(scales, x.view()).unwrap()
+        );
+    }
+    assert_eq!(sim.invariant_checks(), sessions);
+    assert!(multi > 0, "some session must exercise masked updates");
+}
+
+fn fixed_two(mut cfg: ServerConfig) -> ServerConfig {
+    cfg.policy.length = SessionLength::Fixed(2);
+    cfg
+}
+
+#[test]
+fn paper_protocol_pooled_first_layer() {
+    run_exact(
+        fixed_two(test_config(pooled_first(), 2, MaskMode::default())),
+        4,
+    );
+}
+
+#[test]
+fn paper_protocol_transposed_conv_through_pooling() {
+    run_exact(fixed_two(test_config(two_convs(), 3, MaskMode::Uniform)), 3);
+}
+
+#[test]
+fn v2_pooled_first_layer() {
+    let cfg = fixed_two(v2_config(pooled_first(), 2));
+    assert_eq!(cfg.protocol, Protocol::V2);
+    run_exact(cfg, 4);
+}
+
+#[test]
+fn v2_transposed_conv_through_pooling_and_release() {
+    let (mut sim, mut reference) = build(fixed_two(v2_config(two_convs(), 3)), 3, 12);
+    sim.check_invariants(true);
+    for s in 0..3 {
+        let rec = sim.run_session().unwrap();
+        reference.run_session(rec.plan).unwrap();
+        assert_eq!(sim.model(), reference.model(), "after session {s}");
+    }
+    assert!(sim.ledger_checks() > 3 * 3, "{}", sim.ledger_checks());
+    let released = sim.release(1).unwrap();
+    assert_eq!(&released, reference.model());
+}
+
+#[test]
+fn unpacked_conv_training_is_exact_too() {
+    let mut cfg = fixed_two(test_config(two_convs(), 2, MaskMode::default()));
+    cfg.packing = false;
+    run_exact(cfg, 2);
+}
