@@ -1,7 +1,7 @@
 //! `--arch` through the command line (issue #15): a conv architecture trains with
-//! `train --plaintext` and its model file reads back; the encrypted `train` refuses it
-//! before any key is generated, and so does `infer` for a conv model; contradictory or
-//! bad `--arch` values are refused.
+//! `train --plaintext` and encrypted to the same model file, which reads back; `infer`
+//! refuses a conv model before any key is generated; contradictory or bad `--arch`
+//! values are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod net_support;
@@ -67,6 +67,41 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     assert!(!file.model.spec.is_dense());
     assert_eq!(file.model.spec.widths, vec![16, 2, 2]);
 
+    // Encrypted training of the same architecture (3 clients, Paillier, protocol v2)
+    // writes the same model file, byte for byte, and says it equals the reference.
+    let enc_report = dir.join("enc.json");
+    let enc_model = dir.join("enc.model");
+    let mut p = run(
+        "arch encrypted",
+        &[
+            &[
+                "train",
+                "--dataset",
+                &data,
+                "--arch",
+                arch,
+                "--sessions",
+                "4",
+            ][..],
+            &["--clients", "3", "--quiet"],
+            &["--report", enc_report.to_str().unwrap()],
+            &["--model-out", enc_model.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(3 * MIN);
+    let r = read_json(&enc_report);
+    assert_eq!(r["arch"], arch, "{r}");
+    assert_eq!(r["protocol"], "v2", "{r}");
+    assert_eq!(r["max_abs_weight_diff"].as_f64(), Some(0.0), "{r}");
+    assert_eq!(r["test_accuracy"], r["plaintext_test_accuracy"], "{r}");
+    assert_eq!(
+        std::fs::read(&enc_model).unwrap(),
+        std::fs::read(&model).unwrap(),
+        "the encrypted run's model is the reference's"
+    );
+
     // Encrypted inference of conv models does not exist yet: refused, naming the model.
     let mut p = run(
         "arch infer",
@@ -91,9 +126,7 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
 fn bad_or_unsupported_architectures_are_refused_before_any_work() {
     let dir = TempDir::new("arch-bad");
     let data = image_csv(&dir);
-    let cases: [(&[&str], &str); 4] = [
-        // Encrypted conv training does not exist yet: refused before key generation.
-        (&["--arch", "conv3x3:2,relu,dense:2"], "--plaintext"),
+    let cases: [(&[&str], &str); 3] = [
         // --arch replaces --hidden and --activation.
         (
             &[

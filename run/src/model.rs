@@ -86,10 +86,10 @@ pub fn mask_name(m: MaskMode) -> &'static str {
     }
 }
 
-/// Refuses what the encrypted runs (`train`, `serve`, `infer`, `serve-model`) cannot do
-/// yet, before any key is generated: a spec with conv layers (the plaintext reference,
-/// `train --plaintext`, trains them; docs/DESIGN.md "Convolutional layers"). `option`
-/// names what brought the spec (`--arch`, `--model`).
+/// Refuses what encrypted inference (`infer`, `serve-model`) cannot do yet, before any
+/// key is generated: a model with conv layers (encrypted training and the plaintext
+/// reference train them; docs/DESIGN.md "Convolutional layers"). `option` names what
+/// brought the spec (`--model`).
 ///
 /// # Errors
 /// [`RunError::InvalidOption`] naming `option`.
@@ -99,8 +99,8 @@ pub fn check_encrypted(spec: &ModelSpec, option: &'static str) -> Result<()> {
     }
     Err(RunError::option(
         option,
-        "encrypted training and inference of conv layers are not implemented yet; train \
-         conv architectures with --plaintext (the fixed-point reference)",
+        "encrypted inference of conv models is not implemented yet (encrypted conv \
+         training is); evaluate a conv model with `gelunet train --plaintext`",
     ))
 }
 

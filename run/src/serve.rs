@@ -124,7 +124,6 @@ pub fn serve(c: &ServeConfig, on_listen: &(dyn Fn(&Listening) + Sync)) -> Result
             .resolve(c.data.dataset.as_deref(), (inputs, classes), &c.keys)?;
     let rule = model_options.validate()?;
     let spec = model_options.spec(inputs, classes)?;
-    crate::model::check_encrypted(&spec, "--arch")?;
     let cfg = model_options.server_config(spec, &c.keys);
     let context = RunContext::new("serve", prepared.as_ref());
     let state_path = checkpoint_path(&c.listen.state_dir);

@@ -284,7 +284,6 @@ pub fn train(c: &TrainConfig) -> Result<TrainReport> {
     let t_all = Instant::now();
     let setup = c.setup()?;
     let (rule, prepared, cfg) = (&setup.rule, &setup.prepared, &setup.cfg);
-    crate::model::check_encrypted(&cfg.spec, "--arch")?;
     let transport = c.net.transport()?;
     // Protocol v2 has no server key pair for training: its role exists before any key,
     // which checks its whole configuration and the key size it needs first.

@@ -1,8 +1,13 @@
-//! The one test with real 2048-bit keys: two short sessions, exact against the reference.
+//! The tests with real 2048-bit keys: two short sessions of a dense net and of a conv
+//! net (pooling, protocol v2), exact against the reference.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
+
+use std::sync::OnceLock;
 
 use gelunet_client::{Client, ClientConfig};
 use gelunet_paillier::PrivateKey;
+use gelunet_protocol::arch::Arch;
+use gelunet_protocol::conv::Shape;
 use gelunet_protocol::{
     Activation, Dataset, ModelSpec, ReferenceTrainer, SessionLength, ValueKind,
 };
@@ -11,16 +16,43 @@ use gelunet_sim::{synthetic_blobs, Simulation};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+/// The server's and the client's 2048-bit keys, generated once.
+fn keys() -> (PrivateKey, PrivateKey) {
+    static KEYS: OnceLock<(PrivateKey, PrivateKey)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let t = std::time::Instant::now();
+        let server_key = PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let client_key = PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+        eprintln!("keygen {:.1?}", t.elapsed());
+        (server_key, client_key)
+    })
+    .clone()
+}
+
 #[test]
 fn two_sessions_with_2048_bit_keys() {
-    let t = std::time::Instant::now();
-    let server_key = PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
-    let client_key = PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
-    eprintln!("keygen {:.1?}", t.elapsed());
     let spec = ModelSpec::new(vec![4, 3, 2], Activation::Tanh);
-    let mut cfg = ServerConfig::new(spec.clone(), 0.5, 1);
+    two_sessions(spec, 1);
+}
+
+#[test]
+fn two_conv_sessions_with_2048_bit_keys() {
+    let arch: Arch = "conv3x3:2,meanpool,relu,dense:2".parse().unwrap();
+    let input = Shape {
+        channels: 1,
+        height: 6,
+        width: 6,
+    };
+    two_sessions(ModelSpec::from_arch(&arch, input).unwrap(), 2);
+}
+
+/// Two sessions of two iterations on mini-batches of `batch`, one client.
+fn two_sessions(spec: ModelSpec, batch: usize) {
+    let (server_key, client_key) = keys();
+    let mut cfg = ServerConfig::new(spec.clone(), 0.5, batch);
     cfg.policy.length = SessionLength::Fixed(2);
-    let (x, y) = synthetic_blobs(8, 4, 2, 0.5, 3);
+    let features = spec.inputs();
+    let (x, y) = synthetic_blobs(8, features, 2, 0.5, 3);
     let seed = 42;
     let server = Server::new(cfg.clone(), server_key).unwrap();
     let client = Client::new(
@@ -45,7 +77,7 @@ fn two_sessions_with_2048_bit_keys() {
         cfg.scales,
         cfg.model_seed,
         eta,
-        1,
+        batch,
         vec![(data, seed)],
     )
     .unwrap();
