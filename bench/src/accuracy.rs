@@ -310,6 +310,7 @@ pub fn run_dataset(
         let prep = prepare(data_dir, &plan.name, seed, clients, mnist)?;
         samples = (prep.train_len(), prep.test_y.len());
         let setup = TrainSetup {
+            arch: None,
             widths: vec![prep.features, plan.hidden, prep.classes],
             lr: plan.lr,
             batch: plan.batch,

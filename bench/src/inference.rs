@@ -254,6 +254,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 /// network CryptoNets deploys.
 fn train_models(prep: &Prepared, arch: &Arch, quick: bool) -> Result<SideBySide> {
     let setup = TrainSetup {
+        arch: None,
         widths: vec![prep.features, arch.hidden, prep.classes],
         lr: if arch.hidden > 100 { 0.01 } else { 0.05 },
         batch: crate::BATCH,

@@ -14,6 +14,8 @@
 use std::path::Path;
 
 use gelunet_datasets::{load_by_name, split_clients, LoadOptions, MnistOptions};
+use gelunet_protocol::arch::Arch;
+use gelunet_protocol::conv::Shape;
 use gelunet_protocol::data::sampler_seed;
 use gelunet_protocol::schedule::SessionPlan;
 use gelunet_protocol::{
@@ -143,8 +145,11 @@ pub fn prepare(
 /// Hyper-parameters of one training run, shared by GELU-Net and the baselines.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainSetup {
-    /// Layer widths `[n_0, hidden, classes]`.
+    /// Layer widths `[n_0, hidden, classes]` (of a dense net; ignored with `arch`).
     pub widths: Vec<usize>,
+    /// A conv architecture on square one-channel images (`1×s×s` for `s² = n_0`)
+    /// instead of the dense sigmoid net of `widths`.
+    pub arch: Option<Arch>,
     /// Learning rate `η` (gradients are summed over the mini-batch).
     pub lr: f64,
     /// Mini-batch size `B`.
@@ -156,10 +161,29 @@ pub struct TrainSetup {
 }
 
 impl TrainSetup {
-    /// The GELU-Net model spec (sigmoid hidden layer, softmax output).
-    #[must_use]
-    pub fn spec(&self) -> ModelSpec {
-        ModelSpec::new(self.widths.clone(), Activation::Sigmoid)
+    /// The GELU-Net model spec: the dense net of `widths` (sigmoid hidden layers, softmax
+    /// output), or `arch` on `1×s×s` images.
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] if `arch` does not fit the input (not a square image, or
+    /// shapes that do not chain).
+    pub fn spec(&self) -> Result<ModelSpec> {
+        let Some(arch) = &self.arch else {
+            return Ok(ModelSpec::new(self.widths.clone(), Activation::Sigmoid));
+        };
+        let n = self.widths.first().copied().unwrap_or(0);
+        let side = (1..=n).find(|s| s * s >= n).unwrap_or(0);
+        if side * side != n {
+            return Err(BenchError::Config(format!(
+                "--arch needs square one-channel images; {n} features are not s²"
+            )));
+        }
+        let input = Shape {
+            channels: 1,
+            height: side,
+            width: side,
+        };
+        ModelSpec::from_arch(arch, input).map_err(|e| BenchError::Config(format!("--arch: {e}")))
     }
 
     /// Seed of the weight initialization (shared by every activation).
@@ -213,7 +237,7 @@ impl Schedule {
     pub fn new(setup: &TrainSetup, shares: &[Share]) -> Result<Self> {
         let scheduler = Scheduler::new(
             SessionPolicy::default(),
-            &setup.spec(),
+            &setup.spec()?,
             setup.batch,
             shares.len(),
             setup.schedule_seed(),

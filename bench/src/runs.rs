@@ -118,7 +118,7 @@ pub fn train_side_by_side(
     record_loss: bool,
 ) -> Result<SideBySide> {
     let scales = setup.scales();
-    let spec = setup.spec();
+    let spec = setup.spec()?;
     let mut reference = if with_reference {
         let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
         Some(ReferenceTrainer::new(
@@ -317,7 +317,7 @@ pub fn encrypted_run_with(
     protocol: gelunet_protocol::v2::Protocol,
 ) -> Result<(EncryptedCheck, Vec<IterationStats>)> {
     let scales = setup.scales();
-    let spec = setup.spec();
+    let spec = setup.spec()?;
     let mut cfg = ServerConfig::new(spec.clone(), setup.lr, setup.batch);
     cfg.protocol = protocol;
     cfg.scales = scales;

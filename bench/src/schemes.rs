@@ -232,6 +232,7 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<SchemesReport> {
     };
     log("schemes: training MNIST 784-300-10");
     let setup = TrainSetup {
+        arch: None,
         widths: vec![prep.features, 300, prep.classes],
         lr: 0.01,
         batch: crate::BATCH,
@@ -634,6 +635,7 @@ fn binary_subset(prep: &Prepared, pair: (usize, usize)) -> Result<Prepared> {
 /// classes), trained on GELU-Net's own mini-batch schedule, then served encrypted.
 fn gelu_binary_row(config: &PartConfig, bin: &Prepared) -> Result<SchemeRow> {
     let setup = TrainSetup {
+        arch: None,
         widths: vec![bin.features, 32, 16, 2],
         lr: 0.05,
         batch: crate::BATCH,

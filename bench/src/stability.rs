@@ -112,6 +112,7 @@ pub fn run(
         let mut panels = Vec::new();
         for &lr in lrs {
             let setup = TrainSetup {
+                arch: None,
                 widths: vec![prep.features, width, prep.classes],
                 lr,
                 batch,

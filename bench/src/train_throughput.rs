@@ -19,6 +19,8 @@ use gelunet_paillier::BACKEND;
 use gelunet_protocol::v2::Protocol;
 use serde::Serialize;
 
+use gelunet_protocol::arch::Arch;
+
 use crate::pipeline::{prepare, MnistLimits, TrainSetup};
 use crate::runs::encrypted_run_with;
 use crate::{BenchError, Result};
@@ -32,6 +34,8 @@ pub struct TrainBenchConfig {
     pub dataset: String,
     /// Hidden-layer widths (the input and output widths come from the dataset).
     pub hidden: Vec<usize>,
+    /// A conv architecture instead of the dense net of `hidden` (issue #15).
+    pub arch: Option<Arch>,
     /// Clients (data owners).
     pub clients: usize,
     /// Mini-batch size `B`.
@@ -72,8 +76,10 @@ pub struct Phase {
 pub struct TrainBenchReport {
     /// Dataset name.
     pub dataset: String,
-    /// Layer widths `[n_0, hidden…, classes]`.
+    /// Layer widths `[n_0, hidden…, classes]` (a conv layer's: its pooled outputs).
     pub widths: Vec<usize>,
+    /// The conv architecture, if any (`Arch`'s display form).
+    pub arch: Option<String>,
     /// Clients.
     pub clients: usize,
     /// Mini-batch size.
@@ -153,7 +159,11 @@ fn work(party: &str, message: &str) -> &'static str {
 /// `hidden`; dataset, key and protocol errors; [`BenchError::Check`] if the encrypted
 /// model leaves the reference.
 pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
-    if c.sessions == 0 || c.clients == 0 || c.batch == 0 || c.hidden.is_empty() {
+    if c.sessions == 0
+        || c.clients == 0
+        || c.batch == 0
+        || (c.hidden.is_empty() && c.arch.is_none())
+    {
         return Err(BenchError::Config(
             "--sessions, --clients, --batch-size and --hidden must be positive".into(),
         ));
@@ -163,12 +173,14 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     widths.extend(&c.hidden);
     widths.push(prep.classes);
     let setup = TrainSetup {
+        arch: c.arch.clone(),
         widths: widths.clone(),
         lr: c.lr,
         batch: c.batch,
         epochs: 1,
         seed: c.seed,
     };
+    let widths = setup.spec()?.widths;
     let (check, stats) = encrypted_run_with(
         &prep,
         &setup,
@@ -242,6 +254,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     Ok(TrainBenchReport {
         dataset: c.dataset.clone(),
         widths,
+        arch: c.arch.as_ref().map(ToString::to_string),
         clients: c.clients,
         batch: c.batch,
         key_bits: c.key_bits,
@@ -277,9 +290,12 @@ pub fn render(r: &TrainBenchReport) -> String {
     let widths: Vec<String> = r.widths.iter().map(ToString::to_string).collect();
     let _ = writeln!(
         s,
-        "{} [{}], {} clients, B = {}, {}-bit keys, backend {}, protocol {}, {} threads\n",
+        "{} [{}]{}, {} clients, B = {}, {}-bit keys, backend {}, protocol {}, {} threads\n",
         r.dataset,
         widths.join(", "),
+        r.arch
+            .as_ref()
+            .map_or_else(String::new, |a| format!(" ({a})")),
         r.clients,
         r.batch,
         r.key_bits,

@@ -104,7 +104,7 @@ pub struct ModelArgs {
     /// layers: conv<k>x<k>[s<stride>][p<pad>|p<before>+<after>]:<filters>, meanpool,
     /// dense:<units>, relu, sigmoid, tanh, identity, ending in dense:<classes> (softmax);
     /// e.g. conv5x5s2:5,relu,dense:100,relu,dense:10. A meanpool must follow a conv
-    /// directly. Conv layers train with --plaintext only, for now.
+    /// directly. Trains encrypted like a dense net (and with --plaintext).
     #[arg(long, conflicts_with_all = ["hidden", "activation"])]
     pub arch: Option<Arch>,
     /// Stop once the completed sessions have processed this many epochs (an epoch: as

@@ -7,6 +7,7 @@ use gelunet_bench::report_text;
 use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 
 use crate::opts::KeyArgs;
+use gelunet_protocol::arch::Arch;
 use gelunet_protocol::v2::Protocol;
 
 /// A short encrypted training run: samples/s and the split of an iteration.
@@ -18,6 +19,10 @@ pub struct TrainBenchArgs {
     /// Hidden-layer widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "128")]
     hidden: Vec<usize>,
+    /// A conv architecture instead of --hidden: `conv1`, `lenet5` or the layer syntax
+    /// (see `gelunet train --help`), on square one-channel images.
+    #[arg(long, conflicts_with = "hidden")]
+    arch: Option<Arch>,
     /// Clients (data owners).
     #[arg(long, default_value_t = 3)]
     clients: usize,
@@ -58,6 +63,7 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         data_dir: gelunet_bench::resolve_data_dir(a.data_dir.as_deref()),
         dataset: a.dataset,
         hidden: a.hidden,
+        arch: a.arch,
         clients: a.clients,
         batch: a.batch_size,
         sessions: a.sessions,

@@ -28,15 +28,16 @@ use gelunet_paillier::{
     BigInt, BigUint, Ciphertext, Obfuscator, PrivateKey, PublicKey, MIN_KEY_BITS,
 };
 use gelunet_protocol::fixed::{Scales, ValueKind};
+use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::mask::centered;
-use gelunet_protocol::math::{activate, argmax};
+use gelunet_protocol::math::{activate_at, argmax};
 use gelunet_protocol::messages::{
     ClientHello, ClientMessage, InferRequest, InferResponse, Packing, PublicModulus, ServerHello,
     ServerMessage, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{
-    group_sizes, inference_packing, pack_samples, row_packing_is_valid, unpack_signed,
-    unpack_unsigned,
+    group_sizes, inference_packing, pack_samples, position_packing, row_packing_is_valid,
+    unpack_signed, unpack_unsigned,
 };
 use gelunet_protocol::randomness::Randomness;
 use gelunet_protocol::violation::ProtocolViolation;
@@ -92,6 +93,9 @@ struct Pending {
     layer: u32,
     packing: Packing,
     row_packing: bool,
+    /// One sample through a conv layer with its output positions packed in slots
+    /// (`packing` is [`position_packing`]'s).
+    positions: bool,
     /// The inputs of the pending layer, `B × n_{i−1}`, at `2^fa`.
     inputs: Array2<i128>,
 }
@@ -101,6 +105,8 @@ pub struct InferenceClient {
     config: InferenceConfig,
     key: PrivateKey,
     spec: ModelSpec,
+    /// The linear map of each layer `1..=L`.
+    layers: Vec<LinearLayer>,
     scales: Scales,
     server_key_id: Option<gelunet_paillier::KeyId>,
     rng: ChaCha20Rng,
@@ -152,9 +158,13 @@ impl InferenceClient {
         if bits < needed {
             return Err(ClientError::KeyTooSmall { bits, needed });
         }
+        let layers = (1..=hello.spec.num_layers())
+            .map(|i| LinearLayer::of(&hello.spec, i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
             config,
             key,
+            layers,
             spec: hello.spec.clone(),
             scales: hello.scales,
             server_key_id: server_key.as_ref().map(PublicKey::id),
@@ -222,13 +232,37 @@ impl InferenceClient {
 
     /// How many encryptions (and so obfuscators) one inference of `samples` samples
     /// takes: `Σ_i n_{i−1}·g` over the layers, with `g` the number of ciphertext groups of
-    /// the sample packing (`g = samples` without packing, 1 for one sample).
+    /// the sample packing (`g = samples` without packing, 1 for one sample); a
+    /// position-packed conv layer takes `windows·c·k·k` per group of positions.
     pub fn obfuscators_per_inference(&self, samples: usize) -> usize {
         let packing = self.sample_packing(samples);
         let groups = group_sizes(samples, packing.samples_per_ciphertext).len();
         (1..=self.spec.num_layers())
-            .map(|i| self.spec.layer_shape(i).1 * groups)
+            .map(|i| match self.position_packing(i, samples) {
+                Some((map, p)) => {
+                    map.windows()
+                        * map.columns()
+                        * group_sizes(map.output_positions(), p.samples_per_ciphertext).len()
+                }
+                None => self.spec.layer_shape(i).1 * groups,
+            })
             .sum()
+    }
+
+    /// The position packing of layer `layer` for a request of `samples` samples: `Some`
+    /// for one sample through a conv layer when enabled and two or more positions fit.
+    fn position_packing(&self, layer: usize, samples: usize) -> Option<(&LinearLayer, Packing)> {
+        let map = layer.checked_sub(1).and_then(|i| self.layers.get(i))?;
+        if samples != 1 || map.is_dense() || !self.config.row_packing {
+            return None;
+        }
+        let p = position_packing(
+            &self.spec,
+            &self.scales,
+            layer,
+            self.key.public_key().bits(),
+        );
+        (p != Packing::NONE).then_some((map, p))
     }
 
     /// The sample packing of a request of `samples` samples.
@@ -286,8 +320,18 @@ impl InferenceClient {
         inputs: Array2<i128>,
     ) -> Result<ClientMessage> {
         let samples = inputs.nrows();
-        let packing = self.sample_packing(samples);
-        let (plain, _) = pack_samples(inputs.view(), packing);
+        let by_position = self.position_packing(layer as usize, samples);
+        let positions = by_position.is_some();
+        let (plain, packing) = match by_position {
+            Some((map, p)) => {
+                let cols = map.im2col(&inputs.row(0).to_vec())?;
+                (pack_samples(cols.view(), p).0, p)
+            }
+            None => {
+                let p = self.sample_packing(samples);
+                (pack_samples(inputs.view(), p).0, p)
+            }
+        };
         let pk = self.key.public_key();
         for m in &plain {
             pk.encode(m)?;
@@ -304,7 +348,11 @@ impl InferenceClient {
             .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.obfuscators.drain(..ready);
-        let row_packing = self.config.row_packing && packing == Packing::NONE;
+        let dense = self
+            .layers
+            .get(layer as usize - 1)
+            .is_some_and(LinearLayer::is_dense);
+        let row_packing = self.config.row_packing && packing == Packing::NONE && dense;
         let msg = ClientMessage::Infer(InferRequest {
             request_id,
             layer,
@@ -319,6 +367,7 @@ impl InferenceClient {
             layer,
             packing,
             row_packing,
+            positions,
             inputs,
         });
         Ok(msg)
@@ -354,7 +403,8 @@ impl InferenceClient {
         let request_id = p.request_id;
         if layer < self.spec.num_layers() {
             let act = self.spec.activation(layer).unwrap_or(Activation::Identity);
-            let a = activate(act, z.view(), &self.scales)?;
+            let frac = self.layer(layer)?.pre_activation_frac(&self.scales);
+            let a = activate_at(act, z.view(), frac, &self.scales)?;
             return self
                 .request(request_id, p.layer + 1, a)
                 .map(InferStep::Next);
@@ -406,7 +456,11 @@ impl InferenceClient {
             return Err(ProtocolViolation::Packing { found: r.packing }.into());
         }
         let (width, fan_in) = self.spec.layer_shape(p.layer as usize);
+        let map = self.layer(p.layer as usize)?;
         let pk = self.key.public_key();
+        if p.positions {
+            return self.read_positions(map, p, r);
+        }
         // The server chooses the slot width up to the static one (`inference_row_packing`).
         let valid = if p.row_packing {
             row_packing_is_valid(r.row_packing, &self.scales, fan_in, width, pk.bits())
@@ -439,6 +493,7 @@ impl InferenceClient {
         let n = pk.n();
         let mut z = Array2::<i128>::zeros((samples, width));
         let kind = ValueKind::PreActivation;
+        let extra = map.pool_bits();
         let mut start = 0;
         for (g, &size) in groups.iter().enumerate() {
             let block = &raw[g * per_group..(g + 1) * per_group];
@@ -446,7 +501,7 @@ impl InferenceClient {
                 for (j, v) in block.iter().enumerate() {
                     let slots = unpack_signed(&centered(v, n), size, p.packing.slot_bits)?;
                     for (s, x) in slots.iter().enumerate() {
-                        z[[start + s, j]] = self.scales.check_big(kind, x)?;
+                        z[[start + s, j]] = self.scales.check_big_with(kind, x, extra)?;
                     }
                 }
             } else {
@@ -460,6 +515,66 @@ impl InferenceClient {
                             .check_big(kind, &(BigInt::from(slot) - &shift))?;
                         j += 1;
                     }
+                }
+            }
+            start += size;
+        }
+        Ok(z)
+    }
+
+    /// The linear map of layer `i ∈ 1..=L`.
+    fn layer(&self, i: usize) -> Result<&LinearLayer> {
+        i.checked_sub(1)
+            .and_then(|j| self.layers.get(j))
+            .ok_or_else(|| {
+                ProtocolViolation::Shape {
+                    what: "layers",
+                    expected: self.layers.len(),
+                    found: i,
+                }
+                .into()
+            })
+    }
+
+    /// A position-packed answer (one sample, conv layer `map`): `f` ciphertexts per group
+    /// of output positions, filter-major within the group, each holding the group's
+    /// outputs of its filter in signed slots; the `1 × n_i` pre-activations.
+    fn read_positions(
+        &self,
+        map: &LinearLayer,
+        p: &Pending,
+        r: &InferResponse,
+    ) -> Result<Array2<i128>> {
+        if r.row_packing != Packing::NONE {
+            return Err(ProtocolViolation::Packing {
+                found: r.row_packing,
+            }
+            .into());
+        }
+        let q = map.output_positions();
+        let groups = group_sizes(q, p.packing.samples_per_ciphertext);
+        let f = map.filters();
+        let count = f * groups.len();
+        if r.pre_activations.len() != count {
+            return Err(ProtocolViolation::Shape {
+                what: "inference pre-activations",
+                expected: count,
+                found: r.pre_activations.len(),
+            }
+            .into());
+        }
+        let raw = self.decrypt_own(&r.pre_activations)?;
+        let n = self.key.public_key().n();
+        let mut z = Array2::<i128>::zeros((1, map.width()));
+        let mut start = 0;
+        for (g, &size) in groups.iter().enumerate() {
+            for filter in 0..f {
+                let v = &raw[g * f + filter];
+                let slots = unpack_signed(&centered(v, n), size, p.packing.slot_bits)?;
+                for (s, x) in slots.iter().enumerate().take(size) {
+                    z[[0, filter * q + start + s]] =
+                        self.scales
+                            .check_big_with(ValueKind::PreActivation, x, map.pool_bits())?;
                 }
             }
             start += size;

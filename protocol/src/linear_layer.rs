@@ -42,6 +42,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use ndarray::Array2;
+
 use crate::conv::{ConvGeometry, Padding};
 use crate::fixed::Scales;
 use crate::pool::{MeanPool2, POOL_SCALE_BITS};
@@ -242,6 +244,53 @@ impl LinearLayer {
             }
         }
         Ok(acc)
+    }
+
+    /// Conv positions summed into one output: 4 when pooled, else 1.
+    pub fn windows(&self) -> usize {
+        self.bias_multiplicity() as usize
+    }
+
+    /// Outputs per filter `n_i / f` (pooled positions, or positions; 1 for a dense layer).
+    pub fn output_positions(&self) -> usize {
+        self.width() / self.filters().max(1)
+    }
+
+    /// The im2col matrix of one sample for *position packing* (docs/DESIGN.md
+    /// "Convolutional layers", inference): row `q < output_positions()`, column
+    /// `d·c·k·k + u` holds the input under kernel column `u` at the `d`-th conv position
+    /// pooled into `q` (`d < windows()`), 0 on padding. Then output `(f, q)` is
+    /// `b[f]·windows + Σ_col W_ext[f, col]·M[q, col]` with `W_ext` the kernel matrix
+    /// repeated `windows()` times ([`LinearLayer::expanded_kernel`]): a dense product
+    /// whose "samples" are the output positions, packed in slots like samples.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `a` is not `n_{i−1}` long.
+    pub fn im2col(&self, a: &[i128]) -> Result<Array2<i128>> {
+        crate::conv::check_len("layer input", self.fan_in(), a.len())?;
+        let (cols, windows) = (self.columns(), self.windows());
+        let mut m = Array2::zeros((self.output_positions(), windows * cols));
+        for q in 0..self.output_positions() {
+            for d in 0..windows {
+                let p = match &self.pool {
+                    Some(pool) => pool.window(q).map_or(0, |w| w[d]),
+                    None => q,
+                };
+                for (u, i) in self.position_taps(p) {
+                    m[[q, d * cols + u]] = a[i];
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The kernel matrix `f × c·k·k` repeated `windows()` times side by side, the weights
+    /// of [`LinearLayer::im2col`]'s columns.
+    pub fn expanded_kernel<T: Clone>(&self, w: &Array2<T>) -> Array2<T> {
+        let (f, cols) = w.dim();
+        Array2::from_shape_fn((f, cols * self.windows()), |(j, c)| {
+            w[[j, c % cols]].clone()
+        })
     }
 
     /// The backward product over any value types: the errors `delta` of the (pooled)

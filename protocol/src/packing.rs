@@ -137,6 +137,35 @@ pub fn sample_packing(
     }
 }
 
+/// The *position packing* of a single-sample inference request for conv layer `layer`
+/// (docs/DESIGN.md "Convolutional layers", inference): the request carries the packed
+/// columns of [`LinearLayer::im2col`], output positions in signed slots of
+/// `forward_bound_bits(forward_terms − 1) + 1` bits, as many per ciphertext as fit; the
+/// answer one ciphertext per filter and group of positions. [`Packing::NONE`] for a dense
+/// layer, a layer outside the spec, or when fewer than two slots fit.
+pub fn position_packing(
+    spec: &ModelSpec,
+    scales: &Scales,
+    layer: usize,
+    client_key_bits: u64,
+) -> Packing {
+    let Ok(map) = LinearLayer::of(spec, layer) else {
+        return Packing::NONE;
+    };
+    if map.is_dense() {
+        return Packing::NONE;
+    }
+    let beta = forward_bound_bits(scales, map.forward_terms() - 1) + 1;
+    let k = (slots_per_plaintext(client_key_bits, beta) as usize).min(map.output_positions());
+    if k < 2 {
+        return Packing::NONE;
+    }
+    Packing {
+        samples_per_ciphertext: k as u32,
+        slot_bits: beta,
+    }
+}
+
 /// The sample packing of an inference request of `samples` samples (as
 /// [`sample_packing`]).
 pub fn inference_packing(

@@ -338,7 +338,6 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
     let (card, target) = match &c.target {
         InferTarget::Local { model } => {
             let file = ModelFile::load(model)?;
-            crate::model::check_encrypted(&file.model.spec, "--model")?;
             (file.card(), Resolved::Local(Box::new(file)))
         }
         InferTarget::Remote {
@@ -677,7 +676,6 @@ pub fn serve_model(
     c.keys.validate()?;
     let transport = c.net.transport()?;
     let file = ModelFile::load(&c.model)?;
-    crate::model::check_encrypted(&file.model.spec, "--model")?;
     let credentials = c.listen.load_credentials()?;
     let identity = c.listen.load_or_create_identity()?;
     let card_path = c.listen.state_dir.join(MODEL_CARD_FILE);

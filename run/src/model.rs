@@ -86,24 +86,6 @@ pub fn mask_name(m: MaskMode) -> &'static str {
     }
 }
 
-/// Refuses what encrypted inference (`infer`, `serve-model`) cannot do yet, before any
-/// key is generated: a model with conv layers (encrypted training and the plaintext
-/// reference train them; docs/DESIGN.md "Convolutional layers"). `option` names what
-/// brought the spec (`--model`).
-///
-/// # Errors
-/// [`RunError::InvalidOption`] naming `option`.
-pub fn check_encrypted(spec: &ModelSpec, option: &'static str) -> Result<()> {
-    if spec.is_dense() {
-        return Ok(());
-    }
-    Err(RunError::option(
-        option,
-        "encrypted inference of conv models is not implemented yet (encrypted conv \
-         training is); evaluate a conv model with `gelunet train --plaintext`",
-    ))
-}
-
 impl ModelOptions {
     /// The stop rule of the run (`gelunet_server::StopRule`, server/src/stop.rs):
     /// `--epochs` only → the epoch target; `--sessions` only → that many completed

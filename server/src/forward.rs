@@ -16,10 +16,8 @@
 
 use gelunet_paillier::{BigInt, Ciphertext, PublicKey};
 use gelunet_protocol::linear_layer::LinearLayer;
-use gelunet_protocol::mask::reduce_centered;
 use gelunet_protocol::messages::{ForwardRequest, ForwardResponse, Packing, ServerMessage};
 use gelunet_protocol::packing::{group_sizes, slot_sum};
-use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::linear;
@@ -102,30 +100,24 @@ impl Server {
             ("activations", |_, fan_in| fan_in),
             &m.activations,
         )?;
-        let n_c = pk.n();
         let mut out = Vec::with_capacity(width * groups.len());
         for (g, &size) in groups.iter().enumerate() {
             let cts = &m.activations[g * fan_in..(g + 1) * fan_in];
             let z = linear::forward(pk, &map, &ml.w, cts)?;
             // b~_f · mult · Σ_s 2^(β s), reduced mod N_c (b~_f itself without packing or
             // pooling); output o is of filter o / (width / f).
-            let s_sum = BigInt::from(slot_sum(size, m.packing.slot_bits))
+            let factor = BigInt::from(slot_sum(size, m.packing.slot_bits))
                 * BigInt::from(map.bias_multiplicity());
-            let per_filter = width / map.filters().max(1);
-            let biased = z
-                .par_iter()
-                .enumerate()
-                .map(|(o, c)| {
-                    let bj = &ml.b[o / per_filter.max(1)];
-                    let plain = if s_sum == BigInt::from(1u8) {
-                        bj.clone()
-                    } else {
-                        reduce_centered(&(bj * &s_sum), n_c)
-                    };
-                    pk.add_plain(c, &plain)
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            out.extend(biased);
+            let per_filter = map.output_positions().max(1);
+            let biases = ml.b.as_slice().unwrap_or(&[]);
+            expect_len("biases", map.filters(), biases.len())?;
+            out.extend(linear::add_biases(
+                pk,
+                z,
+                biases,
+                |o| o / per_filter,
+                &factor,
+            )?);
         }
         let l_count = self.config.spec.num_layers() as u32;
         let next = if m.layer < l_count {

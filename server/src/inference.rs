@@ -26,16 +26,17 @@
 //! within the bound, and an operator who cares must limit queries per client.
 
 use gelunet_paillier::{BigInt, PublicKey};
-use gelunet_protocol::mask::reduce_centered;
+use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::messages::{ClientHello, InferRequest, InferResponse, Packing};
 use gelunet_protocol::packing::{
-    group_sizes, inference_row_packing, sample_slot_bits, slot_sum, slots_per_plaintext,
+    group_sizes, inference_row_packing, position_packing, sample_slot_bits, slot_sum,
+    slots_per_plaintext,
 };
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::ValueKind;
-use rayon::prelude::*;
 
 use crate::error::{Result, ServerError};
+use crate::linear;
 use crate::role::{expect_len, to_big, Server, MAX_INFER_SAMPLES};
 
 impl Server {
@@ -91,10 +92,17 @@ impl Server {
             }
             .into());
         }
-        let (width, fan_in) = spec.layer_shape(req.layer as usize);
+        let (_, fan_in) = spec.layer_shape(req.layer as usize);
+        let map = LinearLayer::of(spec, req.layer as usize)?;
         let p = req.packing;
         let packed = p != Packing::NONE;
-        if packed {
+        // One sample through a conv layer, packed: output positions in the slots.
+        let positions = packed && req.samples == 1 && !map.is_dense();
+        if positions {
+            if p != position_packing(spec, scales, req.layer as usize, pk.bits()) {
+                return Err(ProtocolViolation::Packing { found: p }.into());
+            }
+        } else if packed {
             let beta = sample_slot_bits(spec, scales);
             let fits = slots_per_plaintext(pk.bits(), beta);
             if p.slot_bits != beta
@@ -106,9 +114,9 @@ impl Server {
         }
         let layer = &self.true_model()?.layers[req.layer as usize - 1];
         let biases = layer.b.as_slice().unwrap_or(&[]);
-        expect_len("biases", width, biases.len())?;
+        expect_len("biases", map.filters(), biases.len())?;
         let rows = if req.row_packing {
-            if packed {
+            if packed || !map.is_dense() {
                 return Err(ProtocolViolation::Packing { found: p }.into());
             }
             inference_row_packing(
@@ -122,26 +130,52 @@ impl Server {
         } else {
             Packing::NONE
         };
-        let groups = group_sizes(req.samples as usize, p.samples_per_ciphertext);
-        expect_len("activations", fan_in * groups.len(), req.activations.len())?;
+        // Position packing: groups of output positions over the im2col columns.
+        let (groups, per_group) = if positions {
+            (
+                group_sizes(map.output_positions(), p.samples_per_ciphertext),
+                map.windows() * map.columns(),
+            )
+        } else {
+            (
+                group_sizes(req.samples as usize, p.samples_per_ciphertext),
+                fan_in,
+            )
+        };
+        expect_len(
+            "activations",
+            per_group * groups.len(),
+            req.activations.len(),
+        )?;
         pk.validate_all(&req.activations)?;
         let w = to_big(&layer.w);
-        let n_c = pk.n();
+        let big_biases: Vec<BigInt> = biases.iter().map(|&b| BigInt::from(b)).collect();
+        let w_positions = positions.then(|| map.expanded_kernel(&w));
+        let mult = BigInt::from(map.bias_multiplicity());
+        let per_filter = map.output_positions().max(1);
         let mut out = Vec::new();
         for (g, &size) in groups.iter().enumerate() {
-            let cts = &req.activations[g * fan_in..(g + 1) * fan_in];
+            let cts = &req.activations[g * per_group..(g + 1) * per_group];
             let s = BigInt::from(slot_sum(size, p.slot_bits));
-            if rows == Packing::NONE {
-                let z = pk.matvec(w.view(), cts)?;
-                let z = z
-                    .par_iter()
-                    .zip(biases.par_iter())
-                    .map(|(c, &b)| {
-                        let plain = reduce_centered(&(BigInt::from(b) * &s), n_c);
-                        pk.add_plain(c, &plain)
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                out.extend(z);
+            if let Some(we) = &w_positions {
+                // One ciphertext per filter: its outputs at the group's positions.
+                let z = pk.matvec(we.view(), cts)?;
+                out.extend(linear::add_biases(
+                    pk,
+                    z,
+                    &big_biases,
+                    |f| f,
+                    &(&s * &mult),
+                )?);
+            } else if rows == Packing::NONE {
+                let z = linear::forward(pk, &map, &w, cts)?;
+                out.extend(linear::add_biases(
+                    pk,
+                    z,
+                    &big_biases,
+                    |o| o / per_filter,
+                    &(&s * &mult),
+                )?);
             } else {
                 // One sample: slots hold z_j + 2^(β−1) ≥ 0 (see `row_packing`).
                 let shift = BigInt::from(1u8) << (rows.slot_bits - 1);

@@ -23,6 +23,7 @@
 
 use gelunet_paillier::{BigInt, BigUint, Ciphertext, PublicKey};
 use gelunet_protocol::linear_layer::LinearLayer;
+use gelunet_protocol::mask::reduce_centered;
 use ndarray::{Array2, Axis};
 use num_traits::One;
 use rayon::prelude::*;
@@ -129,6 +130,35 @@ pub(crate) fn transpose(
         .map(|c| match c {
             Some(c) => Ok(c),
             None => Ok(pk.ciphertext_from_raw(BigUint::one())?),
+        })
+        .collect()
+}
+
+/// `[z_o] ⊕ b_{f(o)}·mult·S` for every output `o` of `layer` (Alg. 1's biases, each
+/// entering `mult` times per output, [`LinearLayer::bias_multiplicity`]; `S = Σ_s 2^(β s)`
+/// over the group's slots, 1 unpacked), the plaintext reduced mod `N_c`. `filter_of(o)`
+/// names the bias of output `o`.
+///
+/// # Errors
+/// Ciphertext errors.
+pub(crate) fn add_biases(
+    pk: &PublicKey,
+    z: Vec<Ciphertext>,
+    biases: &[BigInt],
+    filter_of: impl Fn(usize) -> usize + Sync,
+    factor: &BigInt,
+) -> Result<Vec<Ciphertext>> {
+    let one = BigInt::one();
+    z.into_par_iter()
+        .enumerate()
+        .map(|(o, c)| {
+            let b = &biases[filter_of(o)];
+            let plain = if factor == &one {
+                b.clone()
+            } else {
+                reduce_centered(&(b * factor), pk.n())
+            };
+            Ok(pk.add_plain(&c, &plain)?)
         })
         .collect()
 }

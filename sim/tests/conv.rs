@@ -107,3 +107,65 @@ fn unpacked_conv_training_is_exact_too() {
     cfg.packing = false;
     run_exact(cfg, 2);
 }
+
+/// Encrypted inference of a trained conv model (both conv layers pooled or strided and
+/// padded) equals the plaintext model's predictions and probabilities, for one sample
+/// (output positions packed in slots) and batches, with every packing on or off.
+#[test]
+fn conv_inference_equals_the_plaintext_model() {
+    use gelunet_client::{InferenceClient, InferenceConfig};
+    use gelunet_protocol::math::softmax_in_place;
+    use gelunet_protocol::messages::{ClientMessage, Packing};
+    use gelunet_protocol::Dataset;
+    use gelunet_sim::{infer, synthetic_blobs};
+    use ndarray::Axis;
+
+    for spec in [pooled_first(), two_convs()] {
+        let (mut sim, _) = build(
+            fixed_two(test_config(spec.clone(), 2, MaskMode::default())),
+            2,
+            12,
+        );
+        sim.run_sessions(2).unwrap();
+        let server = sim.server();
+        let scales = server.config().scales;
+        let model = server.model().unwrap();
+        let (x, y) = synthetic_blobs(9, spec.inputs(), spec.classes(), 0.5, 77);
+        let q = Dataset::quantize(x.view(), &y, spec.classes(), &scales).unwrap();
+        for (packing, rows) in [(true, true), (false, false), (true, false), (false, true)] {
+            let mut client = InferenceClient::new(
+                InferenceConfig {
+                    randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible {
+                        seed: 5,
+                    },
+                    allow_test_keys: true,
+                    packing,
+                    row_packing: rows,
+                },
+                key(4),
+                &server.hello(),
+            )
+            .unwrap();
+            // A single sample's first request packs the conv layer's output positions.
+            let ClientMessage::Infer(first) = client.start(&x.select(Axis(0), &[0])).unwrap()
+            else {
+                panic!("not an inference request");
+            };
+            assert_eq!(first.packing != Packing::NONE, rows, "{spec:?}");
+            client.cancel();
+            for n in [1usize, 5, 9] {
+                let idx: Vec<usize> = (0..n).collect();
+                let (pred, probs) = infer(server, &mut client, &x.select(Axis(0), &idx)).unwrap();
+                let xq = q.x.select(Axis(0), &idx);
+                assert_eq!(
+                    pred,
+                    model.predict(&scales, xq.view()).unwrap(),
+                    "{n} samples"
+                );
+                let mut want = model.logits(&scales, xq.view()).unwrap();
+                want.rows_mut().into_iter().for_each(softmax_in_place);
+                assert_eq!(probs, want, "{n} samples, packing {packing}, rows {rows}");
+            }
+        }
+    }
+}
