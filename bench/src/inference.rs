@@ -199,15 +199,15 @@ pub(crate) struct GeluEndpoints {
     pub(crate) cfg: ServerConfig,
 }
 
-/// Builds [`GeluEndpoints`] for a sigmoid network of `widths` serving `trained` (or its
-/// Xavier initialization): Paillier keys of `key_bits` (seeds 901, 902), row packing.
+/// Builds [`GeluEndpoints`] for a network of `spec` serving `trained` (or its Xavier
+/// initialization): Paillier keys of `key_bits` (seeds 901, 902), row packing (position
+/// packing for conv layers).
 pub(crate) fn gelu_endpoints(
     key_bits: u64,
     allow_test_keys: bool,
-    widths: Vec<usize>,
+    spec: ModelSpec,
     trained: Option<FixedModel>,
 ) -> Result<GeluEndpoints> {
-    let spec = ModelSpec::new(widths, Activation::Sigmoid);
     let mut cfg = ServerConfig::new(spec, 0.05, 1);
     // Inference uses the model in the clear: the paper's server holds it.
     cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
@@ -287,37 +287,73 @@ fn run_gelu(
         mut client,
         key,
         cfg,
-    } = gelu_endpoints(config.key_bits, config.allow_test_keys, widths, trained)?;
-    let scales = cfg.scales;
-    let all = Dataset::quantize(prep.test_x.view(), &prep.test_y, prep.classes, &scales)?;
-    let n = arch.gelu_batch.min(all.len());
+    } = gelu_endpoints(
+        config.key_bits,
+        config.allow_test_keys,
+        ModelSpec::new(widths, Activation::Sigmoid),
+        trained,
+    )?;
+    let all = Dataset::quantize(prep.test_x.view(), &prep.test_y, prep.classes, &cfg.scales)?;
+    let mut t = time_gelu(
+        &server,
+        &mut client,
+        &key,
+        &all,
+        (arch.reps, arch.gelu_batch),
+    )?;
+    t.note = format!(
+        "median of {} single-sample runs, row packing; online: the {} obfuscators of one inference precomputed by the client; batch with sample packing; server model = {served}; client key prepared once, excluded; {} rayon threads",
+        arch.reps,
+        client.obfuscators_per_inference(1),
+        rayon::current_num_threads()
+    );
+    Ok(t)
+}
+
+/// Times GELU-Net's encrypted inference on the quantized samples `all`: a warm-up, the
+/// median of `reps` single samples on the spot and `reps` online (the client's
+/// obfuscators of one inference precomputed, timed apart), then one batch of
+/// `batch` samples; every prediction checked against the server's model in the clear.
+/// The note is left empty for the caller.
+///
+/// # Errors
+/// Inference and model errors.
+pub(crate) fn time_gelu(
+    server: &Server,
+    client: &mut InferenceClient,
+    key: &gelunet_paillier::PublicKey,
+    all: &Dataset,
+    (reps, batch_size): (usize, usize),
+) -> Result<Timing> {
+    let scales = server.config().scales;
+    let n = batch_size.min(all.len());
     let batch = rows(&all.x, 0, n);
     let one = rows(&all.x, 0, 1);
     let model = server.true_model()?;
     let mut ok = true;
     // Warm-up (tables, caches), then the timed single-sample runs.
-    let (_, p) = gelu_infer(&server, &mut client, &key, &one)?;
+    let (_, p) = gelu_infer(server, client, key, &one)?;
     ok &= p == model.predict(&scales, one.view())?;
-    let mut singles = Vec::with_capacity(arch.reps);
-    for r in 0..arch.reps {
+    let mut singles = Vec::with_capacity(reps);
+    for r in 0..reps {
         let row = rows(&all.x, r % all.len(), 1);
-        let (secs, p) = gelu_infer(&server, &mut client, &key, &row)?;
+        let (secs, p) = gelu_infer(server, client, key, &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         singles.push(secs);
     }
     // Online: the client's obfuscators for one inference computed beforehand.
     let per = client.obfuscators_per_inference(1);
     let (mut online, mut offline) = (Vec::new(), Vec::new());
-    for r in 0..arch.reps {
+    for r in 0..reps {
         let row = rows(&all.x, r % all.len(), 1);
         let t = Instant::now();
         client.precompute_obfuscators(per);
         offline.push(t.elapsed().as_secs_f64());
-        let (secs, p) = gelu_infer(&server, &mut client, &key, &row)?;
+        let (secs, p) = gelu_infer(server, client, key, &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         online.push(secs);
     }
-    let (batch_secs, p) = gelu_infer(&server, &mut client, &key, &batch)?;
+    let (batch_secs, p) = gelu_infer(server, client, key, &batch)?;
     ok &= p == model.predict(&scales, batch.view())?;
     #[allow(clippy::cast_precision_loss)]
     let per = batch_secs / n as f64;
@@ -330,11 +366,7 @@ fn run_gelu(
         batch_per_sample_secs: per,
         predictions_match_plaintext: ok,
         full_batch_per_sample_secs: None,
-        note: format!(
-            "median of {} single-sample runs, row packing; online: the {per} obfuscators of one inference precomputed by the client; batch with sample packing; server model = {served}; client key prepared once, excluded; {} rayon threads",
-            arch.reps,
-            rayon::current_num_threads()
-        ),
+        note: String::new(),
     })
 }
 

@@ -16,6 +16,7 @@
 
 pub mod accuracy;
 pub mod activation;
+pub mod conv_table;
 pub mod error;
 pub mod inference;
 pub mod paillier_throughput;
@@ -81,7 +82,7 @@ pub struct PaperConfig {
     pub data_dir: PathBuf,
     /// Small sizes for tests (test keys allowed, few epochs, Iris only).
     pub quick: bool,
-    /// Parts to run (1–5).
+    /// Parts to run (1–6).
     pub parts: Vec<u8>,
     /// Seeds for part 2 (default 5, quick 1).
     pub seeds: Option<usize>,
@@ -166,6 +167,8 @@ pub struct PaperReport {
     pub inference: Option<InferenceReport>,
     /// Part 5.
     pub schemes: Option<schemes::SchemesReport>,
+    /// Part 6 (conv networks, paper Table 4).
+    pub conv: Option<conv_table::ConvReport>,
     /// Parts that failed, with the error.
     pub failures: Vec<(u8, String)>,
 }
@@ -312,9 +315,9 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
             "--key-bits {key_bits} is below 2048: test-size keys need --quick or --insecure-test-keys"
         )));
     }
-    if let Some(p) = config.parts.iter().find(|p| !(1..=5).contains(*p)) {
+    if let Some(p) = config.parts.iter().find(|p| !(1..=6).contains(*p)) {
         return Err(BenchError::Config(format!(
-            "unknown part {p} (parts are 1, 2, 3, 4, 5)"
+            "unknown part {p} (parts are 1, 2, 3, 4, 5, 6)"
         )));
     }
     let seeds = config.seeds.unwrap_or(if quick { 1 } else { 5 });
@@ -345,6 +348,7 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
         activation: None,
         inference: None,
         schemes: None,
+        conv: None,
         failures: Vec::new(),
     };
     let out = config.out_dir.as_path();
@@ -377,7 +381,8 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
                     .map(|r| report.activation = Some(r))
             }
             4 => inference::run(&part_config, &log).map(|r| report.inference = Some(r)),
-            _ => schemes::run(&part_config, &log).map(|r| report.schemes = Some(r)),
+            5 => schemes::run(&part_config, &log).map(|r| report.schemes = Some(r)),
+            _ => conv_table::run(&part_config, &log).map(|r| report.conv = Some(r)),
         };
         if let Err(e) = r {
             log(&format!("part {part} failed: {e}"));

@@ -376,6 +376,15 @@ pub fn markdown(r: &PaperReport) -> String {
         o.push('\n');
     }
 
+    if let Some(conv) = &r.conv {
+        let _ = writeln!(
+            o,
+            "## 6. Convolutional networks: Conv-1 and LeNet-5 (paper Table 4)\n"
+        );
+        o.push_str(&crate::conv_table::markdown(conv));
+        o.push('\n');
+    }
+
     if !r.failures.is_empty() {
         let _ = writeln!(o, "## Parts that failed\n");
         for (p, e) in &r.failures {

@@ -314,7 +314,12 @@ fn gelu_row(
         mut client,
         key,
         cfg,
-    } = gelu_endpoints(config.key_bits, config.allow_test_keys, widths, model)?;
+    } = gelu_endpoints(
+        config.key_bits,
+        config.allow_test_keys,
+        gelunet_protocol::ModelSpec::new(widths, gelunet_protocol::Activation::Sigmoid),
+        model,
+    )?;
     let scales = cfg.scales;
     let all = Dataset::quantize(prep.test_x.view(), &prep.test_y, prep.classes, &scales)?;
     let truth = server.true_model()?;

@@ -15,6 +15,7 @@ fn config(protocol: Protocol) -> TrainBenchConfig {
         data_dir: gelunet_datasets::workspace_data_dir(Path::new(env!("CARGO_MANIFEST_DIR"))),
         dataset: "iris".into(),
         hidden: vec![5],
+        arch: None,
         clients: 3,
         batch: 4,
         sessions: 2,
@@ -98,4 +99,38 @@ fn train_bench_refuses_empty_runs() {
         ..config(Protocol::V2)
     });
     assert!(r.is_err());
+}
+
+/// `--arch`: a small conv net on MNIST trains encrypted, equal to the reference, and the
+/// report names it; data that is not a square image is refused before any key.
+#[test]
+fn train_bench_runs_a_conv_architecture() {
+    let arch: gelunet_protocol::arch::Arch = "conv5x5s3:2,meanpool,relu,dense:10".parse().unwrap();
+    let c = TrainBenchConfig {
+        dataset: "mnist".into(),
+        arch: Some(arch.clone()),
+        batch: 2,
+        sessions: 1,
+        mnist: MnistLimits {
+            train: 60,
+            test: 10,
+        },
+        ..config(Protocol::V2)
+    };
+    let r = run_train(&c).unwrap();
+    assert!(r.identical_to_reference);
+    assert_eq!(r.arch.as_deref(), Some(arch.to_string().as_str()));
+    // 28×28, 5×5 stride 3: 8×8 positions pooled to 4×4, two filters.
+    assert_eq!(r.widths, vec![784, 32, 10]);
+    assert!(render(&r).contains(&arch.to_string()));
+    let bad = TrainBenchConfig {
+        dataset: "pima".into(),
+        arch: Some(arch),
+        ..config(Protocol::V2)
+    };
+    let err = run_train(&bad).unwrap_err();
+    assert!(
+        matches!(err, BenchError::Config(_)) && err.to_string().contains("square"),
+        "{err}"
+    );
 }

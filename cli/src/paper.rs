@@ -26,8 +26,9 @@ pub struct PaperArgs {
     pub insecure_test_keys: bool,
     /// Parts to run: 1 = training stability (Fig. 3), 2 = accuracy (Table 3), 3 = cost of
     /// one activation (Table 1), 4 = inference latency and throughput (Table 5), 5 = the
-    /// other schemes of the seed papers (PROUD, SecureNets, complement and partition).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+    /// other schemes of the seed papers (PROUD, SecureNets, complement and partition),
+    /// 6 = convolutional networks, Conv-1 and LeNet-5 against CryptoNets (Table 4).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
     pub parts: Vec<u8>,
     /// Seeds for the accuracy table (default 5; 1 with `--quick`; at most 2 for MNIST).
     #[arg(long)]
