@@ -13,7 +13,10 @@
 //!
 //! Batches use sample packing ([`gelunet_protocol::packing::inference_packing`]); a
 //! single sample asks for row packing, so the client decrypts one ciphertext per layer
-//! (about `⌈m·β/(|N| − 2)⌉` for a layer of width `m`). The arithmetic is the fixed-point
+//! (about `⌈m·β/(|N| − 2)⌉` for a layer of width `m`); through a conv layer it sends
+//! the layer's im2col columns packed by output positions and gets one ciphertext per
+//! filter and group of positions ([`gelunet_protocol::packing::position_packing`]).
+//! The arithmetic is the fixed-point
 //! arithmetic of the training ([`gelunet_protocol::math`]), so the predictions equal the
 //! plaintext model's on the same fixed-point inputs.
 //!

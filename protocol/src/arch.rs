@@ -1,7 +1,7 @@
 //! Network architectures with convolutional layers: a layer syntax, the paper's named
 //! networks, and shape inference (paper §5 and Table 4; docs/DESIGN.md "Convolutional
-//! layers"). For a future `--arch` flag; not yet wired into the protocol, the roles or
-//! the command line, which still train [`crate::ModelSpec`]'s dense networks.
+//! layers"). `--arch` on `train`, `serve` and `bench train` takes it; a spec is built with
+//! [`crate::ModelSpec::from_arch`].
 //!
 //! # Syntax
 //! An architecture is a named network or a comma-separated list of layers, input first;

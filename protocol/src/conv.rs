@@ -2,8 +2,8 @@
 //! convolution, transposed convolution and kernel gradients (paper §4 end and §5,
 //! Table 4; docs/DESIGN.md "Convolutional layers").
 //!
-//! Not yet wired into the protocol, the roles or the command line: this is the index
-//! logic and the plaintext integer arithmetic they will share.
+//! The index logic and the plaintext integer arithmetic the reference, the client's
+//! unmasking and the server's products share (through [`crate::linear_layer`]).
 //!
 //! # Layout
 //! Every tensor is a flat slice in channel-major, row-major order (PyTorch's NCHW for one

@@ -3,7 +3,8 @@
 //! [`crate::math::FixedModel`] (docs/DESIGN.md "Convolutional layers", "Fixed-point
 //! numbers"). [`crate::math::FixedModel`] runs it for specs with conv layers
 //! ([`ModelSpec::from_arch`]), so the reference trainer and `gelunet train --plaintext
-//! --arch` train through it; the encrypted roles do not run conv layers yet.
+//! --arch` train through it; the encrypted roles run the same per-layer math
+//! ([`layer_gradients_of`], [`crate::math::activate_at`], [`crate::math::hidden_error_at`]).
 //!
 //! A dense layer of `u` units on a `c×h×w` input is the `1×1` convolution of `u` filters
 //! on the flattened `(c·h·w)×1×1` input (its flat kernel is the `u × n` row-major

@@ -7,7 +7,7 @@
 //! mean at `2^(f+2)`, so pooling moves a tensor to the next scale but two
 //! ([`POOL_SCALE_BITS`]) and stays exact. Backward, `∂mean/∂x = ¼`: an error `δ` of the
 //! pooled mean at `2^fd` is, copied to each of the window's four inputs, their error at
-//! `2^(fd+2)`. Not yet wired into the protocol, the roles or the command line.
+//! `2^(fd+2)`. The server pools ciphertexts through [`crate::linear_layer`].
 //!
 //! Layout as [`crate::conv`]: input `c × h × w`, output `c × h/2 × w/2`, flat,
 //! channel-major, row-major.

@@ -8,7 +8,12 @@
 //! outputs of a sample into `⌈m·β/(|N_c| − 2)⌉` ciphertexts by Horner
 //! (`acc ← acc^{2^β} ⊕ [z_j + 2^(β−1)]`, `β` squarings and one multiplication per row,
 //! [`PublicKey::matvec_row_packed`]), so the client decrypts one ciphertext per layer
-//! instead of `m`.
+//! instead of `m`. A conv layer runs through [`crate::linear`] (one product per output
+//! position, pooled, `b·4` for a pooled output); one sample through a conv layer comes
+//! *position-packed* (`samples = 1` with a packing,
+//! [`gelunet_protocol::packing::position_packing`]): the client's im2col columns packed
+//! by groups of output positions, multiplied by the kernel matrix repeated once per pooling
+//! window, one answer per filter and group (docs/DESIGN.md "Convolutional layers").
 //!
 //! 1. *Private input* (server): the true model `W_i, b_i`.
 //! 2. *Private input* (client): its inputs `a_{i−1}` and `SK_c`.

@@ -1,5 +1,6 @@
 //! Single-sample encrypted-inference latency (paper Alg. 1 with the trained model) for
-//! Dense(12) `[4, 12, 3]` and Dense(300) `[784, 300, 10]` with random (Xavier) weights,
+//! Dense(12) `[4, 12, 3]` and Dense(300) `[784, 300, 10]` (and the conv networks `conv1`
+//! and `lenet5` on 1×28×28, position-packed, when named) with random (Xavier) weights,
 //! on one thread and on rayon's whole pool, with and without row packing; plus the
 //! throughput of a sample-packed batch. `online` is the latency when the client computed
 //! the obfuscators of the inference beforehand
@@ -8,7 +9,7 @@
 //!
 //! ```text
 //! cargo run --release -p gelunet-sim --example inference_latency -- \
-//!     [--key-bits 2048] [--runs 5] [--batch 16] [--models 12,300]
+//!     [--key-bits 2048] [--runs 5] [--batch 16] [--models 12,300,conv1,lenet5]
 //! ```
 
 mod common;
@@ -30,7 +31,7 @@ struct Args {
     key_bits: u64,
     runs: usize,
     batch: usize,
-    models: Vec<usize>,
+    models: Vec<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -38,14 +39,14 @@ fn parse() -> Result<Args, String> {
         key_bits: 2048,
         runs: 5,
         batch: 16,
-        models: vec![12, 300],
+        models: vec!["12".into(), "300".into()],
     };
     parse_flags(|flag, val| {
         match flag {
             "--key-bits" => a.key_bits = number(&val()?)?,
             "--runs" => a.runs = number(&val()?)?,
             "--batch" => a.batch = number(&val()?)?,
-            "--models" => a.models = val()?.split(',').map(number).collect::<Result<_, _>>()?,
+            "--models" => a.models = val()?.split(',').map(String::from).collect(),
             other => return Err(format!("unknown argument {other}")),
         }
         Ok(())
@@ -124,13 +125,30 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "CPU/inference",
         "online"
     );
-    for &hidden in &args.models {
-        let widths = if hidden == 300 {
-            vec![784, 300, 10]
-        } else {
-            vec![4, hidden, 3]
+    for model in &args.models {
+        let (spec, label) = match gelunet_protocol::arch::Arch::named(model) {
+            Some(arch) => {
+                let input = gelunet_protocol::conv::Shape {
+                    channels: 1,
+                    height: 28,
+                    width: 28,
+                };
+                (ModelSpec::from_arch(&arch, input)?, model.clone())
+            }
+            None => {
+                let hidden: usize = number(model)?;
+                let widths = if hidden == 300 {
+                    vec![784, 300, 10]
+                } else {
+                    vec![4, hidden, 3]
+                };
+                (
+                    ModelSpec::new(widths, Activation::Sigmoid),
+                    format!("Dense({hidden})"),
+                )
+            }
         };
-        let spec = ModelSpec::new(widths.clone(), Activation::Sigmoid);
+        let widths = spec.widths.clone();
         let mut cfg = ServerConfig::new(spec, 0.1, 1);
         cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
         cfg.insecure = InsecureOptions {
@@ -140,7 +158,6 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let server = Server::new(cfg, server_key.clone())?;
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let x = Array2::from_shape_fn((1, widths[0]), |_| rng.gen_range(-1.0..1.0));
-        let label = format!("Dense({hidden})");
         for row_packing in [true, false] {
             let mut client = InferenceClient::new(
                 InferenceConfig {

@@ -169,3 +169,88 @@ fn conv_inference_equals_the_plaintext_model() {
         }
     }
 }
+
+/// Bad position-packed requests and answers are typed violations on either side: another
+/// slot layout, a missing ciphertext, row packing asked of a conv layer, an answer with a
+/// ciphertext too few or a row packing it did not ask for.
+#[test]
+fn bad_position_packed_requests_and_answers_are_typed_violations() {
+    use gelunet_client::{ClientError, InferenceClient, InferenceConfig};
+    use gelunet_protocol::messages::{ClientMessage, InferRequest, Packing, ServerMessage};
+    use gelunet_protocol::ProtocolViolation;
+    use gelunet_server::ServerError;
+    use gelunet_sim::synthetic_blobs;
+
+    let spec = two_convs();
+    let (mut sim, _) = build(
+        fixed_two(test_config(spec.clone(), 2, MaskMode::default())),
+        1,
+        12,
+    );
+    sim.run_sessions(1).unwrap();
+    let server = sim.server();
+    let mut client = InferenceClient::new(
+        InferenceConfig {
+            randomness: gelunet_protocol::randomness::Randomness::InsecureReproducible { seed: 5 },
+            allow_test_keys: true,
+            packing: true,
+            row_packing: true,
+        },
+        key(4),
+        &server.hello(),
+    )
+    .unwrap();
+    let key = server.inference_key(&client.hello()).unwrap();
+    let (x, _) = synthetic_blobs(1, spec.inputs(), spec.classes(), 0.5, 9);
+    let ClientMessage::Infer(req) = client.start(&x).unwrap() else {
+        panic!("not an inference request")
+    };
+    assert_ne!(
+        req.packing,
+        Packing::NONE,
+        "one sample through a conv layer: positions packed"
+    );
+    let violation = |r: InferRequest| match server.infer(&key, &r).unwrap_err() {
+        ServerError::Violation(v) => v,
+        other => panic!("not a violation: {other}"),
+    };
+    let narrower = Packing {
+        slot_bits: req.packing.slot_bits - 1,
+        ..req.packing
+    };
+    for bad in [
+        InferRequest {
+            packing: narrower,
+            ..req.clone()
+        },
+        InferRequest {
+            row_packing: true,
+            ..req.clone()
+        },
+    ] {
+        assert!(matches!(violation(bad), ProtocolViolation::Packing { .. }));
+    }
+    let mut short = req.clone();
+    short.activations.pop();
+    assert!(matches!(violation(short), ProtocolViolation::Shape { .. }));
+    // The client's side: a short answer, then a row packing it did not ask for.
+    let answer = server.infer(&key, &req).unwrap();
+    let mut short = answer.clone();
+    short.pre_activations.pop();
+    let e = client.handle(&ServerMessage::Inferred(short)).unwrap_err();
+    assert!(
+        matches!(e, ClientError::Violation(ProtocolViolation::Shape { .. })),
+        "{e}"
+    );
+    let rows = gelunet_protocol::messages::InferResponse {
+        row_packing: req.packing,
+        ..answer.clone()
+    };
+    let e = client.handle(&ServerMessage::Inferred(rows)).unwrap_err();
+    assert!(
+        matches!(e, ClientError::Violation(ProtocolViolation::Packing { .. })),
+        "{e}"
+    );
+    // Nothing changed: the real answer still goes through.
+    assert!(client.handle(&ServerMessage::Inferred(answer)).is_ok());
+}
