@@ -30,12 +30,13 @@ use gelunet_baselines::square_conv_bfv::{measure_square_conv, SquareConvMeasurem
 use gelunet_plot::{bar_figure, BarGroup};
 use gelunet_protocol::arch::Arch;
 use gelunet_protocol::conv::Shape;
-use gelunet_protocol::{Dataset, FixedModel, ReferenceTrainer, ValueKind};
+use gelunet_protocol::{Dataset, FixedModel};
 use serde::Serialize;
 
 use crate::error::{BenchError, Result};
 use crate::inference::{gelu_endpoints, time_gelu, PartConfig, Timing};
-use crate::pipeline::{prepare, quantize_shares, Prepared, Schedule, TrainSetup};
+use crate::pipeline::{prepare, Prepared, Schedule, TrainSetup};
+use crate::runs::reference_trainer;
 use crate::{mnist_limits, CLIENTS};
 
 /// The paper's Table 4 row of one network.
@@ -163,17 +164,7 @@ fn train_reference(
     setup: &TrainSetup,
     samples: usize,
 ) -> Result<(FixedModel, usize)> {
-    let spec = setup.spec()?;
-    let scales = setup.scales();
-    let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
-    let mut reference = ReferenceTrainer::new(
-        &spec,
-        scales,
-        setup.model_seed(),
-        eta,
-        setup.batch,
-        quantize_shares(&prep.shares, prep.classes, &scales)?,
-    )?;
+    let mut reference = reference_trainer(prep, setup)?;
     let mut schedule = Schedule::new(setup, &prep.shares)?;
     let mut done = 0;
     while done < samples {

@@ -61,6 +61,24 @@ pub fn fixed_accuracy(
     Ok(model.accuracy(scales, d.x.view(), &d.labels)?)
 }
 
+/// The fixed-point reference trainer of `setup` on `prep`'s client shares (the model
+/// every encrypted run of `setup` must equal).
+///
+/// # Errors
+/// Spec, scale and data errors.
+pub(crate) fn reference_trainer(prep: &Prepared, setup: &TrainSetup) -> Result<ReferenceTrainer> {
+    let scales = setup.scales();
+    let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
+    Ok(ReferenceTrainer::new(
+        &setup.spec()?,
+        scales,
+        setup.model_seed(),
+        eta,
+        setup.batch,
+        quantize_shares(&prep.shares, prep.classes, &scales)?,
+    )?)
+}
+
 /// The outcome of [`train_side_by_side`].
 #[derive(Debug)]
 pub struct SideBySide {
@@ -349,15 +367,7 @@ pub fn encrypted_run_with(
     }
     let keygen_secs = t.elapsed().as_secs_f64();
     let mut sim = Simulation::new(server, clients)?;
-    let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
-    let mut reference = ReferenceTrainer::new(
-        &spec,
-        scales,
-        setup.model_seed(),
-        eta,
-        setup.batch,
-        quantize_shares(&prep.shares, prep.classes, &scales)?,
-    )?;
+    let mut reference = reference_trainer(prep, setup)?;
     let total = session_count(prep, setup)?;
     let sessions = max_sessions.map_or(total, |m| m.min(total));
     let mut schedule = Schedule::new(setup, &prep.shares)?;

@@ -483,16 +483,7 @@ impl InferenceClient {
         } else {
             group_sizes(width, expected_rows.samples_per_ciphertext).len()
         };
-        let count = per_group * groups.len();
-        if r.pre_activations.len() != count {
-            return Err(ProtocolViolation::Shape {
-                what: "inference pre-activations",
-                expected: count,
-                found: r.pre_activations.len(),
-            }
-            .into());
-        }
-        let raw = self.decrypt_own(&r.pre_activations)?;
+        let raw = self.decrypt_counted(&r.pre_activations, per_group * groups.len())?;
         let n = pk.n();
         let mut z = Array2::<i128>::zeros((samples, width));
         let kind = ValueKind::PreActivation;
@@ -527,16 +518,7 @@ impl InferenceClient {
 
     /// The linear map of layer `i ∈ 1..=L`.
     fn layer(&self, i: usize) -> Result<&LinearLayer> {
-        i.checked_sub(1)
-            .and_then(|j| self.layers.get(j))
-            .ok_or_else(|| {
-                ProtocolViolation::Shape {
-                    what: "layers",
-                    expected: self.layers.len(),
-                    found: i,
-                }
-                .into()
-            })
+        crate::role::layer_at(&self.layers, i)
     }
 
     /// A position-packed answer (one sample, conv layer `map`): `f` ciphertexts per group
@@ -557,16 +539,7 @@ impl InferenceClient {
         let q = map.output_positions();
         let groups = group_sizes(q, p.packing.samples_per_ciphertext);
         let f = map.filters();
-        let count = f * groups.len();
-        if r.pre_activations.len() != count {
-            return Err(ProtocolViolation::Shape {
-                what: "inference pre-activations",
-                expected: count,
-                found: r.pre_activations.len(),
-            }
-            .into());
-        }
-        let raw = self.decrypt_own(&r.pre_activations)?;
+        let raw = self.decrypt_counted(&r.pre_activations, f * groups.len())?;
         let n = self.key.public_key().n();
         let mut z = Array2::<i128>::zeros((1, map.width()));
         let mut start = 0;
@@ -583,6 +556,22 @@ impl InferenceClient {
             start += size;
         }
         Ok(z)
+    }
+
+    /// [`InferenceClient::decrypt_own`] of an answer that must hold `count` ciphertexts.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::Shape`] for another count; ciphertext errors.
+    fn decrypt_counted(&self, cs: &[Ciphertext], count: usize) -> Result<Vec<BigUint>> {
+        if cs.len() != count {
+            return Err(ProtocolViolation::Shape {
+                what: "inference pre-activations",
+                expected: count,
+                found: cs.len(),
+            }
+            .into());
+        }
+        self.decrypt_own(cs)
     }
 
     /// Blinded decryption of the server's answers (as [`crate::Client`]'s, docs/DESIGN.md

@@ -195,17 +195,23 @@ impl Setup {
     /// [`ProtocolViolation::Shape`] for a layer outside the spec (a checked header never
     /// has one).
     pub(crate) fn layer(&self, i: usize) -> Result<&LinearLayer> {
-        i.checked_sub(1)
-            .and_then(|j| self.layers.get(j))
-            .ok_or_else(|| {
-                ProtocolViolation::Shape {
-                    what: "layers",
-                    expected: self.layers.len(),
-                    found: i,
-                }
-                .into()
-            })
+        layer_at(&self.layers, i)
     }
+}
+
+/// Layer `i ∈ 1..=L` of `layers` (index `i − 1`).
+///
+/// # Errors
+/// [`ProtocolViolation::Shape`] for `i` outside `1..=L`.
+pub(crate) fn layer_at(layers: &[LinearLayer], i: usize) -> Result<&LinearLayer> {
+    i.checked_sub(1).and_then(|j| layers.get(j)).ok_or_else(|| {
+        ProtocolViolation::Shape {
+            what: "layers",
+            expected: layers.len(),
+            found: i,
+        }
+        .into()
+    })
 }
 
 /// What the session waits for from the server.

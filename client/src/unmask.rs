@@ -44,6 +44,17 @@ pub(crate) struct Target<'a> {
 /// its samples: one value per output.
 type Terms<'f> = dyn Fn(&[BigUint], &BigUint) -> Result<Vec<BigUint>> + Sync + 'f;
 
+/// The ledger's `f × c·k·k` masks as the flat kernel the index map walks.
+fn flat(rw: &Array2<BigUint>) -> Result<&[BigUint]> {
+    Ok(rw
+        .as_slice()
+        .ok_or(gelunet_protocol::Error::ShapeMismatch {
+            what: "ledger layout",
+            expected: "standard layout".into(),
+            found: "strided".into(),
+        })?)
+}
+
 /// Forward (Alg. 4): the term `pool(conv(P, R^w) + R^b·S)` of every output of `layer`
 /// (dense: `R^w·P + R^b·S`), outputs in parallel.
 pub(crate) fn forward_terms<'f>(
@@ -51,13 +62,7 @@ pub(crate) fn forward_terms<'f>(
     rw: &'f Array2<BigUint>,
     rb: &'f Array1<BigUint>,
 ) -> Result<Box<Terms<'f>>> {
-    let kernel = rw
-        .as_slice()
-        .ok_or(gelunet_protocol::Error::ShapeMismatch {
-            what: "ledger layout",
-            expected: "standard layout".into(),
-            found: "strided".into(),
-        })?;
+    let kernel = flat(rw)?;
     Ok(Box::new(move |packed: &[BigUint], s_sum: &BigUint| {
         (0..layer.width())
             .into_par_iter()
@@ -91,13 +96,7 @@ pub(crate) fn backward_terms<'f>(
     layer: &'f LinearLayer,
     rw: &'f Array2<BigUint>,
 ) -> Result<Box<Terms<'f>>> {
-    let kernel = rw
-        .as_slice()
-        .ok_or(gelunet_protocol::Error::ShapeMismatch {
-            what: "ledger layout",
-            expected: "standard layout".into(),
-            found: "strided".into(),
-        })?;
+    let kernel = flat(rw)?;
     Ok(Box::new(move |packed: &[BigUint], _: &BigUint| {
         if layer.is_dense() {
             return Ok((0..rw.ncols())
