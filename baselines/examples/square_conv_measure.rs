@@ -23,6 +23,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.arch, t.samples, t.prepare_secs, t.encrypt_secs, t.infer_secs, t.decrypt_secs,
             t.latency_secs(), t.per_sample_secs(), t.correct
         );
+        let steps: Vec<String> = t
+            .steps
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2} s"))
+            .collect();
+        println!(
+            "  squares at levels {:?}; {}",
+            t.square_levels,
+            steps.join(", ")
+        );
     }
     println!("{}", m.batch.parameters);
     Ok(())
