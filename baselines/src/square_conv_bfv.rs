@@ -306,15 +306,7 @@ impl SquareConvNetBfv {
     /// for a composed weight with `|w| ≥ t`; [`BaselineError::Overflow`] if composing
     /// leaves `i128`; [`BaselineError::Fhe`] if encoding fails.
     pub fn new(net: &SquareConvNet, key: &ServerKey, input_bound: i64) -> Result<Self> {
-        let sq = squares(net);
-        if sq > MAX_SQUARES {
-            return Err(BaselineError::InvalidParameter {
-                name: "square layers",
-                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
-            });
-        }
-        let params = key.params.clone();
-        let t = params.plaintext();
+        let t = key.params.plaintext();
         let output_bound = worst(net, input_bound)?;
         if output_bound
             .checked_mul(2)
@@ -325,6 +317,37 @@ impl SquareConvNetBfv {
                 t_bits: bits_u64(t),
             });
         }
+        Self::build(net, key, input_bound, output_bound)
+    }
+
+    /// As [`SquareConvNetBfv::new`] without the check `2·max|z| < t`: the decrypted
+    /// outputs are the exact outputs modulo `t` ([`forward_mod`]), one residue of
+    /// CryptoNets' CRT over several plaintext moduli ([`crt_components`] of them, each
+    /// a full run under its own key; the recombination is not implemented). For
+    /// timing nets whose outputs exceed 61 bits (LeNet-5 with four squares).
+    /// [`SquareConvNetBfv::output_bound`] is `u128::MAX`.
+    ///
+    /// # Errors
+    /// As [`SquareConvNetBfv::new`], less the plaintext-modulus check.
+    pub fn new_residue(net: &SquareConvNet, key: &ServerKey, input_bound: i64) -> Result<Self> {
+        Self::build(net, key, input_bound, u128::MAX)
+    }
+
+    fn build(
+        net: &SquareConvNet,
+        key: &ServerKey,
+        input_bound: i64,
+        output_bound: u128,
+    ) -> Result<Self> {
+        let sq = squares(net);
+        if sq > MAX_SQUARES {
+            return Err(BaselineError::InvalidParameter {
+                name: "square layers",
+                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
+            });
+        }
+        let params = key.params.clone();
+        let t = params.plaintext();
         let max_level = params.max_level();
         let mut steps = Vec::new();
         let mut mults = Vec::new();
@@ -613,6 +636,156 @@ fn bits_u128(v: u128) -> u32 {
     128 - v.leading_zeros()
 }
 
+/// Plaintext modulus size of [`residue_config`] (bits): the largest `t` below the
+/// 54–55-bit primes of [`BfvConfig::with_degree`].
+pub const RESIDUE_T_BITS: u32 = 53;
+
+/// The parameters for a residue run of `net` ([`SquareConvNetBfv::new_residue`]):
+/// the degree of [`SquareConvNetBfv::config_for`] and a `t` of [`RESIDUE_T_BITS`].
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for more than [`MAX_SQUARES`] squares; as
+/// [`BfvConfig::with_degree`].
+pub fn residue_config(net: &SquareConvNet) -> Result<BfvConfig> {
+    let sq = squares(net);
+    if sq > MAX_SQUARES {
+        return Err(BaselineError::InvalidParameter {
+            name: "square layers",
+            reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
+        });
+    }
+    let degree = if sq <= SQUARES_8192 { 8192 } else { 16384 };
+    BfvConfig::with_degree(degree, RESIDUE_T_BITS)
+}
+
+/// The outputs of `net` on one input modulo `t` (`0..t`): the walk of
+/// [`SquareConvNet::forward`] (protocol's `forward_with` and `sum_with`, not the
+/// composed blocks of [`SquareConvNetBfv`]) in `u128` arithmetic modulo `t`, for nets
+/// whose outputs leave `i128`.
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for a wrong-length input or `t = 0`.
+pub fn forward_mod(net: &SquareConvNet, input: &[i64], t: u64) -> Result<Vec<u64>> {
+    if t == 0 {
+        return Err(BaselineError::InvalidParameter {
+            name: "t",
+            reason: "zero modulus".into(),
+        });
+    }
+    if input.len() != net.network().input.len() {
+        return Err(BaselineError::InvalidParameter {
+            name: "input",
+            reason: format!(
+                "expected {} values, got {}",
+                net.network().input.len(),
+                input.len()
+            ),
+        });
+    }
+    let m = i128::from(t);
+    // Residues are below t < 2^64, so products fit in u128.
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    let red = |v: i128| -> u64 { v.rem_euclid(m) as u64 };
+    let tm = u128::from(t);
+    #[allow(clippy::cast_possible_truncation)]
+    let mulm = |a: u64, b: u64| -> u64 { (u128::from(a) * u128::from(b) % tm) as u64 };
+    #[allow(clippy::cast_possible_truncation)]
+    let addm = |a: u64, b: u64| -> u64 { ((u128::from(a) + u128::from(b)) % tm) as u64 };
+    let mut x: Vec<u64> = input.iter().map(|&v| red(i128::from(v))).collect();
+    for (l, p) in net.network().layers.iter().zip(net.params()) {
+        let w: Vec<u64> = p.weights.iter().map(|&v| red(v)).collect();
+        let b: Vec<u64> = p.bias.iter().map(|&v| red(v)).collect();
+        x = match l.op {
+            Op::Conv(g) => g
+                .forward_with(
+                    &x,
+                    &w,
+                    |f| Ok(b[f]),
+                    |acc, a, k| {
+                        *acc = addm(*acc, mulm(*a, *k));
+                        Ok(())
+                    },
+                )
+                .map_err(protocol_err)?,
+            Op::MeanPool(mp) => mp
+                .sum_with(
+                    &x,
+                    |v| *v,
+                    |acc, v| {
+                        *acc = addm(*acc, *v);
+                        Ok(())
+                    },
+                )
+                .map_err(protocol_err)?,
+            Op::Dense { inputs, units } => (0..units)
+                .map(|u| {
+                    w[u * inputs..(u + 1) * inputs]
+                        .iter()
+                        .zip(&x)
+                        .fold(b[u], |acc, (wk, a)| addm(acc, mulm(*wk, *a)))
+                })
+                .collect(),
+            Op::Activation(_) => x.iter().map(|&v| mulm(v, v)).collect(),
+        };
+    }
+    Ok(x)
+}
+
+/// Plaintext moduli of `t_bits` bits that CryptoNets' CRT would need for the exact
+/// outputs of `net` on `|x| ≤ input_bound`: `⌈log2(2·max|z| + 1) / (t_bits − 1)⌉`,
+/// with the worst case [`SquareConvNet::output_bound`] estimated in `f64` (it may
+/// leave `i128`).
+#[must_use]
+pub fn crt_components(net: &SquareConvNet, input_bound: i64, t_bits: u32) -> usize {
+    // The worst case in log2: the |w| net on the all-bound input, in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let mut x: Vec<f64> = vec![input_bound as f64; net.network().input.len()];
+    #[allow(clippy::cast_precision_loss)]
+    let abs = |v: &i128| v.unsigned_abs() as f64;
+    for (l, p) in net.network().layers.iter().zip(net.params()) {
+        let w: Vec<f64> = p.weights.iter().map(abs).collect();
+        let b: Vec<f64> = p.bias.iter().map(abs).collect();
+        x = match l.op {
+            Op::Conv(g) => g
+                .forward_with(
+                    &x,
+                    &w,
+                    |f| Ok(b[f]),
+                    |acc, a, k| {
+                        *acc += a * k;
+                        Ok(())
+                    },
+                )
+                .unwrap_or_default(),
+            Op::MeanPool(mp) => mp
+                .sum_with(
+                    &x,
+                    |v| *v,
+                    |acc, v| {
+                        *acc += v;
+                        Ok(())
+                    },
+                )
+                .unwrap_or_default(),
+            Op::Dense { inputs, units } => (0..units)
+                .map(|u| {
+                    w[u * inputs..(u + 1) * inputs]
+                        .iter()
+                        .zip(&x)
+                        .fold(b[u], |acc, (wk, a)| acc + wk * a)
+                })
+                .collect(),
+            Op::Activation(_) => x.iter().map(|v| v * v).collect(),
+        };
+    }
+    let max = x.iter().copied().fold(0.0f64, f64::max);
+    let bits = (2.0 * max + 1.0).log2().ceil().max(1.0);
+    // bits ≤ 2^11 for any finite f64.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bits = bits as usize;
+    bits.div_ceil(t_bits.saturating_sub(1).max(1) as usize)
+}
+
 /// Decrypts the outputs (`S × outputs`, exact integers, centred) and the argmax per
 /// sample (first maximal class on ties).
 ///
@@ -702,6 +875,10 @@ pub struct ConvInferenceTiming {
     pub square_levels: Vec<usize>,
     /// Seconds of each step of the forward pass ([`SquareConvNetBfv::infer_timed`]).
     pub steps: Vec<(String, f64)>,
+    /// 1 for an exact run; for a residue run ([`time_conv_inference_residue`]) the
+    /// plaintext moduli of this size CryptoNets' CRT would need for exact outputs,
+    /// each a run like this one.
+    pub crt_components: usize,
 }
 
 impl ConvInferenceTiming {
@@ -744,10 +921,41 @@ pub fn time_conv_inference(
     inputs: &Array2<i64>,
     input_bound: i64,
 ) -> Result<ConvInferenceTiming> {
+    time_inner(ctx, net, arch, inputs, input_bound, false)
+}
+
+/// As [`time_conv_inference`] for a residue run ([`SquareConvNetBfv::new_residue`]):
+/// `correct` says whether the decrypted outputs equal [`forward_mod`] modulo `t`.
+///
+/// # Errors
+/// As [`time_conv_inference`], [`forward_mod`] in place of [`SquareConvNet::forward`].
+pub fn time_conv_inference_residue(
+    ctx: &mut BfvContext,
+    net: &SquareConvNet,
+    arch: &str,
+    inputs: &Array2<i64>,
+    input_bound: i64,
+) -> Result<ConvInferenceTiming> {
+    time_inner(ctx, net, arch, inputs, input_bound, true)
+}
+
+fn time_inner(
+    ctx: &mut BfvContext,
+    net: &SquareConvNet,
+    arch: &str,
+    inputs: &Array2<i64>,
+    input_bound: i64,
+    residue: bool,
+) -> Result<ConvInferenceTiming> {
     // Client side, once per key: the relinearization keys for the lower levels.
     ctx.prepare_levels(SquareConvNetBfv::relinearization_levels(net, ctx.config()))?;
     let start = Instant::now();
-    let model = SquareConvNetBfv::new(net, &ctx.server_key(), input_bound)?;
+    let key = ctx.server_key();
+    let model = if residue {
+        SquareConvNetBfv::new_residue(net, &key, input_bound)?
+    } else {
+        SquareConvNetBfv::new(net, &key, input_bound)?
+    };
     let prepare_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let batch = ctx.encrypt_batch(inputs, input_bound)?;
@@ -758,10 +966,25 @@ pub fn time_conv_inference(
     let start = Instant::now();
     let (z, _) = decrypt_and_predict(ctx, &out)?;
     let decrypt_secs = start.elapsed().as_secs_f64();
+    let t = ctx.config().plaintext_modulus();
     let mut correct = true;
     for (row, got) in inputs.outer_iter().zip(z.outer_iter()) {
-        let x: Vec<i128> = row.iter().map(|&v| i128::from(v)).collect();
-        correct &= net.forward(&x)? == got.to_vec();
+        if residue {
+            let x: Vec<i64> = row.to_vec();
+            let got: Vec<u64> = got
+                .iter()
+                // Centred values in (−t/2, t/2], back to 0..t.
+                .map(|&v| {
+                    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                    let r = v.rem_euclid(i128::from(t)) as u64;
+                    r
+                })
+                .collect();
+            correct &= forward_mod(net, &x, t)? == got;
+        } else {
+            let x: Vec<i128> = row.iter().map(|&v| i128::from(v)).collect();
+            correct &= net.forward(&x)? == got.to_vec();
+        }
     }
     Ok(ConvInferenceTiming {
         samples: inputs.nrows(),
@@ -774,12 +997,19 @@ pub fn time_conv_inference(
         parameters: ctx.describe(),
         square_levels: model.square_levels(),
         steps,
+        crt_components: if residue {
+            crt_components(net, input_bound, bits_u64(t))
+        } else {
+            1
+        },
     })
 }
 
 /// Measures `arch` on `input` with random weights in `[−weight_bound, weight_bound]`
 /// and random inputs in `[0, input_bound]` (seeded): one sample, then `batch` samples,
-/// under the parameters of [`SquareConvNetBfv::config_for`].
+/// under the parameters of [`SquareConvNetBfv::config_for`]. If the worst-case outputs
+/// need more than one 61-bit `t` (or leave `i128`), one residue run under
+/// [`residue_config`] instead ([`time_conv_inference_residue`], `crt_components > 1`).
 ///
 /// # Errors
 /// [`BaselineError::InvalidParameter`] for `batch = 0`; [`BaselineError::TooManySamples`]
@@ -800,7 +1030,23 @@ pub fn measure_square_conv(
         });
     }
     let net = random_net(arch, input, weight_bound, seed)?;
-    let config = SquareConvNetBfv::config_for(&net, input_bound)?;
+    // Outputs beyond one 61-bit t (or beyond i128): a residue run instead.
+    let (config, residue) = match SquareConvNetBfv::config_for(&net, input_bound) {
+        Ok(c) => (c, false),
+        Err(BaselineError::PlaintextModulusTooSmall { .. }) => (residue_config(&net)?, true),
+        Err(e) => {
+            if squares(&net) <= MAX_SQUARES && worst(&net, input_bound).is_err() {
+                (residue_config(&net)?, true)
+            } else {
+                return Err(e);
+            }
+        }
+    };
+    let run = if residue {
+        time_conv_inference_residue
+    } else {
+        time_conv_inference
+    };
     let mut key_seed = [0u8; 32];
     key_seed[..8].copy_from_slice(&seed.to_le_bytes());
     let mut ctx = BfvContext::new(&config, key_seed)?;
@@ -808,13 +1054,13 @@ pub fn measure_square_conv(
     let n = input.len();
     let x = Array2::from_shape_fn((batch, n), |_| rng.gen_range(0..=input_bound));
     let name = format!("{arch} on {input}");
-    let single = time_conv_inference(
+    let single = run(
         &mut ctx,
         &net,
         &name,
         &x.select(ndarray::Axis(0), &[0]),
         input_bound,
     )?;
-    let batch = time_conv_inference(&mut ctx, &net, &name, &x, input_bound)?;
+    let batch = run(&mut ctx, &net, &name, &x, input_bound)?;
     Ok(SquareConvMeasurement { single, batch })
 }

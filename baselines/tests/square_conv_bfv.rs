@@ -133,3 +133,37 @@ fn measurement_on_a_tiny_net_is_correct() {
     assert_eq!(m.batch.parameters.degree, 8192);
     assert!(m.batch.per_sample_secs() <= m.batch.latency_secs());
 }
+
+#[test]
+fn residues_agree_with_the_exact_walk_and_lenet5_needs_crt() {
+    use gelunet_baselines::square_conv_bfv::{crt_components, forward_mod, RESIDUE_T_BITS};
+    let arch: Arch = "conv3x3:2,relu,meanpool,dense:4,relu,dense:3"
+        .parse()
+        .unwrap();
+    let net = random_net(&arch, INPUT, 3, 7).unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let t = 65537u64;
+    for _ in 0..4 {
+        let x: Vec<i64> = (0..INPUT.len()).map(|_| rng.gen_range(-4..=4)).collect();
+        let xs: Vec<i128> = x.iter().map(|&v| i128::from(v)).collect();
+        let want: Vec<u64> = net
+            .forward(&xs)
+            .unwrap()
+            .iter()
+            .map(|v| u64::try_from(v.rem_euclid(i128::from(t))).unwrap())
+            .collect();
+        assert_eq!(forward_mod(&net, &x, t).unwrap(), want);
+    }
+    assert_eq!(crt_components(&net, 4, RESIDUE_T_BITS), 1);
+    let lenet = Arch::named("lenet5").unwrap();
+    let mnist = Shape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let net = random_net(&lenet, mnist, 1, 1).unwrap();
+    // Four squares: the worst case leaves i128, one 61-bit t cannot hold it.
+    assert!(SquareConvNetBfv::config_for(&net, 1).is_err());
+    let k = crt_components(&net, 1, RESIDUE_T_BITS);
+    assert!((4..=6).contains(&k), "{k} components");
+}
