@@ -33,8 +33,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fhe::bfv::Multiplicator;
+use fhe::bfv::RelinearizationKey;
 use fhe::bfv::{dot_product_scalar, BfvParameters, Ciphertext, Encoding, Plaintext};
+use fhe_math::rns::ScalingFactor;
+use fhe_math::rq::scaler::Scaler;
+use fhe_math::rq::{Context, Representation};
 use fhe_traits::FheEncoder;
 use gelunet_protocol::arch::{Arch, Network, Op};
 use gelunet_protocol::conv::Shape;
@@ -140,14 +143,100 @@ enum Step {
     },
 }
 
+fn math_err(e: fhe_math::Error) -> BaselineError {
+    BaselineError::from(fhe::Error::MathError(e))
+}
+
+/// A ciphertext squaring at one level: fhe.rs' default multiplication strategy
+/// (`Multiplicator::default`: extend to `Q·P` with 62-bit primes `P` of at least
+/// `log Q + 60` bits, tensor, scale by `t/Q`, relinearize), specialised to `a = b`:
+/// two basis extensions instead of four and three products instead of four
+/// (`c0 = a0²`, `c1 = 2·a0·a1`, `c2 = a1²`). Then one modulus switch if `switch`.
+#[derive(Debug)]
+struct Squarer {
+    par: Arc<BfvParameters>,
+    up: Scaler,
+    down: Scaler,
+    rk: RelinearizationKey,
+    switch: bool,
+}
+
+impl Squarer {
+    fn new(
+        par: &Arc<BfvParameters>,
+        rk: &RelinearizationKey,
+        level: usize,
+        switch: bool,
+    ) -> Result<Self> {
+        let ctx = par.context_at_level(level)?;
+        let base = ctx.moduli();
+        let modulus_size: usize = par.moduli_sizes()[..base.len()].iter().sum();
+        let extra = (modulus_size + 60).div_ceil(62);
+        let mut extended = base.to_vec();
+        let mut upper = 1u64 << 62;
+        while extended.len() < base.len() + extra {
+            upper = fhe_math::zq::primes::generate_prime(62, 2 * par.degree() as u64, upper)
+                .ok_or(BaselineError::InvalidParameter {
+                    name: "moduli",
+                    reason: "ran out of 62-bit primes for the multiplication basis".into(),
+                })?;
+            if !extended.contains(&upper) {
+                extended.push(upper);
+            }
+        }
+        let mul_ctx = Arc::new(Context::new(&extended, par.degree()).map_err(math_err)?);
+        let up = Scaler::new(ctx, &mul_ctx, ScalingFactor::one()).map_err(math_err)?;
+        // t as a big integer: the modulus of the one-prime context {t} (t ≡ 1 mod 2N).
+        let t_ctx = Context::new(&[par.plaintext()], par.degree()).map_err(math_err)?;
+        let factor = ScalingFactor::new(t_ctx.modulus(), ctx.modulus());
+        let down = Scaler::new(&mul_ctx, ctx, factor).map_err(math_err)?;
+        Ok(Self {
+            par: par.clone(),
+            up,
+            down,
+            rk: rk.clone(),
+            switch,
+        })
+    }
+
+    fn square(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        if ct.len() != 2 {
+            return Err(BaselineError::InvalidParameter {
+                name: "ciphertext",
+                reason: format!("{} parts, a square needs 2", ct.len()),
+            });
+        }
+        let a0 = ct[0].scale(&self.up).map_err(math_err)?;
+        let a1 = ct[1].scale(&self.up).map_err(math_err)?;
+        let mut c0 = &a0 * &a0;
+        let mut c1 = &a0 * &a1;
+        let c1_copy = c1.clone();
+        c1 += &c1_copy;
+        let mut c2 = &a1 * &a1;
+        let mut parts = Vec::with_capacity(3);
+        for c in [&mut c0, &mut c1, &mut c2] {
+            c.change_representation(Representation::PowerBasis);
+            let mut d = c.scale(&self.down).map_err(math_err)?;
+            d.change_representation(Representation::Ntt);
+            parts.push(d);
+        }
+        let mut out = Ciphertext::new(parts, &self.par)?;
+        self.rk.relinearizes(&mut out)?;
+        if self.switch {
+            out.switch_down()?;
+        }
+        Ok(out)
+    }
+}
+
 /// The server: a [`SquareConvNet`] with the BFV evaluation material.
 #[derive(Debug)]
 pub struct SquareConvNetBfv {
     net: SquareConvNet,
     config: BfvConfig,
     params: Arc<BfvParameters>,
-    /// One multiplication strategy per square.
-    mults: Vec<Multiplicator>,
+    /// One squaring per square layer.
+    mults: Vec<Squarer>,
     steps: Vec<Step>,
     input_bound: i64,
     output_bound: u128,
@@ -369,14 +458,11 @@ impl SquareConvNetBfv {
                     name: "server key",
                     reason: format!("no relinearization key for level {level}"),
                 })?;
-                let mut mult = Multiplicator::default(rk)?;
                 // Switch down only if the next level keeps two moduli and, if another
                 // square follows, has its relinearization key.
                 let last = mults.len() + 1 == sq;
                 let switch = level + 2 <= max_level && (last || key.level_rks.len() > level);
-                if switch {
-                    mult.enable_mod_switching()?;
-                }
+                let mult = Squarer::new(&params, rk, level, switch)?;
                 steps.push(Step::Square {
                     level,
                     mult: mults.len(),
@@ -596,7 +682,7 @@ impl SquareConvNetBfv {
                             .par_iter()
                             .map(|r| {
                                 let z = self.row(r, x, *level)?;
-                                Ok(m.multiply(&z, &z)?)
+                                m.square(&z)
                             })
                             .collect::<Result<Vec<_>>>()?;
                         (format!("{names}+square@{level}"), y)
@@ -614,7 +700,7 @@ impl SquareConvNetBfv {
                     let m = &self.mults[*mult];
                     let y = x
                         .par_iter()
-                        .map(|c| Ok(m.multiply(c, c)?))
+                        .map(|c| m.square(c))
                         .collect::<Result<Vec<_>>>()?;
                     (format!("square@{level}"), y)
                 }
