@@ -1053,25 +1053,33 @@ fn time_inner(
     let (z, _) = decrypt_and_predict(ctx, &out)?;
     let decrypt_secs = start.elapsed().as_secs_f64();
     let t = ctx.config().plaintext_modulus();
-    let mut correct = true;
-    for (row, got) in inputs.outer_iter().zip(z.outer_iter()) {
-        if residue {
-            let x: Vec<i64> = row.to_vec();
-            let got: Vec<u64> = got
-                .iter()
-                // Centred values in (−t/2, t/2], back to 0..t.
-                .map(|&v| {
-                    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
-                    let r = v.rem_euclid(i128::from(t)) as u64;
-                    r
-                })
-                .collect();
-            correct &= forward_mod(net, &x, t)? == got;
-        } else {
-            let x: Vec<i128> = row.iter().map(|&v| i128::from(v)).collect();
-            correct &= net.forward(&x)? == got.to_vec();
-        }
-    }
+    // The plaintext check, samples in parallel (not timed).
+    let rows: Vec<(Vec<i64>, Vec<i128>)> = inputs
+        .outer_iter()
+        .zip(z.outer_iter())
+        .map(|(x, got)| (x.to_vec(), got.to_vec()))
+        .collect();
+    let checks = rows
+        .par_iter()
+        .map(|(x, got)| -> Result<bool> {
+            if residue {
+                let got: Vec<u64> = got
+                    .iter()
+                    // Centred values in (−t/2, t/2], back to 0..t.
+                    .map(|&v| {
+                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                        let r = v.rem_euclid(i128::from(t)) as u64;
+                        r
+                    })
+                    .collect();
+                Ok(forward_mod(net, x, t)? == got)
+            } else {
+                let x: Vec<i128> = x.iter().map(|&v| i128::from(v)).collect();
+                Ok(net.forward(&x)? == *got)
+            }
+        })
+        .collect::<Result<Vec<bool>>>()?;
+    let correct = checks.iter().all(|&c| c);
     Ok(ConvInferenceTiming {
         samples: inputs.nrows(),
         arch: arch.to_string(),
