@@ -1,6 +1,8 @@
 //! Measures CryptoNets' BFV conv net on a named architecture (MNIST 1×28×28), weights
 //! in {−1, 0, 1} and binarized inputs: `cargo run --release -p gelunet-baselines
-//! --example square_conv_measure -- conv1 16384`.
+//! --example square_conv_measure -- conv1 8192` (one sample, then the batch; the
+//! seconds of every block; LeNet-5's outputs exceed one 61-bit `t`, so `lenet5` times
+//! one CRT residue).
 
 use gelunet_baselines::square_conv_bfv::measure_square_conv;
 use gelunet_protocol::arch::Arch;
@@ -23,6 +25,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.arch, t.samples, t.prepare_secs, t.encrypt_secs, t.infer_secs, t.decrypt_secs,
             t.latency_secs(), t.per_sample_secs(), t.correct
         );
+        let steps: Vec<String> = t
+            .steps
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2} s"))
+            .collect();
+        println!(
+            "  squares at levels {:?}; {}",
+            t.square_levels,
+            steps.join(", ")
+        );
+        if t.crt_components > 1 {
+            println!(
+                "  one residue (\"exact\" = equal to the outputs mod t); exact outputs need {} such runs (CRT, not implemented)",
+                t.crt_components
+            );
+        }
     }
     println!("{}", m.batch.parameters);
     Ok(())

@@ -485,6 +485,9 @@ pub struct ServerKey {
     pub(crate) config: BfvConfig,
     pub(crate) params: Arc<BfvParameters>,
     pub(crate) rk: RelinearizationKey,
+    /// Relinearization keys for ciphertexts at levels `1, 2, …` (after modulus
+    /// switching), as many as [`BfvContext::prepare_levels`] generated.
+    pub(crate) level_rks: Vec<RelinearizationKey>,
 }
 
 impl ServerKey {
@@ -501,6 +504,8 @@ pub struct BfvContext {
     pub(crate) params: Arc<BfvParameters>,
     pub(crate) sk: SecretKey,
     pub(crate) rk: RelinearizationKey,
+    /// Relinearization keys for levels `1, 2, …` ([`BfvContext::prepare_levels`]).
+    pub(crate) level_rks: Vec<RelinearizationKey>,
     pub(crate) rng: ChaCha20Rng,
     /// Encryptions of zero computed ahead of time ([`BfvContext::precompute_encryptions`]),
     /// used first and once each.
@@ -641,6 +646,7 @@ impl BfvContext {
             params,
             sk,
             rk,
+            level_rks: Vec::new(),
             rng,
             zeros: Vec::new(),
         })
@@ -715,7 +721,35 @@ impl BfvContext {
             config: self.config.clone(),
             params: self.params.clone(),
             rk: self.rk.clone(),
+            level_rks: self.level_rks.clone(),
         }
+    }
+
+    /// Generates relinearization keys for ciphertexts at levels `1..=levels` (each
+    /// with its key at the ciphertext's own level, so that a squaring after `k`
+    /// modulus switches runs on the remaining moduli only), for the next
+    /// [`BfvContext::server_key`]. Keys already generated are kept.
+    ///
+    /// # Errors
+    /// [`BaselineError::InvalidParameter`] if level `levels` has fewer than two moduli
+    /// (key switching needs two); [`BaselineError::Fhe`] on key generation failure.
+    pub fn prepare_levels(&mut self, levels: usize) -> Result<()> {
+        if levels + 1 >= self.config.moduli.len() && levels > 0 {
+            return Err(BaselineError::InvalidParameter {
+                name: "levels",
+                reason: format!(
+                    "relinearization at level {levels} needs at least {} moduli, the chain has {}",
+                    levels + 2,
+                    self.config.moduli.len()
+                ),
+            });
+        }
+        while self.level_rks.len() < levels {
+            let level = self.level_rks.len() + 1;
+            let rk = RelinearizationKey::new_leveled(&self.sk, level, level, &mut self.rng)?;
+            self.level_rks.push(rk);
+        }
+        Ok(())
     }
 
     /// Encrypts one slot vector (at most `N` values, the rest zero).

@@ -2,29 +2,42 @@
 //!
 //! Layout (CryptoNets, Gilad-Bachrach et al. 2016 §4), as [`crate::bfv`]: one sample
 //! per SIMD slot, one ciphertext per input pixel (`c·h·w` ciphertexts, encrypted by
-//! [`BfvContext::encrypt_batch`]). The server walks the same taps as
-//! [`SquareConvNet::forward`]: a convolution through the index map of [`ConvGeometry::forward_with`](gelunet_protocol::conv::ConvGeometry::forward_with)
-//! ([`ConvGeometry::taps_of`](gelunet_protocol::conv::ConvGeometry::taps_of), outputs in parallel) and
-//! a dense layer as its rows, each output a weighted sum of ciphertexts with plaintext
-//! scalar weights (`|w|` as a constant plaintext, negative weights subtracted, one
-//! lazy-reduction [`dot_product_scalar`] per sign), plus the bias; pooling the exact 2×2
-//! sum of ciphertexts through [`MeanPool2::sum_with`](gelunet_protocol::pool::MeanPool2::sum_with); the square a ciphertext squaring
-//! with relinearization. DESIGN.md "Convolutional layers", "Other schemes".
+//! [`BfvContext::encrypt_batch`]). The server walks the taps of
+//! [`SquareConvNet::forward`], but composes every run of consecutive linear layers
+//! (conv, 2×2 sum pooling, dense) into one sparse integer map first (exact in `i128`;
+//! a convolution followed by pooling becomes one convolution with the summed kernel,
+//! `(k+1)²` taps on a quarter of the outputs): a convolution through
+//! [`ConvGeometry::taps_of`](gelunet_protocol::conv::ConvGeometry::taps_of), pooling
+//! through [`MeanPool2::sum_with`](gelunet_protocol::pool::MeanPool2::sum_with), a dense
+//! layer as its rows. Each output of a block is a weighted sum of ciphertexts with
+//! plaintext scalar weights: the taps are summed per distinct `|w|` with their signs
+//! (ciphertext additions and subtractions only, so a `±1` weight costs one addition and
+//! negative weights never multiply the noise by `t − |w|`), the sums for `|w| > 1`
+//! multiplied by the constant plaintexts `|w|` in one lazy-reduction
+//! [`dot_product_scalar`], plus the bias. The square after a block is a ciphertext
+//! squaring with relinearization in the same parallel pass (rayon over the outputs),
+//! so only the squared ciphertexts are kept, followed by a modulus switch: square `k`
+//! runs on `L − k` moduli and the layers after it on one modulus fewer
+//! ([`SquareConvNetBfv::new`], relinearization keys per level from
+//! [`BfvContext::prepare_levels`]). DESIGN.md "Convolutional layers", "Other schemes".
 //!
 //! Parameters ([`SquareConvNetBfv::config_for`]): `t` is the smallest batching prime
 //! (at least 17 bits) with `2·max|z| < t` for the worst case
 //! [`SquareConvNet::output_bound`] over the input box, so the decrypted outputs are the
-//! exact integers; `N = 8192` (218-bit chain) for at most one square, `N = 16384`
-//! (438-bit chain) for two, both 128-bit secure ([`BfvConfig::with_degree`]). More than
-//! two squares, or a `t` above 61 bits, is refused. No modulus switching: every
-//! ciphertext stays at level 0.
+//! exact integers; `N = 8192` (four primes of 54–55 bits, 218 bits) for at most two
+//! squares, `N = 16384` (438 bits) for three or four, all 128-bit secure
+//! ([`BfvConfig::with_degree`]). More than four squares, or a `t` above 61 bits, is
+//! refused (CryptoNets' CRT over several plaintext moduli is not implemented).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fhe::bfv::RelinearizationKey;
 use fhe::bfv::{dot_product_scalar, BfvParameters, Ciphertext, Encoding, Plaintext};
-use fhe::bfv::{Multiplicator, RelinearizationKey};
+use fhe_math::rns::ScalingFactor;
+use fhe_math::rq::scaler::Scaler;
+use fhe_math::rq::{Context, Representation};
 use fhe_traits::FheEncoder;
 use gelunet_protocol::arch::{Arch, Network, Op};
 use gelunet_protocol::conv::Shape;
@@ -46,12 +59,173 @@ use crate::square_conv::{LayerWeights, SquareConvNet};
 const MIN_T_BITS: u32 = 17;
 
 /// Most square layers the parameter sets here have depth for.
-pub const MAX_SQUARES: usize = 2;
+pub const MAX_SQUARES: usize = 4;
+
+/// Most square layers run at `N = 8192` (with modulus switching after each square).
+const SQUARES_8192: usize = 2;
 
 fn protocol_err(e: gelunet_protocol::Error) -> BaselineError {
     BaselineError::InvalidParameter {
         name: "square conv net",
         reason: e.to_string(),
+    }
+}
+
+/// One row of a composed linear block: `Σ w·x[input] + bias` over the ciphertexts
+/// the block starts from (zero weights dropped, inputs in increasing order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Row {
+    terms: Vec<(usize, i128)>,
+    bias: i128,
+}
+
+const COMPOSE_OVERFLOW: BaselineError = BaselineError::Overflow {
+    what: "composed linear block",
+};
+
+impl Row {
+    fn identity(i: usize) -> Self {
+        Self {
+            terms: vec![(i, 1)],
+            bias: 0,
+        }
+    }
+
+    /// `Σ w·rows[i] + bias` over `taps` `(i, w)`.
+    fn combine(
+        rows: &[Row],
+        taps: impl Iterator<Item = (usize, i128)>,
+        bias: i128,
+    ) -> Result<Self> {
+        let mut acc: BTreeMap<usize, i128> = BTreeMap::new();
+        let mut b = bias;
+        for (i, w) in taps {
+            if w == 0 {
+                continue;
+            }
+            let r = &rows[i];
+            b = r
+                .bias
+                .checked_mul(w)
+                .and_then(|v| b.checked_add(v))
+                .ok_or(COMPOSE_OVERFLOW)?;
+            for &(k, v) in &r.terms {
+                let e = acc.entry(k).or_insert(0);
+                *e = v
+                    .checked_mul(w)
+                    .and_then(|m| e.checked_add(m))
+                    .ok_or(COMPOSE_OVERFLOW)?;
+            }
+        }
+        Ok(Self {
+            terms: acc.into_iter().filter(|&(_, w)| w != 0).collect(),
+            bias: b,
+        })
+    }
+}
+
+/// One step of the encrypted walk.
+#[derive(Debug)]
+enum Step {
+    /// Consecutive linear layers (conv, pooling, dense) composed into one sparse map,
+    /// evaluated on ciphertexts at `level`.
+    Linear {
+        names: String,
+        rows: Vec<Row>,
+        level: usize,
+    },
+    /// A square at `level` with `mults[mult]` (relinearization, then one modulus
+    /// switch if `switch`).
+    Square {
+        level: usize,
+        mult: usize,
+        switch: bool,
+    },
+}
+
+fn math_err(e: fhe_math::Error) -> BaselineError {
+    BaselineError::from(fhe::Error::MathError(e))
+}
+
+/// A ciphertext squaring at one level: fhe.rs' default multiplication strategy
+/// (`Multiplicator::default`: extend to `Q·P` with 62-bit primes `P` of at least
+/// `log Q + 60` bits, tensor, scale by `t/Q`, relinearize), specialised to `a = b`:
+/// two basis extensions instead of four and three products instead of four
+/// (`c0 = a0²`, `c1 = 2·a0·a1`, `c2 = a1²`). Then one modulus switch if `switch`.
+#[derive(Debug)]
+struct Squarer {
+    par: Arc<BfvParameters>,
+    up: Scaler,
+    down: Scaler,
+    rk: RelinearizationKey,
+    switch: bool,
+}
+
+impl Squarer {
+    fn new(
+        par: &Arc<BfvParameters>,
+        rk: &RelinearizationKey,
+        level: usize,
+        switch: bool,
+    ) -> Result<Self> {
+        let ctx = par.context_at_level(level)?;
+        let base = ctx.moduli();
+        let modulus_size: usize = par.moduli_sizes()[..base.len()].iter().sum();
+        let extra = (modulus_size + 60).div_ceil(62);
+        let mut extended = base.to_vec();
+        let mut upper = 1u64 << 62;
+        while extended.len() < base.len() + extra {
+            upper = fhe_math::zq::primes::generate_prime(62, 2 * par.degree() as u64, upper)
+                .ok_or(BaselineError::InvalidParameter {
+                    name: "moduli",
+                    reason: "ran out of 62-bit primes for the multiplication basis".into(),
+                })?;
+            if !extended.contains(&upper) {
+                extended.push(upper);
+            }
+        }
+        let mul_ctx = Arc::new(Context::new(&extended, par.degree()).map_err(math_err)?);
+        let up = Scaler::new(ctx, &mul_ctx, ScalingFactor::one()).map_err(math_err)?;
+        // t as a big integer: the modulus of the one-prime context {t} (t ≡ 1 mod 2N).
+        let t_ctx = Context::new(&[par.plaintext()], par.degree()).map_err(math_err)?;
+        let factor = ScalingFactor::new(t_ctx.modulus(), ctx.modulus());
+        let down = Scaler::new(&mul_ctx, ctx, factor).map_err(math_err)?;
+        Ok(Self {
+            par: par.clone(),
+            up,
+            down,
+            rk: rk.clone(),
+            switch,
+        })
+    }
+
+    fn square(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        if ct.len() != 2 {
+            return Err(BaselineError::InvalidParameter {
+                name: "ciphertext",
+                reason: format!("{} parts, a square needs 2", ct.len()),
+            });
+        }
+        let a0 = ct[0].scale(&self.up).map_err(math_err)?;
+        let a1 = ct[1].scale(&self.up).map_err(math_err)?;
+        let mut c0 = &a0 * &a0;
+        let mut c1 = &a0 * &a1;
+        let c1_copy = c1.clone();
+        c1 += &c1_copy;
+        let mut c2 = &a1 * &a1;
+        let mut parts = Vec::with_capacity(3);
+        for c in [&mut c0, &mut c1, &mut c2] {
+            c.change_representation(Representation::PowerBasis);
+            let mut d = c.scale(&self.down).map_err(math_err)?;
+            d.change_representation(Representation::Ntt);
+            parts.push(d);
+        }
+        let mut out = Ciphertext::new(parts, &self.par)?;
+        self.rk.relinearizes(&mut out)?;
+        if self.switch {
+            out.switch_down()?;
+        }
+        Ok(out)
     }
 }
 
@@ -61,11 +235,14 @@ pub struct SquareConvNetBfv {
     net: SquareConvNet,
     config: BfvConfig,
     params: Arc<BfvParameters>,
-    mult: Multiplicator,
+    /// One squaring per square layer.
+    mults: Vec<Squarer>,
+    steps: Vec<Step>,
     input_bound: i64,
     output_bound: u128,
-    /// Constant plaintext of every distinct non-zero `|w|` (weights and biases).
-    pts: BTreeMap<u64, Plaintext>,
+    /// Constant plaintext of every distinct `|w| > 1` and non-zero `|bias|` of the
+    /// composed blocks, at the block's level.
+    pts: BTreeMap<(usize, u64), Plaintext>,
 }
 
 /// Number of square (activation) layers of `net`.
@@ -83,10 +260,85 @@ fn worst(net: &SquareConvNet, input_bound: i64) -> Result<u128> {
     Ok(b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0))
 }
 
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Conv(_) => "conv",
+        Op::Dense { .. } => "dense",
+        Op::MeanPool(_) => "meanpool",
+        Op::Activation(_) => "square",
+    }
+}
+
+/// The rows of linear layer `op` applied after `rows`.
+fn compose(op: &Op, p: &LayerWeights, rows: &[Row]) -> Result<Vec<Row>> {
+    match op {
+        Op::Conv(g) => {
+            if rows.len() != g.input_len() || p.weights.len() != g.kernel_len() {
+                return Err(BaselineError::ShapeMismatch {
+                    what: "conv input",
+                    expected: vec![g.input_len()],
+                    got: vec![rows.len()],
+                });
+            }
+            (0..g.output_len())
+                .into_par_iter()
+                .map(|o| {
+                    Row::combine(
+                        rows,
+                        g.taps_of(o).map(|t| (t.input, p.weights[t.kernel])),
+                        p.bias[g.filter_of(o)],
+                    )
+                })
+                .collect()
+        }
+        Op::Dense { inputs, units } => {
+            if rows.len() != *inputs {
+                return Err(BaselineError::ShapeMismatch {
+                    what: "dense input",
+                    expected: vec![*inputs],
+                    got: vec![rows.len()],
+                });
+            }
+            (0..*units)
+                .into_par_iter()
+                .map(|u| {
+                    let w = &p.weights[u * inputs..(u + 1) * inputs];
+                    Row::combine(rows, w.iter().copied().enumerate(), p.bias[u])
+                })
+                .collect()
+        }
+        Op::MeanPool(m) => m
+            .sum_with(
+                rows,
+                |r| (r.clone(), None),
+                |acc, v| {
+                    // Sums of rows: merge the terms of `v` into the accumulated row.
+                    let (row, err) = acc;
+                    if err.is_none() {
+                        let pair = [std::mem::take(row), v.clone()];
+                        match Row::combine(&pair, [(0, 1), (1, 1)].into_iter(), 0) {
+                            Ok(r) => *row = r,
+                            Err(e) => *err = Some(e),
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(protocol_err)?
+            .into_iter()
+            .map(|(r, e)| e.map_or(Ok(r), Err))
+            .collect(),
+        Op::Activation(_) => Err(BaselineError::InvalidParameter {
+            name: "square conv net",
+            reason: "an activation is not a linear layer".into(),
+        }),
+    }
+}
+
 impl SquareConvNetBfv {
     /// The parameters for `net` on inputs `|x| ≤ input_bound` (module docs): the smallest
-    /// batching prime `t ≥ 2^16` with `2·max|z| < t`, `N = 8192` for at most one square
-    /// layer and `N = 16384` for two.
+    /// batching prime `t ≥ 2^16` with `2·max|z| < t`, `N = 8192` for at most two square
+    /// layers and `N = 16384` for up to [`MAX_SQUARES`].
     ///
     /// # Errors
     /// [`BaselineError::InvalidParameter`] for more than [`MAX_SQUARES`] squares, a
@@ -101,7 +353,7 @@ impl SquareConvNetBfv {
                 reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
             });
         }
-        let degree = if sq <= 1 { 8192 } else { 16384 };
+        let degree = if sq <= SQUARES_8192 { 8192 } else { 16384 };
         let bound = worst(net, input_bound)?;
         let needed = bits_u128(2 * bound + 1);
         // t < q_i ≤ 2^62 leaves at most 61 bits.
@@ -117,22 +369,33 @@ impl SquareConvNetBfv {
         })
     }
 
+    /// The deepest level a square of `net` runs at under `config` when every square
+    /// switches down one modulus, as long as two moduli remain for the next
+    /// relinearization: the argument of [`BfvContext::prepare_levels`] before
+    /// [`BfvContext::server_key`].
+    #[must_use]
+    pub fn relinearization_levels(net: &SquareConvNet, config: &BfvConfig) -> usize {
+        let max_level = config.moduli().len().saturating_sub(1);
+        squares(net)
+            .saturating_sub(1)
+            .min(max_level.saturating_sub(1))
+    }
+
     /// Prepares `net` for encrypted inference on inputs `|x| ≤ input_bound` under `key`.
+    ///
+    /// Consecutive linear layers are composed into one sparse map per block (a
+    /// convolution and the pooling after it become one convolution with the summed
+    /// kernel). Square `k` runs at level `ℓ_k` and switches down one modulus when
+    /// `key` holds a relinearization key for `ℓ_k + 1` (see
+    /// [`SquareConvNetBfv::relinearization_levels`]); otherwise it stays at its level.
     ///
     /// # Errors
     /// [`BaselineError::PlaintextModulusTooSmall`] if `2·max|z| ≥ t` for the worst
     /// case; [`BaselineError::InvalidParameter`] as [`SquareConvNetBfv::config_for`] or
-    /// for a weight with `|w| ≥ t`; [`BaselineError::Fhe`] if encoding fails.
+    /// for a composed weight with `|w| ≥ t`; [`BaselineError::Overflow`] if composing
+    /// leaves `i128`; [`BaselineError::Fhe`] if encoding fails.
     pub fn new(net: &SquareConvNet, key: &ServerKey, input_bound: i64) -> Result<Self> {
-        let sq = squares(net);
-        if sq > MAX_SQUARES {
-            return Err(BaselineError::InvalidParameter {
-                name: "square layers",
-                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
-            });
-        }
-        let params = key.params.clone();
-        let t = params.plaintext();
+        let t = key.params.plaintext();
         let output_bound = worst(net, input_bound)?;
         if output_bound
             .checked_mul(2)
@@ -143,32 +406,121 @@ impl SquareConvNetBfv {
                 t_bits: bits_u64(t),
             });
         }
+        Self::build(net, key, input_bound, output_bound)
+    }
+
+    /// As [`SquareConvNetBfv::new`] without the check `2·max|z| < t`: the decrypted
+    /// outputs are the exact outputs modulo `t` ([`forward_mod`]), one residue of
+    /// CryptoNets' CRT over several plaintext moduli ([`crt_components`] of them, each
+    /// a full run under its own key; the recombination is not implemented). For
+    /// timing nets whose outputs exceed 61 bits (LeNet-5 with four squares).
+    /// [`SquareConvNetBfv::output_bound`] is `u128::MAX`.
+    ///
+    /// # Errors
+    /// As [`SquareConvNetBfv::new`], less the plaintext-modulus check.
+    pub fn new_residue(net: &SquareConvNet, key: &ServerKey, input_bound: i64) -> Result<Self> {
+        Self::build(net, key, input_bound, u128::MAX)
+    }
+
+    fn build(
+        net: &SquareConvNet,
+        key: &ServerKey,
+        input_bound: i64,
+        output_bound: u128,
+    ) -> Result<Self> {
+        let sq = squares(net);
+        if sq > MAX_SQUARES {
+            return Err(BaselineError::InvalidParameter {
+                name: "square layers",
+                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
+            });
+        }
+        let params = key.params.clone();
+        let t = params.plaintext();
+        let max_level = params.max_level();
+        let mut steps = Vec::new();
+        let mut mults = Vec::new();
+        let mut level = 0usize;
+        let mut width = net.network().input.len();
+        let mut block: Option<(String, Vec<Row>)> = None;
+        for (l, p) in net.network().layers.iter().zip(net.params()) {
+            if let Op::Activation(_) = l.op {
+                if let Some((names, rows)) = block.take() {
+                    width = rows.len();
+                    steps.push(Step::Linear { names, rows, level });
+                }
+                let rk = if level == 0 {
+                    Some(&key.rk)
+                } else {
+                    key.level_rks.get(level - 1)
+                };
+                let rk = rk.ok_or_else(|| BaselineError::InvalidParameter {
+                    name: "server key",
+                    reason: format!("no relinearization key for level {level}"),
+                })?;
+                // Switch down only if the next level keeps two moduli and, if another
+                // square follows, has its relinearization key.
+                let last = mults.len() + 1 == sq;
+                let switch = level + 2 <= max_level && (last || key.level_rks.len() > level);
+                let mult = Squarer::new(&params, rk, level, switch)?;
+                steps.push(Step::Square {
+                    level,
+                    mult: mults.len(),
+                    switch,
+                });
+                mults.push(mult);
+                level += usize::from(switch);
+                continue;
+            }
+            let (names, rows) = match block.take() {
+                Some((names, rows)) => (format!("{names}+{}", op_name(&l.op)), rows),
+                None => (
+                    op_name(&l.op).to_string(),
+                    (0..width).map(Row::identity).collect(),
+                ),
+            };
+            block = Some((names, compose(&l.op, p, &rows)?));
+        }
+        if let Some((names, rows)) = block.take() {
+            steps.push(Step::Linear { names, rows, level });
+        }
         let mut pts = BTreeMap::new();
-        for p in net.params() {
-            for &w in p.weights.iter().chain(&p.bias) {
-                let a = w.unsigned_abs();
-                if a == 0 || pts.contains_key(&(a as u64)) {
-                    continue;
+        for s in &steps {
+            let Step::Linear { rows, level, .. } = s else {
+                continue;
+            };
+            for r in rows {
+                let ws = r.terms.iter().map(|&(_, w)| (w, true));
+                for (w, is_weight) in ws.chain(std::iter::once((r.bias, false))) {
+                    let a = w.unsigned_abs();
+                    if a == 0 || (is_weight && a == 1) {
+                        continue;
+                    }
+                    if a >= u128::from(t) {
+                        return Err(BaselineError::InvalidParameter {
+                            name: "weights",
+                            reason: format!("composed |w| = {a} is not below t = {t}"),
+                        });
+                    }
+                    // a < t < 2^62.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let a = a as u64;
+                    if let std::collections::btree_map::Entry::Vacant(e) = pts.entry((*level, a)) {
+                        e.insert(Plaintext::try_encode(
+                            &[a][..],
+                            Encoding::poly_at_level(*level),
+                            &params,
+                        )?);
+                    }
                 }
-                if a >= u128::from(t) {
-                    return Err(BaselineError::InvalidParameter {
-                        name: "weights",
-                        reason: format!("|w| = {a} is not below t = {t}"),
-                    });
-                }
-                // a < t < 2^62.
-                #[allow(clippy::cast_possible_truncation)]
-                let a = a as u64;
-                let pt = Plaintext::try_encode(&[a][..], Encoding::poly_at_level(0), &params)?;
-                pts.insert(a, pt);
             }
         }
-        let rk: &RelinearizationKey = &key.rk;
         Ok(Self {
             net: net.clone(),
             config: key.config.clone(),
             params,
-            mult: Multiplicator::default(rk)?,
+            mults,
+            steps,
             input_bound,
             output_bound,
             pts,
@@ -193,49 +545,95 @@ impl SquareConvNetBfv {
         self.config.describe()
     }
 
-    /// `Σ w·ct + bias` over `taps` (zero weights dropped), an encryption of 0 times
-    /// `zero_like` if nothing is left.
-    fn weighted_sum(
-        &self,
-        taps: &[(&Ciphertext, i128)],
-        bias: i128,
-        zero_like: &Ciphertext,
-    ) -> Result<Ciphertext> {
-        let pt = |w: i128| -> Result<&Plaintext> {
-            let a = u64::try_from(w.unsigned_abs()).map_err(|_| BaselineError::Overflow {
-                what: "weight encoding",
-            })?;
-            self.pts.get(&a).ok_or(BaselineError::InvalidParameter {
-                name: "weights",
-                reason: format!("no plaintext encoded for |w| = {a}"),
+    /// The level (moduli dropped) each square runs at, in order.
+    #[must_use]
+    pub fn square_levels(&self) -> Vec<usize> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Square { level, .. } => Some(*level),
+                Step::Linear { .. } => None,
             })
-        };
-        let dot = |positive: bool| -> Result<Option<Ciphertext>> {
-            let sel: Vec<&(&Ciphertext, i128)> = taps
-                .iter()
-                .filter(|(_, w)| *w != 0 && (*w > 0) == positive)
-                .collect();
-            if sel.is_empty() {
-                return Ok(None);
+            .collect()
+    }
+
+    /// The level of the returned ciphertexts.
+    #[must_use]
+    pub fn output_level(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Square { level, switch, .. } => level + usize::from(*switch),
+                Step::Linear { level, .. } => *level,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn pt(&self, level: usize, a: u64) -> Result<&Plaintext> {
+        self.pts
+            .get(&(level, a))
+            .ok_or(BaselineError::InvalidParameter {
+                name: "weights",
+                reason: format!("no plaintext encoded for |w| = {a} at level {level}"),
+            })
+    }
+
+    /// One row on `x` (at `level`): the taps summed per distinct `|w|` with their
+    /// signs (additions only), the sums for `|w| > 1` multiplied by the constants in
+    /// one lazy-reduction [`dot_product_scalar`], plus the bias.
+    fn row(&self, r: &Row, x: &[Ciphertext], level: usize) -> Result<Ciphertext> {
+        let mut groups: BTreeMap<u64, Ciphertext> = BTreeMap::new();
+        for &(i, w) in &r.terms {
+            let c = x.get(i).ok_or(BaselineError::ShapeMismatch {
+                what: "block input",
+                expected: vec![i + 1],
+                got: vec![x.len()],
+            })?;
+            // |w| < t < 2^62, checked in `new`.
+            #[allow(clippy::cast_possible_truncation)]
+            let a = w.unsigned_abs() as u64;
+            match groups.entry(a) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(if w > 0 { c.clone() } else { -c });
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    if w > 0 {
+                        *e.get_mut() += c;
+                    } else {
+                        *e.get_mut() -= c;
+                    }
+                }
             }
-            let p = sel
-                .iter()
-                .map(|(_, w)| pt(*w))
+        }
+        let ones = groups.remove(&1);
+        let scaled = if groups.is_empty() {
+            None
+        } else {
+            let p = groups
+                .keys()
+                .map(|&a| self.pt(level, a))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Some(dot_product_scalar(
-                sel.iter().map(|(c, _)| *c),
-                p.into_iter(),
-            )?))
+            Some(dot_product_scalar(groups.values(), p.into_iter())?)
         };
-        let mut acc = match (dot(true)?, dot(false)?) {
-            (Some(p), Some(n)) => &p - &n,
-            (Some(p), None) => p,
-            (None, Some(n)) => -n,
-            (None, None) => zero_like * &Plaintext::zero(Encoding::poly_at_level(0), &self.params)?,
+        let mut acc = match (ones, scaled) {
+            (Some(o), Some(s)) => o + &s,
+            (Some(o), None) => o,
+            (None, Some(s)) => s,
+            (None, None) => {
+                let c0 = x.first().ok_or(BaselineError::ShapeMismatch {
+                    what: "ciphertexts (non-empty)",
+                    expected: vec![1],
+                    got: vec![0],
+                })?;
+                c0 * &Plaintext::zero(Encoding::poly_at_level(level), &self.params)?
+            }
         };
-        if bias != 0 {
-            let b = pt(bias)?;
-            if bias > 0 {
+        if r.bias != 0 {
+            // |bias| < t < 2^62, checked in `new`.
+            #[allow(clippy::cast_possible_truncation)]
+            let b = self.pt(level, r.bias.unsigned_abs() as u64)?;
+            if r.bias > 0 {
                 acc += b;
             } else {
                 acc -= b;
@@ -245,7 +643,7 @@ impl SquareConvNetBfv {
     }
 
     /// Encrypted forward pass (server side, no secret key): `c·h·w` input ciphertexts
-    /// to one ciphertext per output, walking the taps of [`SquareConvNet::forward`].
+    /// to one ciphertext per output, the composed blocks of [`SquareConvNet::forward`].
     ///
     /// # Errors
     /// [`BaselineError::ShapeMismatch`] for a batch with the wrong number of features;
@@ -253,82 +651,225 @@ impl SquareConvNetBfv {
     /// [`BaselineError::InvalidParameter`] for a batch under other parameters;
     /// [`BaselineError::Fhe`] on a homomorphic failure.
     pub fn infer(&self, batch: &EncryptedBatch) -> Result<EncryptedOutput> {
-        let n = self.net.network().input.len();
-        batch.check_for(n, self.input_bound, &self.params)?;
-        let mut x: Vec<Ciphertext> = batch.cts.clone();
-        for (l, p) in self.net.network().layers.iter().zip(self.net.params()) {
-            x = self.layer(&l.op, p, &x)?;
-        }
-        Ok(EncryptedOutput {
-            cts: x,
-            samples: batch.samples,
-        })
+        Ok(self.infer_timed(batch)?.0)
     }
 
-    fn layer(&self, op: &Op, p: &LayerWeights, x: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
-        let zero_like = x.first().ok_or(BaselineError::ShapeMismatch {
-            what: "ciphertexts (non-empty)",
-            expected: vec![1],
-            got: vec![0],
-        })?;
-        match op {
-            Op::Conv(g) => {
-                // `forward_with`'s own index map (`taps_of`, in the same order), so
-                // that the outputs can run in parallel with borrowed ciphertexts.
-                if x.len() != g.input_len() || p.weights.len() != g.kernel_len() {
-                    return Err(BaselineError::ShapeMismatch {
-                        what: "conv input",
-                        expected: vec![g.input_len()],
-                        got: vec![x.len()],
-                    });
+    /// As [`SquareConvNetBfv::infer`], with the seconds of every step (a block and
+    /// the square after it are one step, e.g. `conv+meanpool+square@0`).
+    ///
+    /// # Errors
+    /// As [`SquareConvNetBfv::infer`].
+    pub fn infer_timed(
+        &self,
+        batch: &EncryptedBatch,
+    ) -> Result<(EncryptedOutput, Vec<(String, f64)>)> {
+        let n = self.net.network().input.len();
+        batch.check_for(n, self.input_bound, &self.params)?;
+        let mut owned: Option<Vec<Ciphertext>> = None;
+        let mut times = Vec::new();
+        let mut i = 0;
+        while let Some(step) = self.steps.get(i) {
+            let start = Instant::now();
+            let x: &[Ciphertext] = owned.as_deref().unwrap_or(&batch.cts);
+            let (name, next) = match step {
+                Step::Linear { names, rows, level } => {
+                    if let Some(Step::Square { mult, .. }) = self.steps.get(i + 1) {
+                        // The block and its square in one pass: only the squared
+                        // (switched-down) ciphertexts are kept.
+                        let m = &self.mults[*mult];
+                        i += 2;
+                        let y = rows
+                            .par_iter()
+                            .map(|r| {
+                                let z = self.row(r, x, *level)?;
+                                m.square(&z)
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        (format!("{names}+square@{level}"), y)
+                    } else {
+                        i += 1;
+                        let y = rows
+                            .par_iter()
+                            .map(|r| self.row(r, x, *level))
+                            .collect::<Result<Vec<_>>>()?;
+                        (format!("{names}@{level}"), y)
+                    }
                 }
-                (0..g.output_len())
-                    .into_par_iter()
-                    .map(|o| {
-                        let taps: Vec<(&Ciphertext, i128)> = g
-                            .taps_of(o)
-                            .map(|t| (&x[t.input], p.weights[t.kernel]))
-                            .collect();
-                        self.weighted_sum(&taps, p.bias[g.filter_of(o)], zero_like)
-                    })
-                    .collect()
-            }
-            Op::Dense { inputs, units } => {
-                if x.len() != *inputs {
-                    return Err(BaselineError::ShapeMismatch {
-                        what: "dense input",
-                        expected: vec![*inputs],
-                        got: vec![x.len()],
-                    });
+                Step::Square { level, mult, .. } => {
+                    i += 1;
+                    let m = &self.mults[*mult];
+                    let y = x
+                        .par_iter()
+                        .map(|c| m.square(c))
+                        .collect::<Result<Vec<_>>>()?;
+                    (format!("square@{level}"), y)
                 }
-                (0..*units)
-                    .into_par_iter()
-                    .map(|u| {
-                        let taps: Vec<(&Ciphertext, i128)> = x
-                            .iter()
-                            .zip(&p.weights[u * inputs..(u + 1) * inputs])
-                            .map(|(c, w)| (c, *w))
-                            .collect();
-                        self.weighted_sum(&taps, p.bias[u], zero_like)
-                    })
-                    .collect()
-            }
-            Op::MeanPool(m) => m
-                .sum_with(x, Ciphertext::clone, |acc, v| {
-                    *acc += v;
-                    Ok(())
-                })
-                .map_err(protocol_err),
-            Op::Activation(_) => x
-                .par_iter()
-                .map(|c| Ok(self.mult.multiply(c, c)?))
-                .collect(),
+            };
+            owned = Some(next);
+            times.push((name, start.elapsed().as_secs_f64()));
         }
+        Ok((
+            EncryptedOutput {
+                cts: owned.unwrap_or_else(|| batch.cts.clone()),
+                samples: batch.samples,
+            },
+            times,
+        ))
     }
 }
 
 fn bits_u128(v: u128) -> u32 {
     128 - v.leading_zeros()
+}
+
+/// Plaintext modulus size of [`residue_config`] (bits): the largest `t` below the
+/// 54–55-bit primes of [`BfvConfig::with_degree`].
+pub const RESIDUE_T_BITS: u32 = 53;
+
+/// The parameters for a residue run of `net` ([`SquareConvNetBfv::new_residue`]):
+/// the degree of [`SquareConvNetBfv::config_for`] and a `t` of [`RESIDUE_T_BITS`].
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for more than [`MAX_SQUARES`] squares; as
+/// [`BfvConfig::with_degree`].
+pub fn residue_config(net: &SquareConvNet) -> Result<BfvConfig> {
+    let sq = squares(net);
+    if sq > MAX_SQUARES {
+        return Err(BaselineError::InvalidParameter {
+            name: "square layers",
+            reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
+        });
+    }
+    let degree = if sq <= SQUARES_8192 { 8192 } else { 16384 };
+    BfvConfig::with_degree(degree, RESIDUE_T_BITS)
+}
+
+/// The outputs of `net` on one input modulo `t` (`0..t`): the walk of
+/// [`SquareConvNet::forward`] (protocol's `forward_with` and `sum_with`, not the
+/// composed blocks of [`SquareConvNetBfv`]) in `u128` arithmetic modulo `t`, for nets
+/// whose outputs leave `i128`.
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for a wrong-length input or `t = 0`.
+pub fn forward_mod(net: &SquareConvNet, input: &[i64], t: u64) -> Result<Vec<u64>> {
+    if t == 0 {
+        return Err(BaselineError::InvalidParameter {
+            name: "t",
+            reason: "zero modulus".into(),
+        });
+    }
+    if input.len() != net.network().input.len() {
+        return Err(BaselineError::InvalidParameter {
+            name: "input",
+            reason: format!(
+                "expected {} values, got {}",
+                net.network().input.len(),
+                input.len()
+            ),
+        });
+    }
+    let m = i128::from(t);
+    // Residues are below t < 2^64, so products fit in u128.
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    let red = |v: i128| -> u64 { v.rem_euclid(m) as u64 };
+    let tm = u128::from(t);
+    #[allow(clippy::cast_possible_truncation)]
+    let mulm = |a: u64, b: u64| -> u64 { (u128::from(a) * u128::from(b) % tm) as u64 };
+    #[allow(clippy::cast_possible_truncation)]
+    let addm = |a: u64, b: u64| -> u64 { ((u128::from(a) + u128::from(b)) % tm) as u64 };
+    let mut x: Vec<u64> = input.iter().map(|&v| red(i128::from(v))).collect();
+    for (l, p) in net.network().layers.iter().zip(net.params()) {
+        let w: Vec<u64> = p.weights.iter().map(|&v| red(v)).collect();
+        let b: Vec<u64> = p.bias.iter().map(|&v| red(v)).collect();
+        x = match l.op {
+            Op::Conv(g) => g
+                .forward_with(
+                    &x,
+                    &w,
+                    |f| Ok(b[f]),
+                    |acc, a, k| {
+                        *acc = addm(*acc, mulm(*a, *k));
+                        Ok(())
+                    },
+                )
+                .map_err(protocol_err)?,
+            Op::MeanPool(mp) => mp
+                .sum_with(
+                    &x,
+                    |v| *v,
+                    |acc, v| {
+                        *acc = addm(*acc, *v);
+                        Ok(())
+                    },
+                )
+                .map_err(protocol_err)?,
+            Op::Dense { inputs, units } => (0..units)
+                .map(|u| {
+                    w[u * inputs..(u + 1) * inputs]
+                        .iter()
+                        .zip(&x)
+                        .fold(b[u], |acc, (wk, a)| addm(acc, mulm(*wk, *a)))
+                })
+                .collect(),
+            Op::Activation(_) => x.iter().map(|&v| mulm(v, v)).collect(),
+        };
+    }
+    Ok(x)
+}
+
+/// Plaintext moduli of `t_bits` bits that CryptoNets' CRT would need for the exact
+/// outputs of `net` on `|x| ≤ input_bound`: `⌈log2(2·max|z| + 1) / (t_bits − 1)⌉`,
+/// with the worst case [`SquareConvNet::output_bound`] estimated in `f64` (it may
+/// leave `i128`).
+#[must_use]
+pub fn crt_components(net: &SquareConvNet, input_bound: i64, t_bits: u32) -> usize {
+    // The worst case in log2: the |w| net on the all-bound input, in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let mut x: Vec<f64> = vec![input_bound as f64; net.network().input.len()];
+    #[allow(clippy::cast_precision_loss)]
+    let abs = |v: &i128| v.unsigned_abs() as f64;
+    for (l, p) in net.network().layers.iter().zip(net.params()) {
+        let w: Vec<f64> = p.weights.iter().map(abs).collect();
+        let b: Vec<f64> = p.bias.iter().map(abs).collect();
+        x = match l.op {
+            Op::Conv(g) => g
+                .forward_with(
+                    &x,
+                    &w,
+                    |f| Ok(b[f]),
+                    |acc, a, k| {
+                        *acc += a * k;
+                        Ok(())
+                    },
+                )
+                .unwrap_or_default(),
+            Op::MeanPool(mp) => mp
+                .sum_with(
+                    &x,
+                    |v| *v,
+                    |acc, v| {
+                        *acc += v;
+                        Ok(())
+                    },
+                )
+                .unwrap_or_default(),
+            Op::Dense { inputs, units } => (0..units)
+                .map(|u| {
+                    w[u * inputs..(u + 1) * inputs]
+                        .iter()
+                        .zip(&x)
+                        .fold(b[u], |acc, (wk, a)| acc + wk * a)
+                })
+                .collect(),
+            Op::Activation(_) => x.iter().map(|v| v * v).collect(),
+        };
+    }
+    let max = x.iter().copied().fold(0.0f64, f64::max);
+    let bits = (2.0 * max + 1.0).log2().ceil().max(1.0);
+    // bits ≤ 2^11 for any finite f64.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bits = bits as usize;
+    bits.div_ceil(t_bits.saturating_sub(1).max(1) as usize)
 }
 
 /// Decrypts the outputs (`S × outputs`, exact integers, centred) and the argmax per
@@ -403,7 +944,8 @@ pub struct ConvInferenceTiming {
     pub samples: usize,
     /// The architecture (`Arch` syntax) and its input shape.
     pub arch: String,
-    /// Server-side model preparation (encoding the weight plaintexts), seconds.
+    /// Server-side model preparation (composing the linear blocks, encoding the
+    /// constants), seconds.
     pub prepare_secs: f64,
     /// Client-side encryption of the batch (`c·h·w` ciphertexts), seconds.
     pub encrypt_secs: f64,
@@ -415,6 +957,14 @@ pub struct ConvInferenceTiming {
     pub correct: bool,
     /// The parameter set.
     pub parameters: BfvDescription,
+    /// The level (moduli dropped by modulus switching) each square ran at.
+    pub square_levels: Vec<usize>,
+    /// Seconds of each step of the forward pass ([`SquareConvNetBfv::infer_timed`]).
+    pub steps: Vec<(String, f64)>,
+    /// 1 for an exact run; for a residue run ([`time_conv_inference_residue`]) the
+    /// plaintext moduli of this size CryptoNets' CRT would need for exact outputs,
+    /// each a run like this one.
+    pub crt_components: usize,
 }
 
 impl ConvInferenceTiming {
@@ -457,23 +1007,79 @@ pub fn time_conv_inference(
     inputs: &Array2<i64>,
     input_bound: i64,
 ) -> Result<ConvInferenceTiming> {
+    time_inner(ctx, net, arch, inputs, input_bound, false)
+}
+
+/// As [`time_conv_inference`] for a residue run ([`SquareConvNetBfv::new_residue`]):
+/// `correct` says whether the decrypted outputs equal [`forward_mod`] modulo `t`.
+///
+/// # Errors
+/// As [`time_conv_inference`], [`forward_mod`] in place of [`SquareConvNet::forward`].
+pub fn time_conv_inference_residue(
+    ctx: &mut BfvContext,
+    net: &SquareConvNet,
+    arch: &str,
+    inputs: &Array2<i64>,
+    input_bound: i64,
+) -> Result<ConvInferenceTiming> {
+    time_inner(ctx, net, arch, inputs, input_bound, true)
+}
+
+fn time_inner(
+    ctx: &mut BfvContext,
+    net: &SquareConvNet,
+    arch: &str,
+    inputs: &Array2<i64>,
+    input_bound: i64,
+    residue: bool,
+) -> Result<ConvInferenceTiming> {
+    // Client side, once per key: the relinearization keys for the lower levels.
+    ctx.prepare_levels(SquareConvNetBfv::relinearization_levels(net, ctx.config()))?;
     let start = Instant::now();
-    let model = SquareConvNetBfv::new(net, &ctx.server_key(), input_bound)?;
+    let key = ctx.server_key();
+    let model = if residue {
+        SquareConvNetBfv::new_residue(net, &key, input_bound)?
+    } else {
+        SquareConvNetBfv::new(net, &key, input_bound)?
+    };
     let prepare_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let batch = ctx.encrypt_batch(inputs, input_bound)?;
     let encrypt_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let out = model.infer(&batch)?;
+    let (out, steps) = model.infer_timed(&batch)?;
     let infer_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let (z, _) = decrypt_and_predict(ctx, &out)?;
     let decrypt_secs = start.elapsed().as_secs_f64();
-    let mut correct = true;
-    for (row, got) in inputs.outer_iter().zip(z.outer_iter()) {
-        let x: Vec<i128> = row.iter().map(|&v| i128::from(v)).collect();
-        correct &= net.forward(&x)? == got.to_vec();
-    }
+    let t = ctx.config().plaintext_modulus();
+    // The plaintext check, samples in parallel (not timed).
+    let rows: Vec<(Vec<i64>, Vec<i128>)> = inputs
+        .outer_iter()
+        .zip(z.outer_iter())
+        .map(|(x, got)| (x.to_vec(), got.to_vec()))
+        .collect();
+    let checks = rows
+        .par_iter()
+        .map(|(x, got)| -> Result<bool> {
+            if residue {
+                let got: Vec<u64> = got
+                    .iter()
+                    // Centred values in (−t/2, t/2], back to 0..t.
+                    .map(|&v| {
+                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                        let r = v.rem_euclid(i128::from(t)) as u64;
+                        r
+                    })
+                    .collect();
+                Ok(forward_mod(net, x, t)? == got)
+            } else {
+                let x: Vec<i128> = x.iter().map(|&v| i128::from(v)).collect();
+                Ok(net.forward(&x)? == *got)
+            }
+        })
+        .collect::<Result<Vec<bool>>>()?;
+    let correct = checks.iter().all(|&c| c);
     Ok(ConvInferenceTiming {
         samples: inputs.nrows(),
         arch: arch.to_string(),
@@ -483,12 +1089,21 @@ pub fn time_conv_inference(
         decrypt_secs,
         correct,
         parameters: ctx.describe(),
+        square_levels: model.square_levels(),
+        steps,
+        crt_components: if residue {
+            crt_components(net, input_bound, bits_u64(t))
+        } else {
+            1
+        },
     })
 }
 
 /// Measures `arch` on `input` with random weights in `[−weight_bound, weight_bound]`
 /// and random inputs in `[0, input_bound]` (seeded): one sample, then `batch` samples,
-/// under the parameters of [`SquareConvNetBfv::config_for`].
+/// under the parameters of [`SquareConvNetBfv::config_for`]. If the worst-case outputs
+/// need more than one 61-bit `t` (or leave `i128`), one residue run under
+/// [`residue_config`] instead ([`time_conv_inference_residue`], `crt_components > 1`).
 ///
 /// # Errors
 /// [`BaselineError::InvalidParameter`] for `batch = 0`; [`BaselineError::TooManySamples`]
@@ -509,7 +1124,23 @@ pub fn measure_square_conv(
         });
     }
     let net = random_net(arch, input, weight_bound, seed)?;
-    let config = SquareConvNetBfv::config_for(&net, input_bound)?;
+    // Outputs beyond one 61-bit t (or beyond i128): a residue run instead.
+    let (config, residue) = match SquareConvNetBfv::config_for(&net, input_bound) {
+        Ok(c) => (c, false),
+        Err(BaselineError::PlaintextModulusTooSmall { .. }) => (residue_config(&net)?, true),
+        Err(e) => {
+            if squares(&net) <= MAX_SQUARES && worst(&net, input_bound).is_err() {
+                (residue_config(&net)?, true)
+            } else {
+                return Err(e);
+            }
+        }
+    };
+    let run = if residue {
+        time_conv_inference_residue
+    } else {
+        time_conv_inference
+    };
     let mut key_seed = [0u8; 32];
     key_seed[..8].copy_from_slice(&seed.to_le_bytes());
     let mut ctx = BfvContext::new(&config, key_seed)?;
@@ -517,13 +1148,13 @@ pub fn measure_square_conv(
     let n = input.len();
     let x = Array2::from_shape_fn((batch, n), |_| rng.gen_range(0..=input_bound));
     let name = format!("{arch} on {input}");
-    let single = time_conv_inference(
+    let single = run(
         &mut ctx,
         &net,
         &name,
         &x.select(ndarray::Axis(0), &[0]),
         input_bound,
     )?;
-    let batch = time_conv_inference(&mut ctx, &net, &name, &x, input_bound)?;
+    let batch = run(&mut ctx, &net, &name, &x, input_bound)?;
     Ok(SquareConvMeasurement { single, batch })
 }
