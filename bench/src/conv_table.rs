@@ -443,14 +443,7 @@ pub fn markdown(r: &ConvReport) -> String {
         }
     }
     let _ = writeln!(o, "\nTargets:\n");
-    for (t, ok) in &r.targets {
-        let mark = match ok {
-            Some(true) => "met:",
-            Some(false) => "**missed**:",
-            None => "not evaluated (test-size keys; the targets are for 2048-bit keys):",
-        };
-        let _ = writeln!(o, "- {mark} {t}");
-    }
+    crate::report::targets_list(&mut o, &r.targets);
     if let Some(p) = &r.plot {
         let _ = writeln!(o, "\n![{p}]({p})\n");
     }

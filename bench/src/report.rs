@@ -6,6 +6,18 @@ use crate::activation::Split;
 use crate::inference::Timing;
 use crate::{parameters_line, PaperReport};
 
+/// The `Targets:` list items of parts 4 and 6: `met:`, `**missed**:` or not evaluated.
+pub(crate) fn targets_list(o: &mut String, targets: &[(String, Option<bool>)]) {
+    for (t, ok) in targets {
+        let mark = match ok {
+            Some(true) => "met:",
+            Some(false) => "**missed**:",
+            None => "not evaluated (test-size keys; the targets are for 2048-bit keys):",
+        };
+        let _ = writeln!(o, "- {mark} {t}");
+    }
+}
+
 fn ms(s: f64) -> String {
     crate::report_ms(s)
 }
@@ -354,14 +366,7 @@ pub fn markdown(r: &PaperReport) -> String {
             }
         }
         let _ = writeln!(o, "\nTargets:\n");
-        for (t, ok) in &inf.targets {
-            let mark = match ok {
-                Some(true) => "met:",
-                Some(false) => "**missed**:",
-                None => "not evaluated (test-size keys; the targets are for 2048-bit keys):",
-            };
-            let _ = writeln!(o, "- {mark} {t}");
-        }
+        targets_list(&mut o, &inf.targets);
         if let Some(p) = &inf.plot {
             let _ = writeln!(o, "\n![{p}]({p})\n");
         }

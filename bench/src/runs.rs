@@ -136,20 +136,10 @@ pub fn train_side_by_side(
     record_loss: bool,
 ) -> Result<SideBySide> {
     let scales = setup.scales();
-    let spec = setup.spec()?;
-    let mut reference = if with_reference {
-        let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
-        Some(ReferenceTrainer::new(
-            &spec,
-            scales,
-            setup.model_seed(),
-            eta,
-            setup.batch,
-            quantize_shares(&prep.shares, prep.classes, &scales)?,
-        )?)
-    } else {
-        None
-    };
+    setup.spec()?; // a bad architecture fails before any training
+    let mut reference = with_reference
+        .then(|| reference_trainer(prep, setup))
+        .transpose()?;
     let init = FloatNet::xavier(&setup.widths, setup.model_seed(), Some(scales.fw))?;
     let mut floats = activations
         .iter()
