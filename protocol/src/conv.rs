@@ -411,6 +411,41 @@ impl ConvGeometry {
         (0..self.output_len()).flat_map(move |o| self.taps_of(o))
     }
 
+    /// `visit(input, kernel, len)` for each run of taps of output `o < output_len()`,
+    /// in the order of [`ConvGeometry::taps_of`]. A run is one kernel row of one
+    /// channel, clipped to the input: the taps at `input + t` and `kernel + t` for
+    /// `t < len`. The padding is clipped once per output instead of tested per tap, and
+    /// the walks below zip each run without per-tap bounds checks (the hot loop of the
+    /// plaintext reference).
+    fn for_each_run_of(
+        &self,
+        o: usize,
+        mut visit: impl FnMut(usize, usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let (ow, positions) = (self.output.width, self.output.height * self.output.width);
+        let (f, p) = (o / positions, o % positions);
+        let (k, (h, w), before) = (
+            self.kernel,
+            (self.input.height, self.input.width),
+            self.padding.before,
+        );
+        // Padded top-left corner of the window; kernel rows ky with 0 ≤ y0 + ky − before < h.
+        let (y0, x0) = ((p / ow) * self.stride, (p % ow) * self.stride);
+        let ky = before.saturating_sub(y0)..(h + before).saturating_sub(y0).min(k);
+        let kx = before.saturating_sub(x0)..(w + before).saturating_sub(x0).min(k);
+        if kx.is_empty() {
+            return Ok(());
+        }
+        for ch in 0..self.input.channels {
+            for ky in ky.clone() {
+                let row = (ch * h + y0 + ky - before) * w;
+                let krow = ((f * self.input.channels + ch) * k + ky) * k;
+                visit(row + x0 + kx.start - before, krow + kx.start, kx.len())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The forward convolution over any value types: output `o` starts at `start(f)`
     /// (the bias of its filter `f`) and takes `mac(acc, a[i], W[u])` for each of its taps
     /// in order. `input` is `c·h·w` long, `kernel` `f·c·k·k`.
@@ -441,9 +476,12 @@ impl ConvGeometry {
         }
         for o in 0..self.output_len() {
             let mut acc = start(self.filter_of(o))?;
-            for t in self.taps_of(o) {
-                mac(&mut acc, &input[t.input], &kernel[t.kernel])?;
-            }
+            self.for_each_run_of(o, |i, u, n| {
+                for (a, w) in input[i..i + n].iter().zip(&kernel[u..u + n]) {
+                    mac(&mut acc, a, w)?;
+                }
+                Ok(())
+            })?;
             out.push(acc);
         }
         Ok(out)
@@ -473,8 +511,13 @@ impl ConvGeometry {
             }
             return Ok(out);
         }
-        for t in self.taps() {
-            mac(&mut out[t.input], &delta[t.output], &kernel[t.kernel])?;
+        for (o, d) in delta.iter().enumerate() {
+            self.for_each_run_of(o, |i, u, n| {
+                for (q, w) in out[i..i + n].iter_mut().zip(&kernel[u..u + n]) {
+                    mac(q, d, w)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -504,19 +547,31 @@ impl ConvGeometry {
             }
             return Ok(());
         }
-        for t in self.taps() {
-            mac(&mut acc[t.kernel], &delta[t.output], &input[t.input])?;
+        for (o, d) in delta.iter().enumerate() {
+            self.for_each_run_of(o, |i, u, n| {
+                for (g, a) in acc[u..u + n].iter_mut().zip(&input[i..i + n]) {
+                    mac(g, d, a)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
 }
 
 /// `acc + x·y`, checked.
+///
+/// Factors that fit in `i64` (every fixed-point value does) take one 64×64→128-bit
+/// product, which cannot overflow; only wider ones go through `i128::checked_mul`.
+#[inline]
 pub(crate) fn mac_i128(acc: &mut i128, x: &i128, y: &i128, op: &'static str) -> Result<()> {
-    *acc = x
-        .checked_mul(*y)
+    let product = match (i64::try_from(*x), i64::try_from(*y)) {
+        (Ok(x), Ok(y)) => Some(i128::from(x) * i128::from(y)),
+        _ => x.checked_mul(*y),
+    };
+    *acc = product
         .and_then(|p| acc.checked_add(p))
-        .ok_or(Error::Overflow { op })?;
+        .ok_or_else(|| Error::Overflow { op })?;
     Ok(())
 }
 
@@ -528,13 +583,79 @@ pub(crate) fn mac_i128(acc: &mut i128, x: &i128, y: &i128, op: &'static str) -> 
 /// # Errors
 /// [`Error::ShapeMismatch`]; [`Error::Overflow`] if a sum leaves `i128`.
 pub fn conv2d(g: &ConvGeometry, a: &[i128], w: &[i128], b: &[i128]) -> Result<Vec<i128>> {
+    conv2d_bounded(g, Bounded::of(a), Bounded::of(w), b)
+}
+
+/// [`conv2d`] with known magnitude bounds.
+pub(crate) fn conv2d_bounded(
+    g: &ConvGeometry,
+    a: Bounded<'_>,
+    w: Bounded<'_>,
+    b: &[i128],
+) -> Result<Vec<i128>> {
     check_len("conv bias", g.filters(), b.len())?;
+    let taps = g.input().channels * g.kernel() * g.kernel();
+    if fast_path(a, w, taps + 1, magnitude_bits(b)) {
+        // Every output is `b + Σ w·a` over at most `taps` terms.
+        return g.forward_with(
+            a.v,
+            w.v,
+            |f| Ok(b[f]),
+            |acc, a, w| {
+                *acc += narrow_mul(w, a);
+                Ok(())
+            },
+        );
+    }
     g.forward_with(
-        a,
-        w,
+        a.v,
+        w.v,
         |f| Ok(b[f]),
         |acc, a, w| mac_i128(acc, w, a, "conv sum of w * a"),
     )
+}
+
+/// Integers with a bound on their magnitude: every `|v| < 2^bits`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounded<'a> {
+    /// The values.
+    pub v: &'a [i128],
+    /// The bound's bits.
+    pub bits: u32,
+}
+
+impl<'a> Bounded<'a> {
+    /// `v` with the bit length of its largest magnitude.
+    pub(crate) fn of(v: &'a [i128]) -> Self {
+        Self {
+            v,
+            bits: magnitude_bits(v),
+        }
+    }
+}
+
+/// The bit length of the largest `|v|`.
+pub(crate) fn magnitude_bits(v: &[i128]) -> u32 {
+    v.iter()
+        .map(|x| 128 - x.unsigned_abs().leading_zeros())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether every sum of at most `terms` values, each a product `x[i]·y[j]` or a value
+/// below `2^extra_bits`, stays below `2^126` with factors that fit in `i64`: the fast path
+/// of the integer walks (one 64×64→128-bit product per term, [`narrow_mul`], and
+/// unchecked `i128` sums, which then cannot overflow). Otherwise the checked path.
+fn fast_path(x: Bounded<'_>, y: Bounded<'_>, terms: usize, extra_bits: u32) -> bool {
+    let log_terms = usize::BITS - terms.saturating_sub(1).leading_zeros();
+    // |Σ| < terms · 2^max(bx + by, extra) ≤ 2^(max(bx + by, extra) + ⌈log₂ terms⌉).
+    x.bits <= 63 && y.bits <= 63 && (x.bits + y.bits).max(extra_bits) + log_terms <= 126
+}
+
+/// `x·y` for factors below `2^63` in magnitude (checked by [`fast_path`]): exact.
+#[inline]
+fn narrow_mul(x: &i128, y: &i128) -> i128 {
+    i128::from(*x as i64) * i128::from(*y as i64)
 }
 
 /// The transposed convolution `q = convᵀ(δ, W)` in exact integers (backpropagation to
@@ -545,9 +666,31 @@ pub fn conv2d(g: &ConvGeometry, a: &[i128], w: &[i128], b: &[i128]) -> Result<Ve
 /// # Errors
 /// [`Error::ShapeMismatch`]; [`Error::Overflow`].
 pub fn conv2d_transpose(g: &ConvGeometry, delta: &[i128], w: &[i128]) -> Result<Vec<i128>> {
+    conv2d_transpose_bounded(g, Bounded::of(delta), Bounded::of(w))
+}
+
+/// [`conv2d_transpose`] with known magnitude bounds.
+pub(crate) fn conv2d_transpose_bounded(
+    g: &ConvGeometry,
+    delta: Bounded<'_>,
+    w: Bounded<'_>,
+) -> Result<Vec<i128>> {
+    // An input position takes at most one term per filter and kernel offset.
+    let terms = g.filters() * g.kernel() * g.kernel();
+    if fast_path(delta, w, terms, 0) {
+        return g.transpose_with(
+            delta.v,
+            w.v,
+            || 0,
+            |acc, d, w| {
+                *acc += narrow_mul(d, w);
+                Ok(())
+            },
+        );
+    }
     g.transpose_with(
-        delta,
-        w,
+        delta.v,
+        w.v,
         || 0,
         |acc, d, w| mac_i128(acc, d, w, "conv sum of delta * w"),
     )
@@ -570,18 +713,51 @@ pub fn kernel_gradients(
     db: &mut [i128],
 ) -> Result<()> {
     check_len("conv bias gradient", g.filters(), db.len())?;
-    let mut w = dw.to_vec();
-    g.kernel_gradient_with(delta, a, &mut w, |acc, d, a| {
-        mac_i128(acc, d, a, "conv sum of delta * a")
-    })?;
-    let mut b = db.to_vec();
+    let (mut w, mut b) = (dw.to_vec(), db.to_vec());
+    let mut bound = 1u128 << magnitude_bits(dw).min(127);
+    accumulate_kernel_gradients(g, delta, a, &mut w, &mut b, &mut bound)?;
+    dw.copy_from_slice(&w);
+    db.copy_from_slice(&b);
+    Ok(())
+}
+
+/// [`kernel_gradients`] in place: on error `dw` and `db` are partly updated (for callers
+/// that drop them on error). `dw_bound` bounds every `|dw|` (saturating at `2^127`) and
+/// is raised by this sample's share.
+pub(crate) fn accumulate_kernel_gradients(
+    g: &ConvGeometry,
+    delta: &[i128],
+    a: &[i128],
+    dw: &mut [i128],
+    db: &mut [i128],
+    dw_bound: &mut u128,
+) -> Result<()> {
+    check_len("conv bias gradient", g.filters(), db.len())?;
+    // A kernel weight takes at most one term per output position of its filter, added
+    // to its running sum.
+    let (delta_b, a_b) = (Bounded::of(delta), Bounded::of(a));
+    let positions = g.output().height * g.output().width;
+    let share = (positions as u128)
+        .checked_shl(delta_b.bits + a_b.bits)
+        .filter(|&s| s >> (delta_b.bits + a_b.bits) == positions as u128)
+        .unwrap_or(u128::MAX);
+    let total = dw_bound.saturating_add(share);
+    if delta_b.bits <= 63 && a_b.bits <= 63 && total < 1 << 126 {
+        g.kernel_gradient_with(delta, a, dw, |acc, d, a| {
+            *acc += narrow_mul(d, a);
+            Ok(())
+        })?;
+    } else {
+        g.kernel_gradient_with(delta, a, dw, |acc, d, a| {
+            mac_i128(acc, d, a, "conv sum of delta * a")
+        })?;
+    }
+    *dw_bound = total;
     for (o, d) in delta.iter().enumerate() {
         let f = g.filter_of(o);
-        b[f] = b[f].checked_add(*d).ok_or(Error::Overflow {
+        db[f] = db[f].checked_add(*d).ok_or_else(|| Error::Overflow {
             op: "conv sum of delta",
         })?;
     }
-    dw.copy_from_slice(&w);
-    db.copy_from_slice(&b);
     Ok(())
 }

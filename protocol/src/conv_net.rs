@@ -38,7 +38,10 @@ use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
 use crate::arch::{Arch, Network, Op};
-use crate::conv::{conv2d, conv2d_transpose, kernel_gradients, ConvGeometry, Padding, Shape};
+use crate::conv::{
+    accumulate_kernel_gradients, conv2d_bounded, conv2d_transpose_bounded, kernel_gradients,
+    magnitude_bits, Bounded, ConvGeometry, Padding, Shape,
+};
 use crate::fixed::{round_shift, shl_checked, Scales, ValueKind};
 use crate::linear_layer::LinearLayer;
 use crate::math::{
@@ -75,6 +78,43 @@ impl Tensor {
     }
 }
 
+/// The unrounded gradient sums of part of a mini-batch, one buffer per weight layer,
+/// with the fractional bits of each layer's sums (`(0, 0)` before any sample).
+struct Sums {
+    dw: Vec<Vec<i128>>,
+    db: Vec<Vec<i128>>,
+    /// A bound on each layer's `|dw|` (see [`accumulate_kernel_gradients`]).
+    dw_bound: Vec<u128>,
+    fracs: Vec<(u32, u32)>,
+}
+
+impl Sums {
+    /// The elementwise sum of two parts, checked.
+    fn add(mut self, other: Self) -> Result<Self> {
+        let pairs = self
+            .dw
+            .iter_mut()
+            .chain(&mut self.db)
+            .zip(other.dw.iter().chain(&other.db));
+        for (mine, theirs) in pairs {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m = m.checked_add(*t).ok_or_else(|| Error::Overflow {
+                    op: "conv net gradient sum",
+                })?;
+            }
+        }
+        for (m, t) in self.dw_bound.iter_mut().zip(other.dw_bound) {
+            *m = m.saturating_add(t);
+        }
+        for (m, t) in self.fracs.iter_mut().zip(other.fracs) {
+            if *m == (0, 0) {
+                *m = t;
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// A conv net's true parameters in fixed point, with its inferred shapes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvNet {
@@ -83,6 +123,8 @@ pub struct ConvNet {
     /// One per weight layer, input first: `w` is `f × (c·k·k)` (the flat OIHW kernel)
     /// at `2^fw`, `b` has `f` values at `2^(fa+fw)`.
     params: Vec<LayerParams>,
+    /// The bit length of each layer's largest `|w|` (for the integer walks' fast path).
+    kernel_bits: Vec<u32>,
 }
 
 fn check_at(scales: &Scales, kind: ValueKind, v: i128, frac: u32) -> Result<i128> {
@@ -161,6 +203,7 @@ impl ConvNet {
         Ok(Self {
             network,
             steps,
+            kernel_bits: Self::bits_of(&params),
             params,
         })
     }
@@ -179,6 +222,7 @@ impl ConvNet {
         let mut net = Self {
             network,
             steps,
+            kernel_bits: vec![0; geoms.len()],
             params: geoms
                 .iter()
                 .map(|g| LayerParams {
@@ -246,16 +290,33 @@ impl ConvNet {
                 scales.check(ValueKind::Bias, v)?;
             }
         }
+        self.kernel_bits = Self::bits_of(&params);
         self.params = params;
         Ok(())
     }
 
-    fn kernel(&self, p: usize) -> Result<&[i128]> {
-        self.params[p].w.as_slice().ok_or(Error::ShapeMismatch {
-            what: "conv net kernel layout",
-            expected: "standard layout".into(),
-            found: "strided".into(),
+    /// Layer `p`'s flat kernel with its magnitude bound.
+    fn kernel(&self, p: usize) -> Result<Bounded<'_>> {
+        let v = self.params[p]
+            .w
+            .as_slice()
+            .ok_or_else(|| Error::ShapeMismatch {
+                what: "conv net kernel layout",
+                expected: "standard layout".into(),
+                found: "strided".into(),
+            })?;
+        Ok(Bounded {
+            v,
+            bits: self.kernel_bits[p],
         })
+    }
+
+    /// The bit length of each layer's largest weight magnitude.
+    fn bits_of(params: &[LayerParams]) -> Vec<u32> {
+        params
+            .iter()
+            .map(|p| p.w.iter().map(|&w| magnitude_bits(&[w])).max().unwrap_or(0))
+            .collect()
     }
 
     /// The forward pass of one sample: the input of every step, then the logits.
@@ -278,7 +339,7 @@ impl ConvNet {
                         .iter()
                         .map(|&b| shl_checked(b, shift))
                         .collect::<Result<Vec<_>>>()?;
-                    let z = conv2d(&g, &t.v, self.kernel(p)?, &b)?;
+                    let z = conv2d_bounded(&g, Bounded::of(&t.v), self.kernel(p)?, &b)?;
                     Tensor::checked(scales, ValueKind::PreActivation, z, t.frac + scales.fw)?
                 }
                 Step::Pool(pool) => Tensor {
@@ -357,56 +418,82 @@ impl ConvNet {
         labels: &[usize],
     ) -> Result<Vec<LayerGradients>> {
         self.check_labels(x.nrows(), labels)?;
-        let mut dw: Vec<Vec<i128>> = self.params.iter().map(|p| vec![0; p.w.len()]).collect();
-        let mut db: Vec<Vec<i128>> = self.params.iter().map(|p| vec![0; p.b.len()]).collect();
-        // The fractional bits of each layer's raw sums (the same for every sample).
-        let mut fracs = vec![(0u32, 0u32); self.params.len()];
-        let one = shl_checked(1, scales.fd)?;
-        for (row, &label) in x.rows().into_iter().zip(labels) {
-            let (inputs, z) = self.forward_sample(scales, &row.to_vec())?;
-            let mut y = Array1::from_iter(z.v.iter().map(|&v| decode_at(v, z.frac)));
-            softmax_in_place(y.view_mut());
-            let mut g = Tensor {
-                v: y.iter()
-                    .map(|&p| scales.encode(ValueKind::Error, p))
-                    .collect::<Result<_>>()?,
-                frac: scales.fd,
-            };
-            g.v[label] -= one;
-            for (i, (step, input)) in self.steps.iter().zip(&inputs).enumerate().rev() {
-                g = match *step {
-                    Step::Linear(geom, p) => {
-                        kernel_gradients(&geom, &g.v, &input.v, &mut dw[p], &mut db[p])?;
-                        fracs[p] = (g.frac + input.frac, g.frac);
-                        if i == 0 {
-                            break;
-                        }
-                        let q = conv2d_transpose(&geom, &g.v, self.kernel(p)?)?;
-                        Tensor::checked(scales, ValueKind::Product, q, g.frac + scales.fw)?
-                    }
-                    Step::Pool(pool) => Tensor {
-                        v: pool.backward(&g.v)?,
-                        frac: g.frac + POOL_SCALE_BITS,
-                    },
-                    Step::Act(act) => Tensor {
-                        v: g.v
-                            .iter()
-                            .zip(&input.v)
-                            .map(|(&gv, &zv)| {
-                                error_value(act, (gv, g.frac), (zv, input.frac), scales)
-                            })
-                            .collect::<Result<_>>()?,
-                        frac: scales.fd,
-                    },
-                };
-            }
-        }
+        // The samples run in parallel, each summing into its thread's buffers; the sums
+        // are exact integers, so their order does not change the result.
+        let zero = || Sums {
+            dw: self.params.iter().map(|p| vec![0; p.w.len()]).collect(),
+            db: self.params.iter().map(|p| vec![0; p.b.len()]).collect(),
+            dw_bound: vec![1; self.params.len()],
+            fracs: vec![(0, 0); self.params.len()],
+        };
+        let sums = (0..x.nrows())
+            .into_par_iter()
+            .try_fold(zero, |mut sums, r| {
+                self.sample_gradients(scales, &x.row(r).to_vec(), labels[r], &mut sums)?;
+                Ok(sums)
+            })
+            .try_reduce(zero, Sums::add)?;
         self.params
             .iter()
-            .zip(dw.into_iter().zip(db))
-            .zip(&fracs)
+            .zip(sums.dw.into_iter().zip(sums.db))
+            .zip(&sums.fracs)
             .map(|((p, raw), &f)| round_gradients(scales, p.w.dim(), raw, f))
             .collect()
+    }
+
+    /// Adds one sample's unrounded kernel and bias gradients to `sums`.
+    fn sample_gradients(
+        &self,
+        scales: &Scales,
+        x: &[i128],
+        label: usize,
+        sums: &mut Sums,
+    ) -> Result<()> {
+        let (inputs, z) = self.forward_sample(scales, x)?;
+        let mut y = Array1::from_iter(z.v.iter().map(|&v| decode_at(v, z.frac)));
+        softmax_in_place(y.view_mut());
+        let mut g = Tensor {
+            v: y.iter()
+                .map(|&p| scales.encode(ValueKind::Error, p))
+                .collect::<Result<_>>()?,
+            frac: scales.fd,
+        };
+        g.v[label] -= shl_checked(1, scales.fd)?;
+        for (i, (step, input)) in self.steps.iter().zip(&inputs).enumerate().rev() {
+            g = match *step {
+                Step::Linear(geom, p) => {
+                    accumulate_kernel_gradients(
+                        &geom,
+                        &g.v,
+                        &input.v,
+                        &mut sums.dw[p],
+                        &mut sums.db[p],
+                        &mut sums.dw_bound[p],
+                    )?;
+                    // The fractional bits of the layer's raw sums (the same for every
+                    // sample).
+                    sums.fracs[p] = (g.frac + input.frac, g.frac);
+                    if i == 0 {
+                        break;
+                    }
+                    let q = conv2d_transpose_bounded(&geom, Bounded::of(&g.v), self.kernel(p)?)?;
+                    Tensor::checked(scales, ValueKind::Product, q, g.frac + scales.fw)?
+                }
+                Step::Pool(pool) => Tensor {
+                    v: pool.backward(&g.v)?,
+                    frac: g.frac + POOL_SCALE_BITS,
+                },
+                Step::Act(act) => Tensor {
+                    v: g.v
+                        .iter()
+                        .zip(&input.v)
+                        .map(|(&gv, &zv)| error_value(act, (gv, g.frac), (zv, input.frac), scales))
+                        .collect::<Result<_>>()?,
+                    frac: scales.fd,
+                },
+            };
+        }
+        Ok(())
     }
 
     /// `w ← w − η·Δw`, `b ← b − η·Δb` on every weight layer (`η` at `2^fe`), all or
@@ -427,6 +514,7 @@ impl ConvNet {
             let (dw, db) = scaled_step(scales, eta, g)?;
             new.push(subtract(scales, l, &dw, &db)?);
         }
+        self.kernel_bits = Self::bits_of(&new);
         self.params = new;
         Ok(())
     }

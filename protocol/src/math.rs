@@ -74,11 +74,11 @@ pub struct Trace {
 }
 
 fn add(a: i128, b: i128, op: &'static str) -> Result<i128> {
-    a.checked_add(b).ok_or(Error::Overflow { op })
+    a.checked_add(b).ok_or_else(|| Error::Overflow { op })
 }
 
 fn mul(a: i128, b: i128, op: &'static str) -> Result<i128> {
-    a.checked_mul(b).ok_or(Error::Overflow { op })
+    a.checked_mul(b).ok_or_else(|| Error::Overflow { op })
 }
 
 fn shape_err(what: &'static str, expected: String, found: String) -> Error {
@@ -193,7 +193,7 @@ impl FixedModel {
             return self.conv_net(scales)?.predict(scales, x);
         }
         let trace = self.forward(scales, x)?;
-        let z = trace.z.last().ok_or(Error::InvalidSpec {
+        let z = trace.z.last().ok_or_else(|| Error::InvalidSpec {
             reason: "no layers".into(),
         })?;
         Ok(z.rows().into_iter().map(argmax).collect())
@@ -234,7 +234,7 @@ impl FixedModel {
         self.dense_only()?;
         let l_count = self.layers.len();
         let mut grads = Vec::with_capacity(l_count);
-        let z_last = trace.z.last().ok_or(Error::InvalidSpec {
+        let z_last = trace.z.last().ok_or_else(|| Error::InvalidSpec {
             reason: "no layers".into(),
         })?;
         let mut delta = output_error(z_last.view(), labels, scales)?;
@@ -282,7 +282,7 @@ impl FixedModel {
             return self.conv_net(scales)?.logits(scales, x);
         }
         let trace = self.forward(scales, x)?;
-        let z = trace.z.last().ok_or(Error::InvalidSpec {
+        let z = trace.z.last().ok_or_else(|| Error::InvalidSpec {
             reason: "no layers".into(),
         })?;
         Ok(z.mapv(|q| scales.decode(ValueKind::PreActivation, q)))
@@ -368,14 +368,16 @@ pub fn subtract(
     for (o, &d) in w.iter_mut().zip(dw) {
         *o = scales.check(
             ValueKind::Weight,
-            o.checked_sub(d).ok_or(Error::Overflow { op: "w - dw" })?,
+            o.checked_sub(d)
+                .ok_or_else(|| Error::Overflow { op: "w - dw" })?,
         )?;
     }
     let mut b = l.b.clone();
     for (o, &d) in b.iter_mut().zip(db) {
         *o = scales.check(
             ValueKind::Bias,
-            o.checked_sub(d).ok_or(Error::Overflow { op: "b - db" })?,
+            o.checked_sub(d)
+                .ok_or_else(|| Error::Overflow { op: "b - db" })?,
         )?;
     }
     Ok(LayerParams { w, b })
@@ -514,7 +516,7 @@ pub(crate) fn error_value(
     let prod = mul(q, fp, "q * f'")?;
     let shift = (q_frac + scales.fa)
         .checked_sub(scales.fd)
-        .ok_or(Error::Overflow { op: "error scale" })?;
+        .ok_or_else(|| Error::Overflow { op: "error scale" })?;
     scales.check(ValueKind::Error, round_shift(prod, shift)?)
 }
 

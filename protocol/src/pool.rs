@@ -132,7 +132,7 @@ impl MeanPool2 {
             |acc, &v| {
                 *acc = acc
                     .checked_add(v)
-                    .ok_or(Error::Overflow { op: "pool sum" })?;
+                    .ok_or_else(|| Error::Overflow { op: "pool sum" })?;
                 Ok(())
             },
         )

@@ -268,6 +268,34 @@ proptest! {
     }
 
     #[test]
+    fn the_fast_and_the_checked_integer_paths_agree(p in params(), seed in any::<u64>()) {
+        // Factors below 2^63 take one 64×64-bit product per tap; a factor above it (the
+        // input scaled by 2^64) takes the checked i128 path. Both are exact.
+        prop_assume!(p.valid());
+        let g = p.geometry().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let a = random(&mut rng, g.input_len(), 1000);
+        let w = random(&mut rng, g.kernel_len(), 1000);
+        let b = random(&mut rng, g.filters(), 1000);
+        let d = random(&mut rng, g.output_len(), 1000);
+        let up = |v: &[i128]| v.iter().map(|x| x << 64).collect::<Vec<_>>();
+        prop_assert_eq!(
+            conv2d(&g, &up(&a), &w, &up(&b)).unwrap(),
+            up(&conv2d(&g, &a, &w, &b).unwrap())
+        );
+        prop_assert_eq!(
+            conv2d_transpose(&g, &up(&d), &w).unwrap(),
+            up(&conv2d_transpose(&g, &d, &w).unwrap())
+        );
+        let (mut dw, mut db) = (vec![0; g.kernel_len()], vec![0; g.filters()]);
+        kernel_gradients(&g, &d, &a, &mut dw, &mut db).unwrap();
+        let (mut dw_up, mut db_up) = (vec![0; g.kernel_len()], vec![0; g.filters()]);
+        kernel_gradients(&g, &up(&d), &a, &mut dw_up, &mut db_up).unwrap();
+        prop_assert_eq!(dw_up, up(&dw));
+        prop_assert_eq!(db_up, up(&db));
+    }
+
+    #[test]
     fn pooling_matches_the_naive_sum_and_its_backward_is_its_adjoint(
         c in 1usize..4, h2 in 1usize..6, w2 in 1usize..6, seed in any::<u64>()
     ) {
