@@ -571,7 +571,7 @@ pub(crate) fn mac_i128(acc: &mut i128, x: &i128, y: &i128, op: &'static str) -> 
     };
     *acc = product
         .and_then(|p| acc.checked_add(p))
-        .ok_or_else(|| Error::Overflow { op })?;
+        .ok_or_else(Error::overflow(op))?;
     Ok(())
 }
 
@@ -755,9 +755,9 @@ pub(crate) fn accumulate_kernel_gradients(
     *dw_bound = total;
     for (o, d) in delta.iter().enumerate() {
         let f = g.filter_of(o);
-        db[f] = db[f].checked_add(*d).ok_or_else(|| Error::Overflow {
-            op: "conv sum of delta",
-        })?;
+        db[f] = db[f]
+            .checked_add(*d)
+            .ok_or_else(Error::overflow("conv sum of delta"))?;
     }
     Ok(())
 }

@@ -98,9 +98,9 @@ impl Sums {
             .zip(other.dw.iter().chain(&other.db));
         for (mine, theirs) in pairs {
             for (m, t) in mine.iter_mut().zip(theirs) {
-                *m = m.checked_add(*t).ok_or_else(|| Error::Overflow {
-                    op: "conv net gradient sum",
-                })?;
+                *m = m
+                    .checked_add(*t)
+                    .ok_or_else(Error::overflow("conv net gradient sum"))?;
             }
         }
         for (m, t) in self.dw_bound.iter_mut().zip(other.dw_bound) {

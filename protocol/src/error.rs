@@ -139,6 +139,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A constructor of [`Error::Overflow`] for `ok_or_else`: the error is built only on
+    /// overflow (an eager `ok_or(Error::Overflow { .. })` drops a built error on every
+    /// successful step, a measurable cost in the reference's inner loops).
+    pub(crate) fn overflow(op: &'static str) -> impl FnOnce() -> Self {
+        move || Self::Overflow { op }
+    }
+
     /// The class of the error for an [`ErrorReport`](crate::messages::ErrorReport), the
     /// same on both sides (`gelunet_server::ServerError::code` and
     /// `gelunet_client::ClientError::code` delegate here): values out of range, masks and

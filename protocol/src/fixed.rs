@@ -356,7 +356,7 @@ pub fn round_shift(x: i128, s: u32) -> Result<i128> {
     let mag = x.unsigned_abs();
     let rounded = mag
         .checked_add(half as u128)
-        .ok_or_else(|| Error::Overflow { op: "round shift" })?
+        .ok_or_else(Error::overflow("round shift"))?
         >> s;
     // rounded < 2^127: fits.
     let r = rounded as i128;

@@ -74,11 +74,11 @@ pub struct Trace {
 }
 
 fn add(a: i128, b: i128, op: &'static str) -> Result<i128> {
-    a.checked_add(b).ok_or_else(|| Error::Overflow { op })
+    a.checked_add(b).ok_or_else(Error::overflow(op))
 }
 
 fn mul(a: i128, b: i128, op: &'static str) -> Result<i128> {
-    a.checked_mul(b).ok_or_else(|| Error::Overflow { op })
+    a.checked_mul(b).ok_or_else(Error::overflow(op))
 }
 
 fn shape_err(what: &'static str, expected: String, found: String) -> Error {
@@ -368,16 +368,14 @@ pub fn subtract(
     for (o, &d) in w.iter_mut().zip(dw) {
         *o = scales.check(
             ValueKind::Weight,
-            o.checked_sub(d)
-                .ok_or_else(|| Error::Overflow { op: "w - dw" })?,
+            o.checked_sub(d).ok_or_else(Error::overflow("w - dw"))?,
         )?;
     }
     let mut b = l.b.clone();
     for (o, &d) in b.iter_mut().zip(db) {
         *o = scales.check(
             ValueKind::Bias,
-            o.checked_sub(d)
-                .ok_or_else(|| Error::Overflow { op: "b - db" })?,
+            o.checked_sub(d).ok_or_else(Error::overflow("b - db"))?,
         )?;
     }
     Ok(LayerParams { w, b })
@@ -516,7 +514,7 @@ pub(crate) fn error_value(
     let prod = mul(q, fp, "q * f'")?;
     let shift = (q_frac + scales.fa)
         .checked_sub(scales.fd)
-        .ok_or_else(|| Error::Overflow { op: "error scale" })?;
+        .ok_or_else(Error::overflow("error scale"))?;
     scales.check(ValueKind::Error, round_shift(prod, shift)?)
 }
 

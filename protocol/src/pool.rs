@@ -130,9 +130,7 @@ impl MeanPool2 {
             x,
             |&v| v,
             |acc, &v| {
-                *acc = acc
-                    .checked_add(v)
-                    .ok_or_else(|| Error::Overflow { op: "pool sum" })?;
+                *acc = acc.checked_add(v).ok_or_else(Error::overflow("pool sum"))?;
                 Ok(())
             },
         )
