@@ -16,7 +16,6 @@
 use gelunet_protocol::messages::{BackwardRequest, BackwardResponse, ServerMessage};
 
 use crate::error::Result;
-use crate::forward::LayerRequest;
 use crate::linear;
 use crate::role::{Phase, Server};
 
@@ -28,22 +27,15 @@ impl Server {
     /// [`gelunet_protocol::ProtocolViolation`]s of the header
     /// ([`Server::check_header`]) and counts, ciphertext errors under `PK_c`.
     pub(crate) fn backward(&mut self, m: &BackwardRequest) -> Result<ServerMessage> {
-        let LayerRequest {
-            pk,
-            masked: ml,
-            width,
-            fan_in,
-            map,
-            groups,
-        } = self.check_layer_request(
+        let req = self.check_layer_request(
             ("BackwardRequest", Phase::Backward(0)),
             (m.session, m.iteration, m.layer, m.packing),
             ("errors", |width, _| width),
             &m.errors,
         )?;
-        let mut out = Vec::with_capacity(fan_in * groups.len());
-        for group in m.errors.chunks(width) {
-            out.extend(linear::transpose(pk, &map, &ml.w, group)?);
+        let mut out = Vec::with_capacity(req.fan_in * req.groups.len());
+        for group in m.errors.chunks(req.width) {
+            out.extend(linear::transpose(req.pk, &req.map, &req.masked.w, group)?);
         }
         let next = if m.layer > 2 {
             Phase::Backward(m.layer - 1)
