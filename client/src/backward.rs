@@ -68,16 +68,14 @@ impl Client {
     /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], packing and counts;
     /// ciphertext errors; values out of range.
     pub(crate) fn backward(&mut self, m: &BackwardResponse) -> Result<ClientMessage> {
-        let (s, raw) = self.open_layer_response(
+        let (s, setup, map, raw) = self.open_layer_response(
             (m.session, m.iteration, m.layer),
             (Awaiting::Backward, "BackwardResponse"),
             m.packing,
             ("products", |_, fan_in| fan_in),
             &m.products,
         )?;
-        let setup = self.setup()?;
         let layer = m.layer as usize;
-        let map = setup.layer(layer)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let delta = s.step.delta.as_ref().ok_or(ProtocolViolation::NoSession)?;

@@ -14,6 +14,7 @@
 //!    single layer, the update follows directly (`Client::finish_iteration`).
 
 use gelunet_paillier::{BigUint, Ciphertext};
+use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::math::{activate_at, output_error};
 use gelunet_protocol::messages::{
     BackwardRequest, ClientMessage, ForwardRequest, ForwardResponse, Packing,
@@ -25,7 +26,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::backward::gradients_of;
 use crate::error::Result;
-use crate::role::{expect_len, Awaiting, Client, Session, Step, TranscriptEntry};
+use crate::role::{expect_len, Awaiting, Client, Session, Setup, Step, TranscriptEntry};
 use crate::unmask::{forward_terms, unmask_unpack, Target};
 
 impl Client {
@@ -33,7 +34,9 @@ impl Client {
     /// [`gelunet_protocol::messages::BackwardResponse`]: in turn (its session, iteration
     /// and layer, awaited as `want(layer)`; [`Client::session_in_turn`]), in the session's
     /// sample packing, and `count(width, fan_in)` ciphertexts of that layer per group of
-    /// samples (`what` names them); then decrypts them under `SK_c` (raw, still masked).
+    /// samples (`what` names them); then decrypts them under `SK_c`. Returns the session,
+    /// the handshake's setup, the layer's linear map and the decrypted values (raw, still
+    /// masked).
     ///
     /// # Errors
     /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], `Packing` and `Shape`;
@@ -45,7 +48,7 @@ impl Client {
         packing: Packing,
         (what, count): (&'static str, fn(usize, usize) -> usize),
         cts: &[Ciphertext],
-    ) -> Result<(&Session, Vec<BigUint>)> {
+    ) -> Result<(&Session, &Setup, &LinearLayer, Vec<BigUint>)> {
         let s = self.session_in_turn(sid, iteration, want(layer), found)?;
         let setup = self.setup()?;
         if packing != setup.packing {
@@ -54,7 +57,8 @@ impl Client {
         let (width, fan_in) = setup.spec.layer_shape(layer as usize);
         let groups = group_sizes(setup.batch, setup.packing.samples_per_ciphertext).len();
         expect_len(what, count(width, fan_in) * groups, cts.len())?;
-        Ok((s, self.decrypt_own(cts)?))
+        let raw = self.decrypt_own(cts)?;
+        Ok((s, setup, setup.layer(layer as usize)?, raw))
     }
 
     /// Alg. 1 lines 2–4: draws the next mini-batch `a_0 = x_d` and builds the first
@@ -100,16 +104,14 @@ impl Client {
     /// The [`ProtocolViolation`]s of [`Client::session_in_turn`], packing and counts;
     /// ciphertext errors; values out of range.
     pub(crate) fn forward(&mut self, m: &ForwardResponse) -> Result<ClientMessage> {
-        let (s, raw) = self.open_layer_response(
+        let (s, setup, map, raw) = self.open_layer_response(
             (m.session, m.iteration, m.layer),
             (Awaiting::Forward, "ForwardResponse"),
             m.packing,
             ("pre-activations", |width, _| width),
             &m.pre_activations,
         )?;
-        let setup = self.setup()?;
         let layer = m.layer as usize;
-        let map = setup.layer(layer)?;
         let n_c = self.key.public_key().n();
         let scales = &setup.scales;
         let a_prev = &s.step.a[layer - 1];
