@@ -84,6 +84,13 @@ fn random(rng: &mut ChaCha20Rng, n: usize, bound: i128) -> Vec<i128> {
     (0..n).map(|_| rng.gen_range(-bound..=bound)).collect()
 }
 
+/// An input, kernel, bias and output error of `g` (in that order), entries uniform in
+/// `−1000..=1000`, drawn from ChaCha20 seeded with `seed`.
+fn small_operands(g: &ConvGeometry, seed: u64) -> [Vec<i128>; 4] {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    [g.input_len(), g.kernel_len(), g.filters(), g.output_len()].map(|n| random(&mut rng, n, 1000))
+}
+
 /// The input at padded coordinates `(ch, py, px)`, 0 on the padding.
 fn padded_at(p: &Params, a: &[f64], ch: usize, py: usize, px: usize) -> f64 {
     let (y, x) = (py as isize - p.pb as isize, px as isize - p.pb as isize);
@@ -213,11 +220,7 @@ proptest! {
     fn conv_and_its_transpose_match_the_naive_implementation(p in params(), seed in any::<u64>()) {
         prop_assume!(p.valid());
         let g = p.geometry().unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let a = random(&mut rng, g.input_len(), 1000);
-        let w = random(&mut rng, g.kernel_len(), 1000);
-        let b = random(&mut rng, g.filters(), 1000);
-        let d = random(&mut rng, g.output_len(), 1000);
+        let [a, w, b, d] = small_operands(&g, seed);
         // Small integers: the f64 sums are exact.
         let z = conv2d(&g, &a, &w, &b).unwrap();
         prop_assert_eq!(to_f64(&z), naive_conv(&p, &to_f64(&a), &to_f64(&w), &to_f64(&b)));
@@ -273,11 +276,7 @@ proptest! {
         // input scaled by 2^64) takes the checked i128 path. Both are exact.
         prop_assume!(p.valid());
         let g = p.geometry().unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let a = random(&mut rng, g.input_len(), 1000);
-        let w = random(&mut rng, g.kernel_len(), 1000);
-        let b = random(&mut rng, g.filters(), 1000);
-        let d = random(&mut rng, g.output_len(), 1000);
+        let [a, w, b, d] = small_operands(&g, seed);
         let up = |v: &[i128]| v.iter().map(|x| x << 64).collect::<Vec<_>>();
         prop_assert_eq!(
             conv2d(&g, &up(&a), &w, &up(&b)).unwrap(),
@@ -367,58 +366,28 @@ fn every_bad_geometry_has_its_typed_error() {
             kernel: 3
         }
     );
-    assert!(matches!(
-        new(1, 100, 100, 1, MAX_KERNEL + 1, 1, none),
-        GeometryError::TooLarge { what: "kernel", .. }
-    ));
-    assert!(matches!(
-        new(MAX_TENSOR_LEN, 2, 1, 1, 1, 1, none),
-        GeometryError::TooLarge {
-            what: "input length",
-            ..
-        }
-    ));
+    // Each size above its limit is refused, naming what is too large.
+    for ([c, h, w, f, k, s], what) in [
+        ([1, 100, 100, 1, MAX_KERNEL + 1, 1], "kernel"),
+        ([MAX_TENSOR_LEN, 2, 1, 1, 1, 1], "input length"),
+        ([3000, 8, 8, 1, 5, 1], "fan-in c·k·k"),
+        ([1, 8, 8, 3000, 5, 1], "transposed fan-in f·k·k"),
+        ([1, 8, 8, MAX_WIDTH + 1, 1, 1], "filters"),
+        ([1, 300, 300, 1, 1, 1], "output positions oh·ow"),
+        ([1, 256, 256, 257, 1, 1], "output length"),
+    ] {
+        let e = new(c, h, w, f, k, s, none);
+        assert!(
+            matches!(e, GeometryError::TooLarge { what: got, .. } if got == what),
+            "{what}: {e:?}"
+        );
+    }
     // Sizes whose product overflows usize are refused, not wrapped.
     assert!(matches!(
         new(usize::MAX, usize::MAX, 3, 1, 1, 1, none),
         GeometryError::TooLarge {
             what: "input length",
             value: usize::MAX,
-            ..
-        }
-    ));
-    assert!(matches!(
-        new(3000, 8, 8, 1, 5, 1, none),
-        GeometryError::TooLarge {
-            what: "fan-in c·k·k",
-            ..
-        }
-    ));
-    assert!(matches!(
-        new(1, 8, 8, 3000, 5, 1, none),
-        GeometryError::TooLarge {
-            what: "transposed fan-in f·k·k",
-            ..
-        }
-    ));
-    assert!(matches!(
-        new(1, 8, 8, MAX_WIDTH + 1, 1, 1, none),
-        GeometryError::TooLarge {
-            what: "filters",
-            ..
-        }
-    ));
-    assert!(matches!(
-        new(1, 300, 300, 1, 1, 1, none),
-        GeometryError::TooLarge {
-            what: "output positions oh·ow",
-            ..
-        }
-    ));
-    assert!(matches!(
-        new(1, 256, 256, 257, 1, 1, none),
-        GeometryError::TooLarge {
-            what: "output length",
             ..
         }
     ));
