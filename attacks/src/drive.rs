@@ -291,6 +291,34 @@ impl SessionSweep {
             .collect::<Result<_>>()?;
         Ok((batch, d))
     }
+
+    /// Runs `attack` once per session size of the sweep, in order: with `d = S / B`, the
+    /// configuration of `run` for `spec` with sessions of `d` mini-batches of `B`
+    /// ([`AttackRun::config`]) and its simulation over `run`'s data shares and `keys`
+    /// ([`build_simulation`]) after the sweep's `warmup` sessions. Returns `B` (at
+    /// least 1).
+    ///
+    /// # Errors
+    /// Dataset errors of the split; [`AttackError::Invalid`] for a size that is not a
+    /// positive multiple of `B` ([`SessionSweep::iterations`]) or too few keys; the
+    /// simulation's errors; the first error of `attack`.
+    pub fn run_sizes(
+        &self,
+        run: &AttackRun,
+        spec: &ModelSpec,
+        keys: &[PrivateKey],
+        mut attack: impl FnMut(u32, &RunConfig, Simulation) -> Result<()>,
+    ) -> Result<usize> {
+        let shares = run.shares()?;
+        let (batch, iterations) = self.iterations()?;
+        for d in iterations {
+            let cfg = run.config(spec, batch, d);
+            let mut sim = build_simulation(&cfg, keys, &shares)?;
+            sim.run_sessions(self.warmup)?;
+            attack(d, &cfg, sim)?;
+        }
+        Ok(batch)
+    }
 }
 
 /// Builds the simulation: a server with `keys[0]`, one client per data share with

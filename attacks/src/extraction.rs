@@ -24,9 +24,7 @@ use gelunet_protocol::{MaskMode, Scales};
 use ndarray::{Array1, Array2, Axis, Slice};
 use serde::Serialize;
 
-use crate::drive::{
-    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary,
-};
+use crate::drive::{run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary};
 use crate::linalg::lstsq;
 use crate::{AttackError, Result};
 
@@ -275,15 +273,8 @@ pub fn run_experiment(
     let spec = run.spec();
     let scales = Scales::default();
     let (_, eta) = run.eta(&scales)?;
-    let shares = run.shares()?;
-    let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();
-    for d in iterations {
-        let cfg = run.config(&spec, batch, d);
-        let mut sim = build_simulation(&cfg, keys, &shares)?;
-        for _ in 0..setup.sweep.warmup {
-            sim.run_session()?;
-        }
+    let batch = setup.sweep.run_sizes(run, &spec, keys, |d, cfg, mut sim| {
         let mut sessions = Vec::new();
         for _ in 0..setup.sweep.trials {
             let obs = run_observed_session(&mut sim)?;
@@ -303,7 +294,8 @@ pub fn run_experiment(
             median,
             sessions,
         });
-    }
+        Ok(())
+    })?;
     Ok(ExtractionReport {
         run: SweepSummary::new(run, keys, batch),
         eta,

@@ -37,9 +37,7 @@ use gelunet_protocol::Scales;
 use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 
-use crate::drive::{
-    build_simulation, run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary,
-};
+use crate::drive::{run_observed_session, AttackRun, ObservedSession, SessionSweep, SweepSummary};
 use crate::extraction::relative_error;
 use crate::linalg::lstsq;
 use crate::{AttackError, Result};
@@ -246,13 +244,8 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
     let l = spec.widths.len() - 1;
     let scales = Scales::default();
     let (_, eta) = run.eta(&scales)?;
-    let shares = run.shares()?;
-    let (batch, iterations) = setup.sweep.iterations()?;
     let mut points = Vec::new();
-    for d in iterations {
-        let cfg = run.config(&spec, batch, d);
-        let mut sim = build_simulation(&cfg, keys, &shares)?;
-        sim.run_sessions(setup.sweep.warmup)?;
+    let batch = setup.sweep.run_sizes(run, &spec, keys, |d, cfg, mut sim| {
         let mut rel_errors = Vec::new();
         let mut rank = usize::MAX;
         let mut last: Vec<Option<OwnSession>> = vec![None; run.clients];
@@ -300,7 +293,8 @@ pub fn run_experiment(setup: &OutputLayerSetup, keys: &[PrivateKey]) -> Result<O
                 max_rel_error: cross.iter().copied().fold(0.0, f64::max),
             }),
         });
-    }
+        Ok(())
+    })?;
     Ok(OutputLayerReport {
         run: SweepSummary::new(run, keys, batch),
         clients: run.clients,
