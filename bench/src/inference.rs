@@ -82,6 +82,34 @@ pub struct Timing {
     pub note: String,
 }
 
+impl Timing {
+    /// The timing of the medians of `singles` (one sample each, everything computed on
+    /// the spot), `online` and `offline` (one sample each with its randomness
+    /// precomputed, and that precomputation), and of one batch of `batch_samples` taking
+    /// `batch_secs`, all in seconds; `ok` whether every prediction matched the plaintext
+    /// one. No full-batch time and no note (set them on the result where they apply).
+    fn measured(
+        singles: Vec<f64>,
+        (online, offline): (Vec<f64>, Vec<f64>),
+        (batch_samples, batch_secs): (usize, f64),
+        ok: bool,
+    ) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let per = batch_secs / batch_samples as f64;
+        Self {
+            single_secs: median(singles),
+            online_single_secs: median(online),
+            offline_single_secs: median(offline),
+            batch_samples,
+            batch_secs,
+            batch_per_sample_secs: per,
+            predictions_match_plaintext: ok,
+            full_batch_per_sample_secs: None,
+            note: String::new(),
+        }
+    }
+}
+
 /// One architecture.
 #[derive(Clone, Debug, Serialize)]
 pub struct InferenceRow {
@@ -355,19 +383,12 @@ pub(crate) fn time_gelu(
     }
     let (batch_secs, p) = gelu_infer(server, client, key, &batch)?;
     ok &= p == model.predict(&scales, batch.view())?;
-    #[allow(clippy::cast_precision_loss)]
-    let per = batch_secs / n as f64;
-    Ok(Timing {
-        single_secs: median(singles),
-        online_single_secs: median(online),
-        offline_single_secs: median(offline),
-        batch_samples: n,
-        batch_secs,
-        batch_per_sample_secs: per,
-        predictions_match_plaintext: ok,
-        full_batch_per_sample_secs: None,
-        note: String::new(),
-    })
+    Ok(Timing::measured(
+        singles,
+        (online, offline),
+        (n, batch_secs),
+        ok,
+    ))
 }
 
 fn run_bfv(prep: &Prepared, arch: &Arch, r: &SideBySide) -> Result<(Timing, BfvDescription, u32)> {
@@ -404,18 +425,9 @@ fn run_bfv(prep: &Prepared, arch: &Arch, r: &SideBySide) -> Result<(Timing, BfvD
     let (batch_secs, good) = bfv_time(&mut ctx, &model, &net, &batch, bound)?;
     ok &= good;
     #[allow(clippy::cast_precision_loss)]
-    let per = batch_secs / n as f64;
-    #[allow(clippy::cast_precision_loss)]
     let full = batch_secs / ctx.slots() as f64;
     Ok((
         Timing {
-            single_secs: median(singles),
-            online_single_secs: median(online),
-            offline_single_secs: median(offline),
-            batch_samples: n,
-            batch_secs,
-            batch_per_sample_secs: per,
-            predictions_match_plaintext: ok,
             full_batch_per_sample_secs: Some(full),
             note: format!(
                 "one sample per slot (CryptoNets layout): any batch of up to {} samples costs the same, i.e. {} per sample when all slots are used; online: the encryptions of zero for one sample's columns precomputed; fhe.rs, encryption and neurons in parallel on {} rayon threads",
@@ -423,6 +435,7 @@ fn run_bfv(prep: &Prepared, arch: &Arch, r: &SideBySide) -> Result<(Timing, BfvD
                 crate::report_ms(full),
                 rayon::current_num_threads()
             ),
+            ..Timing::measured(singles, (online, offline), (n, batch_secs), ok)
         },
         ctx.describe(),
         f,
