@@ -34,6 +34,19 @@ fn run(tag: &str, args: &[&str]) -> Proc {
     Proc::spawn(tag, cmd)
 }
 
+/// `train` of `arch` on `data` for 4 sessions; the run's other flags follow.
+fn train_args<'a>(data: &'a str, arch: &'a str) -> [&'a str; 7] {
+    [
+        "train",
+        "--dataset",
+        data,
+        "--arch",
+        arch,
+        "--sessions",
+        "4",
+    ]
+}
+
 #[test]
 fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     let dir = TempDir::new("arch");
@@ -44,20 +57,12 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     let mut p = run(
         "arch plaintext",
         &[
-            "train",
-            "--plaintext",
-            "--dataset",
-            &data,
-            "--arch",
-            arch,
-            "--sessions",
-            "4",
-            "--quiet",
-            "--report",
-            report.to_str().unwrap(),
-            "--model-out",
-            model.to_str().unwrap(),
-        ],
+            &train_args(&data, arch)[..],
+            &["--plaintext", "--quiet"],
+            &["--report", report.to_str().unwrap()],
+            &["--model-out", model.to_str().unwrap()],
+        ]
+        .concat(),
     );
     p.expect_success(3 * MIN);
     let r = read_json(&report);
@@ -74,15 +79,7 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     let mut p = run(
         "arch encrypted",
         &[
-            &[
-                "train",
-                "--dataset",
-                &data,
-                "--arch",
-                arch,
-                "--sessions",
-                "4",
-            ][..],
+            &train_args(&data, arch)[..],
             &["--clients", "3", "--quiet"],
             &["--report", enc_report.to_str().unwrap()],
             &["--model-out", enc_model.to_str().unwrap()],
