@@ -320,57 +320,33 @@ fn a_missing_damaged_or_mismatched_checkpoint_is_refused_and_left_alone() {
     let path = state.join(gelunet_run::CHECKPOINT_FILE);
     let good = std::fs::read(&path).unwrap();
 
+    let ok = ["--dataset", "iris", "--seed", "7", "--sessions", "2"];
     // Another dataset, another model, another protocol: refused, file untouched.
     for (extra, what) in [
         (
-            &[
+            vec![
                 "--dataset",
                 "pima-diabetes",
                 "--seed",
                 "7",
                 "--sessions",
                 "2",
-            ][..],
+            ],
             "another dataset",
         ),
+        ([&ok[..], &["--hidden", "9"]].concat(), "model spec"),
+        ([&ok[..], &["--protocol", "paper"]].concat(), "protocol"),
         (
-            &[
-                "--dataset",
-                "iris",
-                "--seed",
-                "7",
-                "--sessions",
-                "2",
-                "--hidden",
-                "9",
-            ][..],
-            "model spec",
-        ),
-        (
-            &[
-                "--dataset",
-                "iris",
-                "--seed",
-                "7",
-                "--sessions",
-                "2",
-                "--protocol",
-                "paper",
-            ][..],
-            "protocol",
-        ),
-        (
-            &["--dataset", "iris", "--seed", "8", "--sessions", "2"][..],
+            vec!["--dataset", "iris", "--seed", "8", "--sessions", "2"],
             "",
         ),
     ] {
-        let e = run(extra);
+        let e = run(&extra);
         assert!(e.contains("not a checkpoint this run can resume"), "{e}");
         assert!(e.contains(what), "{what}: {e}");
         assert_eq!(std::fs::read(&path).unwrap(), good, "{what}: overwritten");
     }
     // Truncated, and one flipped bit.
-    let ok = ["--dataset", "iris", "--seed", "7", "--sessions", "2"];
     std::fs::write(&path, &good[..good.len() - 3]).unwrap();
     let e = run(&ok);
     assert!(e.contains("truncated"), "{e}");
