@@ -93,6 +93,32 @@ fn train_refuses_too_little_data_and_unwritable_outputs() {
     assert!(!missing.exists());
 }
 
+/// `train` on MNIST with `hidden` units and `clients` clients, on the first `max_train`
+/// training and `max_test` test samples, in mini-batches of 8; the run's other flags
+/// follow.
+fn mnist_train(
+    hidden: &'static str,
+    clients: &'static str,
+    max_train: &'static str,
+    max_test: &'static str,
+) -> [&'static str; 13] {
+    [
+        "train",
+        "--dataset",
+        "mnist",
+        "--hidden",
+        hidden,
+        "--clients",
+        clients,
+        "--max-train",
+        max_train,
+        "--max-test",
+        max_test,
+        "--batch-size",
+        "8",
+    ]
+}
+
 /// The issue's MNIST command (`--hidden 128 --clients 3 --max-train 2000 --max-test 500
 /// --batch-size 8 --sessions 2`) passes every check and completes with its report. Here
 /// through the plaintext fixed-point reference (the same data, checks, sessions and
@@ -106,23 +132,7 @@ fn the_issue_mnist_command_completes_and_writes_its_report() {
     let mut p = run(
         "train mnist",
         &[
-            &[
-                "train",
-                "--dataset",
-                "mnist",
-                "--hidden",
-                "128",
-                "--clients",
-                "3",
-            ][..],
-            &[
-                "--max-train",
-                "2000",
-                "--max-test",
-                "500",
-                "--batch-size",
-                "8",
-            ],
+            &mnist_train("128", "3", "2000", "500")[..],
             &["--sessions", "2", "--plaintext", "--quiet"],
             &["--report", report.to_str().unwrap()],
             &["--model-out", model.to_str().unwrap()],
@@ -148,23 +158,7 @@ fn encrypted_mnist_training_stays_in_range_and_is_exact() {
     let mut p = run(
         "train mnist encrypted",
         &[
-            &[
-                "train",
-                "--dataset",
-                "mnist",
-                "--hidden",
-                "16",
-                "--clients",
-                "2",
-            ][..],
-            &[
-                "--max-train",
-                "200",
-                "--max-test",
-                "100",
-                "--batch-size",
-                "8",
-            ],
+            &mnist_train("16", "2", "200", "100")[..],
             &["--sessions", "1", "--quiet"],
             &TEST_KEYS[..],
             &["--report", report.to_str().unwrap()],
