@@ -221,12 +221,15 @@ pub struct KernelExtractionArgs {
     pub json: bool,
 }
 
-/// Runs `gelunet attack`.
+/// Runs `gelunet attack` and returns what goes to standard output (the JSON report, or
+/// the kernel-extraction table); tables and the paths written go to standard error as the
+/// run goes. The caller prints the returned text, so that a closed pipe (`| head`) ends
+/// the output, not the run.
 ///
 /// # Errors
 /// [`AttackError::Invalid`] for bad options and failures writing the outputs; missing
 /// data files, protocol and role errors.
-pub fn run(args: AttackArgs) -> Result<()> {
+pub fn run(args: AttackArgs) -> Result<String> {
     match args.attack {
         AttackCommand::GradientInversion(a) => run_inversion(a),
         AttackCommand::ModelExtraction(a) => run_extraction(a),
@@ -300,11 +303,10 @@ impl CommonArgs {
         Ok((self.run(data, hidden, protocol), self.keys()?))
     }
 
-    /// Prints the report (JSON on stdout, `table` on stderr) and writes both to
-    /// `--out/<name>.{json,md}`.
-    fn emit<T: serde::Serialize>(&self, name: &str, report: &T, table: &str) -> Result<()> {
+    /// Prints `table` on stderr, writes the report and the table to
+    /// `--out/<name>.{json,md}`, and returns the JSON report for stdout.
+    fn emit<T: serde::Serialize>(&self, name: &str, report: &T, table: &str) -> Result<String> {
         let json = serde_json::to_string_pretty(report).map_err(|e| invalid(&e.to_string()))?;
-        println!("{json}");
         eprintln!("{table}");
         if let Some(dir) = self.out.as_deref() {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
@@ -314,7 +316,7 @@ impl CommonArgs {
                 eprintln!("wrote {}", p.display());
             }
         }
-        Ok(())
+        Ok(json + "\n")
     }
 }
 
@@ -331,7 +333,7 @@ fn sweep_checks(max_samples: usize, batch: usize, trials: usize, hidden: usize) 
     Ok(())
 }
 
-fn run_inversion(a: InversionArgs) -> Result<()> {
+fn run_inversion(a: InversionArgs) -> Result<String> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         return Err(invalid("--batch-sizes needs positive sizes"));
     }
@@ -349,16 +351,16 @@ fn run_inversion(a: InversionArgs) -> Result<()> {
         cases,
     };
     let report = inversion::run_experiment(&setup, &keys)?;
-    c.emit("gradient_inversion", &report, &inversion::render(&report))?;
+    let json = c.emit("gradient_inversion", &report, &inversion::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
         for p in inversion::write_figures(&report, side, dir)? {
             eprintln!("wrote {}", p.display());
         }
     }
-    Ok(())
+    Ok(json)
 }
 
-fn run_extraction(a: ExtractionArgs) -> Result<()> {
+fn run_extraction(a: ExtractionArgs) -> Result<String> {
     sweep_checks(a.max_samples, a.batch_size, a.trials, a.hidden)?;
     let c = &a.common;
     let setup = extraction::ExtractionSetup {
@@ -370,16 +372,16 @@ fn run_extraction(a: ExtractionArgs) -> Result<()> {
         sweep: SessionSweep::up_to(a.max_samples, a.batch_size, a.warmup, a.trials),
     };
     let report = extraction::run_experiment(&setup, &c.keys()?)?;
-    c.emit("model_extraction", &report, &extraction::render(&report))?;
+    let json = c.emit("model_extraction", &report, &extraction::render(&report))?;
     if let Some(dir) = c.out.as_deref() {
         let p = dir.join("model_extraction.png");
         plot::extraction_curve(&p, &report)?;
         eprintln!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(json)
 }
 
-fn run_session_sum(a: SessionSumArgs) -> Result<()> {
+fn run_session_sum(a: SessionSumArgs) -> Result<String> {
     let c = &a.common;
     let (run, keys) = c.dataset_run(&a.dataset, a.samples, a.hidden, a.sessions, a.protocol)?;
     let side = run.data.image_side;
@@ -390,15 +392,15 @@ fn run_session_sum(a: SessionSumArgs) -> Result<()> {
         sessions: a.sessions,
     };
     let report = session_sum::run_experiment(&setup, &keys)?;
-    c.emit("report", &report, &session_sum::render(&report))?;
+    let json = c.emit("report", &report, &session_sum::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
         let p = session_sum::write_grid(&report, side, dir)?;
         eprintln!("wrote {}", p.display());
     }
-    Ok(())
+    Ok(json)
 }
 
-fn run_output_layer(a: OutputLayerArgs) -> Result<()> {
+fn run_output_layer(a: OutputLayerArgs) -> Result<String> {
     sweep_checks(a.max_samples, a.batch_size, a.trials, a.hidden)?;
     if a.classes < 2 {
         return Err(invalid("--classes must be at least 2"));
@@ -436,13 +438,12 @@ pub fn kernel_extraction_setup(
     })
 }
 
-fn run_kernel_extraction(a: KernelExtractionArgs) -> Result<()> {
+fn run_kernel_extraction(a: KernelExtractionArgs) -> Result<String> {
     let report = kernel_extraction::run_experiment(&kernel_extraction_setup(&a)?)?;
     if a.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| invalid(&e.to_string()))?;
-        println!("{json}");
+        Ok(json + "\n")
     } else {
-        print!("{}", kernel_extraction::render(&report));
+        Ok(kernel_extraction::render(&report))
     }
-    Ok(())
 }

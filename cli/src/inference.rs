@@ -144,9 +144,9 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
     };
     let out = gelunet_run::infer(&config)?;
     if !args.quiet {
-        print!("{}", out.predictions_table());
+        crate::out(out.predictions_table());
     }
-    print!("{out}");
+    crate::out(out);
     Ok(())
 }
 
@@ -166,11 +166,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
     let quiet = args.quiet;
     let log = gelunet_run::serve_model(&config, &|s| {
         if !quiet {
-            print!("{s}");
+            crate::out(s);
         }
     })?;
     if !quiet {
-        print!("{log}");
+        crate::out(log);
     }
     Ok(())
 }

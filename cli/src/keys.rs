@@ -139,11 +139,11 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             return values(gelunet_run::decrypt_values(&files.with_key(private_key)))
         }
     };
-    print!("{info}");
+    crate::out(info);
     Ok(())
 }
 
 fn values(info: Result<gelunet_run::ValuesInfo, RunError>) -> Result<(), RunError> {
-    print!("{}", info?);
+    crate::out(info?);
     Ok(())
 }

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
         Command::Join(args) => exit(training::join(args)),
         Command::Infer(args) => exit(inference::infer(args)),
         Command::ServeModel(args) => exit(inference::serve_model(args)),
-        Command::Attack(args) => exit(gelunet_attacks::cli::run(args)),
+        Command::Attack(args) => exit(gelunet_attacks::cli::run(args).map(out)),
         Command::Keys { what } => exit(keys::run(what)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         } => exit(
             gelunet_protocol::group_key::GroupKey::generate()
                 .save_new(&out)
-                .map(|()| println!("wrote a new group key to {}", out.display())),
+                .map(|()| crate::out(format_args!("wrote a new group key to {}\n", out.display()))),
         ),
         Command::Bench { what } => match what {
             BenchCommand::Paper(args) => exit(paper::run(args)),
@@ -148,8 +148,18 @@ fn bench_paillier(a: &PaillierArgs) -> Result<(), String> {
     let report = paillier_throughput::run_paillier(a.key_bits, a.budget, a.seed)
         .map_err(|e| e.to_string())?;
     let text = gelunet_bench::report_text(&report, a.json, paillier_throughput::render);
-    print!("{}", text.map_err(|e| e.to_string())?);
+    out(text.map_err(|e| e.to_string())?);
     Ok(())
+}
+
+/// Writes `text` to standard output. A reader that went away (`gelunet attack … | head`)
+/// ends the output, not the run: the write error is dropped instead of panicking as
+/// `print!` does, and whatever the run writes to files is still written.
+pub(crate) fn out(text: impl Display) {
+    use std::io::Write;
+    // Nothing useful can be done with a failed write to stdout; the exit code stays the
+    // run's.
+    let _ = write!(std::io::stdout().lock(), "{text}");
 }
 
 /// Prints the error and maps the outcome to the process exit code.

@@ -82,9 +82,9 @@ pub fn run(args: PaperArgs) -> Result<(), String> {
         verbose: !args.quiet,
     };
     let report = gelunet_bench::run(&config).map_err(|e| e.to_string())?;
-    println!(
-        "wrote {} (report.md, report.json, plots)",
+    crate::out(format_args!(
+        "wrote {} (report.md, report.json, plots)\n",
         args.out.display()
-    );
+    ));
     report.check_failures()
 }

@@ -78,9 +78,6 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         seed: a.seed,
     };
     let report = run_train(&config).map_err(|e| e.to_string())?;
-    print!(
-        "{}",
-        report_text(&report, a.json, render).map_err(|e| e.to_string())?
-    );
+    crate::out(report_text(&report, a.json, render).map_err(|e| e.to_string())?);
     Ok(())
 }

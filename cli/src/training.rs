@@ -213,7 +213,7 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
         gelunet_run::train(&config)?
     };
     if !run.out.quiet {
-        print!("{report}");
+        crate::out(report);
     }
     Ok(())
 }
@@ -243,11 +243,11 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     let quiet = run.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {
         if !quiet {
-            println!("{l}");
+            crate::out(format_args!("{l}\n"));
         }
     })?;
     if !quiet {
-        print!("{report}");
+        crate::out(report);
     }
     Ok(())
 }
@@ -283,7 +283,7 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
     };
     let report = gelunet_run::join(&config)?;
     if !args.quiet {
-        print!("{report}");
+        crate::out(report);
     }
     Ok(())
 }

@@ -132,3 +132,26 @@ fn keys_encrypt_and_decrypt_values_files() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--private-key"));
     assert!(!dir.join("never.json").exists());
 }
+
+/// A reader that goes away (`gelunet … | head`) ends the output, not the run: no panic
+/// on the broken pipe, the exit code is the run's, and the files are written.
+#[test]
+fn a_closed_stdout_ends_the_output_not_the_run() {
+    let dir = TempDir::new("keys-epipe");
+    let sk = dir.join("k.json");
+    let mut args = vec!["keys", "generate", "--out", sk.to_str().unwrap()];
+    args.extend(TEST_KEYS);
+    let mut child = gelunet()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the key exists, so that every write to stdout fails.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(sk.exists());
+}
