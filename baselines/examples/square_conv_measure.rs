@@ -1,8 +1,8 @@
 //! Measures CryptoNets' BFV conv net on a named architecture (MNIST 1×28×28), weights
 //! in {−1, 0, 1} and binarized inputs: `cargo run --release -p gelunet-baselines
 //! --example square_conv_measure -- conv1 8192` (one sample, then the batch; the
-//! seconds of every block; LeNet-5's outputs exceed one 61-bit `t`, so `lenet5` times
-//! one CRT residue).
+//! seconds of every block; LeNet-5's outputs exceed one 61-bit `t`, so `lenet5` runs
+//! CryptoNets' CRT: one run per plaintext modulus, timings summed).
 
 use gelunet_baselines::square_conv_bfv::measure_square_conv;
 use gelunet_protocol::arch::Arch;
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         if t.crt_components > 1 {
             println!(
-                "  one residue (\"exact\" = equal to the outputs mod t); exact outputs need {} such runs (CRT, not implemented)",
+                "  CRT over {} plaintext moduli (the seconds are the runs' sums)",
                 t.crt_components
             );
         }

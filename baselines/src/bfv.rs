@@ -36,8 +36,8 @@
 //! and needs `t` below every ciphertext prime, so `t` has at most 61 bits here;
 //! CryptoNets' CRT over several plaintext moduli is not needed for the small
 //! fixed-point scales used here (Iris-size nets need about 43 bits at
-//! `fx = fw = 6`, MNIST-size 784-300-10 nets about 36 bits at `fx = fw = 4`) and is
-//! not implemented.
+//! `fx = fw = 6`, MNIST-size 784-300-10 nets about 36 bits at `fx = fw = 4`); the conv nets that
+//! need it use [`crate::square_conv_crt`].
 //!
 //! Parameters (see [`BfvConfig`]): `N = 8192` with a 218-bit modulus chain (four
 //! primes of 54–55 bits, so that `t` may have up to 53 bits: `fhe.rs` needs `t` below

@@ -32,7 +32,9 @@
 //!   pseudorandom scaling and permutation over `F_p`, Freivalds verification, and the
 //!   ratio attack on the masking.
 //! - [`square_conv`], [`square_conv_bfv`]: CryptoNets' square-activation conv nets
-//!   (issue #15), exact in `i128` and under BFV, one sample per slot.
+//!   (issue #15), exact in `i128` and under BFV, one sample per slot;
+//!   [`square_conv_crt`]: the Chinese remaindering over several plaintext moduli for
+//!   nets whose outputs exceed one `t`.
 //! - [`error`]: the crate's error type [`BaselineError`].
 
 pub mod bfv;
@@ -44,6 +46,7 @@ pub mod proud;
 pub mod securenets;
 pub mod square_conv;
 pub mod square_conv_bfv;
+pub mod square_conv_crt;
 pub mod square_net;
 pub mod train;
 

@@ -26,8 +26,9 @@
 //! [`SquareConvNet::output_bound`] over the input box, so the decrypted outputs are the
 //! exact integers; `N = 8192` (four primes of 54–55 bits, 218 bits) for at most two
 //! squares, `N = 16384` (438 bits) for three or four, all 128-bit secure
-//! ([`BfvConfig::with_degree`]). More than four squares, or a `t` above 61 bits, is
-//! refused (CryptoNets' CRT over several plaintext moduli is not implemented).
+//! ([`BfvConfig::with_degree`]). More than four squares is refused; outputs beyond one
+//! 61-bit `t` run once per residue ([`SquareConvNetBfv::new_residue`]) and are
+//! recombined by CryptoNets' CRT ([`crate::square_conv_crt`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use crate::bfv::{
 };
 use crate::error::{BaselineError, Result};
 use crate::square_conv::{LayerWeights, SquareConvNet};
+use crate::square_conv_crt::{crt_configs, time_conv_inference_crt};
 
 /// Smallest plaintext modulus size tried (bits), as [`BfvConfig::for_net`].
 const MIN_T_BITS: u32 = 17;
@@ -346,14 +348,7 @@ impl SquareConvNetBfv {
     /// [`BaselineError::PlaintextModulusTooSmall`] if no `t` of at most 61 bits holds
     /// the outputs.
     pub fn config_for(net: &SquareConvNet, input_bound: i64) -> Result<BfvConfig> {
-        let sq = squares(net);
-        if sq > MAX_SQUARES {
-            return Err(BaselineError::InvalidParameter {
-                name: "square layers",
-                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
-            });
-        }
-        let degree = if sq <= SQUARES_8192 { 8192 } else { 16384 };
+        let degree = degree_for(net)?;
         let bound = worst(net, input_bound)?;
         let needed = bits_u128(2 * bound + 1);
         // t < q_i ≤ 2^62 leaves at most 61 bits.
@@ -412,8 +407,8 @@ impl SquareConvNetBfv {
     /// As [`SquareConvNetBfv::new`] without the check `2·max|z| < t`: the decrypted
     /// outputs are the exact outputs modulo `t` ([`forward_mod`]), one residue of
     /// CryptoNets' CRT over several plaintext moduli ([`crt_components`] of them, each
-    /// a full run under its own key; the recombination is not implemented). For
-    /// timing nets whose outputs exceed 61 bits (LeNet-5 with four squares).
+    /// a full run under its own key, recombined by [`crate::square_conv_crt`]). For nets
+    /// whose outputs exceed 61 bits (LeNet-5 with four squares).
     /// [`SquareConvNetBfv::output_bound`] is `u128::MAX`.
     ///
     /// # Errors
@@ -428,13 +423,8 @@ impl SquareConvNetBfv {
         input_bound: i64,
         output_bound: u128,
     ) -> Result<Self> {
+        degree_for(net)?;
         let sq = squares(net);
-        if sq > MAX_SQUARES {
-            return Err(BaselineError::InvalidParameter {
-                name: "square layers",
-                reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
-            });
-        }
         let params = key.params.clone();
         let t = params.plaintext();
         let max_level = params.max_level();
@@ -733,6 +723,15 @@ pub const RESIDUE_T_BITS: u32 = 53;
 /// [`BaselineError::InvalidParameter`] for more than [`MAX_SQUARES`] squares; as
 /// [`BfvConfig::with_degree`].
 pub fn residue_config(net: &SquareConvNet) -> Result<BfvConfig> {
+    BfvConfig::with_degree(degree_for(net)?, RESIDUE_T_BITS)
+}
+
+/// The ring degree for `net`'s squares: `N = 8192` for at most two, `16384` for up to
+/// [`MAX_SQUARES`].
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for more than [`MAX_SQUARES`] squares.
+pub(crate) fn degree_for(net: &SquareConvNet) -> Result<usize> {
     let sq = squares(net);
     if sq > MAX_SQUARES {
         return Err(BaselineError::InvalidParameter {
@@ -740,24 +739,25 @@ pub fn residue_config(net: &SquareConvNet) -> Result<BfvConfig> {
             reason: format!("{sq} squares, the parameter sets have depth for {MAX_SQUARES}"),
         });
     }
-    let degree = if sq <= SQUARES_8192 { 8192 } else { 16384 };
-    BfvConfig::with_degree(degree, RESIDUE_T_BITS)
+    Ok(if sq <= SQUARES_8192 { 8192 } else { 16384 })
 }
 
-/// The outputs of `net` on one input modulo `t` (`0..t`): the walk of
-/// [`SquareConvNet::forward`] (protocol's `forward_with` and `sum_with`, not the
-/// composed blocks of [`SquareConvNetBfv`]) in `u128` arithmetic modulo `t`, for nets
-/// whose outputs leave `i128`.
+/// The walk of [`SquareConvNet::forward`] (protocol's `forward_with` and `sum_with`, not
+/// the composed blocks of [`SquareConvNetBfv`]) in any commutative ring: `lift` maps
+/// the integer weights and biases into it, `add` accumulates, `mul` multiplies, and a
+/// square layer is `mul(v, v)`. [`forward_mod`] (integers mod `t`), [`crt_components`]
+/// (`f64` bounds) and [`crate::square_conv_crt`] (big integers) are its instances.
 ///
 /// # Errors
-/// [`BaselineError::InvalidParameter`] for a wrong-length input or `t = 0`.
-pub fn forward_mod(net: &SquareConvNet, input: &[i64], t: u64) -> Result<Vec<u64>> {
-    if t == 0 {
-        return Err(BaselineError::InvalidParameter {
-            name: "t",
-            reason: "zero modulus".into(),
-        });
-    }
+/// [`BaselineError::InvalidParameter`] for a wrong-length input or a layer whose
+/// parameters do not fit it.
+pub(crate) fn walk<T: Clone>(
+    net: &SquareConvNet,
+    input: Vec<T>,
+    lift: impl Fn(i128) -> T,
+    add: impl Fn(&mut T, &T),
+    mul: impl Fn(&T, &T) -> T,
+) -> Result<Vec<T>> {
     if input.len() != net.network().input.len() {
         return Err(BaselineError::InvalidParameter {
             name: "input",
@@ -768,102 +768,83 @@ pub fn forward_mod(net: &SquareConvNet, input: &[i64], t: u64) -> Result<Vec<u64
             ),
         });
     }
-    let m = i128::from(t);
-    // Residues are below t < 2^64, so products fit in u128.
-    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
-    let red = |v: i128| -> u64 { v.rem_euclid(m) as u64 };
-    let tm = u128::from(t);
-    #[allow(clippy::cast_possible_truncation)]
-    let mulm = |a: u64, b: u64| -> u64 { (u128::from(a) * u128::from(b) % tm) as u64 };
-    #[allow(clippy::cast_possible_truncation)]
-    let addm = |a: u64, b: u64| -> u64 { ((u128::from(a) + u128::from(b)) % tm) as u64 };
-    let mut x: Vec<u64> = input.iter().map(|&v| red(i128::from(v))).collect();
+    let mut x = input;
     for (l, p) in net.network().layers.iter().zip(net.params()) {
-        let w: Vec<u64> = p.weights.iter().map(|&v| red(v)).collect();
-        let b: Vec<u64> = p.bias.iter().map(|&v| red(v)).collect();
+        let w: Vec<T> = p.weights.iter().map(|&v| lift(v)).collect();
+        let b: Vec<T> = p.bias.iter().map(|&v| lift(v)).collect();
         x = match l.op {
             Op::Conv(g) => g
                 .forward_with(
                     &x,
                     &w,
-                    |f| Ok(b[f]),
+                    |f| Ok(b[f].clone()),
                     |acc, a, k| {
-                        *acc = addm(*acc, mulm(*a, *k));
+                        add(acc, &mul(a, k));
                         Ok(())
                     },
                 )
                 .map_err(protocol_err)?,
             Op::MeanPool(mp) => mp
-                .sum_with(
-                    &x,
-                    |v| *v,
-                    |acc, v| {
-                        *acc = addm(*acc, *v);
-                        Ok(())
-                    },
-                )
+                .sum_with(&x, T::clone, |acc, v| {
+                    add(acc, v);
+                    Ok(())
+                })
                 .map_err(protocol_err)?,
             Op::Dense { inputs, units } => (0..units)
                 .map(|u| {
-                    w[u * inputs..(u + 1) * inputs]
-                        .iter()
-                        .zip(&x)
-                        .fold(b[u], |acc, (wk, a)| addm(acc, mulm(*wk, *a)))
+                    let mut acc = b[u].clone();
+                    for (wk, a) in w[u * inputs..(u + 1) * inputs].iter().zip(&x) {
+                        add(&mut acc, &mul(wk, a));
+                    }
+                    acc
                 })
                 .collect(),
-            Op::Activation(_) => x.iter().map(|&v| mulm(v, v)).collect(),
+            Op::Activation(_) => x.iter().map(|v| mul(v, v)).collect(),
         };
     }
     Ok(x)
 }
 
+/// The outputs of `net` on one input modulo `t` (`0..t`): [`walk`] in `u128`
+/// arithmetic modulo `t`, for nets whose outputs leave `i128`.
+///
+/// # Errors
+/// [`BaselineError::InvalidParameter`] for a wrong-length input or `t = 0`.
+pub fn forward_mod(net: &SquareConvNet, input: &[i64], t: u64) -> Result<Vec<u64>> {
+    if t == 0 {
+        return Err(BaselineError::InvalidParameter {
+            name: "t",
+            reason: "zero modulus".into(),
+        });
+    }
+    let m = i128::from(t);
+    let tm = u128::from(t);
+    // Residues are below t < 2^64, so products and sums fit in u128.
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    let red = |v: i128| -> u64 { v.rem_euclid(m) as u64 };
+    let x = input.iter().map(|&v| red(i128::from(v))).collect();
+    #[allow(clippy::cast_possible_truncation)]
+    walk(
+        net,
+        x,
+        red,
+        |acc, v| *acc = ((u128::from(*acc) + u128::from(*v)) % tm) as u64,
+        |a, b| (u128::from(*a) * u128::from(*b) % tm) as u64,
+    )
+}
+
 /// Plaintext moduli of `t_bits` bits that CryptoNets' CRT would need for the exact
 /// outputs of `net` on `|x| ≤ input_bound`: `⌈log2(2·max|z| + 1) / (t_bits − 1)⌉`,
 /// with the worst case [`SquareConvNet::output_bound`] estimated in `f64` (it may
-/// leave `i128`).
+/// leave `i128`); [`crate::square_conv_crt::crt_configs`] picks the moduli exactly.
 #[must_use]
 pub fn crt_components(net: &SquareConvNet, input_bound: i64, t_bits: u32) -> usize {
     // The worst case in log2: the |w| net on the all-bound input, in f64.
     #[allow(clippy::cast_precision_loss)]
-    let mut x: Vec<f64> = vec![input_bound as f64; net.network().input.len()];
+    let x = vec![input_bound as f64; net.network().input.len()];
     #[allow(clippy::cast_precision_loss)]
-    let abs = |v: &i128| v.unsigned_abs() as f64;
-    for (l, p) in net.network().layers.iter().zip(net.params()) {
-        let w: Vec<f64> = p.weights.iter().map(abs).collect();
-        let b: Vec<f64> = p.bias.iter().map(abs).collect();
-        x = match l.op {
-            Op::Conv(g) => g
-                .forward_with(
-                    &x,
-                    &w,
-                    |f| Ok(b[f]),
-                    |acc, a, k| {
-                        *acc += a * k;
-                        Ok(())
-                    },
-                )
-                .unwrap_or_default(),
-            Op::MeanPool(mp) => mp
-                .sum_with(
-                    &x,
-                    |v| *v,
-                    |acc, v| {
-                        *acc += v;
-                        Ok(())
-                    },
-                )
-                .unwrap_or_default(),
-            Op::Dense { inputs, units } => (0..units)
-                .map(|u| {
-                    w[u * inputs..(u + 1) * inputs]
-                        .iter()
-                        .zip(&x)
-                        .fold(b[u], |acc, (wk, a)| acc + wk * a)
-                })
-                .collect(),
-            Op::Activation(_) => x.iter().map(|v| v * v).collect(),
-        };
-    }
+    let abs = |v: i128| v.unsigned_abs() as f64;
+    let x = walk(net, x, abs, |acc, v| *acc += v, |a, b| a * b).unwrap_or_default();
     let max = x.iter().copied().fold(0.0f64, f64::max);
     let bits = (2.0 * max + 1.0).log2().ceil().max(1.0);
     // bits ≤ 2^11 for any finite f64.
@@ -961,9 +942,11 @@ pub struct ConvInferenceTiming {
     pub square_levels: Vec<usize>,
     /// Seconds of each step of the forward pass ([`SquareConvNetBfv::infer_timed`]).
     pub steps: Vec<(String, f64)>,
-    /// 1 for an exact run; for a residue run ([`time_conv_inference_residue`]) the
-    /// plaintext moduli of this size CryptoNets' CRT would need for exact outputs,
-    /// each a run like this one.
+    /// 1 for an exact run under one `t`; for a residue run
+    /// ([`time_conv_inference_residue`]) the plaintext moduli of this size CryptoNets'
+    /// CRT needs for exact outputs, each a run like this one; for a CRT inference
+    /// ([`crate::square_conv_crt::time_conv_inference_crt`], the sums of its runs) the
+    /// number of runs.
     pub crt_components: usize,
 }
 
@@ -1007,7 +990,7 @@ pub fn time_conv_inference(
     inputs: &Array2<i64>,
     input_bound: i64,
 ) -> Result<ConvInferenceTiming> {
-    time_inner(ctx, net, arch, inputs, input_bound, false)
+    time_inner(ctx, net, arch, inputs, input_bound, false).map(|(t, _)| t)
 }
 
 /// As [`time_conv_inference`] for a residue run ([`SquareConvNetBfv::new_residue`]):
@@ -1022,17 +1005,18 @@ pub fn time_conv_inference_residue(
     inputs: &Array2<i64>,
     input_bound: i64,
 ) -> Result<ConvInferenceTiming> {
-    time_inner(ctx, net, arch, inputs, input_bound, true)
+    time_inner(ctx, net, arch, inputs, input_bound, true).map(|(t, _)| t)
 }
 
-fn time_inner(
+/// One timed run under `ctx`'s key, with the decrypted (centred) outputs `S × outputs`.
+pub(crate) fn time_inner(
     ctx: &mut BfvContext,
     net: &SquareConvNet,
     arch: &str,
     inputs: &Array2<i64>,
     input_bound: i64,
     residue: bool,
-) -> Result<ConvInferenceTiming> {
+) -> Result<(ConvInferenceTiming, Array2<i128>)> {
     // Client side, once per key: the relinearization keys for the lower levels.
     ctx.prepare_levels(SquareConvNetBfv::relinearization_levels(net, ctx.config()))?;
     let start = Instant::now();
@@ -1080,7 +1064,7 @@ fn time_inner(
         })
         .collect::<Result<Vec<bool>>>()?;
     let correct = checks.iter().all(|&c| c);
-    Ok(ConvInferenceTiming {
+    let timing = ConvInferenceTiming {
         samples: inputs.nrows(),
         arch: arch.to_string(),
         prepare_secs,
@@ -1096,19 +1080,22 @@ fn time_inner(
         } else {
             1
         },
-    })
+    };
+    Ok((timing, z))
 }
 
 /// Measures `arch` on `input` with random weights in `[−weight_bound, weight_bound]`
 /// and random inputs in `[0, input_bound]` (seeded): one sample, then `batch` samples,
 /// under the parameters of [`SquareConvNetBfv::config_for`]. If the worst-case outputs
-/// need more than one 61-bit `t` (or leave `i128`), one residue run under
-/// [`residue_config`] instead ([`time_conv_inference_residue`], `crt_components > 1`).
+/// need more than one 61-bit `t` (or leave `i128`), CryptoNets' CRT instead: one run per
+/// plaintext modulus of [`crt_configs`] (53, 52, … bits), timings summed,
+/// `crt_components` = the number of runs
+/// ([`time_conv_inference_crt`]).
 ///
 /// # Errors
 /// [`BaselineError::InvalidParameter`] for `batch = 0`; [`BaselineError::TooManySamples`]
 /// above `N`; the errors of [`random_net`], [`SquareConvNetBfv::config_for`] and
-/// [`time_conv_inference`].
+/// [`time_conv_inference`], [`crt_configs`] and [`time_conv_inference_crt`].
 pub fn measure_square_conv(
     arch: &Arch,
     input: Shape,
@@ -1124,37 +1111,38 @@ pub fn measure_square_conv(
         });
     }
     let net = random_net(arch, input, weight_bound, seed)?;
-    // Outputs beyond one 61-bit t (or beyond i128): a residue run instead.
-    let (config, residue) = match SquareConvNetBfv::config_for(&net, input_bound) {
-        Ok(c) => (c, false),
-        Err(BaselineError::PlaintextModulusTooSmall { .. }) => (residue_config(&net)?, true),
+    // Outputs beyond one 61-bit t (or beyond i128): CryptoNets' CRT instead.
+    let exact = match SquareConvNetBfv::config_for(&net, input_bound) {
+        Ok(c) => Some(c),
+        Err(BaselineError::PlaintextModulusTooSmall { .. }) => None,
         Err(e) => {
             if squares(&net) <= MAX_SQUARES && worst(&net, input_bound).is_err() {
-                (residue_config(&net)?, true)
+                None
             } else {
                 return Err(e);
             }
         }
     };
-    let run = if residue {
-        time_conv_inference_residue
-    } else {
-        time_conv_inference
-    };
     let mut key_seed = [0u8; 32];
     key_seed[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut ctx = BfvContext::new(&config, key_seed)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
     let n = input.len();
     let x = Array2::from_shape_fn((batch, n), |_| rng.gen_range(0..=input_bound));
+    let one = x.select(ndarray::Axis(0), &[0]);
     let name = format!("{arch} on {input}");
-    let single = run(
-        &mut ctx,
-        &net,
-        &name,
-        &x.select(ndarray::Axis(0), &[0]),
-        input_bound,
-    )?;
-    let batch = run(&mut ctx, &net, &name, &x, input_bound)?;
+    let (single, batch) = if let Some(config) = exact {
+        let mut ctx = BfvContext::new(&config, key_seed)?;
+        (
+            time_conv_inference(&mut ctx, &net, &name, &one, input_bound)?,
+            time_conv_inference(&mut ctx, &net, &name, &x, input_bound)?,
+        )
+    } else {
+        let configs = crt_configs(&net, input_bound, RESIDUE_T_BITS)?;
+        let run = |x: &Array2<i64>| {
+            time_conv_inference_crt(&configs, key_seed, &net, &name, x, input_bound)
+                .map(|c| c.timing)
+        };
+        (run(&one)?, run(&x)?)
+    };
     Ok(SquareConvMeasurement { single, batch })
 }
