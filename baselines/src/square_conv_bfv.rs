@@ -805,7 +805,7 @@ pub(crate) fn walk<T: Clone>(
     Ok(x)
 }
 
-/// The outputs of `net` on one input modulo `t` (`0..t`): [`walk`] in `u128`
+/// The outputs of `net` on one input modulo `t` (`0..t`): the ring walk of [`SquareConvNet::forward`] in `u128`
 /// arithmetic modulo `t`, for nets whose outputs leave `i128`.
 ///
 /// # Errors

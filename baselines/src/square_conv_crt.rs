@@ -15,7 +15,7 @@
 //!
 //! ([`crt_combine`]). Each `t_i` is a batching prime `≡ 1 mod 2N` of its own size
 //! (`t_bits`, `t_bits − 1`, …, so that they are distinct), and each run is a full
-//! [`SquareConvNetBfv::new_residue`] inference under its own key.
+//! [`SquareConvNetBfv::new_residue`](crate::square_conv_bfv::SquareConvNetBfv::new_residue) inference under its own key.
 //!
 //! Parties: the client holds the `k` secret keys and its inputs and sends `k` encrypted
 //! batches; the server holds the net (plaintext weights, CryptoNets' setting) and the
