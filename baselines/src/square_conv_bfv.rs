@@ -805,8 +805,9 @@ pub(crate) fn walk<T: Clone>(
     Ok(x)
 }
 
-/// The outputs of `net` on one input modulo `t` (`0..t`): the ring walk of [`SquareConvNet::forward`] in `u128`
-/// arithmetic modulo `t`, for nets whose outputs leave `i128`.
+/// The outputs of `net` on one input modulo `t` (`0..t`): the ring walk of
+/// [`SquareConvNet::forward`] in `u128` arithmetic modulo `t`, for nets whose outputs
+/// leave `i128`.
 ///
 /// # Errors
 /// [`BaselineError::InvalidParameter`] for a wrong-length input or `t = 0`.
