@@ -21,6 +21,7 @@
 //! batches; the server holds the net (plaintext weights, CryptoNets' setting) and the
 //! `k` evaluation keys, and returns `k` encrypted outputs. The client recombines.
 
+use gelunet_protocol::math::argmax;
 use ndarray::Array2;
 use num_bigint::{BigInt, BigUint};
 use num_traits::{One, Zero};
@@ -218,22 +219,11 @@ pub fn time_conv_inference_crt(
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    let predictions = outputs.iter().map(|z| argmax_big(z)).collect();
+    let predictions = outputs.iter().map(argmax).collect();
     Ok(CrtInference {
         timing,
         moduli,
         outputs,
         predictions,
     })
-}
-
-/// The first index of the largest value (0 for an empty slice).
-fn argmax_big(z: &[BigInt]) -> usize {
-    let mut best = 0;
-    for (i, v) in z.iter().enumerate() {
-        if v > &z[best] {
-            best = i;
-        }
-    }
-    best
 }

@@ -710,15 +710,16 @@ pub fn layer_gradients(
     Ok(LayerGradients { w, b })
 }
 
-/// Index of the first maximum.
-pub fn argmax(row: ArrayView1<'_, i128>) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
+/// Index of the first maximum of `row` (an `ArrayView1`, a slice, any iterator of
+/// ordered values; 0 for an empty row).
+pub fn argmax<T: PartialOrd>(row: impl IntoIterator<Item = T>) -> usize {
+    let mut best: Option<(usize, T)> = None;
+    for (i, v) in row.into_iter().enumerate() {
+        if best.as_ref().is_none_or(|(_, b)| v > *b) {
+            best = Some((i, v));
         }
     }
-    best
+    best.map_or(0, |(i, _)| i)
 }
 
 #[cfg(test)]
