@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use gelunet_baselines::square_conv::SquareConvNet;
 use gelunet_baselines::square_conv_bfv::random_net;
 use gelunet_baselines::square_conv_crt::{
     crt_combine, crt_configs, exact_output_bound, forward_exact, time_conv_inference_crt,
@@ -20,6 +21,15 @@ const INPUT: Shape = Shape {
     height: 8,
     width: 8,
 };
+
+/// The two-square net of `square_conv_bfv.rs` (weights in `[−3, 3]`): on `|x| ≤ 4` its
+/// outputs exceed one 20-bit modulus and fit one 53-bit one (asserted below).
+fn two_square_net() -> SquareConvNet {
+    let arch: Arch = "conv3x3:2,relu,meanpool,dense:4,relu,dense:3"
+        .parse()
+        .unwrap();
+    random_net(&arch, INPUT, 3, 7).unwrap()
+}
 
 #[test]
 fn crt_combine_recovers_every_integer_of_the_centred_range() {
@@ -53,10 +63,7 @@ fn crt_combine_refuses_bad_moduli() {
 
 #[test]
 fn crt_configs_pick_as_few_distinct_primes_as_the_bound_needs() {
-    let arch: Arch = "conv3x3:2,relu,meanpool,dense:4,relu,dense:3"
-        .parse()
-        .unwrap();
-    let net = random_net(&arch, INPUT, 3, 7).unwrap();
+    let net = two_square_net();
     let exact = exact_output_bound(&net, 4).unwrap();
     let worst = net
         .output_bound(4)
@@ -95,10 +102,7 @@ fn crt_configs_pick_as_few_distinct_primes_as_the_bound_needs() {
 
 #[test]
 fn a_crt_inference_equals_the_exact_walk() {
-    let arch: Arch = "conv3x3:2,relu,meanpool,dense:4,relu,dense:3"
-        .parse()
-        .unwrap();
-    let net = random_net(&arch, INPUT, 3, 7).unwrap();
+    let net = two_square_net();
     let bound = 4;
     let configs = crt_configs(&net, bound, 20).unwrap();
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
