@@ -332,11 +332,35 @@ pub fn evaluate(
     log: &TrainingLog,
     share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
 ) -> Result<Evaluation> {
-    let scales: Scales = cfg.scales;
-    let classes = cfg.spec.classes();
     let Some(p) = prepared else {
         return Ok(Evaluation::default());
     };
+    let reference = replay(
+        &cfg.spec,
+        cfg.scales,
+        cfg.model_seed,
+        eta(cfg)?,
+        cfg.batch_size,
+        log,
+        share_of,
+    )?;
+    evaluate_against(model, cfg, p, reference.as_ref())
+}
+
+/// [`evaluate`] with the plaintext reference already at hand (`None`: no reference, so
+/// no `plaintext_test_accuracy` and no `diff`); `gelunet train --plaintext` passes none
+/// instead of replaying the run it has just computed a second time.
+///
+/// # Errors
+/// [`RunError::Protocol`] for quantization and evaluation errors.
+pub(crate) fn evaluate_against(
+    model: &FixedModel,
+    cfg: &ServerConfig,
+    p: &Prepared,
+    reference: Option<&FixedModel>,
+) -> Result<Evaluation> {
+    let scales: Scales = cfg.scales;
+    let classes = cfg.spec.classes();
     let test = quantize(&p.test, classes, &scales)?;
     let train = quantize(&p.train, classes, &scales)?;
     let acc = |m: &FixedModel, d: &Dataset| -> Result<Option<f64>> {
@@ -346,23 +370,14 @@ pub fn evaluate(
             accuracy(m, &scales, d).map(Some)
         }
     };
-    let reference = replay(
-        &cfg.spec,
-        scales,
-        cfg.model_seed,
-        eta(cfg)?,
-        cfg.batch_size,
-        log,
-        share_of,
-    )?;
     Ok(Evaluation {
         test_accuracy: acc(model, &test)?,
         train_accuracy: acc(model, &train)?,
-        plaintext_test_accuracy: match &reference {
+        plaintext_test_accuracy: match reference {
             Some(r) => acc(r, &test)?,
             None => None,
         },
-        diff: reference.map(|r| max_diff(model, &r, &scales)),
+        diff: reference.map(|r| max_diff(model, r, &scales)),
     })
 }
 

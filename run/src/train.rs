@@ -810,8 +810,10 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         reason: "plaintext reference: no client data".into(),
     })?;
     log.training_time = t0.elapsed();
-    let mut eval = evaluate(&model, cfg, Some(prepared), &log, share_of)?;
-    eval.diff = None;
+    // The model is the reference: no second replay, and its test accuracy is the
+    // reference's.
+    let mut eval = crate::report::evaluate_against(&model, cfg, prepared, None)?;
+    eval.plaintext_test_accuracy = eval.test_accuracy;
     let plots = match &c.output.plot {
         Some(dir) => {
             let input = PlotInput {
