@@ -20,6 +20,7 @@ use gelunet_protocol::v2::Protocol;
 use serde::Serialize;
 
 use gelunet_protocol::arch::Arch;
+use gelunet_protocol::packing::largest_batch_size;
 
 use crate::pipeline::{prepare, MnistLimits, TrainSetup};
 use crate::runs::encrypted_run_with;
@@ -38,8 +39,11 @@ pub struct TrainBenchConfig {
     pub arch: Option<Arch>,
     /// Clients (data owners).
     pub clients: usize,
-    /// Mini-batch size `B`.
-    pub batch: usize,
+    /// Mini-batch size `B`; `None`: the largest the session bound and the packing allow
+    /// for the network and `key_bits`
+    /// ([`gelunet_protocol::packing::largest_batch_size`], as `gelunet train` chooses;
+    /// 23 for MNIST `[784, 128, 10]` with 2048-bit keys).
+    pub batch: Option<usize>,
     /// Sessions to run (each one client's turn of several iterations).
     pub sessions: usize,
     /// Paillier key size in bits (below 2048 only with `allow_test_keys`).
@@ -161,7 +165,7 @@ fn work(party: &str, message: &str) -> &'static str {
 pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     if c.sessions == 0
         || c.clients == 0
-        || c.batch == 0
+        || c.batch == Some(0)
         || (c.hidden.is_empty() && c.arch.is_none())
     {
         return Err(BenchError::Config(
@@ -172,15 +176,20 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     let mut widths = vec![prep.features];
     widths.extend(&c.hidden);
     widths.push(prep.classes);
-    let setup = TrainSetup {
+    let mut setup = TrainSetup {
         arch: c.arch.clone(),
         widths: widths.clone(),
         lr: c.lr,
-        batch: c.batch,
+        batch: c.batch.unwrap_or(1),
         epochs: 1,
         seed: c.seed,
     };
-    let widths = setup.spec()?.widths;
+    let spec = setup.spec()?;
+    let batch = c
+        .batch
+        .unwrap_or_else(|| largest_batch_size(&spec, &setup.scales(), c.key_bits));
+    setup.batch = batch;
+    let widths = spec.widths;
     let (check, stats) = encrypted_run_with(
         &prep,
         &setup,
@@ -219,7 +228,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
             },
         })
         .collect();
-    let samples = stats.len() * c.batch;
+    let samples = stats.len() * batch;
     #[allow(clippy::cast_precision_loss)]
     let samples_per_second = if check.seconds > 0.0 {
         samples as f64 / check.seconds
@@ -240,7 +249,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
             if seen >= epoch_samples {
                 break;
             }
-            seen += c.batch;
+            seen += batch;
             t += s.elapsed;
         }
         t.as_secs_f64()
@@ -256,7 +265,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
         widths,
         arch: c.arch.as_ref().map(ToString::to_string),
         clients: c.clients,
-        batch: c.batch,
+        batch,
         key_bits: c.key_bits,
         backend: BACKEND,
         protocol: format!("{:?}", c.protocol).to_lowercase(),

@@ -17,7 +17,7 @@ fn config(protocol: Protocol) -> TrainBenchConfig {
         hidden: vec![5],
         arch: None,
         clients: 3,
-        batch: 4,
+        batch: Some(4),
         sessions: 2,
         key_bits: 256,
         allow_test_keys: true,
@@ -75,6 +75,29 @@ fn train_bench_reports_a_consistent_split() {
     }
 }
 
+/// Without `batch`, the run takes the largest mini-batch `gelunet train` would.
+#[test]
+fn train_bench_defaults_to_the_largest_batch() {
+    let c = TrainBenchConfig {
+        batch: None,
+        sessions: 1,
+        key_bits: 512,
+        ..config(Protocol::V2)
+    };
+    let r = run_train(&c).unwrap();
+    let spec =
+        gelunet_protocol::ModelSpec::new(r.widths.clone(), gelunet_protocol::Activation::Sigmoid);
+    let largest = gelunet_protocol::packing::largest_batch_size(
+        &spec,
+        &gelunet_protocol::Scales::default(),
+        512,
+    );
+    assert!(largest > 1, "{largest}");
+    assert_eq!(r.batch, largest);
+    assert_eq!(r.samples, r.iterations * largest);
+    assert!(r.identical_to_reference);
+}
+
 #[test]
 fn train_bench_refuses_empty_runs() {
     for bad in [
@@ -87,7 +110,7 @@ fn train_bench_refuses_empty_runs() {
             ..config(Protocol::V2)
         },
         TrainBenchConfig {
-            batch: 0,
+            batch: Some(0),
             ..config(Protocol::V2)
         },
     ] {
@@ -109,7 +132,7 @@ fn train_bench_runs_a_conv_architecture() {
     let c = TrainBenchConfig {
         dataset: "mnist".into(),
         arch: Some(arch.clone()),
-        batch: 2,
+        batch: Some(2),
         sessions: 1,
         mnist: MnistLimits {
             train: 60,

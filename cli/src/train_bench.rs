@@ -26,9 +26,10 @@ pub struct TrainBenchArgs {
     /// Clients (data owners).
     #[arg(long, default_value_t = 3)]
     clients: usize,
-    /// Mini-batch size.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    /// Mini-batch size [default: the largest the session bound and the packing allow, as
+    /// for `gelunet train`; 23 for MNIST --hidden 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Sessions to run.
     #[arg(long, default_value_t = 3)]
     sessions: usize,

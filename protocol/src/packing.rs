@@ -72,6 +72,17 @@ pub fn slots_per_plaintext(key_bits: u64, slot_bits: u32) -> u32 {
     u32::try_from(k).unwrap_or(u32::MAX)
 }
 
+/// The largest mini-batch size `B` for `spec` with clients' keys of `key_bits` bits:
+/// at most the smallest fan-in (one iteration per session then keeps `d·B ≤ min_i n_i`,
+/// docs/DESIGN.md "Sessions and the d_max bound") and at most the samples one plaintext
+/// holds ([`sample_packing`], docs/DESIGN.md "Batches and packing"), and
+/// at least 1.
+pub fn largest_batch_size(spec: &ModelSpec, scales: &Scales, key_bits: u64) -> usize {
+    let bound = crate::schedule::session_bound(spec, 1);
+    let slots = slots_per_plaintext(key_bits, sample_slot_bits(spec, scales)) as usize;
+    bound.min(slots).max(1)
+}
+
 /// Number of bits of `x` (`0` for `0`).
 fn bits_of(x: usize) -> u32 {
     usize::BITS - x.leading_zeros()
@@ -558,6 +569,20 @@ fn layout(key_bits: u64, beta: u32) -> Packing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_is_bounded_by_the_fan_in_and_the_packing() {
+        let scales = Scales::default();
+        let iris = ModelSpec::new(vec![4, 12, 3], crate::Activation::Sigmoid);
+        assert_eq!(largest_batch_size(&iris, &scales, 2048), 4);
+        let krkp = ModelSpec::new(vec![38, 12, 2], crate::Activation::Sigmoid);
+        assert_eq!(largest_batch_size(&krkp, &scales, 2048), 12);
+        // A small key holds fewer slots than the fan-in allows.
+        let wide = ModelSpec::new(vec![784, 128, 10], crate::Activation::Sigmoid);
+        let slots = slots_per_plaintext(512, sample_slot_bits(&wide, &scales)) as usize;
+        assert!(slots < 128, "{slots}");
+        assert_eq!(largest_batch_size(&wide, &scales, 512), slots.max(1));
+    }
 
     #[test]
     fn inference_row_packing_bounds_every_pre_activation_and_is_accepted() {

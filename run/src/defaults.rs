@@ -10,9 +10,7 @@
 //! way on the full set, 1 epoch, `η ∈ {0.01, 0.02, 0.05, 0.1}` and the tuning seeds
 //! 101–103 only (`tune-defaults.py --mnist`; one run is about 45 s of CPU).
 
-use gelunet_protocol::packing::{sample_slot_bits, slots_per_plaintext};
-use gelunet_protocol::schedule::session_bound;
-use gelunet_protocol::{ModelSpec, Scales};
+pub use gelunet_protocol::packing::largest_batch_size;
 
 /// The dataset `gelunet train` uses when `--dataset` is not given (built in, so that
 /// the command needs no data step).
@@ -88,21 +86,9 @@ pub fn defaults_for(dataset: Option<&str>) -> DatasetDefaults {
         .unwrap_or(CSV_DEFAULTS)
 }
 
-/// The largest mini-batch size `B` for `spec` with clients' keys of `key_bits` bits:
-/// at most the smallest fan-in (one iteration per session then keeps `d·B ≤ min_i n_i`,
-/// docs/DESIGN.md "Sessions and the d_max bound") and at most the samples one plaintext
-/// holds (`protocol::packing::sample_packing`, docs/DESIGN.md "Batches and packing"), and
-/// at least 1.
-pub fn largest_batch_size(spec: &ModelSpec, scales: &Scales, key_bits: u64) -> usize {
-    let bound = session_bound(spec, 1);
-    let slots = slots_per_plaintext(key_bits, sample_slot_bits(spec, scales)) as usize;
-    bound.min(slots).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gelunet_protocol::Activation;
 
     #[test]
     fn aliases_share_the_defaults_and_unknown_names_get_the_csv_ones() {
@@ -126,19 +112,5 @@ mod tests {
         let c = CSV_DEFAULTS;
         let needle = format!("{} epochs, --lr {}", c.epochs, c.lr);
         assert!(help.contains(&format!("csv:PATH (and serve without a dataset) {needle}")));
-    }
-
-    #[test]
-    fn the_batch_is_bounded_by_the_fan_in_and_the_packing() {
-        let scales = Scales::default();
-        let iris = ModelSpec::new(vec![4, 12, 3], Activation::Sigmoid);
-        assert_eq!(largest_batch_size(&iris, &scales, 2048), 4);
-        let krkp = ModelSpec::new(vec![38, 12, 2], Activation::Sigmoid);
-        assert_eq!(largest_batch_size(&krkp, &scales, 2048), 12);
-        // A small key holds fewer slots than the fan-in allows.
-        let wide = ModelSpec::new(vec![784, 128, 10], Activation::Sigmoid);
-        let slots = slots_per_plaintext(512, sample_slot_bits(&wide, &scales)) as usize;
-        assert!(slots < 128, "{slots}");
-        assert_eq!(largest_batch_size(&wide, &scales, 512), slots.max(1));
     }
 }
