@@ -148,7 +148,7 @@ fn plans(quick: bool) -> Vec<Plan> {
 
 /// Why `--quick` leaves CryptoNets out.
 pub const QUICK_SKIP: &str =
-    "skipped in --quick: one BFV conv inference on 28×28 takes minutes here (run without --quick)";
+    "skipped in --quick: the BFV networks on 28×28 take 40–120 s here with their keys (run without --quick)";
 
 /// MNIST's `1 × 28 × 28`.
 const MNIST: Shape = Shape {
