@@ -31,7 +31,7 @@ use gelunet_baselines::{
 };
 use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
 use gelunet_protocol::messages::{ClientMessage, ServerMessage};
-use gelunet_protocol::{Activation, Dataset, FixedModel, ModelSpec};
+use gelunet_protocol::{Activation, Dataset, FixedModel, ModelSpec, Scales};
 use gelunet_server::{Server, ServerConfig};
 use ndarray::Array2;
 use serde::Serialize;
@@ -236,7 +236,20 @@ pub(crate) fn gelu_endpoints(
     spec: ModelSpec,
     trained: Option<FixedModel>,
 ) -> Result<GeluEndpoints> {
+    gelu_endpoints_at(key_bits, allow_test_keys, spec, trained, Scales::default())
+}
+
+/// [`gelu_endpoints`] serving at `scales` (a model with coarser weights,
+/// [`FixedModel::with_weight_frac_bits`]).
+pub(crate) fn gelu_endpoints_at(
+    key_bits: u64,
+    allow_test_keys: bool,
+    spec: ModelSpec,
+    trained: Option<FixedModel>,
+    scales: Scales,
+) -> Result<GeluEndpoints> {
     let mut cfg = ServerConfig::new(spec, 0.05, 1);
+    cfg.scales = scales;
     // Inference uses the model in the clear: the paper's server holds it.
     cfg.protocol = gelunet_protocol::v2::Protocol::Paper;
     cfg.insecure.allow_test_keys = key_bits < gelunet_paillier::MIN_KEY_BITS && allow_test_keys;

@@ -31,6 +31,17 @@ fn quick_part_6_writes_the_table_4_rows() {
             .as_ref()
             .unwrap_or_else(|| panic!("{}: {:?}", r.network, r.gelu_error));
         assert!(g.predictions_match_plaintext, "{}", r.network);
+        // The coarse-weight model: its encrypted predictions equal it in the clear.
+        let c = r
+            .coarse
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: {:?}", r.network, r.coarse_error));
+        assert_eq!(
+            c.weight_frac_bits,
+            gelunet_bench::conv_table::SERVED_WEIGHT_BITS
+        );
+        assert!(c.timing.predictions_match_plaintext, "{}", r.network);
+        assert!((0.0..=1.0).contains(&c.accuracy) && c.changed_predictions <= r.test_samples);
         assert!(g.single_secs > 0.0 && g.online_single_secs > 0.0, "{g:?}");
         let acc = r.gelu_accuracy.expect("accuracy");
         assert!((0.0..=1.0).contains(&acc) && r.train_samples > 0, "{r:?}");
@@ -50,6 +61,7 @@ fn quick_part_6_writes_the_table_4_rows() {
         "{md}"
     );
     assert!(md.contains("1271.8"), "the paper's CryptoNets figure");
+    assert!(md.contains("served with weights rounded to 2^-12"), "{md}");
     let plot = conv.plot.as_ref().expect("plot");
     assert!(out.join(plot).is_file());
     let _ = std::fs::remove_dir_all(&out);

@@ -90,6 +90,63 @@ fn shape_err(what: &'static str, expected: String, found: String) -> Error {
 }
 
 impl FixedModel {
+    /// The model served with coarser weights: every weight rounded from `2^scales.fw` to
+    /// `2^fw` and every bias from `2^(fa + scales.fw)` to `2^(fa + fw)` (nearest, ties
+    /// away from zero), with the scales that go with it (`fw`, and `fe` lowered to `fw`
+    /// if above it; the other fields unchanged). For inference only: the server's
+    /// multi-exponentiations cost in proportion to the weights' bits (docs/DESIGN.md
+    /// "Inference with coarser weights"), and the rounded model is a different model
+    /// whose accuracy is its own ([`FixedModel::accuracy`] with the returned scales).
+    /// `fw = scales.fw` returns the model unchanged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidScales`] for `fw = 0` or `fw > scales.fw` (finer weights cannot be
+    /// recovered) or if the new scales do not validate; [`Error::Overflow`] as
+    /// [`round_shift`].
+    ///
+    /// ```
+    /// use gelunet_protocol::{Activation, FixedModel, ModelSpec, Scales};
+    /// let scales = Scales::default();
+    /// let spec = ModelSpec::new(vec![4, 3, 2], Activation::Sigmoid);
+    /// let model = FixedModel::init(&spec, &scales, 1)?;
+    /// let (coarse, s12) = model.with_weight_frac_bits(&scales, 12)?;
+    /// assert_eq!(s12.fw, 12);
+    /// assert_eq!(coarse.layers[0].w[[0, 0]], (model.layers[0].w[[0, 0]] as f64 / 2f64.powi(20)).round() as i128);
+    /// // Finer weights than the model's are refused.
+    /// assert!(model.with_weight_frac_bits(&scales, 40).is_err());
+    /// # Ok::<(), gelunet_protocol::Error>(())
+    /// ```
+    pub fn with_weight_frac_bits(&self, scales: &Scales, fw: u32) -> Result<(Self, Scales)> {
+        if fw == 0 || fw > scales.fw {
+            return Err(Error::InvalidScales {
+                reason: format!(
+                    "weights can be served at 1 to {} fractional bits, not {fw}",
+                    scales.fw
+                ),
+            });
+        }
+        let coarse = Scales {
+            fw,
+            fe: scales.fe.min(fw),
+            ..*scales
+        };
+        coarse.validate()?;
+        let shift = scales.fw - fw;
+        let mut layers = self.layers.clone();
+        for l in &mut layers {
+            for v in l.w.iter_mut().chain(l.b.iter_mut()) {
+                *v = round_shift(*v, shift)?;
+            }
+        }
+        Ok((
+            Self {
+                spec: self.spec.clone(),
+                layers,
+            },
+            coarse,
+        ))
+    }
+
     /// Xavier-uniform initialization (Glorot & Bengio 2010): `w ~ U(−l, l)` with
     /// `l = √(6 / (n + m))`, drawn in order (layer, row, column) from
     /// `ChaCha20Rng::seed_from_u64(seed)` and quantized at `2^fw`; biases 0.
