@@ -116,6 +116,75 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     let r = read_json(&infer_report);
     assert_eq!(r["samples"], 6, "{r}");
     assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{r}");
+
+    // Served with weights rounded to 2^-12: the encrypted predictions are the rounded
+    // model's (its plaintext accuracy is computed from the same rounded model).
+    let coarse_report = dir.join("infer-coarse.json");
+    let mut p = run(
+        "arch infer coarse",
+        &[
+            &["infer", "--model", model.to_str().unwrap()][..],
+            &["--dataset", &data, "--batch", "1", "--limit", "6"],
+            &["--weight-frac-bits", "12"],
+            &["--report", coarse_report.to_str().unwrap()],
+            &TEST_KEYS[..],
+        ]
+        .concat(),
+    );
+    p.expect_success(3 * MIN);
+    let r = read_json(&coarse_report);
+    assert_eq!(r["samples"], 6, "{r}");
+    assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{r}");
+
+    // Widths the model cannot be served at, and a remote server, are refused before any
+    // key is made.
+    for (extra, needle) in [
+        (
+            &[
+                "--model",
+                model.to_str().unwrap(),
+                "--weight-frac-bits",
+                "0",
+            ][..],
+            "fractional bits",
+        ),
+        (
+            &[
+                "--model",
+                model.to_str().unwrap(),
+                "--weight-frac-bits",
+                "33",
+            ][..],
+            "fractional bits",
+        ),
+        (
+            &[
+                "--server",
+                "127.0.0.1:9",
+                "--server-cert",
+                "missing.der",
+                "--model-card",
+                "missing.json",
+                "--name",
+                "x",
+                "--token",
+                "t",
+                "--weight-frac-bits",
+                "12",
+            ][..],
+            "a remote server chooses",
+        ),
+    ] {
+        let mut p = run(
+            "arch infer bad weight bits",
+            &[&["infer"][..], extra, &["--dataset", &data], &TEST_KEYS[..]].concat(),
+        );
+        let err = p.expect_failure(MIN);
+        assert!(
+            err.contains("--weight-frac-bits") && err.contains(needle),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -138,6 +138,10 @@ pub struct InferConfig {
     pub batch: usize,
     /// The client's Paillier key (and the local server's).
     pub keys: KeyOptions,
+    /// Local model only: serve it with its weights rounded to this many fractional bits
+    /// ([`coarsen`]; `None`: as trained). A remote server decides this itself, so it is
+    /// refused with [`InferTarget::Remote`].
+    pub weight_frac_bits: Option<u32>,
     /// Transport options.
     pub net: NetOptions,
     /// Write the JSON report ([`InferReport`]) here.
@@ -219,6 +223,26 @@ impl fmt::Display for InferOutcome {
 
 /// A server role holding `file`'s model (its spec and scales; test keys accepted from
 /// clients as `keys` allow).
+/// Rounds the weights of `file`'s model to `2^-f` and its biases to `2^-(fa + f)`
+/// ([`gelunet_protocol::FixedModel::with_weight_frac_bits`], docs/DESIGN.md "Inference
+/// with coarser weights"): the server's exponents get `fw − f` bits shorter, and the model
+/// served (and checked in plaintext) is the rounded one. `None` leaves the file as it is.
+///
+/// # Errors
+/// [`RunError::InvalidOption`] for `f = 0` or `f` above the model's `fw`.
+pub fn coarsen(file: &mut ModelFile, weight_frac_bits: Option<u32>) -> Result<()> {
+    let Some(f) = weight_frac_bits else {
+        return Ok(());
+    };
+    let (model, scales) = file
+        .model
+        .with_weight_frac_bits(&file.scales, f)
+        .map_err(|e| RunError::option("--weight-frac-bits", e.to_string()))?;
+    file.model = model;
+    file.scales = scales;
+    Ok(())
+}
+
 fn server_with_model(file: &ModelFile, keys: &KeyOptions) -> Result<Server> {
     let mut cfg = ServerConfig::new(file.model.spec.clone(), 0.5, 1);
     cfg.scales = file.scales;
@@ -337,8 +361,15 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
     }
     let (card, target) = match &c.target {
         InferTarget::Local { model } => {
-            let file = ModelFile::load(model)?;
+            let mut file = ModelFile::load(model)?;
+            coarsen(&mut file, c.weight_frac_bits)?;
             (file.card(), Resolved::Local(Box::new(file)))
+        }
+        InferTarget::Remote { .. } if c.weight_frac_bits.is_some() => {
+            return Err(RunError::option(
+                "--weight-frac-bits",
+                "applies to a local --model only; a remote server chooses its own weights",
+            ));
         }
         InferTarget::Remote {
             server,
@@ -627,6 +658,9 @@ pub struct ServeModelConfig {
     pub max_connections: Option<usize>,
     /// The server's Paillier key.
     pub keys: KeyOptions,
+    /// Serve the model with its weights rounded to this many fractional bits
+    /// ([`coarsen`]; `None`: as trained).
+    pub weight_frac_bits: Option<u32>,
     /// Transport options.
     pub net: NetOptions,
 }
@@ -675,7 +709,8 @@ pub fn serve_model(
 ) -> Result<InferenceLog> {
     c.keys.validate()?;
     let transport = c.net.transport()?;
-    let file = ModelFile::load(&c.model)?;
+    let mut file = ModelFile::load(&c.model)?;
+    coarsen(&mut file, c.weight_frac_bits)?;
     let credentials = c.listen.load_credentials()?;
     let identity = c.listen.load_or_create_identity()?;
     let card_path = c.listen.state_dir.join(MODEL_CARD_FILE);

@@ -68,7 +68,7 @@ pub use endpoint::{
 };
 pub use error::{Result, RunError};
 pub use infer::{
-    infer, serve_model, write_predictions, InferConfig, InferOutcome, InferTarget,
+    coarsen, infer, serve_model, write_predictions, InferConfig, InferOutcome, InferTarget,
     ServeModelConfig, ServingModel, Split, MODEL_CARD_FILE,
 };
 pub use join::{join, JoinConfig};
