@@ -100,41 +100,27 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     );
 
     // Encrypted inference of the conv model (one sample per request: its conv layer's
-    // output positions packed in slots) classifies as the plaintext model does.
-    let infer_report = dir.join("infer.json");
-    let mut p = run(
-        "arch infer",
-        &[
-            &["infer", "--model", model.to_str().unwrap()][..],
-            &["--dataset", &data, "--batch", "1", "--limit", "6"],
-            &["--report", infer_report.to_str().unwrap()],
-            &TEST_KEYS[..],
-        ]
-        .concat(),
-    );
-    p.expect_success(3 * MIN);
-    let r = read_json(&infer_report);
-    assert_eq!(r["samples"], 6, "{r}");
-    assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{r}");
-
-    // Served with weights rounded to 2^-12: the encrypted predictions are the rounded
-    // model's (its plaintext accuracy is computed from the same rounded model).
-    let coarse_report = dir.join("infer-coarse.json");
-    let mut p = run(
-        "arch infer coarse",
-        &[
-            &["infer", "--model", model.to_str().unwrap()][..],
-            &["--dataset", &data, "--batch", "1", "--limit", "6"],
-            &["--weight-frac-bits", "12"],
-            &["--report", coarse_report.to_str().unwrap()],
-            &TEST_KEYS[..],
-        ]
-        .concat(),
-    );
-    p.expect_success(3 * MIN);
-    let r = read_json(&coarse_report);
-    assert_eq!(r["samples"], 6, "{r}");
-    assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{r}");
+    // output positions packed in slots) classifies as the plaintext model does; served with
+    // weights rounded to 2^-12, as the rounded model does (its plaintext accuracy is
+    // computed from the same rounded model).
+    for extra in [&[][..], &["--weight-frac-bits", "12"][..]] {
+        let infer_report = dir.join("infer.json");
+        let mut p = run(
+            "arch infer",
+            &[
+                &["infer", "--model", model.to_str().unwrap()][..],
+                &["--dataset", &data, "--batch", "1", "--limit", "6"],
+                &["--report", infer_report.to_str().unwrap()],
+                extra,
+                &TEST_KEYS[..],
+            ]
+            .concat(),
+        );
+        p.expect_success(3 * MIN);
+        let r = read_json(&infer_report);
+        assert_eq!(r["samples"], 6, "{extra:?}: {r}");
+        assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{extra:?}: {r}");
+    }
 
     // Widths the model cannot be served at, and a remote server, are refused before any
     // key is made.
