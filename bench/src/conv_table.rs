@@ -256,7 +256,7 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<ConvReport> {
             }
         };
         let (coarse, coarse_error) = match &model {
-            Some(m) => match serve_coarse(config, &spec, m, &test, (reps, batch)) {
+            Some(m) => match serve_coarse(config, &spec, (m, &scales), &test, (reps, batch)) {
                 Ok(c) => (Some(c), None),
                 Err(e) => (None, Some(e.to_string())),
             },
@@ -363,16 +363,21 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<ConvReport> {
 fn serve_coarse(
     config: &PartConfig,
     spec: &ModelSpec,
-    model: &FixedModel,
+    (model, fine): (&FixedModel, &Scales),
     test: &Dataset,
     runs: (usize, usize),
 ) -> Result<CoarseRow> {
-    let fine = Scales::default();
-    let (coarse, scales) = model.with_weight_frac_bits(&fine, SERVED_WEIGHT_BITS)?;
-    let accuracy = coarse.accuracy(&scales, test.x.view(), &test.labels)?;
-    let before = model.predict(&fine, test.x.view())?;
+    let (coarse, scales) = model.with_weight_frac_bits(fine, SERVED_WEIGHT_BITS)?;
+    let before = model.predict(fine, test.x.view())?;
     let after = coarse.predict(&scales, test.x.view())?;
     let changed_predictions = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    let correct = after
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    #[allow(clippy::cast_precision_loss)]
+    let accuracy = correct as f64 / after.len().max(1) as f64;
     let mut e = gelu_endpoints_at(
         config.key_bits,
         config.allow_test_keys,
