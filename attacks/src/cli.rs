@@ -7,6 +7,14 @@
 //! `--out DIR` it also writes `DIR/<attack>.json` (`DIR/report.json` for `session-sum`),
 //! the markdown table beside it and the PNG figures.
 
+/// `eprintln!` that drops the line when standard error is closed instead of panicking.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::path::{Path, PathBuf};
 
 use gelunet_protocol::v2::Protocol;
@@ -307,13 +315,13 @@ impl CommonArgs {
     /// `--out/<name>.{json,md}`, and returns the JSON report for stdout.
     fn emit<T: serde::Serialize>(&self, name: &str, report: &T, table: &str) -> Result<String> {
         let json = serde_json::to_string_pretty(report).map_err(|e| invalid(&e.to_string()))?;
-        eprintln!("{table}");
+        note!("{table}");
         if let Some(dir) = self.out.as_deref() {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
             for (ext, body) in [("json", json.as_str()), ("md", table)] {
                 let p = dir.join(format!("{name}.{ext}"));
                 std::fs::write(&p, body).map_err(|e| io_error(&p, &e))?;
-                eprintln!("wrote {}", p.display());
+                note!("wrote {}", p.display());
             }
         }
         Ok(json + "\n")
@@ -354,7 +362,7 @@ fn run_inversion(a: InversionArgs) -> Result<String> {
     let json = c.emit("gradient_inversion", &report, &inversion::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
         for p in inversion::write_figures(&report, side, dir)? {
-            eprintln!("wrote {}", p.display());
+            note!("wrote {}", p.display());
         }
     }
     Ok(json)
@@ -376,7 +384,7 @@ fn run_extraction(a: ExtractionArgs) -> Result<String> {
     if let Some(dir) = c.out.as_deref() {
         let p = dir.join("model_extraction.png");
         plot::extraction_curve(&p, &report)?;
-        eprintln!("wrote {}", p.display());
+        note!("wrote {}", p.display());
     }
     Ok(json)
 }
@@ -395,7 +403,7 @@ fn run_session_sum(a: SessionSumArgs) -> Result<String> {
     let json = c.emit("report", &report, &session_sum::render(&report))?;
     if let (Some(dir), Some(side)) = (c.out.as_deref(), side) {
         let p = session_sum::write_grid(&report, side, dir)?;
-        eprintln!("wrote {}", p.display());
+        note!("wrote {}", p.display());
     }
     Ok(json)
 }

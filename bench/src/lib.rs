@@ -327,7 +327,13 @@ pub fn run(config: &PaperConfig) -> Result<PaperReport> {
     std::fs::create_dir_all(&config.out_dir)?;
     let log = |s: &str| {
         if config.verbose {
-            eprintln!("[{:>7.1}s] {s}", t0.elapsed().as_secs_f64());
+            use std::io::Write;
+            // A closed standard error drops the log line; the run goes on.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "[{:>7.1}s] {s}",
+                t0.elapsed().as_secs_f64()
+            );
         }
     };
     let mut env = Environment {

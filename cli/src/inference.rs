@@ -153,9 +153,7 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
         report: args.report,
     };
     let out = gelunet_run::infer(&config)?;
-    if !args.quiet {
-        crate::out(out.predictions_table());
-    }
+    crate::out_unless(args.quiet, out.predictions_table());
     crate::out(out);
     Ok(())
 }
@@ -176,12 +174,8 @@ pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
     };
     let quiet = args.quiet;
     let log = gelunet_run::serve_model(&config, &|s| {
-        if !quiet {
-            crate::out(s);
-        }
+        crate::out_unless(quiet, s);
     })?;
-    if !quiet {
-        crate::out(log);
-    }
+    crate::out_unless(quiet, log);
     Ok(())
 }

@@ -162,12 +162,22 @@ pub(crate) fn out(text: impl Display) {
     let _ = write!(std::io::stdout().lock(), "{text}");
 }
 
+/// [`out`], unless `quiet`.
+pub(crate) fn out_unless(quiet: bool, text: impl Display) {
+    if !quiet {
+        out(text);
+    }
+}
+
 /// Prints the error and maps the outcome to the process exit code.
 fn exit<E: Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            use std::io::Write;
+            // `eprintln!` would panic on a closed standard error; the exit code still
+            // reports the failure.
+            let _ = writeln!(std::io::stderr().lock(), "error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -212,9 +212,7 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
     } else {
         gelunet_run::train(&config)?
     };
-    if !run.out.quiet {
-        crate::out(report);
-    }
+    crate::out_unless(run.out.quiet, report);
     Ok(())
 }
 
@@ -242,13 +240,9 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
     };
     let quiet = run.out.quiet;
     let report = gelunet_run::serve(&config, &|l| {
-        if !quiet {
-            crate::out(format_args!("{l}\n"));
-        }
+        crate::out_unless(quiet, format_args!("{l}\n"));
     })?;
-    if !quiet {
-        crate::out(report);
-    }
+    crate::out_unless(quiet, report);
     Ok(())
 }
 
@@ -282,8 +276,6 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         progress: !args.quiet,
     };
     let report = gelunet_run::join(&config)?;
-    if !args.quiet {
-        crate::out(report);
-    }
+    crate::out_unless(args.quiet, report);
     Ok(())
 }

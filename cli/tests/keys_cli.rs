@@ -155,3 +155,20 @@ fn a_closed_stdout_ends_the_output_not_the_run() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(sk.exists());
 }
+
+/// An error with standard error already closed ends the run with the failure exit code
+/// (1), not a panic (101) on the broken pipe.
+#[test]
+fn a_closed_stderr_keeps_the_failure_exit_code() {
+    let dir = TempDir::new("keys-stderr-epipe");
+    let missing = dir.join("no-such-key.json");
+    let mut child = gelunet()
+        .args(["keys", "inspect", missing.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+}

@@ -177,7 +177,7 @@ impl Progress {
     fn note(&self, msg: &str) {
         match &self.sink {
             Sink::Bar(pb) => pb.println(msg),
-            Sink::Log { .. } => eprintln!("{msg}"),
+            Sink::Log { .. } => log_line(format_args!("{msg}")),
             Sink::Silent => {}
         }
     }
@@ -203,7 +203,7 @@ impl Progress {
             Sink::Log { last } => {
                 let due = last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
                 if force || due {
-                    eprintln!("progress: {line}");
+                    log_line(format_args!("progress: {line}"));
                     *last = Some(now);
                 }
             }
@@ -332,6 +332,13 @@ pub(crate) async fn follow(mut p: Progress, mut rx: mpsc::UnboundedReceiver<Serv
         }
     }
     p.finish(Instant::now());
+}
+
+/// Writes one line to standard error. A closed standard error drops the line instead of
+/// panicking as `eprintln!` does: progress is never worth the run.
+fn log_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 #[cfg(test)]
