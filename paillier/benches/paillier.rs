@@ -93,6 +93,27 @@ fn batches(c: &mut Criterion) {
                 |b, w| b.iter(|| pk.matvec(w.view(), &a).unwrap()),
             );
         }
+        // The MNIST first layer under protocol v2: 128 rows of masked weights (about 180-bit
+        // signed exponents) times 784 ciphertexts.
+        if bits == 2048 {
+            let w = Array2::from_shape_fn((128, 784), |_| {
+                let v: BigInt = (BigInt::from(rng.gen::<u128>() >> 11) << 64) + rng.gen::<u64>();
+                if rng.gen::<bool>() {
+                    -v
+                } else {
+                    v
+                }
+            });
+            let a = pk
+                .encrypt_batch(&vec![BigInt::from(5); 784], &mut rng)
+                .unwrap();
+            g.throughput(Throughput::Elements(128 * 784));
+            g.bench_with_input(
+                BenchmarkId::new(format!("matvec_masked/{bits}"), "128x784"),
+                &w,
+                |b, w| b.iter(|| pk.matvec(w.view(), &a).unwrap()),
+            );
+        }
     }
     g.finish();
 }

@@ -136,7 +136,7 @@ const MAX_TABLE_BYTES: u64 = 128 << 20;
 /// [`grouped_cost`] whose tables fit in [`MAX_TABLE_BYTES`] (`g = 1` is Straus' method).
 fn best_params(n: usize, rows: usize, bits: u64, elem_bytes: u64) -> (u32, usize) {
     let mut best = ((1, 1), f64::INFINITY);
-    for g in 1..=8usize {
+    for g in 1..=16usize {
         for w in 1..=12u32 {
             let Some(index_bits) = u32::try_from(g).ok().and_then(|g| g.checked_mul(w)) else {
                 break;
@@ -181,8 +181,10 @@ fn grouped_cost(n: usize, rows: usize, bits: u64, w: u32, g: usize) -> f64 {
 /// `bits` squarings and `⌈n/g⌉·⌈bits/w⌉` multiplications, and the tables `⌈n/g⌉·2^{g·w}`
 /// once for all rows. `g = 1` is plain Straus with a table per base. `(w, g)` minimise
 /// the total for the shape ([`best_params`]); on the MNIST `128 × 784` product of 177-bit
-/// exponents the model gives `g = 5, w = 2`, 1.23× fewer multiplications than the best
-/// per-base window (`w = 9`), and 1.4× on one row of 784 bases or `16 × 150` (a conv
+/// exponents the model gives `g = 11, w = 1` (72 MiB of tables), 1.35× fewer
+/// multiplications than the best per-base window (`w = 9`) and 1.10× fewer than the
+/// best grouping of at most 8 bases (`g = 5, w = 2`, the choice until session 13), and
+/// 1.4× fewer than per-base windows on one row of 784 bases or `16 × 150` (a conv
 /// layer's `c·k·k = 150` taps).
 pub(crate) struct SharedBases<'m> {
     modulus: &'m Modulus,
@@ -385,22 +387,30 @@ mod tests {
                     .fold(BigUint::from(1u8), |acc, (b, e)| acc * b.modpow(e, &m) % &m)
             })
             .collect();
-        for w in 1..=4u32 {
-            for g in 1..=4usize {
-                let shared = SharedBases::with_params(&md, &elems, w, g);
-                for (row, want) in rows.iter().zip(&expected) {
-                    let limbs: Vec<Vec<u64>> = row.iter().map(BigUint::to_u64_digits).collect();
-                    let got = md.to_biguint(&shared.multi_exp(&limbs));
-                    assert_eq!(&got, want, "w = {w}, g = {g}");
-                }
+        // Groups of up to 4, and the large groups the cost model picks since session 13
+        // (one group holding all 7 bases, or wider than the bases).
+        let params = (1..=4u32)
+            .flat_map(|w| (1..=4usize).map(move |g| (w, g)))
+            .chain([(1, 6), (1, 7), (1, 11), (2, 8), (1, 16)]);
+        for (w, g) in params {
+            let shared = SharedBases::with_params(&md, &elems, w, g);
+            for (row, want) in rows.iter().zip(&expected) {
+                let limbs: Vec<Vec<u64>> = row.iter().map(BigUint::to_u64_digits).collect();
+                let got = md.to_biguint(&shared.multi_exp(&limbs));
+                assert_eq!(&got, want, "w = {w}, g = {g}");
             }
         }
     }
 
     #[test]
     fn chosen_parameters_follow_the_cost_model_within_the_memory_cap() {
-        // The MNIST first layer at a 2048-bit key (512-byte elements): groups of 5.
-        assert_eq!(best_params(784, 128, 177, 512), (2, 5));
+        // The MNIST first layer at a 2048-bit key (512-byte elements): 1-bit windows
+        // over groups of 11 bases (72 MiB of tables).
+        assert_eq!(best_params(784, 128, 177, 512), (1, 11));
+        // Groups beyond 8 bases save a tenth of the multiplications there.
+        assert!(grouped_cost(784, 128, 177, 1, 11) * 1.09 < grouped_cost(784, 128, 177, 2, 5));
+        // At 4096-bit keys (1 KiB elements) the memory cap takes the groups down to 10.
+        assert_eq!(best_params(784, 128, 177, 1024), (1, 10));
         // One row: one table per group of 6 bases and 1-bit windows.
         assert_eq!(best_params(784, 1, 177, 512), (1, 6));
         let (w, g) = best_params(784, 128, 177, 512);
