@@ -153,7 +153,10 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
         report: args.report,
     };
     let out = gelunet_run::infer(&config)?;
-    crate::out_unless(args.quiet, out.predictions_table());
+    if !args.quiet {
+        // Formatted only when printed: the table has a line per sample.
+        crate::out(out.predictions_table());
+    }
     crate::out(out);
     Ok(())
 }
