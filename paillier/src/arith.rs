@@ -47,11 +47,6 @@ impl Modulus {
         }
     }
 
-    /// The modulus `m`.
-    pub(crate) fn modulus(&self) -> &BigUint {
-        &self.m
-    }
-
     /// Converts `x` into the backend representation, reducing it modulo `m`.
     pub(crate) fn elem(&self, x: &BigUint) -> Elem {
         #[cfg(not(feature = "gmp"))]
@@ -81,6 +76,19 @@ impl Modulus {
         #[cfg(feature = "gmp")]
         {
             from_gmp(x)
+        }
+    }
+
+    /// The bytes of one element's limbs (512 for a 4096-bit modulus; 640 with the
+    /// radix-`2^52` IFMA form, [`crate::monty`]), for sizing tables.
+    pub(crate) fn elem_bytes(&self) -> u64 {
+        #[cfg(not(feature = "gmp"))]
+        {
+            self.monty.one().len() as u64 * 8
+        }
+        #[cfg(feature = "gmp")]
+        {
+            self.m.bits().div_ceil(64) * 8
         }
     }
 

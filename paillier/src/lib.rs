@@ -101,6 +101,8 @@ mod error;
 mod keys;
 #[cfg(not(feature = "gmp"))]
 mod monty;
+#[cfg(all(target_arch = "x86_64", not(feature = "gmp")))]
+mod monty_ifma;
 pub mod multiexp;
 pub mod phe_json;
 mod pool;

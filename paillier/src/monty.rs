@@ -31,6 +31,21 @@ pub(crate) struct Monty {
     r2: Vec<u64>,
     /// `R mod m`, the Montgomery form of 1.
     one: Vec<u64>,
+    /// The radix-`2^52` AVX-512 IFMA form of the same modulus, where the CPU has it
+    /// ([`crate::monty_ifma`]); every operation then goes there, on its own residues.
+    #[cfg(target_arch = "x86_64")]
+    ifma: Option<crate::monty_ifma::Ifma>,
+}
+
+/// Runs `$ifma` with the IFMA form when there is one (x86-64 with AVX-512 IFMA), else
+/// falls through.
+macro_rules! with_ifma {
+    ($self:ident, $f:ident => $body:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        if let Some($f) = &$self.ifma {
+            return $body;
+        }
+    };
 }
 
 /// `t + a·b + c` as (low, high) limbs; never overflows 128 bits.
@@ -147,6 +162,8 @@ impl Monty {
         let one = limbs(&(&r % m), n);
         let r2 = limbs(&((&r * &r) % m), n);
         Self {
+            #[cfg(target_arch = "x86_64")]
+            ifma: crate::monty_ifma::Ifma::new(m, inv.wrapping_neg()),
             m: ml,
             m_inv: inv.wrapping_neg(),
             r2,
@@ -154,18 +171,27 @@ impl Monty {
         }
     }
 
+    /// The 64-bit-limb form only, without the IFMA path (for comparing the two).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(crate) fn without_ifma(mut self) -> Self {
+        self.ifma = None;
+        self
+    }
+
     /// The number of limbs `n` of every residue.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.m.len()
     }
 
     /// The Montgomery form of 1.
     pub(crate) fn one(&self) -> Vec<u64> {
+        with_ifma!(self, f => f.one());
         self.one.clone()
     }
 
     /// The Montgomery form of `x` (`x < m`).
     pub(crate) fn to_monty(&self, x: &BigUint) -> Vec<u64> {
+        with_ifma!(self, f => f.to_monty(x));
         let n = self.len();
         let mut xl = limbs(x, n);
         self.mul_assign(&mut xl, &self.r2);
@@ -175,6 +201,7 @@ impl Monty {
     /// The residue whose Montgomery form is `x` (out of Montgomery form), as a `BigUint`
     /// in `[0, m)`.
     pub(crate) fn residue(&self, x: &[u64]) -> BigUint {
+        with_ifma!(self, f => f.residue(x));
         let n = self.len();
         with_scratch(2 * n, |t| {
             t[..n].copy_from_slice(x);
@@ -212,6 +239,7 @@ impl Monty {
     /// `a ← a·b·R^{−1} mod m`.
     #[inline(always)]
     pub(crate) fn mul_assign(&self, a: &mut [u64], b: &[u64]) {
+        with_ifma!(self, f => f.mul_assign(a, b));
         let n = self.len();
         with_scratch(2 * n, |t| {
             for (i, &bi) in b.iter().enumerate() {
@@ -224,6 +252,7 @@ impl Monty {
     /// `a ← a²·R^{−1} mod m`.
     #[inline(always)]
     pub(crate) fn square_assign(&self, a: &mut [u64]) {
+        with_ifma!(self, f => f.square_assign(a));
         let n = self.len();
         with_scratch(2 * n, |t| {
             // Cross products a_i·a_j, i < j, once each.
@@ -346,7 +375,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Products, squares and powers in Montgomery form equal `%` after every product,
-        /// for moduli of 1 to 70 limbs (top limbs near 2^64 included).
+        /// for moduli of 1 to 70 limbs (top limbs near 2^64 included), in both forms.
         #[test]
         fn montgomery_matches_plain_reduction(
             seed in any::<u64>(),
@@ -354,11 +383,16 @@ mod tests {
             ebits in 0u64..300,
         ) {
             let m = odd_modulus(seed, bits.max(2));
-            let md = Monty::new(&m);
             let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 1);
             let a = rng.gen_biguint_below(&m);
             let b = rng.gen_biguint_below(&m);
             let e = rng.gen_biguint(ebits);
+            // The default form (IFMA where the CPU has it) and the 64-bit limbs.
+            #[cfg(target_arch = "x86_64")]
+            let forms = [Monty::new(&m), Monty::new(&m).without_ifma()];
+            #[cfg(not(target_arch = "x86_64"))]
+            let forms = [Monty::new(&m)];
+            for md in forms {
             let (ma, mb) = (md.to_monty(&a), md.to_monty(&b));
             prop_assert_eq!(md.residue(&ma), a.clone());
             let mut p = ma.clone();
@@ -369,6 +403,7 @@ mod tests {
             prop_assert_eq!(md.residue(&s), (&a * &a) % &m);
             let el = e.to_u64_digits();
             prop_assert_eq!(md.residue(&md.pow(&ma, &el)), a.modpow(&e, &m));
+            }
         }
     }
 

@@ -199,8 +199,7 @@ impl<'m> SharedBases<'m> {
     /// Builds the tables (in parallel), with the window and group size chosen for `rows`
     /// products of `bits`-bit exponents.
     pub(crate) fn new(modulus: &'m Modulus, bases: &[Elem], rows: usize, bits: u64) -> Self {
-        let elem_bytes = modulus.modulus().bits().div_ceil(64) * 8;
-        let (w, g) = best_params(bases.len(), rows, bits.max(1), elem_bytes);
+        let (w, g) = best_params(bases.len(), rows, bits.max(1), modulus.elem_bytes());
         Self::with_params(modulus, bases, w, g)
     }
 
@@ -407,6 +406,8 @@ mod tests {
         // The MNIST first layer at a 2048-bit key (512-byte elements): 1-bit windows
         // over groups of 11 bases (72 MiB of tables).
         assert_eq!(best_params(784, 128, 177, 512), (1, 11));
+        // The same with the IFMA form's 640-byte elements (80 digits of 52 bits).
+        assert_eq!(best_params(784, 128, 177, 640), (1, 11));
         // Groups beyond 8 bases save a tenth of the multiplications there.
         assert!(grouped_cost(784, 128, 177, 1, 11) * 1.09 < grouped_cost(784, 128, 177, 2, 5));
         // At 4096-bit keys (1 KiB elements) the memory cap takes the groups down to 10.
