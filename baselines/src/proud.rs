@@ -273,7 +273,7 @@ impl ProudClient {
     /// not below `t/2`; [`BaselineError::Fhe`].
     pub fn encrypt(&mut self, x: &[i64], period: usize) -> Result<PackedCiphertext> {
         let n = self.params.degree();
-        if x.len() > period || period == 0 || (n / 2) % period != 0 {
+        if x.len() > period || period == 0 || !(n / 2).is_multiple_of(period) {
             return Err(BaselineError::InvalidParameter {
                 name: "period",
                 reason: format!(

@@ -34,6 +34,9 @@ pub struct PaillierReport {
     pub key_bits: u64,
     /// Big-integer backend of the hot loops: `num-bigint` or `gmp`.
     pub backend: &'static str,
+    /// The multiplication kernel that ran ([`gelunet_paillier::arithmetic`]:
+    /// `avx512-ifma`, `mulx-adx`, `portable` or `gmp`).
+    pub arithmetic: &'static str,
     /// Logical cores of this machine.
     pub cores: usize,
     /// Rates with one thread.
@@ -191,6 +194,7 @@ pub fn run_paillier(key_bits: u64, budget: Duration, seed: u64) -> Result<Pailli
     Ok(PaillierReport {
         key_bits,
         backend: BACKEND,
+        arithmetic: gelunet_paillier::arithmetic(),
         cores,
         single_thread: single,
         all_cores,
@@ -204,8 +208,8 @@ pub fn render(report: &PaillierReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Paillier, {}-bit N, backend {}, {} cores",
-        report.key_bits, report.backend, report.cores
+        "Paillier, {}-bit N, backend {} ({}), {} cores",
+        report.key_bits, report.backend, report.arithmetic, report.cores
     );
     let _ = writeln!(
         s,

@@ -92,6 +92,8 @@ pub struct TrainBenchReport {
     pub key_bits: u64,
     /// Big-integer backend of the Paillier hot loops (`num-bigint` or `gmp`).
     pub backend: &'static str,
+    /// The multiplication kernel that ran ([`gelunet_paillier::arithmetic`]).
+    pub arithmetic: &'static str,
     /// `v2` or `paper`.
     pub protocol: String,
     /// Rayon threads / logical cores.
@@ -268,6 +270,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
         batch,
         key_bits: c.key_bits,
         backend: BACKEND,
+        arithmetic: gelunet_paillier::arithmetic(),
         protocol: format!("{:?}", c.protocol).to_lowercase(),
         threads: check.threads,
         sessions: check.sessions,
@@ -299,7 +302,7 @@ pub fn render(r: &TrainBenchReport) -> String {
     let widths: Vec<String> = r.widths.iter().map(ToString::to_string).collect();
     let _ = writeln!(
         s,
-        "{} [{}]{}, {} clients, B = {}, {}-bit keys, backend {}, protocol {}, {} threads\n",
+        "{} [{}]{}, {} clients, B = {}, {}-bit keys, backend {} ({}), protocol {}, {} threads\n",
         r.dataset,
         widths.join(", "),
         r.arch
@@ -309,6 +312,7 @@ pub fn render(r: &TrainBenchReport) -> String {
         r.batch,
         r.key_bits,
         r.backend,
+        r.arithmetic,
         r.protocol,
         r.threads
     );

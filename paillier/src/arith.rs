@@ -3,8 +3,12 @@
 //!
 //! With the default features every element is a residue in Montgomery form over `u64`
 //! limbs ([`crate::monty`], pure Rust): a product is reduced without a division, and
-//! values stay in Montgomery form across whole exponentiations and table walks. With the `gmp` feature the elements are GMP integers (through
-//! `rug`), which multiply and reduce about three times faster at 4096 bits. The algorithms
+//! values stay in Montgomery form across whole exponentiations and table walks; on CPUs
+//! with AVX-512 IFMA the residues are radix-`2^52` digits multiplied eight at a time
+//! ([`crate::monty_ifma`], about four times faster than the 64-bit limbs at 4096 bits).
+//! With the `gmp` feature the elements are GMP integers (through `rug`), which were
+//! measured about three times faster than the 64-bit limbs at 4096 bits (before
+//! `MULX`/ADX and IFMA). The algorithms
 //! above this module (fixed-base tables, multi-exponentiation, CRT decryption) are written
 //! once against [`Modulus`] and do not know which backend runs.
 //!

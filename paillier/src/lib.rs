@@ -79,7 +79,9 @@
 //! exponentiation, the fixed-base tables and the shared multi-exponentiation) run by
 //! default on this crate's pure-Rust Montgomery arithmetic over `u64` limbs (no division
 //! per product; values stay in Montgomery form across a whole exponentiation), and with
-//! the `gmp` feature on GMP through `rug`. Results are identical: the ciphertexts equal
+//! the `gmp` feature on GMP through `rug`; on x86-64 CPUs with AVX-512 IFMA the
+//! Montgomery residues are radix-`2^52` digits multiplied eight lanes at a time
+//! ([`arithmetic`] says which kernel runs). Results are identical: the ciphertexts equal
 //! those of reducing with `%` after every product (property tests against num-bigint).
 //!
 //! # Side channels
@@ -126,6 +128,37 @@ pub const BACKEND: &str = if cfg!(feature = "gmp") {
 } else {
     "num-bigint"
 };
+
+/// The kernel that multiplies residues on this machine in this build: `"gmp"` with the
+/// `gmp` feature; otherwise `"avx512-ifma"` (radix-`2^52` digits, x86-64 with AVX-512
+/// IFMA), `"mulx-adx"` (64-bit limbs, x86-64 with BMI2 and ADX) or `"portable"`, as
+/// detected at run time and narrowed by `GELUNET_NO_IFMA` and `GELUNET_PORTABLE_ARITH`
+/// (docs/DESIGN.md "Arithmetic backends"; reported by `gelunet bench`).
+///
+/// ```
+/// let k = gelunet_paillier::arithmetic();
+/// assert!(["gmp", "avx512-ifma", "mulx-adx", "portable"].contains(&k));
+/// ```
+pub fn arithmetic() -> &'static str {
+    #[cfg(feature = "gmp")]
+    {
+        "gmp"
+    }
+    #[cfg(all(not(feature = "gmp"), target_arch = "x86_64"))]
+    {
+        if monty_ifma::available() {
+            "avx512-ifma"
+        } else if addmul_adx::available() {
+            "mulx-adx"
+        } else {
+            "portable"
+        }
+    }
+    #[cfg(all(not(feature = "gmp"), not(target_arch = "x86_64")))]
+    {
+        "portable"
+    }
+}
 
 impl serde::Serialize for PublicKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -57,7 +57,7 @@ impl MeanPool2 {
                 max: MAX_TENSOR_LEN,
             });
         }
-        if height % 2 != 0 || width % 2 != 0 {
+        if !height.is_multiple_of(2) || !width.is_multiple_of(2) {
             return Err(GeometryError::OddPoolInput { height, width });
         }
         Ok(Self { input })
