@@ -166,7 +166,7 @@ impl Ifma {
         unsafe { (self.kernel)(a, b, self.m.as_ptr(), self.m_inv, out) }
     }
 
-    /// `a ← a·b·R^{−1} mod m`.
+    /// `a ← a·b·R^{−1}`, congruent modulo `m` and kept in `[0, 2m)` (module docs).
     ///
     /// # Panics
     /// If `a` or `b` is not `L` digits long (a residue of another modulus).
@@ -180,7 +180,7 @@ impl Ifma {
         self.amm(p, b.as_ptr(), p);
     }
 
-    /// `a ← a²·R^{−1} mod m`.
+    /// `a ← a²·R^{−1}`, congruent modulo `m` and kept in `[0, 2m)`.
     ///
     /// # Panics
     /// If `a` is not `L` digits long.
