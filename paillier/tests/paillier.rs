@@ -464,6 +464,33 @@ fn invalid_ciphertexts_are_refused() {
     let c: Ciphertext = serde_json::from_str(&forged).unwrap();
     assert!(pk.validate(&c).is_err());
     assert!(sk.decrypt(&c).is_err());
+    // A batch: one gcd for the slice, the same verdicts as one by one.
+    let forge = |v: &BigUint| -> Ciphertext {
+        let json = format!(r#"{{"key":{:?},"c":"{}"}}"#, pk.id().0, v.to_str_radix(16));
+        serde_json::from_str(&json).unwrap()
+    };
+    let mut r = rng(7);
+    let batch: Vec<Ciphertext> = (1..40i64)
+        .map(|m| pk.encrypt(&m.into(), &mut r).unwrap())
+        .collect();
+    pk.validate_all(&batch).unwrap();
+    pk.validate_all(&[]).unwrap();
+    for (at, bad, reason) in [
+        (17, forge(&(pk.n() * 3u32)), "gcd(c, N) != 1"),
+        (
+            0,
+            forge(&(pk.n() * 7u32 + pk.n_squared())),
+            "not in (0, N^2)",
+        ),
+        (38, forge(&BigUint::zero()), "not in (0, N^2)"),
+    ] {
+        let mut cs = batch.clone();
+        cs[at] = bad;
+        assert!(
+            matches!(pk.validate_all(&cs), Err(Error::InvalidCiphertext { reason: r }) if r == reason),
+            "{reason} at {at}"
+        );
+    }
     // Garbage does not parse.
     assert!(serde_json::from_str::<Ciphertext>(r#"{"key":[0,0,0,0,0,0,0,0],"c":"xyz"}"#).is_err());
     assert!(serde_json::from_str::<Ciphertext>(r#"{"key":[0,0,0,0,0,0,0,0],"c":12}"#).is_err());
