@@ -30,9 +30,8 @@ use gelunet_baselines::{
     BfvContext, BfvDescription, PolyActivation, SquareNet, SquareNetBfv, TrainActivation,
 };
 use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
-use gelunet_protocol::messages::{ClientMessage, ServerMessage};
 use gelunet_protocol::{Activation, Dataset, FixedModel, ModelSpec, Scales};
-use gelunet_server::{Server, ServerConfig};
+use gelunet_server::{Preparations, Server, ServerConfig};
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -67,6 +66,13 @@ pub struct Timing {
     /// Seconds to precompute that randomness for one sample (the offline phase, not in
     /// `online_single_secs`).
     pub offline_single_secs: f64,
+    /// GELU-Net only: seconds for one sample with its layers *preprocessed* (the
+    /// server's linear layers computed beforehand on the client's one-time masks,
+    /// docs/DESIGN.md "Preprocessed inference"); `None` for BFV.
+    pub preprocessed_single_secs: Option<f64>,
+    /// GELU-Net only: seconds of that preprocessing for one sample (the client's masks
+    /// encrypted, the server's answers on them), not in `preprocessed_single_secs`.
+    pub preprocessing_secs: Option<f64>,
     /// Samples in the batch.
     pub batch_samples: usize,
     /// Seconds for the batch.
@@ -100,12 +106,25 @@ impl Timing {
             single_secs: median(singles),
             online_single_secs: median(online),
             offline_single_secs: median(offline),
+            preprocessed_single_secs: None,
+            preprocessing_secs: None,
             batch_samples,
             batch_secs,
             batch_per_sample_secs: per,
             predictions_match_plaintext: ok,
             full_batch_per_sample_secs: None,
             note: String::new(),
+        }
+    }
+}
+
+impl Timing {
+    /// `"; preprocessed X (offline Y)"` for a timing with a preprocessed figure, else
+    /// empty, with `fmt` formatting seconds.
+    pub(crate) fn preprocessed_suffix(&self, fmt: fn(f64) -> String) -> String {
+        match (self.preprocessed_single_secs, self.preprocessing_secs) {
+            (Some(on), Some(off)) => format!("; preprocessed {} ({})", fmt(on), fmt(off)),
+            _ => String::new(),
         }
     }
 }
@@ -134,6 +153,8 @@ pub struct InferenceRow {
     /// BFV online latency / GELU-Net online latency (randomness precomputed on both
     /// sides).
     pub online_latency_ratio: Option<f64>,
+    /// BFV online latency / GELU-Net latency with the layers preprocessed.
+    pub preprocessed_latency_ratio: Option<f64>,
     /// BFV per-sample batch time / GELU-Net per-sample batch time (same samples).
     pub throughput_ratio: Option<f64>,
     /// BFV per-sample time with all `N` slots filled / GELU-Net per-sample batch time
@@ -197,25 +218,34 @@ struct Arch {
 fn gelu_infer(
     server: &Server,
     client: &mut InferenceClient,
-    key: &gelunet_paillier::PublicKey,
+    (key, held): (&gelunet_paillier::PublicKey, &mut Preparations),
     x: &Array2<i128>,
 ) -> Result<(f64, Vec<usize>)> {
     let t = Instant::now();
     let mut msg = client.start_fixed(x.view())?;
     let pred = loop {
-        let ClientMessage::Infer(req) = &msg else {
-            return Err(BenchError::Check(format!(
-                "inference client sent {}",
-                msg.kind()
-            )));
-        };
-        let answer = server.infer(key, req)?;
-        match client.handle(&ServerMessage::Inferred(answer))? {
+        let answer = server.handle_inference(key, held, &msg)?;
+        match client.handle(&answer)? {
             InferStep::Next(m) => msg = m,
             InferStep::Done(p, _) => break p,
         }
     };
     Ok((t.elapsed().as_secs_f64(), pred))
+}
+
+/// The offline part of preprocessed inference for one sample: the client's preparations
+/// answered by the server and acknowledged; the seconds it took.
+fn gelu_prepare(
+    server: &Server,
+    client: &mut InferenceClient,
+    (key, held): (&gelunet_paillier::PublicKey, &mut Preparations),
+) -> Result<f64> {
+    let t = Instant::now();
+    for msg in client.prepare()? {
+        let ack = server.handle_inference(key, held, &msg)?;
+        client.handle_prepared(&ack)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// A GELU-Net inference server holding a model in the clear (the paper's setting) and
@@ -372,13 +402,14 @@ pub(crate) fn time_gelu(
     let one = rows(&all.x, 0, 1);
     let model = server.true_model()?;
     let mut ok = true;
+    let mut held = Preparations::new();
     // Warm-up (tables, caches), then the timed single-sample runs.
-    let (_, p) = gelu_infer(server, client, key, &one)?;
+    let (_, p) = gelu_infer(server, client, (key, &mut held), &one)?;
     ok &= p == model.predict(&scales, one.view())?;
     let mut singles = Vec::with_capacity(reps);
     for r in 0..reps {
         let row = rows(&all.x, r % all.len(), 1);
-        let (secs, p) = gelu_infer(server, client, key, &row)?;
+        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         singles.push(secs);
     }
@@ -390,18 +421,26 @@ pub(crate) fn time_gelu(
         let t = Instant::now();
         client.precompute_obfuscators(per);
         offline.push(t.elapsed().as_secs_f64());
-        let (secs, p) = gelu_infer(server, client, key, &row)?;
+        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         online.push(secs);
     }
-    let (batch_secs, p) = gelu_infer(server, client, key, &batch)?;
+    // Preprocessed: the layers of one inference computed beforehand on one-time masks.
+    let (mut pre_online, mut pre_offline) = (Vec::new(), Vec::new());
+    for r in 0..reps {
+        let row = rows(&all.x, r % all.len(), 1);
+        pre_offline.push(gelu_prepare(server, client, (key, &mut held))?);
+        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
+        ok &= p == model.predict(&scales, row.view())?;
+        ok &= client.preparations_ready() == 0 && held.is_empty();
+        pre_online.push(secs);
+    }
+    let (batch_secs, p) = gelu_infer(server, client, (key, &mut held), &batch)?;
     ok &= p == model.predict(&scales, batch.view())?;
-    Ok(Timing::measured(
-        singles,
-        (online, offline),
-        (n, batch_secs),
-        ok,
-    ))
+    let mut t = Timing::measured(singles, (online, offline), (n, batch_secs), ok);
+    t.preprocessed_single_secs = Some(median(pre_online));
+    t.preprocessing_secs = Some(median(pre_offline));
+    Ok(t)
 }
 
 fn run_bfv(prep: &Prepared, arch: &Arch, r: &SideBySide) -> Result<(Timing, BfvDescription, u32)> {
@@ -514,6 +553,10 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<InferenceReport> {
             (Some(g), Some(b)) => Some(b.online_single_secs / g.online_single_secs),
             _ => None,
         };
+        let preprocessed_latency_ratio = match (&gelu, &bfv) {
+            (Some(g), Some(b)) => g.preprocessed_single_secs.map(|p| b.online_single_secs / p),
+            _ => None,
+        };
         let throughput_ratio = match (&gelu, &bfv) {
             (Some(g), Some(b)) => Some(b.batch_per_sample_secs / g.batch_per_sample_secs),
             _ => None,
@@ -553,6 +596,15 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<InferenceReport> {
                 real_keys.then_some(r >= 14.0),
             ));
         }
+        if let Some(r) = preprocessed_latency_ratio {
+            targets.push((
+                format!(
+                    "{}: single-sample latency with the layers preprocessed (docs/DESIGN.md \"Preprocessed inference\") at least 14× better than BFV online: {r:.1}×",
+                    arch.model
+                ),
+                real_keys.then_some(r >= 14.0),
+            ));
+        }
         let throughput_ratio_full_bfv = match (&gelu, &bfv) {
             (Some(g), Some(b)) => b
                 .full_batch_per_sample_secs
@@ -570,6 +622,7 @@ pub fn run(config: &PartConfig, log: &dyn Fn(&str)) -> Result<InferenceReport> {
             square_scale_bits: scale,
             latency_ratio,
             online_latency_ratio,
+            preprocessed_latency_ratio,
             throughput_ratio,
             throughput_ratio_full_bfv,
             paper_secs: Some(arch.paper_secs),

@@ -65,10 +65,11 @@ fn timing_row(
     let _ = match timing {
         Some(t) => writeln!(
             out,
-            "| {model} | {scheme} | {} | {} ({}) | {} | {} | {} | {} | {parameters}; {detail}{} |",
+            "| {model} | {scheme} | {} | {} ({}){} | {} | {} | {} | {} | {parameters}; {detail}{} |",
             ms(t.single_secs),
             ms(t.online_single_secs),
             ms(t.offline_single_secs),
+            t.preprocessed_suffix(ms),
             t.batch_samples,
             ms(t.batch_secs),
             ms(t.batch_per_sample_secs),
@@ -312,7 +313,7 @@ pub fn markdown(r: &PaperReport) -> String {
             o,
             "GELU-Net: the trained model on the server, an in-memory inference client (one round trip per layer); one sample with row packing, a batch with sample packing. CryptoNets: the square network of the same shape under BFV, one sample per SIMD slot (a single sample costs a whole batch). Key generation and model preparation excluded. *Online*: the encryption randomness of one sample computed beforehand on both sides (GELU-Net: the client's obfuscators; BFV: encryptions of zero), the offline time in brackets. Ratio = BFV time / GELU-Net time (> 1: GELU-Net faster).\n"
         );
-        let _ = writeln!(o, "| model | scheme | 1 sample (latency) | 1 sample online (offline) | batch | batch time | per sample | predictions = plaintext | parameters |");
+        let _ = writeln!(o, "| model | scheme | 1 sample (latency) | 1 sample online (offline); layers preprocessed (offline) | batch | batch time | per sample | predictions = plaintext | parameters |");
         let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &inf.rows {
             let pl = paillier_line(inf.key_bits, env.test_keys, inf.threads, env.cores);

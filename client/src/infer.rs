@@ -20,11 +20,26 @@
 //! arithmetic of the training ([`gelunet_protocol::math`]), so the predictions equal the
 //! plaintext model's on the same fixed-point inputs.
 //!
+//! *Preprocessed* (docs/DESIGN.md "Preprocessed inference",
+//! `gelunet_server::preprocessed`): [`InferenceClient::prepare`] sends, ahead of time,
+//! the encryptions of one-time masks `r ∈ Z_N` in the layout of one single-sample
+//! inference; once the server has acknowledged them
+//! ([`InferenceClient::handle_prepared`]), a single-sample request of a prepared layer goes
+//! as the plaintexts `m − r mod N` ([`InferMasked`]) and the server answers with one
+//! plaintext product instead of its multi-exponentiations. The answers, and so the
+//! predictions, are the same.
+//!
+//! ```text
+//! prepare()                → [InferPrepare { layer i, [r_i]_c }]   (offline, per layer)
+//! handle_prepared(ack)     → the layer's preparation is ready
+//! start(x), one sample     → InferMasked { layer 1, x − r_1 mod N }  (prepared layers)
+//! ```
+//!
 //! The server learns nothing (it sees ciphertexts only); the client learns the
 //! pre-activations of every layer for its inputs (see the server's module docs for what
 //! that means for the model).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use gelunet_paillier::{
@@ -35,17 +50,19 @@ use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::mask::centered;
 use gelunet_protocol::math::{activate_at, argmax};
 use gelunet_protocol::messages::{
-    ClientHello, ClientMessage, InferRequest, InferResponse, Packing, PublicModulus, ServerHello,
-    ServerMessage, PROTOCOL_VERSION,
+    ClientHello, ClientMessage, InferMasked, InferPrepare, InferRequest, InferResponse, Packing,
+    PublicModulus, ServerHello, ServerMessage, WirePlaintext, PROTOCOL_VERSION,
 };
 use gelunet_protocol::packing::{
     group_sizes, inference_packing, pack_samples, position_packing, row_packing_is_valid,
     unpack_signed, unpack_unsigned,
 };
 use gelunet_protocol::randomness::Randomness;
+use gelunet_protocol::version_mask::wipe;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{Activation, ModelSpec};
 use ndarray::{Array2, ArrayView2};
+use num_bigint::RandBigInt;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
@@ -103,6 +120,19 @@ struct Pending {
     inputs: Array2<i128>,
 }
 
+/// One layer's one-time masks `r ∈ [0, N)` (secret; zeroized on drop).
+struct Preparation {
+    prep_id: u64,
+    layer: u32,
+    masks: Vec<BigUint>,
+}
+
+impl Drop for Preparation {
+    fn drop(&mut self) {
+        self.masks.iter_mut().for_each(wipe);
+    }
+}
+
 /// The client side of encrypted inference (see the module docs).
 pub struct InferenceClient {
     config: InferenceConfig,
@@ -117,6 +147,11 @@ pub struct InferenceClient {
     pending: Option<Pending>,
     /// Obfuscators computed ahead of time, used first and once each.
     obfuscators: VecDeque<Obfuscator>,
+    /// Preparations sent and not acknowledged yet, by id.
+    sent: HashMap<u64, Preparation>,
+    /// Acknowledged preparations by layer, used first and once each.
+    ready: HashMap<u32, VecDeque<Preparation>>,
+    next_prep: u64,
 }
 
 impl fmt::Debug for InferenceClient {
@@ -126,6 +161,7 @@ impl fmt::Debug for InferenceClient {
             .field("spec", &self.spec)
             .field("pending", &self.pending.as_ref().map(|p| p.layer))
             .field("obfuscators_ready", &self.obfuscators.len())
+            .field("preparations_ready", &self.preparations_ready())
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +211,9 @@ impl InferenceClient {
             next_request: 1,
             pending: None,
             obfuscators: VecDeque::new(),
+            sent: HashMap::new(),
+            ready: HashMap::new(),
+            next_prep: 1,
         })
     }
 
@@ -250,6 +289,105 @@ impl InferenceClient {
                 None => self.spec.layer_shape(i).1 * groups,
             })
             .sum()
+    }
+
+    /// The layout of layer `layer`'s single-sample request when it can be preprocessed:
+    /// its sample packing (position packing for a conv layer), row packing and number of
+    /// plaintexts; `None` for a conv layer without position packing.
+    fn single_sample_layout(&self, layer: usize) -> Option<(Packing, bool, usize)> {
+        let map = self.layers.get(layer.checked_sub(1)?)?;
+        if let Some((map, p)) = self.position_packing(layer, 1) {
+            let groups = group_sizes(map.output_positions(), p.samples_per_ciphertext).len();
+            return Some((p, false, map.windows() * map.columns() * groups));
+        }
+        let p = self.sample_packing(1);
+        (map.is_dense() && p == Packing::NONE)
+            .then(|| (p, self.config.row_packing, self.spec.layer_shape(layer).1))
+    }
+
+    /// Offline part of preprocessed inference (see the module docs): one-time masks
+    /// `r ∈ [0, N)` for every layer of one single-sample inference that can be
+    /// preprocessed (dense layers, position-packed conv layers), drawn from the
+    /// configured random stream, and the requests that send `[r]_c` to the server. A
+    /// layer's preparation is used by the next single-sample request of that layer after
+    /// [`InferenceClient::handle_prepared`] has seen the server's acknowledgement; call
+    /// this again for each inference to keep the online path. Encryptions use the
+    /// precomputed obfuscators first.
+    ///
+    /// # Errors
+    /// The cryptosystem's errors (none for masks below `N`).
+    pub fn prepare(&mut self) -> Result<Vec<ClientMessage>> {
+        let pk = self.key.public_key().clone();
+        let mut rng = self.rng.clone();
+        let mut out = Vec::new();
+        let mut made = Vec::new();
+        for layer in 1..=self.spec.num_layers() {
+            let Some((packing, row_packing, count)) = self.single_sample_layout(layer) else {
+                continue;
+            };
+            let masks: Vec<BigUint> = (0..count).map(|_| rng.gen_biguint_below(pk.n())).collect();
+            let prep = Preparation {
+                prep_id: self.next_prep + made.len() as u64,
+                layer: layer as u32,
+                masks,
+            };
+            let ready = self.obfuscators.len().min(count);
+            let mut obfuscators: Vec<Obfuscator> = self.obfuscators.drain(..ready).collect();
+            obfuscators.extend(self.key.obfuscators_crt(count - ready, &mut rng));
+            let cts = prep
+                .masks
+                .par_iter()
+                .zip(obfuscators.par_iter())
+                .map(|(r, o)| pk.encrypt_with_obfuscator(&pk.decode(r), o))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            out.push(ClientMessage::InferPrepare(InferPrepare {
+                prep_id: prep.prep_id,
+                layer: prep.layer,
+                packing,
+                row_packing,
+                masks: cts,
+            }));
+            made.push(prep);
+        }
+        self.next_prep += made.len() as u64;
+        self.sent.extend(made.into_iter().map(|p| (p.prep_id, p)));
+        self.rng = rng;
+        Ok(out)
+    }
+
+    /// Takes the server's acknowledgement of a preparation ([`InferenceClient::prepare`]):
+    /// the layer's masks are ready for its next single-sample request.
+    ///
+    /// # Errors
+    /// [`ClientError::Violation`] with [`ProtocolViolation::UnknownPreparation`] for an
+    /// acknowledgement of no preparation sent (or of another layer),
+    /// [`ProtocolViolation::OutOfTurn`] for another message. On error nothing changes.
+    pub fn handle_prepared(&mut self, msg: &ServerMessage) -> Result<()> {
+        let ServerMessage::InferPrepared(ack) = msg else {
+            return Err(ClientError::blame_peer(
+                ProtocolViolation::OutOfTurn {
+                    expected: "InferPrepared".into(),
+                    found: msg.kind(),
+                }
+                .into(),
+            ));
+        };
+        let unknown = ProtocolViolation::UnknownPreparation {
+            id: ack.prep_id,
+            layer: ack.layer,
+        };
+        if self.sent.get(&ack.prep_id).map(|p| p.layer) != Some(ack.layer) {
+            return Err(ClientError::blame_peer(unknown.into()));
+        }
+        if let Some(p) = self.sent.remove(&ack.prep_id) {
+            self.ready.entry(p.layer).or_default().push_back(p);
+        }
+        Ok(())
+    }
+
+    /// Acknowledged preparations not used yet, over all layers.
+    pub fn preparations_ready(&self) -> usize {
+        self.ready.values().map(VecDeque::len).sum()
     }
 
     /// The position packing of layer `layer` for a request of `samples` samples: `Some`
@@ -336,9 +474,47 @@ impl InferenceClient {
             }
         };
         let pk = self.key.public_key();
-        for m in &plain {
-            pk.encode(m)?;
+        let mut encoded = plain
+            .iter()
+            .map(|m| pk.encode(m))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let dense = self
+            .layers
+            .get(layer as usize - 1)
+            .is_some_and(LinearLayer::is_dense);
+        let row_packing = self.config.row_packing && packing == Packing::NONE && dense;
+        let prepared = self
+            .ready
+            .get(&layer)
+            .and_then(VecDeque::front)
+            .is_some_and(|p| samples == 1 && p.masks.len() == encoded.len());
+        if prepared {
+            if let Some(prep) = self.ready.get_mut(&layer).and_then(VecDeque::pop_front) {
+                // d = m − r mod N: uniform, independent of m.
+                let n = pk.n();
+                let masked = encoded
+                    .iter()
+                    .zip(&prep.masks)
+                    .map(|(m, r)| WirePlaintext((m + n - r) % n))
+                    .collect();
+                encoded.iter_mut().for_each(wipe);
+                self.pending = Some(Pending {
+                    request_id,
+                    layer,
+                    packing,
+                    row_packing,
+                    positions,
+                    inputs,
+                });
+                return Ok(ClientMessage::InferMasked(InferMasked {
+                    request_id,
+                    prep_id: prep.prep_id,
+                    layer,
+                    masked,
+                }));
+            }
         }
+        encoded.iter_mut().for_each(wipe);
         // Precomputed obfuscators first, then fresh ones from the same stream.
         let ready = self.obfuscators.len().min(plain.len());
         let mut rng = self.rng.clone();
@@ -351,11 +527,6 @@ impl InferenceClient {
             .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.obfuscators.drain(..ready);
-        let dense = self
-            .layers
-            .get(layer as usize - 1)
-            .is_some_and(LinearLayer::is_dense);
-        let row_packing = self.config.row_packing && packing == Packing::NONE && dense;
         let msg = ClientMessage::Infer(InferRequest {
             request_id,
             layer,

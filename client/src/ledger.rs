@@ -28,10 +28,7 @@ pub(crate) struct Ledger {
     pub(crate) b: Vec<Array1<BigUint>>,
 }
 
-fn wipe(x: &mut BigUint) {
-    let len = (x.bits() as usize).div_ceil(32);
-    x.assign_from_slice(&vec![0u32; len.max(1)]);
-}
+use gelunet_protocol::version_mask::wipe;
 
 impl Drop for Ledger {
     fn drop(&mut self) {

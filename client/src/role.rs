@@ -684,11 +684,14 @@ impl Client {
                 }
                 Ok(None)
             }
-            ServerMessage::Inferred(_) => Err(ProtocolViolation::OutOfTurn {
-                expected: "a training message (inference answers go to an InferenceClient)".into(),
-                found: msg.kind(),
+            ServerMessage::Inferred(_) | ServerMessage::InferPrepared(_) => {
+                Err(ProtocolViolation::OutOfTurn {
+                    expected: "a training message (inference answers go to an InferenceClient)"
+                        .into(),
+                    found: msg.kind(),
+                }
+                .into())
             }
-            .into()),
             ServerMessage::Error(_) => Ok(None),
         }
     }

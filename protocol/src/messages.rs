@@ -336,6 +336,56 @@ pub struct InferResponse {
     pub pre_activations: Vec<Ciphertext>,
 }
 
+/// Client → server, offline (docs/DESIGN.md "Preprocessed inference"): the encrypted
+/// one-time masks `[r]_c` of one single-sample layer request, in the layout that layer's
+/// [`InferRequest`] would have (`n_{i−1}` ciphertexts of a dense layer, row-packed
+/// answer; a conv layer's position-packed im2col groups). The server computes its answer
+/// on `[r]_c` now and keeps it for one later [`InferMasked`] with the same `prep_id`.
+/// The masks `r` are uniform in `Z_N` and known only to the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferPrepare {
+    /// Chosen by the client, unique among its preparations on this connection.
+    pub prep_id: u64,
+    /// Layer `i ∈ 1..=L`.
+    pub layer: u32,
+    /// [`Packing::NONE`] for a dense layer, the layer's
+    /// [`crate::packing::position_packing`] for a conv layer.
+    pub packing: Packing,
+    /// Row-packed answer (dense layers), as [`InferRequest::row_packing`].
+    pub row_packing: bool,
+    /// `[r]_c`, one per plaintext of the layer's request.
+    pub masks: Vec<Ciphertext>,
+}
+
+/// Server → client: preparation `prep_id` of layer `layer` is held (its answer computed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferPrepared {
+    /// The preparation's id.
+    pub prep_id: u64,
+    /// Its layer.
+    pub layer: u32,
+}
+
+/// A plaintext of `Z_N` on the wire (big-endian bytes in postcard).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePlaintext(#[serde(with = "gelunet_paillier::serde_biguint")] pub BigUint);
+
+/// Client → server, online: layer `i`'s request of one sample against preparation
+/// `prep_id`, as the masked plaintexts `d_k = m_k − r_k mod N` (`m_k` the plaintexts the
+/// [`InferRequest`] would have encrypted). Answered by an [`InferResponse`] equal in
+/// layout and plaintexts to the answer of that request; the preparation is used up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferMasked {
+    /// Chosen by the client, echoed in the response.
+    pub request_id: u64,
+    /// The preparation of this layer.
+    pub prep_id: u64,
+    /// Layer `i`.
+    pub layer: u32,
+    /// `d_k ∈ [0, N)`, as many as the preparation's masks.
+    pub masked: Vec<WirePlaintext>,
+}
+
 /// Broad classes of errors reported to the other side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -424,6 +474,10 @@ pub enum ClientMessage {
     PlainUpdate(PlainUpdate),
     /// Protocol v2: the last iteration's update, rolling the mask over to `P_{v+1}`.
     Rollover(Rollover),
+    /// Offline part of a preprocessed inference layer (outside sessions).
+    InferPrepare(InferPrepare),
+    /// Online part of a preprocessed inference layer.
+    InferMasked(InferMasked),
 }
 
 /// Everything the server sends.
@@ -447,6 +501,8 @@ pub enum ServerMessage {
     Abort(Abort),
     /// Error answer.
     Error(ErrorReport),
+    /// A preprocessed inference layer is held.
+    InferPrepared(InferPrepared),
 }
 
 impl ClientMessage {
@@ -463,6 +519,8 @@ impl ClientMessage {
             Self::Error(_) => "Error",
             Self::PlainUpdate(_) => "PlainUpdate",
             Self::Rollover(_) => "Rollover",
+            Self::InferPrepare(_) => "InferPrepare",
+            Self::InferMasked(_) => "InferMasked",
         }
     }
 
@@ -474,6 +532,7 @@ impl ClientMessage {
             Self::MaskedUpdate(m) => layer_cts(&m.layers),
             Self::FinalUpdate(m) => layer_cts(&m.layers),
             Self::Infer(m) => m.activations.iter().collect(),
+            Self::InferPrepare(m) => m.masks.iter().collect(),
             _ => Vec::new(),
         }
     }
@@ -492,6 +551,7 @@ impl ServerMessage {
             Self::Inferred(_) => "InferResponse",
             Self::Abort(_) => "Abort",
             Self::Error(_) => "Error",
+            Self::InferPrepared(_) => "InferPrepared",
         }
     }
 }

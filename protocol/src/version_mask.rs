@@ -80,7 +80,9 @@ impl fmt::Debug for VersionMasks {
     }
 }
 
-fn wipe(x: &mut BigUint) {
+/// Overwrites a secret big integer's digits with zeros in place, then sets it to 0 (the
+/// `Drop` of every secret made of `BigUint`s: masks, ledgers, one-time pads).
+pub fn wipe(x: &mut BigUint) {
     let len = (x.bits() as usize).div_ceil(32);
     x.assign_from_slice(&vec![0u32; len.max(1)]);
     *x = BigUint::zero();

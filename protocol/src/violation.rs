@@ -10,8 +10,8 @@
 //! | class ([`ProtocolViolation::code`]) | variants |
 //! | --- | --- |
 //! | [`ErrorCode::Version`] | `Version` |
-//! | [`ErrorCode::OutOfTurn`] | `NoHandshake`, `NoSession`, `SessionActive`, `OutOfTurn`, `WrongClient`, `WrongSession`, `WrongIteration`, `WrongLayer`, `WrongRequest`, `NoRequest` |
-//! | [`ErrorCode::Shape`] | `Shape`, `Packing`, `UnknownLayer` |
+//! | [`ErrorCode::OutOfTurn`] | `NoHandshake`, `NoSession`, `SessionActive`, `OutOfTurn`, `WrongClient`, `WrongSession`, `WrongIteration`, `WrongLayer`, `WrongRequest`, `NoRequest`, `UnknownPreparation` |
+//! | [`ErrorCode::Shape`] | `Shape`, `Packing`, `UnknownLayer`, `PreparationLimit` |
 //! | [`ErrorCode::Ciphertext`] | `Ciphertext` |
 //! | [`ErrorCode::Range`] | `Range` |
 //! | [`ErrorCode::Config`] | `EmptySession` |
@@ -108,6 +108,22 @@ pub enum ProtocolViolation {
     /// A session of 0 iterations.
     #[error("a session of 0 iterations")]
     EmptySession,
+    /// A masked inference request names a preparation this party does not hold: never
+    /// made, made for another layer, or used already (each is used once;
+    /// docs/DESIGN.md "Preprocessed inference").
+    #[error("no preparation {id} for layer {layer} (unknown, for another layer, or used)")]
+    UnknownPreparation {
+        /// The preparation id of the request.
+        id: u64,
+        /// The layer of the request.
+        layer: u32,
+    },
+    /// More preprocessed layers than one connection may hold at once.
+    #[error("more than {limit} prepared layers held")]
+    PreparationLimit {
+        /// The limit.
+        limit: usize,
+    },
     /// A wrong number of ciphertexts, layers or samples.
     #[error("{what}: expected {expected} values, got {found}")]
     Shape {
@@ -201,10 +217,12 @@ impl ProtocolViolation {
             | Self::WrongIteration { .. }
             | Self::WrongLayer { .. }
             | Self::WrongRequest { .. }
-            | Self::NoRequest => ErrorCode::OutOfTurn,
-            Self::Shape { .. } | Self::Packing { .. } | Self::UnknownLayer { .. } => {
-                ErrorCode::Shape
-            }
+            | Self::NoRequest
+            | Self::UnknownPreparation { .. } => ErrorCode::OutOfTurn,
+            Self::Shape { .. }
+            | Self::Packing { .. }
+            | Self::UnknownLayer { .. }
+            | Self::PreparationLimit { .. } => ErrorCode::Shape,
             Self::Ciphertext { .. } => ErrorCode::Ciphertext,
             Self::Range { .. } => ErrorCode::Range,
             Self::EmptySession => ErrorCode::Config,
@@ -358,6 +376,16 @@ mod tests {
             ),
             (V::NoRequest, ErrorCode::OutOfTurn, "no inference request pending"),
             (V::EmptySession, ErrorCode::Config, "a session of 0 iterations"),
+            (
+                V::UnknownPreparation { id: 7, layer: 2 },
+                ErrorCode::OutOfTurn,
+                "no preparation 7 for layer 2 (unknown, for another layer, or used)",
+            ),
+            (
+                V::PreparationLimit { limit: 64 },
+                ErrorCode::Shape,
+                "more than 64 prepared layers held",
+            ),
             (
                 V::Shape {
                     what: "activations",

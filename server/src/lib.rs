@@ -10,6 +10,7 @@
 //! | [`masked_update`] | `D = Dec_s([D]_s)`, `w~ ← w~ − D` | paper Alg. 3 |
 //! | [`final_update`] | `w^F = w^I − η·ΔW^c` | paper Alg. 5 |
 //! | [`inference`] | [`Server::infer`], row packing | paper Alg. 1, true weights |
+//! | [`preprocessed`] | [`Server::prepare_infer`], [`Server::infer_masked`]: the linear layers offline on one-time masks | docs/DESIGN.md "Preprocessed inference" |
 //! | [`plain_update`] | protocol v2: `W~ ← W~ − D`, the mask rollover, release | docs/DESIGN.md "Protocol v2" |
 //! | [`coordinator`] | [`Coordinator`]: registration, reconnection, timeouts, scheduling, stop rule, training log, without I/O or clock | |
 //! | [`stop`] | [`StopRule`] | |
@@ -30,6 +31,7 @@ pub mod inference;
 mod linear;
 pub mod masked_update;
 pub mod plain_update;
+pub mod preprocessed;
 pub mod role;
 pub mod stop;
 
@@ -40,6 +42,7 @@ pub use coordinator::{
 };
 pub use error::{Result, ServerError};
 pub use plain_update::V2Checkpoint;
+pub use preprocessed::{Preparations, MAX_PREPARATIONS};
 pub use role::{
     ClientId, DecryptedUpdate, InsecureOptions, MaskedLayer, Server, ServerConfig, SessionOutcome,
     MAX_INFER_SAMPLES,

@@ -665,6 +665,16 @@ impl Server {
     /// [`Server::masked_update`] (Alg. 3), [`Server::final_update`] (Alg. 5),
     /// [`Server::infer`].
     fn dispatch(&mut self, from: ClientId, msg: &ClientMessage) -> Result<Option<ServerMessage>> {
+        if let ClientMessage::InferPrepare(_) | ClientMessage::InferMasked(_) = msg {
+            // Preparations live with an inference connection (`crate::Preparations`).
+            return Err(ProtocolViolation::OutOfTurn {
+                expected:
+                    "InferRequest (preprocessed inference is served on inference connections)"
+                        .into(),
+                found: msg.kind(),
+            }
+            .into());
+        }
         if let ClientMessage::Infer(req) = msg {
             if let Some(s) = self.session.as_ref().filter(|s| s.client == from.0) {
                 return Err(ProtocolViolation::OutOfTurn {
@@ -709,6 +719,8 @@ impl Server {
             ClientMessage::Error(_) => Ok(None),
             ClientMessage::Hello(_)
             | ClientMessage::Infer(_)
+            | ClientMessage::InferPrepare(_)
+            | ClientMessage::InferMasked(_)
             | ClientMessage::MaskedUpdate(_)
             | ClientMessage::FinalUpdate(_)
             | ClientMessage::PlainUpdate(_)

@@ -51,7 +51,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use gelunet_server::{
     Action, ConnectionId, Coordinator, CoordinatorConfig, CoordinatorError, Input, LinkError,
-    Server, Traffic,
+    Preparations, Server, Traffic,
 };
 
 pub use gelunet_server::{ClientLog, ServerEvent, SessionLog, TrainingLog};
@@ -916,9 +916,15 @@ async fn serve_inference(
     if channel.send(&registered).await.is_err() {
         return (0, 0, channel.bytes_sent(), channel.bytes_received());
     }
+    // The connection's preprocessed layers (docs/DESIGN.md "Preprocessed inference").
+    let mut held = Preparations::new();
     loop {
         let msg = match tokio::time::timeout(response_timeout, channel.recv::<ToServer>()).await {
-            Ok(Ok(ToServer::Message(ClientMessage::Infer(req)))) => req,
+            Ok(Ok(ToServer::Message(
+                m @ (ClientMessage::Infer(_)
+                | ClientMessage::InferPrepare(_)
+                | ClientMessage::InferMasked(_)),
+            ))) => m,
             Ok(Err(NetError::Closed | NetError::ConnectionLost(_))) => break,
             Ok(Ok(_)) => {
                 let r = refusal(
@@ -940,14 +946,23 @@ async fn serve_inference(
             }
         };
         let (s, k) = (Arc::clone(&server), Arc::clone(&key));
-        let answer = match tokio::task::spawn_blocking(move || s.infer(&k, &msg)).await {
-            Ok(Ok(resp)) => {
-                answered += 1;
-                ServerMessage::Inferred(resp)
-            }
-            Ok(Err(e)) => {
-                refused += 1;
-                ServerMessage::Error(e.report(None))
+        let work = tokio::task::spawn_blocking(move || {
+            let answer = s.handle_inference(&k, &mut held, &msg);
+            (answer, held)
+        });
+        let answer = match work.await {
+            Ok((answer, back)) => {
+                held = back;
+                match answer {
+                    Ok(resp) => {
+                        answered += 1;
+                        resp
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        ServerMessage::Error(e.report(None))
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "inference worker failed");

@@ -24,7 +24,7 @@ use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::{FixedModel, ProtocolViolation};
 
-use gelunet_server::{ClientId, Server, ServerError};
+use gelunet_server::{ClientId, Preparations, Server, ServerError};
 use ndarray::Array2;
 
 pub mod synthetic;
@@ -665,24 +665,90 @@ fn drive_inference(
     client: &mut InferenceClient,
     first: ClientMessage,
 ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
-    let key = server.inference_key(&client.hello())?;
-    let mut msg = first;
-    loop {
-        let ClientMessage::Infer(req) = &msg else {
-            return Err(SimError::Invariant {
-                reason: format!("inference client sent {}", msg.kind()),
-            });
-        };
-        let answer = match server.infer(&key, req) {
-            Ok(a) => a,
-            Err(e) => {
-                client.cancel();
-                return Err(e.into());
+    InferenceLink::new(server, client)?.drive(server, client, first)
+}
+
+/// One in-memory inference connection, as the shell's: the client's key checked once
+/// ([`Server::inference_key`]) and the server's preparations for this client
+/// ([`Preparations`]; docs/DESIGN.md "Preprocessed inference").
+#[derive(Debug)]
+pub struct InferenceLink {
+    key: gelunet_paillier::PublicKey,
+    held: Preparations,
+}
+
+impl InferenceLink {
+    /// Opens a connection for `client`.
+    ///
+    /// # Errors
+    /// [`Server::inference_key`]'s.
+    pub fn new(server: &Server, client: &InferenceClient) -> Result<Self> {
+        Ok(Self {
+            key: server.inference_key(&client.hello())?,
+            held: Preparations::new(),
+        })
+    }
+
+    /// The offline part of preprocessed inference: the client's
+    /// [`InferenceClient::prepare`] requests answered by the server and acknowledged to
+    /// the client. Returns the number of layers prepared.
+    ///
+    /// # Errors
+    /// The first error of either party.
+    pub fn prepare(&mut self, server: &Server, client: &mut InferenceClient) -> Result<usize> {
+        let requests = client.prepare()?;
+        for msg in &requests {
+            let ack = server.handle_inference(&self.key, &mut self.held, msg)?;
+            client.handle_prepared(&ack)?;
+        }
+        Ok(requests.len())
+    }
+
+    /// Encrypted inference of `samples` over this connection (prepared layers online).
+    ///
+    /// # Errors
+    /// The first error of either party.
+    pub fn infer(
+        &mut self,
+        server: &Server,
+        client: &mut InferenceClient,
+        samples: &ndarray::Array2<f64>,
+    ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+        let first = client.start(samples)?;
+        self.drive(server, client, first)
+    }
+
+    /// Preparations the server holds for this connection.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn drive(
+        &mut self,
+        server: &Server,
+        client: &mut InferenceClient,
+        first: ClientMessage,
+    ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+        let mut msg = first;
+        loop {
+            if !matches!(msg, ClientMessage::Infer(_) | ClientMessage::InferMasked(_)) {
+                return Err(SimError::Invariant {
+                    reason: format!("inference client sent {}", msg.kind()),
+                });
             }
-        };
-        match client.handle(&ServerMessage::Inferred(answer))? {
-            InferStep::Next(m) => msg = m,
-            InferStep::Done(predictions, probabilities) => return Ok((predictions, probabilities)),
+            let answer = match server.handle_inference(&self.key, &mut self.held, &msg) {
+                Ok(a) => a,
+                Err(e) => {
+                    client.cancel();
+                    return Err(e.into());
+                }
+            };
+            match client.handle(&answer)? {
+                InferStep::Next(m) => msg = m,
+                InferStep::Done(predictions, probabilities) => {
+                    return Ok((predictions, probabilities))
+                }
+            }
         }
     }
 }

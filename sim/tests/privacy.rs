@@ -167,6 +167,10 @@ fn client_to_server_stream_is_ciphertexts_only() {
             | ClientMessage::Abort(_)
             | ClientMessage::Error(_)
             | ClientMessage::Infer(_)
+            // Plaintexts one-time padded by the client's masks (docs/DESIGN.md
+            // "Preprocessed inference"); inference connections only.
+            | ClientMessage::InferPrepare(_)
+            | ClientMessage::InferMasked(_)
             | ClientMessage::PlainUpdate(_)
             | ClientMessage::Rollover(_) => {
                 panic!("unexpected {} during training", msg.kind())
