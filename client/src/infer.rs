@@ -488,54 +488,50 @@ impl InferenceClient {
             .get(&layer)
             .and_then(VecDeque::front)
             .is_some_and(|p| samples == 1 && p.masks.len() == encoded.len());
-        if prepared {
-            if let Some(prep) = self.ready.get_mut(&layer).and_then(VecDeque::pop_front) {
-                // d = m − r mod N: uniform, independent of m.
-                let n = pk.n();
-                let masked = encoded
-                    .iter()
-                    .zip(&prep.masks)
-                    .map(|(m, r)| WirePlaintext((m + n - r) % n))
-                    .collect();
-                encoded.iter_mut().for_each(wipe);
-                self.pending = Some(Pending {
-                    request_id,
-                    layer,
-                    packing,
-                    row_packing,
-                    positions,
-                    inputs,
-                });
-                return Ok(ClientMessage::InferMasked(InferMasked {
-                    request_id,
-                    prep_id: prep.prep_id,
-                    layer,
-                    masked,
-                }));
-            }
-        }
-        encoded.iter_mut().for_each(wipe);
-        // Precomputed obfuscators first, then fresh ones from the same stream.
-        let ready = self.obfuscators.len().min(plain.len());
-        let mut rng = self.rng.clone();
-        let mut obfuscators: Vec<Obfuscator> =
-            self.obfuscators.iter().take(ready).cloned().collect();
-        obfuscators.extend(self.key.obfuscators_crt(plain.len() - ready, &mut rng));
-        let activations = plain
-            .par_iter()
-            .zip(obfuscators.par_iter())
-            .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        self.obfuscators.drain(..ready);
-        let msg = ClientMessage::Infer(InferRequest {
-            request_id,
-            layer,
-            samples: samples as u32,
-            packing,
-            row_packing,
-            activations,
-        });
-        self.rng = rng;
+        let prep = if prepared {
+            self.ready.get_mut(&layer).and_then(VecDeque::pop_front)
+        } else {
+            None
+        };
+        let msg = if let Some(prep) = prep {
+            // d = m − r mod N: uniform, independent of m.
+            let n = pk.n();
+            let masked = encoded
+                .iter()
+                .zip(&prep.masks)
+                .map(|(m, r)| WirePlaintext((m + n - r) % n))
+                .collect();
+            encoded.iter_mut().for_each(wipe);
+            ClientMessage::InferMasked(InferMasked {
+                request_id,
+                prep_id: prep.prep_id,
+                layer,
+                masked,
+            })
+        } else {
+            encoded.iter_mut().for_each(wipe);
+            // Precomputed obfuscators first, then fresh ones from the same stream.
+            let ready = self.obfuscators.len().min(plain.len());
+            let mut rng = self.rng.clone();
+            let mut obfuscators: Vec<Obfuscator> =
+                self.obfuscators.iter().take(ready).cloned().collect();
+            obfuscators.extend(self.key.obfuscators_crt(plain.len() - ready, &mut rng));
+            let activations = plain
+                .par_iter()
+                .zip(obfuscators.par_iter())
+                .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            self.obfuscators.drain(..ready);
+            self.rng = rng;
+            ClientMessage::Infer(InferRequest {
+                request_id,
+                layer,
+                samples: samples as u32,
+                packing,
+                row_packing,
+                activations,
+            })
+        };
         self.pending = Some(Pending {
             request_id,
             layer,
