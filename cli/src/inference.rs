@@ -67,6 +67,11 @@ pub struct InferArgs {
     /// Samples per encrypted request.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// One sample per request, each preceded by the preparation of its layers on
+    /// one-time masks (docs/DESIGN.md "Preprocessed inference"): the server's answer to
+    /// the sample is then one plaintext product per layer. Same predictions.
+    #[arg(long, conflicts_with = "batch")]
+    preprocess: bool,
     /// With --model: serve it with weights rounded to this many fractional bits (1 to
     /// the model's 32; fewer bits, faster server, a slightly different model whose
     /// plaintext accuracy the report gives).
@@ -146,7 +151,8 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
             SplitArg::All => Split::All,
         },
         limit: args.limit,
-        batch: args.batch,
+        batch: if args.preprocess { 1 } else { args.batch },
+        preprocess: args.preprocess,
         weight_frac_bits: args.weight_frac_bits,
         keys: args.keys.options(),
         net: args.net.options(),

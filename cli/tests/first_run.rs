@@ -114,6 +114,30 @@ fn infer_on_an_unlabeled_csv_matches_infer_on_the_same_rows() {
     assert_eq!(new["classes"], split["classes"]);
     assert_eq!(new["predictions"].as_array().unwrap().len(), 30);
     assert_eq!(new["predictions"], split["predictions"]);
+    // Preprocessed (one sample per request, layers prepared on one-time masks over the
+    // same QUIC connection): the same predictions, every layer from a preparation.
+    let pre_json = dir.join("pre.json");
+    let pre_report = dir.join("pre-report.json");
+    let mut c = gelunet();
+    c.args(["infer", "--model", model.to_str().unwrap(), "--preprocess"])
+        .args(["--dataset", "iris", "--split", "test"])
+        .args(TEST_KEYS)
+        .arg("--output")
+        .arg(&pre_json)
+        .arg("--report")
+        .arg(&pre_report)
+        .arg("--quiet");
+    Proc::spawn("preprocess", c).expect_success(2 * MIN);
+    assert_eq!(read_json(&pre_json)["predictions"], split["predictions"]);
+    let r = read_json(&pre_report);
+    assert_eq!(r["prepared_layers"], 60, "2 layers × 30 samples: {r}");
+    assert_eq!(r["requests"], 60);
+    let mut c = gelunet();
+    c.args(["infer", "--model", model.to_str().unwrap(), "--preprocess"])
+        .args(["--batch", "4", "--dataset", "iris"])
+        .args(TEST_KEYS);
+    let err = Proc::spawn("preprocess batch", c).expect_failure(MIN);
+    assert!(err.contains("cannot be used with"), "{err}");
     // The CSV form: a header and one line per row, the same classes.
     let new_csv = dir.join("new-preds.csv");
     infer("input csv", &["--input", input.to_str().unwrap()], &new_csv);

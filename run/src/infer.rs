@@ -136,6 +136,9 @@ pub struct InferConfig {
     pub limit: Option<usize>,
     /// Samples per encrypted request.
     pub batch: usize,
+    /// Preprocess each sample's layers (one sample per request; `batch` must be 1):
+    /// docs/DESIGN.md "Preprocessed inference".
+    pub preprocess: bool,
     /// The client's Paillier key (and the local server's).
     pub keys: KeyOptions,
     /// Local model only: serve it with its weights rounded to this many fractional bits
@@ -359,6 +362,12 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
     if c.batch == 0 {
         return Err(RunError::option("--batch", "must be at least 1"));
     }
+    if c.preprocess && c.batch != 1 {
+        return Err(RunError::option(
+            "--preprocess",
+            "prepares one sample per request; it needs a batch of 1",
+        ));
+    }
     let (card, target) = match &c.target {
         InferTarget::Local { model } => {
             let mut file = ModelFile::load(model)?;
@@ -472,7 +481,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
                     credential.name.clone(),
                     credential.token.clone(),
                 );
-                let run = run_inference(make, x, c.batch, &cc)
+                let run = run_inference(make, x, (c.batch, c.preprocess), &cc)
                     .await
                     .map_err(RunError::Inference);
                 let served = server_task.await;
@@ -487,7 +496,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
             })?
         }
         Resolved::Remote(cc) => rt
-            .block_on(run_inference(make, x, c.batch, &cc))
+            .block_on(run_inference(make, x, (c.batch, c.preprocess), &cc))
             .map_err(RunError::Inference)?,
     };
     let n = ds.n_samples();
@@ -509,6 +518,7 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
         plaintext_accuracy,
         predictions: run.predictions.clone(),
         requests: run.requests,
+        prepared_layers: run.prepared,
         bytes_sent: run.bytes_sent,
         bytes_received: run.bytes_received,
         key_bits: c.keys.key_bits,

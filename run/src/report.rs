@@ -530,6 +530,8 @@ pub struct InferReport {
     pub predictions: Vec<usize>,
     /// Encrypted requests sent.
     pub requests: u64,
+    /// Layers answered from a preparation (`--preprocess`; 0 otherwise).
+    pub prepared_layers: u64,
     /// Bytes the client sent.
     pub bytes_sent: u64,
     /// Bytes the client received.

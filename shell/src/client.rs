@@ -468,6 +468,9 @@ pub struct InferenceRun {
     pub probabilities: Array2<f64>,
     /// Requests sent (one per layer and batch).
     pub requests: u64,
+    /// Layers answered from a preparation (`preprocess`; docs/DESIGN.md "Preprocessed
+    /// inference").
+    pub prepared: u64,
     /// Bytes sent.
     pub bytes_sent: u64,
     /// Bytes received.
@@ -478,7 +481,11 @@ pub struct InferenceRun {
 /// like a training client, builds the [`InferenceClient`] with `make_client` from the
 /// server's hello, and sends `samples` (real values, `samples × inputs`) in batches of
 /// `batch` rows; the server computes every layer's pre-activations on ciphertexts, the
-/// client applies the activations. `config.samples` and `config.reference` are ignored.
+/// client applies the activations. With `preprocess`, each single-sample batch is
+/// preceded by the client's preparations ([`InferenceClient::prepare`], each answered by
+/// an acknowledgement) so that its layers go as masked plaintexts
+/// (docs/DESIGN.md "Preprocessed inference"). `config.samples` and `config.reference`
+/// are ignored.
 ///
 /// # Errors
 /// As [`run_client`]; [`ClientShellError::Remote`] when the server refuses a request,
@@ -486,7 +493,7 @@ pub struct InferenceRun {
 pub async fn run_inference<F>(
     make_client: F,
     samples: Array2<f64>,
-    batch: usize,
+    (batch, preprocess): (usize, bool),
     config: &ClientShellConfig,
 ) -> Result<InferenceRun, ClientShellError>
 where
@@ -496,27 +503,48 @@ where
     let deadline = Instant::now() + config.connect_timeout;
     let conn = connect_until(&endpoint, config, deadline).await?;
     let mut channel = Channel::open(&conn, preauth_limit(config)).await?;
-    let result = infer_conversation(make_client, samples, batch, &mut channel, config).await;
+    let result = infer_conversation(
+        make_client,
+        samples,
+        (batch, preprocess),
+        &mut channel,
+        config,
+    )
+    .await;
     conn.close(0u32.into(), b"bye");
     endpoint.close(0u32.into(), b"bye");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    let (predictions, probabilities, requests) = result?;
+    let (predictions, probabilities, (requests, prepared)) = result?;
     Ok(InferenceRun {
         predictions,
         probabilities,
         requests,
+        prepared,
         bytes_sent: channel.bytes_sent(),
         bytes_received: channel.bytes_received(),
     })
 }
 
+/// The server's answer to one inference-connection message, or the error it stands for.
+async fn recv_answer(channel: &mut Channel) -> Result<ServerMessage, ClientShellError> {
+    match channel.recv::<ToClient>().await? {
+        ToClient::Message(ServerMessage::Error(r)) => Err(ClientShellError::Remote(r.detail)),
+        ToClient::Message(m) => Ok(m),
+        ToClient::Refused(r) => Err(ClientShellError::Refused(r)),
+        other => Err(ClientShellError::Protocol(format!(
+            "unexpected {} during inference",
+            frame_kind(&other)
+        ))),
+    }
+}
+
 async fn infer_conversation<F>(
     make_client: F,
     samples: Array2<f64>,
-    batch: usize,
+    (batch, preprocess): (usize, bool),
     channel: &mut Channel,
     config: &ClientShellConfig,
-) -> Result<(Vec<usize>, Array2<f64>, u64), ClientShellError>
+) -> Result<(Vec<usize>, Array2<f64>, (u64, u64)), ClientShellError>
 where
     F: FnOnce(&ServerHello) -> Result<InferenceClient, ClientError> + Send + 'static,
 {
@@ -552,29 +580,30 @@ where
     let mut slot = Some(ic);
     let mut predictions = Vec::with_capacity(samples.nrows());
     let mut parts = Vec::new();
-    let mut requests = 0u64;
+    let (mut requests, mut prepared) = (0u64, 0u64);
     let batch = batch.max(1);
     for chunk in samples.axis_chunks_iter(Axis(0), batch) {
+        if preprocess && chunk.nrows() == 1 {
+            let preps = blocking(&mut slot, |c| c.prepare())
+                .await?
+                .map_err(ClientShellError::Inference)?;
+            for p in preps {
+                channel.send(&ToServer::Message(p)).await?;
+                let ack = recv_answer(channel).await?;
+                blocking(&mut slot, move |c| c.handle_prepared(&ack))
+                    .await?
+                    .map_err(ClientShellError::Inference)?;
+            }
+        }
         let chunk = chunk.to_owned();
         let mut msg = blocking(&mut slot, move |c| c.start(&chunk))
             .await?
             .map_err(ClientShellError::Inference)?;
         loop {
+            prepared += u64::from(matches!(msg, ClientMessage::InferMasked(_)));
             channel.send(&ToServer::Message(msg)).await?;
             requests += 1;
-            let answer = match channel.recv::<ToClient>().await? {
-                ToClient::Message(ServerMessage::Error(r)) => {
-                    return Err(ClientShellError::Remote(r.detail))
-                }
-                ToClient::Message(m) => m,
-                ToClient::Refused(r) => return Err(ClientShellError::Refused(r)),
-                other => {
-                    return Err(ClientShellError::Protocol(format!(
-                        "unexpected {} during inference",
-                        frame_kind(&other)
-                    )))
-                }
-            };
+            let answer = recv_answer(channel).await?;
             match blocking(&mut slot, move |c| c.handle(&answer))
                 .await?
                 .map_err(ClientShellError::Inference)?
@@ -597,5 +626,5 @@ where
     };
     // Tell the server we are done.
     let _ = tokio::time::timeout(Duration::from_secs(2), channel.finish()).await;
-    Ok((predictions, probabilities, requests))
+    Ok((predictions, probabilities, (requests, prepared)))
 }
