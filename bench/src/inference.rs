@@ -29,9 +29,10 @@ use std::time::Instant;
 use gelunet_baselines::{
     BfvContext, BfvDescription, PolyActivation, SquareNet, SquareNetBfv, TrainActivation,
 };
-use gelunet_client::{InferStep, InferenceClient, InferenceConfig};
+use gelunet_client::{InferenceClient, InferenceConfig};
 use gelunet_protocol::{Activation, Dataset, FixedModel, ModelSpec, Scales};
-use gelunet_server::{Preparations, Server, ServerConfig};
+use gelunet_server::{Server, ServerConfig};
+use gelunet_sim::InferenceLink;
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -213,38 +214,29 @@ struct Arch {
     paper_secs: f64,
 }
 
-/// GELU-Net's encrypted inference of `x` (rows = samples) in memory: the server's
-/// [`Server::infer`] and an [`InferenceClient`]; returns (seconds, predictions).
+/// GELU-Net's encrypted inference of `x` (rows = samples) in memory over `link`
+/// ([`InferenceLink`]: the server's answers, preparations used where the client has
+/// them); returns (seconds, predictions).
 fn gelu_infer(
     server: &Server,
     client: &mut InferenceClient,
-    (key, held): (&gelunet_paillier::PublicKey, &mut Preparations),
+    link: &mut InferenceLink,
     x: &Array2<i128>,
 ) -> Result<(f64, Vec<usize>)> {
     let t = Instant::now();
-    let mut msg = client.start_fixed(x.view())?;
-    let pred = loop {
-        let answer = server.handle_inference(key, held, &msg)?;
-        match client.handle(&answer)? {
-            InferStep::Next(m) => msg = m,
-            InferStep::Done(p, _) => break p,
-        }
-    };
+    let (pred, _) = link.infer_fixed(server, client, x.view())?;
     Ok((t.elapsed().as_secs_f64(), pred))
 }
 
-/// The offline part of preprocessed inference for one sample: the client's preparations
-/// answered by the server and acknowledged; the seconds it took.
+/// The offline part of preprocessed inference for one sample
+/// ([`InferenceLink::prepare`]); the seconds it took.
 fn gelu_prepare(
     server: &Server,
     client: &mut InferenceClient,
-    (key, held): (&gelunet_paillier::PublicKey, &mut Preparations),
+    link: &mut InferenceLink,
 ) -> Result<f64> {
     let t = Instant::now();
-    for msg in client.prepare()? {
-        let ack = server.handle_inference(key, held, &msg)?;
-        client.handle_prepared(&ack)?;
-    }
+    link.prepare(server, client)?;
     Ok(t.elapsed().as_secs_f64())
 }
 
@@ -402,14 +394,14 @@ pub(crate) fn time_gelu(
     let one = rows(&all.x, 0, 1);
     let model = server.true_model()?;
     let mut ok = true;
-    let mut held = Preparations::new();
+    let mut link = InferenceLink::with_key(key.clone());
     // Warm-up (tables, caches), then the timed single-sample runs.
-    let (_, p) = gelu_infer(server, client, (key, &mut held), &one)?;
+    let (_, p) = gelu_infer(server, client, &mut link, &one)?;
     ok &= p == model.predict(&scales, one.view())?;
     let mut singles = Vec::with_capacity(reps);
     for r in 0..reps {
         let row = rows(&all.x, r % all.len(), 1);
-        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
+        let (secs, p) = gelu_infer(server, client, &mut link, &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         singles.push(secs);
     }
@@ -421,7 +413,7 @@ pub(crate) fn time_gelu(
         let t = Instant::now();
         client.precompute_obfuscators(per);
         offline.push(t.elapsed().as_secs_f64());
-        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
+        let (secs, p) = gelu_infer(server, client, &mut link, &row)?;
         ok &= p == model.predict(&scales, row.view())?;
         online.push(secs);
     }
@@ -429,13 +421,13 @@ pub(crate) fn time_gelu(
     let (mut pre_online, mut pre_offline) = (Vec::new(), Vec::new());
     for r in 0..reps {
         let row = rows(&all.x, r % all.len(), 1);
-        pre_offline.push(gelu_prepare(server, client, (key, &mut held))?);
-        let (secs, p) = gelu_infer(server, client, (key, &mut held), &row)?;
+        pre_offline.push(gelu_prepare(server, client, &mut link)?);
+        let (secs, p) = gelu_infer(server, client, &mut link, &row)?;
         ok &= p == model.predict(&scales, row.view())?;
-        ok &= client.preparations_ready() == 0 && held.is_empty();
+        ok &= client.preparations_ready() == 0 && link.held() == 0;
         pre_online.push(secs);
     }
-    let (batch_secs, p) = gelu_infer(server, client, (key, &mut held), &batch)?;
+    let (batch_secs, p) = gelu_infer(server, client, &mut link, &batch)?;
     ok &= p == model.predict(&scales, batch.view())?;
     let mut t = Timing::measured(singles, (online, offline), (n, batch_secs), ok);
     t.preprocessed_single_secs = Some(median(pre_online));

@@ -321,6 +321,7 @@ impl InferenceClient {
         let mut rng = self.rng.clone();
         let mut out = Vec::new();
         let mut made = Vec::new();
+        let mut taken = 0;
         for layer in 1..=self.spec.num_layers() {
             let Some((packing, row_packing, count)) = self.single_sample_layout(layer) else {
                 continue;
@@ -331,15 +332,10 @@ impl InferenceClient {
                 layer: layer as u32,
                 masks,
             };
-            let ready = self.obfuscators.len().min(count);
-            let mut obfuscators: Vec<Obfuscator> = self.obfuscators.drain(..ready).collect();
-            obfuscators.extend(self.key.obfuscators_crt(count - ready, &mut rng));
-            let cts = prep
-                .masks
-                .par_iter()
-                .zip(obfuscators.par_iter())
-                .map(|(r, o)| pk.encrypt_with_obfuscator(&pk.decode(r), o))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // Signed representatives of the masks, for the encryption.
+            let signed: Vec<BigInt> = prep.masks.iter().map(|r| pk.decode(r)).collect();
+            let (cts, used) = self.encrypt_pooled(&signed, taken, &mut rng)?;
+            taken += used;
             out.push(ClientMessage::InferPrepare(InferPrepare {
                 prep_id: prep.prep_id,
                 layer: prep.layer,
@@ -349,10 +345,43 @@ impl InferenceClient {
             }));
             made.push(prep);
         }
+        self.obfuscators.drain(..taken);
         self.next_prep += made.len() as u64;
         self.sent.extend(made.into_iter().map(|p| (p.prep_id, p)));
         self.rng = rng;
         Ok(out)
+    }
+
+    /// Encrypts `plain` with the precomputed obfuscators after the first `taken`, then
+    /// fresh ones from `rng` (the same stream, in order: the ciphertexts do not depend on
+    /// what was precomputed); returns the ciphertexts and how many precomputed
+    /// obfuscators they used, which the caller drains once all its work succeeded.
+    fn encrypt_pooled(
+        &self,
+        plain: &[BigInt],
+        taken: usize,
+        rng: &mut ChaCha20Rng,
+    ) -> Result<(Vec<Ciphertext>, usize)> {
+        let pk = self.key.public_key();
+        let ready = self
+            .obfuscators
+            .len()
+            .saturating_sub(taken)
+            .min(plain.len());
+        let mut obfuscators: Vec<Obfuscator> = self
+            .obfuscators
+            .iter()
+            .skip(taken)
+            .take(ready)
+            .cloned()
+            .collect();
+        obfuscators.extend(self.key.obfuscators_crt(plain.len() - ready, rng));
+        let cts = plain
+            .par_iter()
+            .zip(obfuscators.par_iter())
+            .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((cts, ready))
     }
 
     /// Takes the server's acknowledgement of a preparation ([`InferenceClient::prepare`]):
@@ -510,18 +539,9 @@ impl InferenceClient {
             })
         } else {
             encoded.iter_mut().for_each(wipe);
-            // Precomputed obfuscators first, then fresh ones from the same stream.
-            let ready = self.obfuscators.len().min(plain.len());
             let mut rng = self.rng.clone();
-            let mut obfuscators: Vec<Obfuscator> =
-                self.obfuscators.iter().take(ready).cloned().collect();
-            obfuscators.extend(self.key.obfuscators_crt(plain.len() - ready, &mut rng));
-            let activations = plain
-                .par_iter()
-                .zip(obfuscators.par_iter())
-                .map(|(m, o)| pk.encrypt_with_obfuscator(m, o))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            self.obfuscators.drain(..ready);
+            let (activations, used) = self.encrypt_pooled(&plain, 0, &mut rng)?;
+            self.obfuscators.drain(..used);
             self.rng = rng;
             ClientMessage::Infer(InferRequest {
                 request_id,

@@ -10,7 +10,7 @@
 //! | class ([`ProtocolViolation::code`]) | variants |
 //! | --- | --- |
 //! | [`ErrorCode::Version`] | `Version` |
-//! | [`ErrorCode::OutOfTurn`] | `NoHandshake`, `NoSession`, `SessionActive`, `OutOfTurn`, `WrongClient`, `WrongSession`, `WrongIteration`, `WrongLayer`, `WrongRequest`, `NoRequest`, `UnknownPreparation` |
+//! | [`ErrorCode::OutOfTurn`] | `NoHandshake`, `NoSession`, `SessionActive`, `OutOfTurn`, `WrongClient`, `WrongSession`, `WrongIteration`, `WrongLayer`, `WrongRequest`, `NoRequest`, `UnknownPreparation`, `StalePreparation` |
 //! | [`ErrorCode::Shape`] | `Shape`, `Packing`, `UnknownLayer`, `PreparationLimit` |
 //! | [`ErrorCode::Ciphertext`] | `Ciphertext` |
 //! | [`ErrorCode::Range`] | `Range` |
@@ -118,6 +118,13 @@ pub enum ProtocolViolation {
         /// The layer of the request.
         layer: u32,
     },
+    /// A masked inference request names a preparation made with other parameters of the
+    /// layer than the server holds now (the model changed since); it cannot be used.
+    #[error("preparation {id} was made for other parameters of its layer")]
+    StalePreparation {
+        /// The preparation id of the request.
+        id: u64,
+    },
     /// More preprocessed layers than one connection may hold at once.
     #[error("more than {limit} prepared layers held")]
     PreparationLimit {
@@ -218,7 +225,8 @@ impl ProtocolViolation {
             | Self::WrongLayer { .. }
             | Self::WrongRequest { .. }
             | Self::NoRequest
-            | Self::UnknownPreparation { .. } => ErrorCode::OutOfTurn,
+            | Self::UnknownPreparation { .. }
+            | Self::StalePreparation { .. } => ErrorCode::OutOfTurn,
             Self::Shape { .. }
             | Self::Packing { .. }
             | Self::UnknownLayer { .. }
@@ -380,6 +388,11 @@ mod tests {
                 V::UnknownPreparation { id: 7, layer: 2 },
                 ErrorCode::OutOfTurn,
                 "no preparation 7 for layer 2 (unknown, for another layer, or used)",
+            ),
+            (
+                V::StalePreparation { id: 7 },
+                ErrorCode::OutOfTurn,
+                "preparation 7 was made for other parameters of its layer",
             ),
             (
                 V::PreparationLimit { limit: 64 },

@@ -77,18 +77,24 @@ impl Server {
         self.answer_infer(pk, req).map_err(ServerError::blame_peer)
     }
 
+    /// The linear map of layer `layer` (`1..=L`).
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::UnknownLayer`] outside `1..=L`.
+    pub(crate) fn layer_map(&self, layer: u32) -> Result<LinearLayer> {
+        let spec = &self.config.spec;
+        let layers = spec.num_layers() as u32;
+        if layer == 0 || layer > layers {
+            return Err(ProtocolViolation::UnknownLayer { layer, layers }.into());
+        }
+        Ok(LinearLayer::of(spec, layer as usize)?)
+    }
+
     /// [`Server::infer`] before the faults of the request are classified as violations.
     fn answer_infer(&self, pk: &PublicKey, req: &InferRequest) -> Result<InferResponse> {
         let spec = &self.config.spec;
         let scales = &self.config.scales;
-        let layers = spec.num_layers() as u32;
-        if req.layer == 0 || req.layer > layers {
-            return Err(ProtocolViolation::UnknownLayer {
-                layer: req.layer,
-                layers,
-            }
-            .into());
-        }
+        let map = self.layer_map(req.layer)?;
         if req.samples == 0 || req.samples > MAX_INFER_SAMPLES {
             return Err(ProtocolViolation::Shape {
                 what: "inference samples (1..=65536)",
@@ -98,7 +104,6 @@ impl Server {
             .into());
         }
         let (_, fan_in) = spec.layer_shape(req.layer as usize);
-        let map = LinearLayer::of(spec, req.layer as usize)?;
         let p = req.packing;
         let packed = p != Packing::NONE;
         // One sample through a conv layer, packed: output positions in the slots.

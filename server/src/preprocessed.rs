@@ -34,10 +34,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use gelunet_paillier::{BigInt, Ciphertext, KeyId, PublicKey};
-use gelunet_protocol::linear_layer::LinearLayer;
 use gelunet_protocol::mask::reduce_centered;
+use gelunet_protocol::math::LayerParams;
 use gelunet_protocol::messages::{
     ClientMessage, InferMasked, InferPrepare, InferPrepared, InferRequest, InferResponse, Packing,
     ServerMessage,
@@ -47,17 +48,28 @@ use ndarray::Array2;
 use rayon::prelude::*;
 
 use crate::error::{Result, ServerError};
-use crate::role::{expect_len, to_big, Server};
+use crate::role::{expect_len, Server};
 
 /// Largest number of preparations one connection holds at once.
 pub const MAX_PREPARATIONS: usize = 64;
 
-/// One held preparation: its key, layer, mask count and the answer on the masks.
+/// One held preparation: its key, layer, mask count, the answer on the masks and a
+/// fingerprint of the layer's parameters it was computed with.
 struct Prepared {
     key: KeyId,
     layer: u32,
     masks: usize,
     answer: InferResponse,
+    params: u64,
+}
+
+/// A fingerprint of one layer's parameters (SipHash of `W` and `b`): a preparation made
+/// with other parameters (the model changed since) must not be combined with these.
+fn fingerprint(layer: &LayerParams) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    layer.w.hash(&mut h);
+    layer.b.hash(&mut h);
+    h.finish()
 }
 
 /// The preparations of one inference client (one per connection), each used once.
@@ -102,7 +114,8 @@ impl Server {
     /// # Errors
     /// [`ProtocolViolation::PreparationLimit`] when `held` is full; the errors of
     /// [`Server::infer`] for the layout and the ciphertexts
-    /// ([`ProtocolViolation::Packing`] for a conv layer without position packing). On
+    /// ([`ProtocolViolation::Packing`] for a conv layer without position packing or a
+    /// dense layer with a sample packing). On
     /// error `held` is unchanged.
     pub fn prepare_infer(
         &self,
@@ -127,9 +140,12 @@ impl Server {
             .into());
         }
         let map = self.layer_map(req.layer)?;
-        if !map.is_dense() && req.packing == Packing::NONE {
+        // Dense layers take the row-packed (or plain) layout, conv layers the position
+        // packing: the online step's linear part follows the layer kind.
+        if map.is_dense() != (req.packing == Packing::NONE) {
             return Err(ProtocolViolation::Packing { found: req.packing }.into());
         }
+        let params = fingerprint(&self.true_model()?.layers[req.layer as usize - 1]);
         let answer = self.infer(
             pk,
             &InferRequest {
@@ -148,6 +164,7 @@ impl Server {
                 layer: req.layer,
                 masks: req.masks.len(),
                 answer,
+                params,
             },
         );
         Ok(InferPrepared {
@@ -162,7 +179,9 @@ impl Server {
     ///
     /// # Errors
     /// [`ProtocolViolation::UnknownPreparation`] for an id not held, or held for another
-    /// layer or key; [`ProtocolViolation::Shape`] for a count of masked values other than
+    /// layer or key; [`ProtocolViolation::StalePreparation`] when the layer's parameters
+    /// changed since the preparation (it is then of no use; drop it by preparing again);
+    /// [`ProtocolViolation::Shape`] for a count of masked values other than
     /// the preparation's masks; [`ProtocolViolation::Range`] for a value `≥ N`. On error
     /// the preparation stays held.
     pub fn infer_masked(
@@ -196,16 +215,19 @@ impl Server {
         }
         let map = self.layer_map(req.layer)?;
         let layer = &self.true_model()?.layers[req.layer as usize - 1];
-        let w = to_big(&layer.w);
+        if fingerprint(layer) != prep.params {
+            return Err(ProtocolViolation::StalePreparation { id: req.prep_id }.into());
+        }
+        let w = &layer.w;
         let d: Vec<BigInt> = req
             .masked
             .iter()
             .map(|x| BigInt::from(x.0.clone()))
             .collect();
         let a = &prep.answer;
-        let linear: Vec<BigInt> = if a.packing != Packing::NONE {
+        let linear: Vec<BigInt> = if !map.is_dense() {
             // Position-packed conv: per group g and filter f, Σ_c W_e[f, c]·d[g, c].
-            let we = map.expanded_kernel(&w);
+            let we = map.expanded_kernel(w);
             let per_group = we.ncols();
             d.chunks(per_group)
                 .flat_map(|g| (0..we.nrows()).map(move |f| (f, g)))
@@ -216,7 +238,7 @@ impl Server {
         } else {
             let z: Vec<BigInt> = (0..w.nrows())
                 .into_par_iter()
-                .map(|j| dot(&w, j, &d))
+                .map(|j| dot(w, j, &d))
                 .collect();
             if a.row_packing == Packing::NONE {
                 z
@@ -280,22 +302,12 @@ impl Server {
             .into()),
         }
     }
-
-    /// The linear map of layer `layer`, or [`ProtocolViolation::UnknownLayer`].
-    fn layer_map(&self, layer: u32) -> Result<LinearLayer> {
-        let spec = &self.config.spec;
-        let layers = spec.num_layers() as u32;
-        if layer == 0 || layer > layers {
-            return Err(ProtocolViolation::UnknownLayer { layer, layers }.into());
-        }
-        Ok(LinearLayer::of(spec, layer as usize)?)
-    }
 }
 
-/// `Σ_c w[row, c]·d[c]` over the integers.
-fn dot(w: &Array2<BigInt>, row: usize, d: &[BigInt]) -> BigInt {
+/// `Σ_c w[row, c]·d[c]` over the integers (fixed-point weights times numbers below `N`).
+fn dot(w: &Array2<i128>, row: usize, d: &[BigInt]) -> BigInt {
     w.row(row)
         .iter()
         .zip(d)
-        .fold(BigInt::from(0u8), |acc, (wc, dc)| acc + wc * dc)
+        .fold(BigInt::from(0u8), |acc, (&wc, dc)| acc + dc * wc)
 }

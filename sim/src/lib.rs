@@ -643,8 +643,7 @@ pub fn infer(
     client: &mut InferenceClient,
     samples: &ndarray::Array2<f64>,
 ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
-    let first = client.start(samples)?;
-    drive_inference(server, client, first)
+    InferenceLink::new(server, client)?.infer(server, client, samples)
 }
 
 /// As [`infer`] for inputs already quantized at `2^fa`.
@@ -656,16 +655,7 @@ pub fn infer_fixed(
     client: &mut InferenceClient,
     samples: ndarray::ArrayView2<'_, i128>,
 ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
-    let first = client.start_fixed(samples)?;
-    drive_inference(server, client, first)
-}
-
-fn drive_inference(
-    server: &Server,
-    client: &mut InferenceClient,
-    first: ClientMessage,
-) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
-    InferenceLink::new(server, client)?.drive(server, client, first)
+    InferenceLink::new(server, client)?.infer_fixed(server, client, samples)
 }
 
 /// One in-memory inference connection, as the shell's: the client's key checked once
@@ -687,6 +677,15 @@ impl InferenceLink {
             key: server.inference_key(&client.hello())?,
             held: Preparations::new(),
         })
+    }
+
+    /// A connection for a client whose key the server has already checked
+    /// ([`Server::inference_key`]'s answer), with no preparations.
+    pub fn with_key(key: gelunet_paillier::PublicKey) -> Self {
+        Self {
+            key,
+            held: Preparations::new(),
+        }
     }
 
     /// The offline part of preprocessed inference: the client's
@@ -715,6 +714,20 @@ impl InferenceLink {
         samples: &ndarray::Array2<f64>,
     ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
         let first = client.start(samples)?;
+        self.drive(server, client, first)
+    }
+
+    /// As [`InferenceLink::infer`] for inputs already at `2^fa`.
+    ///
+    /// # Errors
+    /// The first error of either party.
+    pub fn infer_fixed(
+        &mut self,
+        server: &Server,
+        client: &mut InferenceClient,
+        samples: ndarray::ArrayView2<'_, i128>,
+    ) -> Result<(Vec<usize>, ndarray::Array2<f64>)> {
+        let first = client.start_fixed(samples)?;
         self.drive(server, client, first)
     }
 

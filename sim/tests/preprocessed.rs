@@ -274,6 +274,53 @@ fn bad_preparations_and_masked_requests_are_typed_violations() {
     );
 }
 
+/// A dense layer's preparation with a sample packing is refused; a preparation made
+/// before the model changed is refused as stale, and kept.
+#[test]
+fn mismatched_layouts_and_stale_preparations_are_refused() {
+    let mut sim = trained(dense());
+    let mut c = client(sim.server(), true, 12);
+    let key = sim.server().inference_key(&c.hello()).unwrap();
+    let preps = c.prepare().unwrap();
+    let ClientMessage::InferPrepare(p1) = &preps[0] else {
+        panic!("a preparation")
+    };
+    assert_eq!(p1.packing, Packing::NONE, "dense layer: no sample packing");
+    let sample_packed = InferPrepare {
+        packing: Packing {
+            samples_per_ciphertext: 2,
+            slot_bits: 64,
+        },
+        ..p1.clone()
+    };
+    let mut held = Preparations::new();
+    let v = violation(
+        sim.server()
+            .prepare_infer(&key, &sample_packed, &mut held)
+            .unwrap_err(),
+    );
+    assert!(matches!(v, ProtocolViolation::Packing { .. }), "{v}");
+    assert!(held.is_empty());
+    for p in &preps {
+        let ack = sim.server().handle_inference(&key, &mut held, p).unwrap();
+        c.handle_prepared(&ack).unwrap();
+    }
+    let (x, _) = synthetic_blobs(1, 4, 3, 0.5, 3);
+    let ClientMessage::InferMasked(m) = c.start(&x).unwrap() else {
+        panic!("masked")
+    };
+    let before = sim.server().model().unwrap().clone();
+    sim.run_sessions(1).unwrap();
+    assert_ne!(
+        sim.server().model().unwrap(),
+        &before,
+        "training changed the model"
+    );
+    let v = violation(sim.server().infer_masked(&key, &m, &mut held).unwrap_err());
+    assert_eq!(v, ProtocolViolation::StalePreparation { id: m.prep_id });
+    assert_eq!(held.len(), 3, "kept");
+}
+
 /// A conv layer's preparation without its position packing is refused; training
 /// connections do not serve preprocessing.
 #[test]
