@@ -115,7 +115,10 @@ impl PublicKey {
     /// 120 µs gcd each.
     ///
     /// # Errors
-    /// The error [`PublicKey::validate`] gives for the first invalid ciphertext.
+    /// [`Error::KeyMismatch`] or [`Error::InvalidCiphertext`] (`"not in (0, N^2)"`) for
+    /// the first ciphertext failing the key or range check; else
+    /// [`Error::InvalidCiphertext`] (`"gcd(c, N) != 1"`) for the first one sharing a
+    /// factor with `N`.
     pub fn validate_all(&self, cs: &[Ciphertext]) -> Result<()> {
         cs.iter().try_for_each(|c| self.check_range(c))?;
         let n = self.n();
