@@ -6,18 +6,8 @@ use std::path::PathBuf;
 use gelunet_net::Zeroizing;
 use gelunet_run::{InferConfig, InferTarget, RunError, ServeModelConfig, Split};
 
-use crate::opts::{DataArgs, KeyArgs, ListenArgs, NetArgs};
-
-/// Which part of the dataset to classify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    /// The test split of training (same seed and fraction as the model was trained with).
-    Test,
-    /// The training split.
-    Train,
-    /// Every sample.
-    All,
-}
+use crate::opts::{DataArgs, ListenArgs};
+use gelunet_run::{KeyOptions, NetOptions};
 
 /// Arguments of `gelunet infer` (no `Debug`: it may hold a token).
 #[derive(clap::Args)]
@@ -59,8 +49,8 @@ pub struct InferArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Which samples to classify.
-    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
-    split: SplitArg,
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
     /// Classify at most this many samples.
     #[arg(long)]
     limit: Option<usize>,
@@ -78,9 +68,9 @@ pub struct InferArgs {
     #[arg(long)]
     weight_frac_bits: Option<u32>,
     #[command(flatten)]
-    keys: KeyArgs,
+    keys: KeyOptions,
     #[command(flatten)]
-    net: NetArgs,
+    net: NetOptions,
     /// Write a JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -106,9 +96,9 @@ pub struct ServeModelArgs {
     #[arg(long)]
     weight_frac_bits: Option<u32>,
     #[command(flatten)]
-    keys: KeyArgs,
+    keys: KeyOptions,
     #[command(flatten)]
-    net: NetArgs,
+    net: NetOptions,
     /// Errors only.
     #[arg(long)]
     quiet: bool,
@@ -145,17 +135,13 @@ pub fn infer(args: InferArgs) -> Result<(), RunError> {
         data: args.data.options(),
         input: args.input,
         output: args.output,
-        split: match args.split {
-            SplitArg::Test => Split::Test,
-            SplitArg::Train => Split::Train,
-            SplitArg::All => Split::All,
-        },
+        split: args.split,
         limit: args.limit,
         batch: if args.preprocess { 1 } else { args.batch },
         preprocess: args.preprocess,
         weight_frac_bits: args.weight_frac_bits,
-        keys: args.keys.options(),
-        net: args.net.options(),
+        keys: args.keys,
+        net: args.net,
         report: args.report,
     };
     let out = gelunet_run::infer(&config)?;
@@ -178,8 +164,8 @@ pub fn serve_model(args: ServeModelArgs) -> Result<(), RunError> {
         listen: args.endpoint.options(None)?,
         max_connections: args.max_connections,
         weight_frac_bits: args.weight_frac_bits,
-        keys: args.keys.options(),
-        net: args.net.options(),
+        keys: args.keys,
+        net: args.net,
     };
     let quiet = args.quiet;
     let log = gelunet_run::serve_model(&config, &|s| {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use gelunet_run::{KeyFormat, RunError};
 
-use crate::opts::KeyArgs;
+use gelunet_run::KeyOptions;
 
 /// The files of `gelunet keys encrypt|decrypt`.
 #[derive(Debug, clap::Args)]
@@ -55,7 +55,7 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        keys: KeyArgs,
+        keys: KeyOptions,
     },
     /// Show a key file's public facts: kind, bits of N, key id and fingerprint.
     Inspect {
@@ -117,9 +117,7 @@ pub fn run(cmd: KeysCommand) -> Result<(), RunError> {
             public_out,
             force,
             keys,
-        } => {
-            gelunet_run::generate_key(&keys.options(), &out, format, public_out.as_deref(), force)?
-        }
+        } => gelunet_run::generate_key(&keys, &out, format, public_out.as_deref(), force)?,
         KeysCommand::Inspect {
             file,
             insecure_test_keys,

@@ -6,7 +6,7 @@ use gelunet_protocol::v2::Protocol;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use gelunet_protocol::{Activation, ClientOrder, MaskMode};
+use gelunet_protocol::{Activation, ClientOrder, LearningRateSchedule, MaskMode};
 use gelunet_run::{
     Credential, DataOptions, KeyOptions, ListenOptions, ModelOptions, NetOptions, OutputOptions,
 };
@@ -67,29 +67,6 @@ pub enum MaskArg {
     Uniform,
 }
 
-/// Paillier key options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct KeyArgs {
-    /// Paillier modulus size in bits (2048, 3072 or 4096; smaller only with
-    /// --insecure-test-keys).
-    #[arg(long, default_value_t = 2048)]
-    pub key_bits: u64,
-    /// Allow keys below 2048 bits (insecure; tests only; only in a gelunet built with
-    /// `--features insecure-test-keys`).
-    #[arg(long)]
-    pub insecure_test_keys: bool,
-}
-
-impl KeyArgs {
-    /// The library's key options.
-    pub fn options(&self) -> KeyOptions {
-        KeyOptions {
-            key_bits: self.key_bits,
-            allow_test_keys: self.insecure_test_keys,
-        }
-    }
-}
-
 /// Model and training options (the server's side of the configuration).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
@@ -124,6 +101,10 @@ pub struct ModelArgs {
     /// Learning rate η [default: per dataset, see below].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// How each session's rate falls from --lr with the epochs completed before it:
+    /// constant, step:F:E (times F ≤ 1 every E epochs) or cosine:E (to 0 over E epochs).
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: LearningRateSchedule,
     /// Gradient mask.
     #[arg(long, value_enum, default_value_t = MaskArg::Statistical)]
     pub mask: MaskArg,
@@ -149,6 +130,7 @@ impl ModelArgs {
             sessions: self.sessions,
             batch_size: self.batch_size,
             lr: self.lr,
+            lr_schedule: self.lr_schedule,
             mask: match self.mask {
                 MaskArg::Statistical => MaskMode::default(),
                 MaskArg::Uniform => MaskMode::Uniform,
@@ -160,37 +142,15 @@ impl ModelArgs {
     }
 }
 
-/// Transport options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NetArgs {
-    /// QUIC idle timeout in seconds: a peer that vanishes without closing its connection
-    /// is detected after this long (keep-alives are sent every idle/4 s, at most 5 s).
-    #[arg(long, default_value_t = 60)]
-    pub idle_timeout: u64,
-    /// Longest wait for one protocol answer, in seconds.
-    #[arg(long, default_value_t = 600)]
-    pub response_timeout: u64,
-}
-
-impl NetArgs {
-    /// The library's transport options.
-    pub fn options(&self) -> NetOptions {
-        NetOptions {
-            idle_timeout: self.idle_timeout,
-            response_timeout: self.response_timeout,
-        }
-    }
-}
-
 /// The options `train` and `serve` share: model, keys, transport and outputs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainingArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub keys: KeyOptions,
     #[command(flatten)]
-    pub net: NetArgs,
+    pub net: NetOptions,
     #[command(flatten)]
     pub out: OutputArgs,
 }

@@ -44,7 +44,7 @@ pub struct PaperArgs {
     /// takes hours; the other sessions and seeds use the bit-identical fixed-point
     /// reference, and the report says so).
     #[arg(long)]
-    pub encrypted_sessions: Option<String>,
+    pub encrypted_sessions: Option<EncryptedSessions>,
     /// Learning rate of every dataset of the accuracy table (default per dataset: Iris
     /// 0.05, Pima 0.01, kr-vs-kp 0.001, MNIST 0.01; gradients summed over B = 4).
     #[arg(long)]
@@ -60,12 +60,6 @@ pub struct PaperArgs {
 /// Invalid flags, or a failure writing the report (a failing part is recorded in the
 /// report instead).
 pub fn run(args: PaperArgs) -> Result<(), String> {
-    let encrypted_sessions = match args.encrypted_sessions.as_deref() {
-        None => EncryptedSessions::Default,
-        Some(s) => s
-            .parse()
-            .map_err(|e| format!("--encrypted-sessions: {e}"))?,
-    };
     let config = PaperConfig {
         out_dir: args.out.clone(),
         data_dir: gelunet_bench::resolve_data_dir(args.data_dir.as_deref()),
@@ -75,7 +69,9 @@ pub fn run(args: PaperArgs) -> Result<(), String> {
         key_bits: args.key_bits,
         insecure_test_keys: args.insecure_test_keys,
         datasets: args.datasets,
-        encrypted_sessions,
+        encrypted_sessions: args
+            .encrypted_sessions
+            .unwrap_or(EncryptedSessions::Default),
         lr: args.lr,
         backend: gelunet_paillier::BACKEND.to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),

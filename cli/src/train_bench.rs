@@ -6,9 +6,9 @@ use gelunet_bench::pipeline::MnistLimits;
 use gelunet_bench::report_text;
 use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 
-use crate::opts::KeyArgs;
 use gelunet_protocol::arch::Arch;
 use gelunet_protocol::v2::Protocol;
+use gelunet_run::KeyOptions;
 
 /// A short encrypted training run: samples/s and the split of an iteration.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,7 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
-    keys: KeyArgs,
+    keys: KeyOptions,
     /// Print the report as JSON instead of a Markdown table.
     #[arg(long)]
     json: bool,
@@ -69,7 +69,7 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         batch: a.batch_size,
         sessions: a.sessions,
         key_bits: a.keys.key_bits,
-        allow_test_keys: a.keys.insecure_test_keys,
+        allow_test_keys: a.keys.allow_test_keys,
         protocol: a.protocol,
         lr: a.lr,
         mnist: MnistLimits {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use gelunet_net::Zeroizing;
 use gelunet_run::{parse_shares, JoinConfig, RunError, ServeConfig, TrainConfig};
 
-use crate::opts::{DataArgs, KeyArgs, ListenArgs, NetArgs, TrainingArgs};
+use crate::opts::{DataArgs, ListenArgs, TrainingArgs};
+use gelunet_run::{KeyOptions, NetOptions};
 
 /// Randomness of `gelunet train` (shown after its options).
 const TRAIN_RANDOMNESS_HELP: &str = "Randomness: every client's masks, encryption obfuscators \
@@ -150,7 +151,7 @@ pub struct JoinArgs {
     #[arg(long)]
     insecure_reproducible: bool,
     #[command(flatten)]
-    keys: KeyArgs,
+    keys: KeyOptions,
     /// Keep this client's Paillier key pair here (loaded if present, else generated and
     /// saved), so that a restarted client can rejoin.
     #[arg(long)]
@@ -172,7 +173,7 @@ pub struct JoinArgs {
     #[arg(long, default_value_t = 120)]
     connect_timeout: u64,
     #[command(flatten)]
-    net: NetArgs,
+    net: NetOptions,
     /// Write a JSON report of this client's run here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -193,8 +194,8 @@ pub fn train(args: TrainArgs) -> Result<(), RunError> {
         clients: args.clients,
         client_shares: parse_shares(args.client_shares.as_deref())?,
         model: run.model.options(),
-        keys: run.keys.options(),
-        net: run.net.options(),
+        keys: run.keys,
+        net: run.net,
         output: run.out.options(),
         state_dir: match (&args.state_dir, &args.resume) {
             (Some(d), Some(r)) if d != r => {
@@ -232,8 +233,8 @@ pub fn serve(args: ServeArgs) -> Result<(), RunError> {
         classes: args.classes,
         data: args.data.options(),
         model: run.model.options(),
-        keys: run.keys.options(),
-        net: run.net.options(),
+        keys: run.keys,
+        net: run.net,
         output: run.out.options(),
         insecure_reproducible: args.insecure_reproducible,
         resume: args.resume.is_some(),
@@ -265,13 +266,13 @@ pub fn join(args: JoinArgs) -> Result<(), RunError> {
         client_shares: parse_shares(args.client_shares.as_deref())?,
         seed: args.seed,
         insecure_reproducible: args.insecure_reproducible,
-        keys: args.keys.options(),
+        keys: args.keys,
         key_file: args.key_file,
         group_key_file: args.group_key,
         protocol: args.protocol,
         reconnect: args.reconnect,
         connect_timeout: Duration::from_secs(args.connect_timeout),
-        net: args.net.options(),
+        net: args.net,
         report: args.report,
         progress: !args.quiet,
     };

@@ -209,6 +209,7 @@ fn train_resume_refuses_missing_corrupt_foreign_or_mismatched_state() {
         ),
         (&["--key-bits", "768"][..], "not --key-bits 768"),
         (&["--protocol", "paper"][..], "protocol"),
+        (&["--lr-schedule", "cosine:2"][..], "learning-rate schedule"),
     ] {
         let e = resume(&a, extra);
         assert!(e.contains(what), "{what}: {e}");

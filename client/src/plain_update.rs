@@ -61,7 +61,7 @@ impl Client {
         let mut ledger = s.ledger.clone();
         let mut layers = Vec::with_capacity(done.grads.layers.len());
         for (i, g) in done.grads.layers.iter().enumerate() {
-            let (dw, db) = scaled_step(scales, p.eta, g)?;
+            let (dw, db) = scaled_step(scales, s.learning_rate, g)?;
             let mut mask = |v: i128, bits: u64, entry: &mut BigUint| -> BigInt {
                 let r = done.rng.gen_biguint(bits);
                 *entry = (&*entry + &r) % n_c;
@@ -116,7 +116,7 @@ impl Client {
             .zip(masks.layers())
             .zip(s.ledger.w.iter().zip(&s.ledger.b))
         {
-            let (dw, db) = scaled_step(scales, p.eta, g)?;
+            let (dw, db) = scaled_step(scales, s.learning_rate, g)?;
             let d = |v: i128, pv: &BigUint, r: &BigUint| -> BigInt {
                 BigInt::from(v) + BigInt::from(pv.clone()) - BigInt::from(r.clone())
             };

@@ -67,7 +67,7 @@ use gelunet_protocol::v2::{ModelVersion, V2Params, MIN_SIGMA};
 use gelunet_protocol::version_mask::VersionMasks;
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
-    BatchSampler, Dataset, Gradients, LayerGradients, MaskMode, ModelSpec, Scales,
+    BatchSampler, Dataset, Gradients, LayerGradients, MaskMode, ModelSpec, Scales, ValueKind,
 };
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -244,6 +244,9 @@ pub(crate) struct Session {
     pub(crate) iteration: u32,
     /// `[η]_s` (the paper's protocol; `None` under v2).
     pub(crate) eta: Option<PreparedCiphertext>,
+    /// The session's public rate `η_s` at `2^fe` (protocol v2; `0` under the paper's,
+    /// where `[η]_s` hides it).
+    pub(crate) learning_rate: i128,
     /// The model version the session started from (protocol v2).
     pub(crate) version: Option<ModelVersion>,
     /// The version the session's rollover creates, once sent (protocol v2).
@@ -814,6 +817,25 @@ impl Client {
                 ),
             });
         }
+        let rate = match (setup.v2, m.learning_rate) {
+            (Some(p), Some(r)) if (1..=p.eta).contains(&r) => r,
+            // A rate above the handshake's η would break the masks' bound; none, or
+            // one under the paper's protocol, is a message of another protocol.
+            (Some(_), Some(_)) => {
+                return Err(ProtocolViolation::Range {
+                    kind: Some(ValueKind::LearningRate),
+                }
+                .into())
+            }
+            (None, None) => 0,
+            _ => {
+                return Err(ProtocolViolation::OutOfTurn {
+                    expected: "a SessionStart of the handshake's protocol".into(),
+                    found: "SessionStart",
+                }
+                .into())
+            }
+        };
         let (eta, eta_powers, ledger) = match (&setup.server_key, setup.v2, &m.eta, m.version) {
             (Some(pk_s), None, Some(eta_ct), None) => {
                 pk_s.validate(eta_ct)?;
@@ -859,6 +881,7 @@ impl Client {
             iterations: m.iterations,
             iteration: 0,
             eta,
+            learning_rate: rate,
             version: m.version,
             next_version: None,
             eta_powers,

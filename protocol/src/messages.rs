@@ -14,7 +14,7 @@
 //! One iteration of a session, for `L` layers:
 //!
 //! ```text
-//! server → client  SessionStart { d, [η]_s }                         once per session
+//! server → client  SessionStart { d, [η_s]_s }                       once per session
 //! client → server  ForwardRequest  { layer i, [a_{i−1}]_c }         i = 1..=L
 //! server → client  ForwardResponse { layer i, [z~_i]_c }
 //! client → server  BackwardRequest { layer i, [δ_i]_c }             i = L..=2
@@ -26,7 +26,7 @@
 //! ```
 //!
 //! That is the paper's form (`Protocol::Paper`). Under protocol v2 (the default,
-//! [`crate::v2`]) `SessionStart` carries the model version instead of `[η]_s`, and the
+//! [`crate::v2`]) `SessionStart` carries the model version and the plaintext `η_s` instead of `[η]_s`, and the
 //! updates travel in plaintext: `PlainUpdate { D_j }` every iteration but the last,
 //! `Rollover { ν', D }` after the last; there is no `FinalUpdate`.
 //!
@@ -50,7 +50,7 @@ use crate::v2::{ModelVersion, PlainUpdate, Rollover, V2Params};
 use crate::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest message accepted by [`from_wire`], in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -170,6 +170,10 @@ pub struct SessionStart {
     /// The model version the session starts from and its nonce (protocol v2: the client
     /// sets its ledger to `P_v`); `None` for the paper's protocol.
     pub version: Option<ModelVersion>,
+    /// Protocol v2: the session's public learning rate `η_s` at `2^fe`, `1 ≤ η_s ≤ η` of
+    /// [`V2Params`] (crate::learning_rate; the client refuses another value); `None` for
+    /// the paper's protocol, where `[η]_s` carries it. Added in version 4.
+    pub learning_rate: Option<i128>,
 }
 
 /// Client → server: `[a_{i−1}]_c` for layer `i` (Alg. 1 line 4).

@@ -68,12 +68,24 @@ impl ReferenceTrainer {
         &self.scales
     }
 
-    /// One session: `plan.iterations` mini-batches of `plan.client`, one SGD step each.
-    /// All or nothing: on error the model and the sampler are unchanged.
+    /// One session: `plan.iterations` mini-batches of `plan.client`, one SGD step each at
+    /// the trainer's `η`. All or nothing: on error the model and the sampler are
+    /// unchanged.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an unknown client; the math's errors.
     pub fn run_session(&mut self, plan: SessionPlan) -> Result<()> {
+        self.run_session_at(plan, self.eta)
+    }
+
+    /// [`Self::run_session`] at the session's rate `η_s` (at `2^fe`, at most the
+    /// trainer's `η`: [`crate::LearningRateSchedule::eta_at`]).
+    ///
+    /// # Errors
+    /// As [`Self::run_session`]; [`Error::OutOfRange`] for `η_s ≤ 0` or beyond the scales'
+    /// range.
+    pub fn run_session_at(&mut self, plan: SessionPlan, eta: i128) -> Result<()> {
+        self.scales.check_learning_rate(eta)?;
         let (data, sampler) =
             self.clients
                 .get(plan.client)
@@ -86,7 +98,7 @@ impl ReferenceTrainer {
             let idx = sampler.next_batch();
             let (x, labels) = data.select(&idx);
             let grads = model.gradients(&self.scales, x.view(), &labels)?;
-            model.apply_update(&self.scales, self.eta, &grads)?;
+            model.apply_update(&self.scales, eta, &grads)?;
         }
         self.model = model;
         self.clients[plan.client].1 = sampler;

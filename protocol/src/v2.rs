@@ -4,17 +4,18 @@
 //! # A session, client `c`, `d ≥ 1` iterations
 //!
 //! ```text
-//! server → client  SessionStart { d, v, ν_v }                      client: R ← P_v
+//! server → client  SessionStart { d, v, ν_v, η_s }                 client: R ← P_v
 //! (forward and backward exactly as in the paper's form, on W~)
-//! client → server  PlainUpdate   { D_j = η·Δ_j + r_j }              j < d − 1; R ← R + r_j
+//! client → server  PlainUpdate   { D_j = η_s·Δ_j + r_j }            j < d − 1; R ← R + r_j
 //! server → client  UpdateApplied                                    server: W~ ← W~ − D_j
-//! client → server  Rollover { ν', D = η·Δ_last + P_{v+1} − R }     j = d − 1
+//! client → server  Rollover { ν', D = η_s·Δ_last + P_{v+1} − R }   j = d − 1
 //! server → client  SessionEnd                                       W~ ← W~ − D; (v, ν) ← (v+1, ν')
 //! ```
 //!
 //! # Who holds what
 //!
-//! - Public: everything in [`V2Params`], `η`, the version `v` and its nonce `ν_v`, every
+//! - Public: everything in [`V2Params`], `η`, the session's `η_s ≤ η`
+//!   ([`crate::learning_rate`]), the version `v` and its nonce `ν_v`, every
 //!   `D` (statistically hidden by `r_j` or by `P_{v+1}`).
 //! - Clients only: the group key `k` ([`crate::group_key`]), the ledger `R`, the gradients.
 //! - Server only: nothing secret; it holds `W~ = W_v − P_v` ([`crate::version_mask`]).
@@ -65,7 +66,9 @@ pub struct V2Params {
     pub model_id: ModelId,
     /// The statistical mask width `σ`.
     pub sigma: u32,
-    /// The learning rate `η` at `2^fe` (public in v2: the client computes `η·Δ`).
+    /// The learning rate `η` at `2^fe` (public in v2: the client computes `η_s·Δ`): the
+    /// largest rate a session may use; each session's `η_s ≤ η` comes in
+    /// `SessionStart::learning_rate` ([`crate::learning_rate`]).
     pub eta: i128,
     /// `λ_w = B_w + σ`, `λ_b = B_b + σ`: the widths of the version masks `P_v`.
     pub widths: MaskWidths,

@@ -21,7 +21,7 @@ use gelunet_shell::server::TrainingLog;
 use ndarray::{Axis, Slice};
 
 use crate::data::Prepared;
-use crate::report::{eta, quantize, replay_with};
+use crate::report::{quantize, replay_with};
 use crate::{Result, RunError};
 
 /// At most this many points per epoch on a curve.
@@ -142,23 +142,16 @@ pub(crate) fn reference_curve(
     let mut buckets = Buckets::new(held);
     let last = done.len() as u64;
     let mut points = Vec::new();
-    let model = replay_with(
-        &cfg.spec,
-        cfg.scales,
-        (cfg.model_seed, eta(cfg)?, cfg.batch_size),
-        log,
-        share_of,
-        |k, m| {
-            let samples = match k {
-                0 => 0,
-                k => done.get(k as usize - 1).copied().unwrap_or(0),
-            };
-            if k == 0 || buckets.keep(samples) || k == last {
-                points.push(point(m, &cfg.scales, train, test, epochs(samples))?);
-            }
-            Ok(())
-        },
-    )?;
+    let model = replay_with(cfg, log, share_of, |k, m| {
+        let samples = match k {
+            0 => 0,
+            k => done.get(k as usize - 1).copied().unwrap_or(0),
+        };
+        if k == 0 || buckets.keep(samples) || k == last {
+            points.push(point(m, &cfg.scales, train, test, epochs(samples))?);
+        }
+        Ok(())
+    })?;
     Ok(model.map(|_| points))
 }
 

@@ -11,13 +11,17 @@ use gelunet_shell::server::Credential;
 use crate::model_file::write_atomic;
 use crate::{Result, RunError};
 
-/// Transport options (`--idle-timeout`, `--response-timeout`).
+/// Transport options (`--idle-timeout`, `--response-timeout`; with the `clap` feature
+/// these flags, as `clap::Args`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct NetOptions {
     /// QUIC idle timeout in seconds (at least 2): a peer that vanishes without closing its
     /// connection is detected after this long; keep-alives every idle/4 s, at most 5 s.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 60))]
     pub idle_timeout: u64,
     /// Longest wait for one protocol answer, in seconds (positive).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 600))]
     pub response_timeout: u64,
 }
 

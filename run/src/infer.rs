@@ -46,8 +46,10 @@ use crate::{Result, RunError};
 /// The file name of the model card in a `serve-model` state directory.
 pub const MODEL_CARD_FILE: &str = "model-card.json";
 
-/// Which part of the dataset to classify.
+/// Which part of the dataset to classify. With the `clap` feature it is a
+/// `clap::ValueEnum` (`test`, `train`, `all`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Split {
     /// The test split of training (same seed and fraction as the model was trained with).
     Test,

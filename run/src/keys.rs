@@ -11,14 +11,33 @@ use crate::{Result, RunError};
 /// The smallest test key a run accepts, in bits (even sizes only).
 pub const MIN_RUN_TEST_KEY_BITS: u64 = 256;
 
-/// Paillier key options (`--key-bits`, `--insecure-test-keys`).
+/// Paillier key options (`--key-bits`, `--insecure-test-keys`; with the `clap` feature
+/// these flags, as `clap::Args`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct KeyOptions {
     /// Size of every modulus `N`, in bits: 2048, 3072 or 4096; a test size (even, at
     /// least [`MIN_RUN_TEST_KEY_BITS`]) only with `allow_test_keys`.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            default_value_t = MIN_KEY_BITS,
+            help = "Paillier modulus size in bits (2048, 3072 or 4096; smaller only with \
+                    --insecure-test-keys)"
+        )
+    )]
     pub key_bits: u64,
     /// Allow keys below 2048 bits (insecure; tests only; the build also needs paillier's
     /// `hazmat` feature, [`TEST_KEYS_AVAILABLE`]).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "insecure-test-keys",
+            help = "Allow keys below 2048 bits (insecure; tests only; only in a gelunet built \
+                    with `--features insecure-test-keys`)"
+        )
+    )]
     pub allow_test_keys: bool,
 }
 

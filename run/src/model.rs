@@ -6,7 +6,8 @@ use gelunet_protocol::arch::Arch;
 use gelunet_protocol::conv::Shape;
 use gelunet_protocol::v2::Protocol;
 use gelunet_protocol::{
-    Activation, ClientOrder, MaskMode, ModelSpec, Scales, SessionLength, SessionPolicy,
+    Activation, ClientOrder, LearningRateSchedule, MaskMode, ModelSpec, Scales, SessionLength,
+    SessionPolicy,
 };
 use gelunet_server::{InsecureOptions, ServerConfig, ServerError, StopRule};
 
@@ -39,6 +40,9 @@ pub struct ModelOptions {
     /// Learning rate `η` (real, positive); `None`: the dataset's default
     /// ([`crate::defaults_for`], set by [`ModelOptions::resolve`]).
     pub lr: Option<f64>,
+    /// `--lr-schedule`: how each session's rate falls from `η` with the epochs completed
+    /// ([`gelunet_protocol::learning_rate`]; constant by default).
+    pub lr_schedule: LearningRateSchedule,
     /// Gradient mask (docs/DESIGN.md "Masked update").
     pub mask: MaskMode,
     /// Client order of the session scheduler.
@@ -58,6 +62,7 @@ impl Default for ModelOptions {
             epochs: None,
             sessions: None,
             batch_size: None,
+            lr_schedule: LearningRateSchedule::Constant,
             lr: None,
             mask: MaskMode::default(),
             order: ClientOrder::RoundRobin,
@@ -249,6 +254,7 @@ impl ModelOptions {
     /// keys.
     pub fn server_config(&self, spec: ModelSpec, keys: &KeyOptions) -> ServerConfig {
         let mut cfg = ServerConfig::new(spec, self.learning_rate(), self.batch());
+        cfg.lr_schedule = self.lr_schedule;
         cfg.mask = self.mask;
         cfg.protocol = self.protocol;
         cfg.model_seed = self.seed;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gelunet_datasets::Dataset as RawDataset;
 use gelunet_protocol::schedule::SessionPlan;
-use gelunet_protocol::{Dataset, FixedModel, ModelSpec, ReferenceTrainer, Scales, ValueKind};
+use gelunet_protocol::{Dataset, FixedModel, ReferenceTrainer, Scales, ValueKind};
 use gelunet_server::ServerConfig;
 use gelunet_shell::server::TrainingLog;
 use serde::Serialize;
@@ -111,8 +111,11 @@ pub struct TrainReport {
     pub arch: Option<String>,
     /// Hidden activation.
     pub activation: String,
-    /// Learning rate.
+    /// Learning rate (the largest of any session).
     pub learning_rate: f64,
+    /// The learning-rate schedule (`constant`, `step:F:E`, `cosine:E`; docs/DESIGN.md
+    /// "Learning-rate schedule").
+    pub lr_schedule: String,
     /// Seed.
     pub seed: u64,
     /// Big-integer backend (`gmp` or `num-bigint`; the reference's name for
@@ -193,50 +196,41 @@ pub fn accuracy(model: &FixedModel, scales: &Scales, ds: &Dataset) -> Result<f64
         .map_err(RunError::protocol("evaluation"))
 }
 
-/// Replays the completed sessions of `log` in plaintext with the [`ReferenceTrainer`]:
-/// one reference client per client, whose sampler runs on over its completed sessions as
-/// the client's does (a client that registers again re-seeds its sampler and
-/// fast-forwards it by the batches of its completed sessions, `Registered::batches`,
-/// also after a server resumed from its checkpoint). `share_of(client index)` gives the client's quantized data and
-/// role seed, or `None` when it cannot be reproduced. Returns `None` if some client that
-/// completed a session cannot be reproduced.
+/// Replays the completed sessions of `log` in plaintext with the [`ReferenceTrainer`]
+/// under `cfg` (spec, scales, model seed, `η` and its schedule, `B`): one reference client
+/// per client, whose sampler runs on over its completed sessions as the client's does (a
+/// client that registers again re-seeds its sampler and fast-forwards it by the batches
+/// of its completed sessions, `Registered::batches`, also after a server resumed from its
+/// checkpoint). Each session runs at the rate the coordinator gave it,
+/// `cfg.lr_schedule.eta_at(η, samples before it, log.samples_held)` (docs/DESIGN.md
+/// "Learning-rate schedule"). `share_of(client index)` gives the client's quantized data
+/// and role seed, or `None` when it cannot be reproduced. Returns `None` if some client
+/// that completed a session cannot be reproduced.
 ///
 /// # Errors
-/// [`RunError::Protocol`] for the reference's errors.
+/// [`RunError::Protocol`] for the reference's errors and a rate outside the scale.
 pub fn replay(
-    spec: &ModelSpec,
-    scales: Scales,
-    model_seed: u64,
-    eta: i128,
-    batch: usize,
+    cfg: &ServerConfig,
     log: &TrainingLog,
     share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
 ) -> Result<Option<FixedModel>> {
-    replay_with(
-        spec,
-        scales,
-        (model_seed, eta, batch),
-        log,
-        share_of,
-        |_, _| Ok(()),
-    )
+    replay_with(cfg, log, share_of, |_, _| Ok(()))
 }
 
 /// [`replay`], calling `each(k, model)` with the reference model after its `k`-th
 /// completed session (`k = 0`: the initial model), for the per-epoch curves
-/// ([`crate::curves`]). `run = (model_seed, η, B)`.
+/// ([`crate::curves`]).
 ///
 /// # Errors
 /// As [`replay`], and `each`'s errors.
 pub(crate) fn replay_with(
-    spec: &ModelSpec,
-    scales: Scales,
-    run: (u64, i128, usize),
+    cfg: &ServerConfig,
     log: &TrainingLog,
     share_of: impl Fn(usize) -> Option<(Dataset, u64)>,
     mut each: impl FnMut(u64, &FixedModel) -> Result<()>,
 ) -> Result<Option<FixedModel>> {
-    let (model_seed, eta, batch) = run;
+    let (spec, scales, model_seed, batch) = (&cfg.spec, cfg.scales, cfg.model_seed, cfg.batch_size);
+    let eta = eta(cfg)?;
     let mut slots: BTreeMap<usize, usize> = BTreeMap::new();
     let mut data = Vec::new();
     let mut plans = Vec::new();
@@ -252,10 +246,14 @@ pub(crate) fn replay_with(
                 data.len() - 1
             }
         };
-        plans.push(SessionPlan {
+        let before = s
+            .samples
+            .saturating_sub(u64::from(s.iterations) * batch as u64);
+        let plan = SessionPlan {
             client: slot,
             iterations: s.iterations,
-        });
+        };
+        plans.push((plan, cfg.lr_schedule.eta_at(eta, before, log.samples_held)));
     }
     if data.is_empty() {
         let init =
@@ -266,8 +264,9 @@ pub(crate) fn replay_with(
     let mut r = ReferenceTrainer::new(spec, scales, model_seed, eta, batch, data)
         .map_err(RunError::protocol("reference"))?;
     each(0, r.model())?;
-    for (k, p) in plans.into_iter().enumerate() {
-        r.run_session(p).map_err(RunError::protocol("reference"))?;
+    for (k, (p, eta_s)) in plans.into_iter().enumerate() {
+        r.run_session_at(p, eta_s)
+            .map_err(RunError::protocol("reference"))?;
         each(k as u64 + 1, r.model())?;
     }
     Ok(Some(r.model().clone()))
@@ -335,15 +334,7 @@ pub fn evaluate(
     let Some(p) = prepared else {
         return Ok(Evaluation::default());
     };
-    let reference = replay(
-        &cfg.spec,
-        cfg.scales,
-        cfg.model_seed,
-        eta(cfg)?,
-        cfg.batch_size,
-        log,
-        share_of,
-    )?;
+    let reference = replay(cfg, log, share_of)?;
     evaluate_against(model, cfg, p, reference.as_ref())
 }
 
@@ -447,6 +438,7 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         arch: i.model.arch.as_ref().map(ToString::to_string),
         activation: activation_name(i.model.activation).into(),
         learning_rate: i.model.learning_rate(),
+        lr_schedule: i.model.lr_schedule.to_string(),
         seed: i.model.seed,
         backend: gelunet_paillier::BACKEND.into(),
         stop_reason: log.stop_reason.clone(),
@@ -580,9 +572,13 @@ impl fmt::Display for TrainReport {
         };
         writeln!(
             f,
-            "model: {layers}, mini-batch {}, learning rate {}{}",
+            "model: {layers}, mini-batch {}, learning rate {}{}{}",
             self.batch_size,
             self.learning_rate,
+            match self.lr_schedule.as_str() {
+                "constant" => String::new(),
+                s => format!(" ({s})"),
+            },
             if self.defaults_used.is_empty() {
                 String::new()
             } else {

@@ -797,16 +797,7 @@ pub fn train_plaintext(c: &TrainConfig) -> Result<TrainReport> {
         let d = quantize(prepared.shares.get(k)?, cfg.spec.classes(), &cfg.scales).ok()?;
         Some((d, client_seed(c.model.seed, k)))
     };
-    let model = replay(
-        &cfg.spec,
-        cfg.scales,
-        cfg.model_seed,
-        crate::report::eta(cfg)?,
-        cfg.batch_size,
-        &log,
-        share_of,
-    )?
-    .ok_or_else(|| RunError::DataMismatch {
+    let model = replay(cfg, &log, share_of)?.ok_or_else(|| RunError::DataMismatch {
         reason: "plaintext reference: no client data".into(),
     })?;
     log.training_time = t0.elapsed();

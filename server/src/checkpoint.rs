@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use gelunet_protocol::messages::PublicModulus;
 use gelunet_protocol::v2::Protocol;
-use gelunet_protocol::{MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy};
+use gelunet_protocol::{
+    LearningRateSchedule, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy,
+};
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -55,6 +57,10 @@ pub struct RunFingerprint {
     pub batch_size: usize,
     /// `η` at `2^fe`.
     pub eta: i128,
+    /// The learning-rate schedule (checkpoints written before it existed read as
+    /// constant, which they were).
+    #[serde(default)]
+    pub lr_schedule: LearningRateSchedule,
     /// The protocol.
     pub protocol: Protocol,
     /// Packing on or off.
@@ -84,6 +90,7 @@ impl RunFingerprint {
             mask: c.mask,
             batch_size: c.batch_size,
             eta,
+            lr_schedule: c.lr_schedule,
             protocol: c.protocol,
             packing: c.packing,
             model_seed: c.model_seed,
@@ -101,6 +108,10 @@ impl RunFingerprint {
             (self.mask != other.mask, "gradient mask"),
             (self.batch_size != other.batch_size, "batch size"),
             (self.eta != other.eta, "learning rate"),
+            (
+                self.lr_schedule != other.lr_schedule,
+                "learning-rate schedule",
+            ),
             (self.protocol != other.protocol, "protocol"),
             (self.packing != other.packing, "packing"),
             (self.model_seed != other.model_seed, "model seed"),

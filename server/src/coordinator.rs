@@ -1380,7 +1380,8 @@ impl Coordinator {
 
     /// Starts the next session; a session for an absent client is abandoned at once.
     fn start_session(&mut self, now: Instant) -> Result<(), CoordinatorError> {
-        let (cid, start) = self.role.start_session()?;
+        let eta = self.role.session_rate(self.samples, self.held);
+        let (cid, start) = self.role.start_session_at(eta)?;
         let ServerMessage::SessionStart(s) = &start else {
             self.role.abandon_session();
             return Err(CoordinatorError::Inconsistent {

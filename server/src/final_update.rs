@@ -64,8 +64,13 @@ impl Server {
                 b.iter_mut().zip(v).for_each(|(o, v)| *o = v);
             }
         }
+        let eta = self
+            .session
+            .as_ref()
+            .ok_or(ProtocolViolation::NoSession)?
+            .eta;
         let mut model = self.model.clone();
-        model.apply_update(scales, self.eta, &grads)?;
+        model.apply_update(scales, eta, &grads)?;
         self.model = model;
         let s = self.session.take().ok_or(ProtocolViolation::NoSession)?;
         self.history.push(SessionOutcome::Completed {

@@ -52,7 +52,8 @@ use gelunet_protocol::packing::sample_packing;
 use gelunet_protocol::v2::{ModelVersion, Protocol, V2Params, MIN_SIGMA};
 use gelunet_protocol::violation::ProtocolViolation;
 use gelunet_protocol::{
-    FixedModel, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy, ValueKind,
+    FixedModel, LearningRateSchedule, MaskMode, ModelSpec, Scales, Scheduler, SessionPolicy,
+    ValueKind,
 };
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
@@ -86,8 +87,11 @@ pub struct ServerConfig {
     /// (the default) seeds ChaCha20 with 256 bits from the operating system; `Some(seed)`
     /// is the insecure reproducible mode (`ChaCha20Rng::seed_from_u64(seed)`).
     pub rng_seed: Option<u64>,
-    /// Learning rate `η` (encoded at `2^fe`).
+    /// Learning rate `η` (encoded at `2^fe`): the largest rate of any session.
     pub learning_rate: f64,
+    /// How each session's rate `η_s ≤ η` falls with the training progress
+    /// ([`gelunet_protocol::learning_rate`]; the coordinator applies it, default constant).
+    pub lr_schedule: LearningRateSchedule,
     /// Mini-batch size `B`.
     pub batch_size: usize,
     /// Gradient mask the clients must use.
@@ -118,6 +122,7 @@ impl ServerConfig {
             schedule_seed: 1,
             rng_seed: None,
             learning_rate,
+            lr_schedule: LearningRateSchedule::Constant,
             batch_size,
             mask: MaskMode::default(),
             policy: SessionPolicy::default(),
@@ -171,6 +176,8 @@ pub(crate) struct Session {
     pub(crate) iteration: u32,
     pub(crate) phase: Phase,
     pub(crate) masked: Vec<MaskedLayer>,
+    /// The session's learning rate `η_s` at `2^fe`.
+    pub(crate) eta: i128,
 }
 
 /// What a session ended with.
@@ -284,6 +291,7 @@ impl Server {
             .scales
             .encode(ValueKind::LearningRate, config.learning_rate)?;
         config.scales.check_learning_rate(eta)?;
+        config.lr_schedule.validate()?;
         if config.mask.is_insecure() && !config.insecure.allow_unmasked_gradients {
             return Err(ServerError::Config {
                 reason: "MaskMode::InsecureNone needs insecure.allow_unmasked_gradients".into(),
@@ -535,9 +543,23 @@ impl Server {
         }
     }
 
-    /// `η` at `2^fe`.
+    /// `η` at `2^fe`: the run's rate, the largest of any session.
     pub fn learning_rate(&self) -> i128 {
         self.eta
+    }
+
+    /// The rate `η_s` at `2^fe` of a session that starts after `samples_done` of
+    /// `samples_held` samples: [`ServerConfig::lr_schedule`]'s
+    /// [`LearningRateSchedule::eta_at`] of `η` (docs/DESIGN.md "Learning-rate schedule").
+    pub fn session_rate(&self, samples_done: u64, samples_held: u64) -> i128 {
+        self.config
+            .lr_schedule
+            .eta_at(self.eta, samples_done, samples_held)
+    }
+
+    /// The active session's rate `η_s` at `2^fe` (the run's `η` between sessions).
+    pub fn current_learning_rate(&self) -> i128 {
+        self.session.as_ref().map_or(self.eta, |s| s.eta)
     }
 
     /// The model in the clear, if the server has it: [`Server::true_model`] as an option.
@@ -572,13 +594,24 @@ impl Server {
         self.clients.len()
     }
 
-    /// Starts the next session (client order and `d` from the seeded [`Scheduler`]):
-    /// records `w^I, b^I`, sets `w~ = w`, encrypts `η` under `PK_s` (Alg. 2 line 1).
-    /// Closes registration.
+    /// Starts the next session at the run's rate `η`: [`Server::start_session_at`]`(η)`.
     ///
     /// # Errors
-    /// [`ServerError::SessionActive`]; [`ServerError::Config`] with no clients.
+    /// As [`Server::start_session_at`].
     pub fn start_session(&mut self) -> Result<(ClientId, ServerMessage)> {
+        self.start_session_at(self.eta)
+    }
+
+    /// Starts the next session (client order and `d` from the seeded [`Scheduler`]) at the
+    /// learning rate `eta` (`η_s` at `2^fe`, from the run's
+    /// [`ServerConfig::lr_schedule`]): records `w^I, b^I`, sets `w~ = w`, encrypts `η_s`
+    /// under `PK_s` (Alg. 2 line 1; the paper's protocol) or sends it in plaintext
+    /// (protocol v2). Closes registration.
+    ///
+    /// # Errors
+    /// [`ServerError::SessionActive`]; [`ServerError::Config`] with no clients or a rate
+    /// outside `[1, η]`.
+    pub fn start_session_at(&mut self, eta: i128) -> Result<(ClientId, ServerMessage)> {
         if let Some(s) = &self.session {
             return Err(ServerError::SessionActive { session: s.id });
         }
@@ -587,11 +620,16 @@ impl Server {
                 reason: "no registered clients".into(),
             });
         }
+        if !(1..=self.eta).contains(&eta) {
+            return Err(ServerError::Config {
+                reason: format!(
+                    "session learning rate {eta} outside [1, {}] at 2^fe",
+                    self.eta
+                ),
+            });
+        }
         let eta_ct = match &self.key {
-            Some(k) => Some(
-                k.public_key()
-                    .encrypt(&BigInt::from(self.eta), &mut self.rng)?,
-            ),
+            Some(k) => Some(k.public_key().encrypt(&BigInt::from(eta), &mut self.rng)?),
             None => None,
         };
         let mut scheduler = match self.scheduler.take() {
@@ -621,6 +659,7 @@ impl Server {
             iteration: 0,
             phase: Phase::Forward(1),
             masked,
+            eta,
         });
         Ok((
             ClientId(plan.client),
@@ -628,6 +667,7 @@ impl Server {
                 session: id,
                 iterations: plan.iterations,
                 eta: eta_ct,
+                learning_rate: version.map(|_| eta),
                 version,
             }),
         ))

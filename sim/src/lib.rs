@@ -342,6 +342,25 @@ impl Simulation {
         self.run_session_with(Fault::None)
     }
 
+    /// The training progress the coordinator schedules `η_s` by: samples processed in
+    /// completed sessions (`iterations · B` each) and samples the clients hold.
+    pub fn progress(&self) -> (u64, u64) {
+        let batch = self.server.config().batch_size as u64;
+        let done = self
+            .records
+            .iter()
+            .filter(|r| r.completed)
+            .map(|r| u64::from(r.plan.iterations) * batch)
+            .sum();
+        let held = self
+            .clients
+            .iter()
+            .filter_map(|c| c.dataset())
+            .map(|d| d.len() as u64)
+            .sum();
+        (done, held)
+    }
+
     /// Runs `n` sessions.
     ///
     /// # Errors
@@ -356,7 +375,9 @@ impl Simulation {
     /// As [`Simulation::run_session`].
     pub fn run_session_with(&mut self, fault: Fault) -> Result<SessionRecord> {
         let mut t0 = Instant::now();
-        let (cid, start) = self.server.start_session()?;
+        let (done, held) = self.progress();
+        let eta = self.server.session_rate(done, held);
+        let (cid, start) = self.server.start_session_at(eta)?;
         let (session, iterations) = match &start {
             ServerMessage::SessionStart(s) => (s.session, s.iterations),
             other => {
@@ -507,7 +528,7 @@ impl Simulation {
             return Ok(());
         };
         let scales = self.server.config().scales;
-        let eta = self.server.learning_rate();
+        let eta = self.server.current_learning_rate();
         for (i, ((ml, g), l)) in masked
             .iter()
             .zip(&acc.layers)
@@ -552,7 +573,7 @@ impl Simulation {
             .last_gradients()
             .ok_or_else(|| invariant("no gradients"))?;
         let n_c = client.public_key().n();
-        let eta = BigInt::from(self.server.learning_rate());
+        let eta = BigInt::from(self.server.current_learning_rate());
         let mut out = Vec::with_capacity(masked.len());
         for (i, ml) in masked.iter().enumerate() {
             let unmask = |m: &BigInt, r: &gelunet_paillier::BigUint, g: i128| -> Result<i128> {

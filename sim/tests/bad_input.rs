@@ -177,6 +177,18 @@ fn bad_messages_are_refused_without_state_change() {
     bad.eta = Some(encrypt_all(&other, &BigInt::from(1), 1).remove(0));
     let e = client_err(&mut sim.clients_mut()[c], &ServerMessage::SessionStart(bad));
     assert_eq!(e.code(), ErrorCode::Ciphertext, "{e}");
+    // A plaintext session rate is protocol v2's; under the paper's protocol it is a
+    // message of another protocol.
+    let mut bad = good_start.clone();
+    bad.learning_rate = Some(1);
+    let e = client_err(&mut sim.clients_mut()[c], &ServerMessage::SessionStart(bad));
+    assert!(
+        matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::OutOfTurn { .. })
+        ),
+        "{e}"
+    );
     let mut bad = good_start.clone();
     bad.iterations = 0;
     assert!(matches!(

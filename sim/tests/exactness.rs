@@ -7,15 +7,25 @@ mod common;
 
 use common::*;
 use gelunet_protocol::messages::Packing;
-use gelunet_protocol::{Activation, MaskMode, ModelSpec, SessionLength};
+use gelunet_protocol::{
+    Activation, LearningRateSchedule, MaskMode, ModelSpec, SessionLength, ValueKind,
+};
 use gelunet_server::ServerConfig;
 
 fn run_exact(spec: ModelSpec, batch: usize, mask: MaskMode, sessions: usize) {
     run_exact_with(test_config(spec, batch, mask), sessions, true);
 }
 
-fn run_exact_with(cfg: ServerConfig, sessions: usize, need_multi: bool) {
+/// Runs `sessions` sessions and checks the model against the reference after each;
+/// returns the session rates `η_s` (at `2^fe`) in order.
+fn run_exact_with(cfg: ServerConfig, sessions: usize, need_multi: bool) -> Vec<i128> {
+    let eta = cfg
+        .scales
+        .encode(ValueKind::LearningRate, cfg.learning_rate)
+        .unwrap();
+    let schedule = cfg.lr_schedule;
     let (mut sim, mut reference) = build(cfg, 3, 12);
+    let mut rates = Vec::new();
     sim.check_invariants(true);
     let (x, _) = all_data(&sim);
     assert_eq!(
@@ -25,12 +35,15 @@ fn run_exact_with(cfg: ServerConfig, sessions: usize, need_multi: bool) {
     );
     let mut multi_iteration = 0;
     for _ in 0..sessions {
+        let (done, held) = sim.progress();
+        let eta_s = schedule.eta_at(eta, done, held);
         let rec = sim.run_session().unwrap();
         assert!(rec.completed);
         if rec.plan.iterations > 1 {
             multi_iteration += 1;
         }
-        reference.run_session(rec.plan).unwrap();
+        reference.run_session_at(rec.plan, eta_s).unwrap();
+        rates.push(eta_s);
         assert_eq!(
             sim.model(),
             reference.model(),
@@ -48,6 +61,7 @@ fn run_exact_with(cfg: ServerConfig, sessions: usize, need_multi: bool) {
         multi_iteration > 0 || !need_multi,
         "some session must exercise masked updates"
     );
+    rates
 }
 
 #[test]
@@ -133,4 +147,27 @@ fn exact_with_packed_batches_split_over_ciphertexts() {
     );
     cfg.policy.length = SessionLength::Fixed(2);
     run_exact_with(cfg, 3, true);
+}
+
+#[test]
+fn exact_with_a_learning_rate_schedule_under_both_protocols() {
+    // 3 clients × 12 samples, B = 2: a step every quarter epoch (9 samples) and a cosine
+    // over one epoch change η_s between sessions; both protocols stay the reference
+    // (v2: η_s in plaintext in SessionStart; paper: [η_s]_s and the final update).
+    let spec = ModelSpec::new(vec![4, 5, 3], Activation::Sigmoid);
+    for schedule in ["step:0.5:0.25", "cosine:1"] {
+        for v2 in [false, true] {
+            let mut cfg = if v2 {
+                v2_config(spec.clone(), 2)
+            } else {
+                test_config(spec.clone(), 2, MaskMode::default())
+            };
+            cfg.lr_schedule = schedule.parse::<LearningRateSchedule>().unwrap();
+            let rates = run_exact_with(cfg, 8, true);
+            let mut distinct = rates.clone();
+            distinct.dedup();
+            assert!(distinct.len() >= 3, "{schedule}, v2 {v2}: rates {rates:?}");
+            assert!(rates.windows(2).all(|w| w[1] <= w[0]), "{rates:?}");
+        }
+    }
 }

@@ -285,8 +285,45 @@ fn a_client_refuses_a_malicious_servers_proposals() {
             .unwrap_err(),
     );
     assert_eq!(c.active_session(), None);
-    // A paper-protocol session start (an [η]_s) in a v2 handshake.
+    // A session rate above the handshake's η (it would break the masks' bound), zero,
+    // or none at all: refused, no session begun.
     s.iterations = 1;
+    let eta = good.v2.as_ref().unwrap().eta;
+    for rate in [Some(eta + 1), Some(0), Some(-1)] {
+        let mut bad = s.clone();
+        bad.learning_rate = rate;
+        let e = c.handle(&ServerMessage::SessionStart(bad)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::Violation(ProtocolViolation::Range {
+                    kind: Some(gelunet_protocol::ValueKind::LearningRate)
+                })
+            ),
+            "{rate:?}: {e}"
+        );
+        assert_eq!(e.code(), ErrorCode::Range);
+        assert_eq!(c.active_session(), None);
+    }
+    let mut bad = s.clone();
+    bad.learning_rate = None;
+    let e = c.handle(&ServerMessage::SessionStart(bad)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Violation(ProtocolViolation::OutOfTurn { .. })
+        ),
+        "{e}"
+    );
+    // The server refuses to start a session at a rate outside [1, η].
+    server.abandon_session().unwrap();
+    for rate in [0, eta + 1] {
+        assert!(matches!(
+            server.start_session_at(rate).unwrap_err(),
+            ServerError::Config { .. }
+        ));
+    }
+    // A paper-protocol session start (an [η]_s) in a v2 handshake.
     s.version = None;
     let e = c.handle(&ServerMessage::SessionStart(s)).unwrap_err();
     assert!(
