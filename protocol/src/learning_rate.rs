@@ -91,7 +91,9 @@ impl LearningRateSchedule {
     }
 
     /// The factor `η_s / η` after `samples_done` of `samples_held` samples (`e = 0` when
-    /// nothing is held), in `[0, 1]`.
+    /// nothing is held), in `[0, 1]`. `pow` and `cos` are the `libm` crate's (pure Rust,
+    /// only IEEE 754 basic operations), not the platform's C library, so that the
+    /// server, the reference and the replay compute the same `η_s` on every platform.
     pub fn factor_at(&self, samples_done: u64, samples_held: u64) -> f64 {
         let e = if samples_held == 0 {
             0.0
@@ -103,9 +105,9 @@ impl LearningRateSchedule {
             Self::Step {
                 factor,
                 every_epochs,
-            } => factor.powf((e / every_epochs).floor()),
+            } => libm::pow(factor, libm::floor(e / every_epochs)),
             Self::Cosine { epochs } => {
-                0.5 * (1.0 + (std::f64::consts::PI * (e / epochs).min(1.0)).cos())
+                0.5 * (1.0 + libm::cos(std::f64::consts::PI * (e / epochs).min(1.0)))
             }
         }
     }
@@ -216,6 +218,19 @@ mod tests {
         }
         assert_eq!(LearningRateSchedule::Constant.eta_at(eta, 10_000, 1), eta);
         assert_eq!(step.eta_at(eta, 5, 0), eta);
+    }
+
+    #[test]
+    fn cosine_rates_over_a_run_are_pinned() {
+        // LeNet-5's run: η = 0.01 at 2^16, 60,000 samples held, cosine over 15 epochs;
+        // the η_s of sessions starting after 0, 1.5, 3, …, 15 epochs.
+        let cos: LearningRateSchedule = "cosine:15".parse().unwrap();
+        let held = 60_000;
+        let got: Vec<i128> = (0..=60)
+            .step_by(6)
+            .map(|quarters: u64| cos.eta_at(655, quarters * held / 4, held))
+            .collect();
+        assert_eq!(got, [655, 639, 592, 520, 429, 328, 226, 135, 63, 16, 1]);
     }
 
     #[test]
