@@ -93,6 +93,20 @@ fn batches(c: &mut Criterion) {
                 |b, w| b.iter(|| pk.matvec(w.view(), &a).unwrap()),
             );
         }
+        // Conv-1's dense layer in single-sample inference: 100 rows of 32-bit weights times
+        // the 845 ciphertexts of the convolution's activations (most of its latency).
+        if bits == 2048 {
+            let w = Array2::from_shape_fn((100, 845), |_| scalar(&mut rng, 32));
+            let a = pk
+                .encrypt_batch(&vec![BigInt::from(5); 845], &mut rng)
+                .unwrap();
+            g.throughput(Throughput::Elements(100 * 845));
+            g.bench_with_input(
+                BenchmarkId::new(format!("matvec/{bits}"), "100x845"),
+                &w,
+                |b, w| b.iter(|| pk.matvec(w.view(), &a).unwrap()),
+            );
+        }
         // The MNIST first layer under protocol v2: 128 rows of masked weights (about 180-bit
         // signed exponents) times 784 ciphertexts.
         if bits == 2048 {

@@ -239,6 +239,37 @@ fn kernel_for(k: usize) -> Option<Kernel> {
     pick!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20)
 }
 
+/// Hints the CPU to load the limbs of `x` into its caches (one `PREFETCHT0` per 64-byte
+/// line and one for the last limb); reads nothing, never faults. Used by
+/// [`crate::arith::Modulus::prefetch`] for table walks, on residues of either backend.
+/// Reading `x`'s length and address is a load of its `Vec` header, which
+/// [`prefetch_value`] can bring in beforehand.
+#[inline(always)]
+pub(crate) fn prefetch(x: &[u64]) {
+    for p in x
+        .chunks(8)
+        .map(<[u64]>::as_ptr)
+        .chain(x.last().map(std::ptr::from_ref))
+    {
+        prefetch_line(p.cast());
+    }
+}
+
+/// Hints the CPU to load the 64-byte line at `x` itself (for a `Vec`, its header: the
+/// address and length of the limbs); reads nothing, never faults.
+#[inline(always)]
+pub(crate) fn prefetch_value<T>(x: &T) {
+    prefetch_line(std::ptr::from_ref(x).cast());
+}
+
+#[inline(always)]
+fn prefetch_line(p: *const i8) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: SSE is part of x86-64; a prefetch is a hint that reads no memory and never
+    // faults, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+}
+
 /// `out ← a·b·R^{−1}` over `8K` digits (module docs); `m_inv = −m^{−1} mod 2^52`.
 ///
 /// # Safety

@@ -81,18 +81,27 @@ impl FixedBaseTable {
             return self.modulus.pow_vartime(g, e);
         }
         let digits = e.to_u64_digits();
-        let mut acc: Option<Elem> = None;
-        for (i, row) in self.rows.iter().enumerate() {
+        let mut entries = self.rows.iter().enumerate().filter_map(|(i, row)| {
             let d = window(&digits, i as u64 * u64::from(self.w), self.w) as usize;
-            if d == 0 {
-                continue;
-            }
-            match acc.as_mut() {
-                None => acc = Some(row[d - 1].clone()),
-                Some(a) => self.modulus.mul_assign(a, &row[d - 1]),
-            }
+            d.checked_sub(1).map(|d| &row[d])
+        });
+        let Some(first) = entries.next() else {
+            return self.modulus.one();
+        };
+        let mut acc = first.clone();
+        let mut next = entries.next();
+        if let Some(n) = next {
+            Modulus::prefetch(n);
         }
-        acc.unwrap_or_else(|| self.modulus.one())
+        while let Some(entry) = next {
+            // The entry after this one is fetched from the table while this product runs.
+            next = entries.next();
+            if let Some(n) = next {
+                Modulus::prefetch(n);
+            }
+            self.modulus.mul_assign(&mut acc, entry);
+        }
+        acc
     }
 }
 
@@ -236,23 +245,53 @@ impl<'m> SharedBases<'m> {
             .max()
             .unwrap_or(0);
         let windows = bits.div_ceil(u64::from(self.w));
+        let groups = self.tables.len();
+        // Every group's table index in every window, `digits[i·groups + G]`, gathered one
+        // exponent at a time (each exponent's limbs read once, not once per window).
+        let mut digits = vec![0usize; windows as usize * groups];
+        for (g, group) in exps.chunks(self.g).enumerate() {
+            for (t, e) in group.iter().enumerate() {
+                for i in 0..windows {
+                    let d = window(e, i * u64::from(self.w), self.w) as usize;
+                    digits[i as usize * groups + g] |= d << (t as u32 * self.w);
+                }
+            }
+        }
         let mut acc: Option<Elem> = None;
+        // This window's table entries, one per group with a non-zero digit.
+        let mut entries: Vec<&Elem> = Vec::with_capacity(groups);
         for i in (0..windows).rev() {
+            entries.clear();
+            let row = &digits[i as usize * groups..][..groups];
+            entries.extend(
+                self.tables
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(table, &d)| d.checked_sub(1).map(|d| &table[d])),
+            );
+            for e in entries.iter().take(2) {
+                Modulus::prefetch_header(e);
+            }
             if let Some(a) = acc.as_mut() {
                 for _ in 0..self.w {
                     self.modulus.square_assign(a);
                 }
             }
-            for (table, group) in self.tables.iter().zip(exps.chunks(self.g)) {
-                let d = group.iter().enumerate().fold(0usize, |d, (t, e)| {
-                    d | (window(e, i * u64::from(self.w), self.w) as usize) << (t as u32 * self.w)
-                });
-                if d == 0 {
-                    continue;
+            if let Some(first) = entries.first() {
+                Modulus::prefetch(first);
+            }
+            // Each entry is fetched from the (large) tables while the product before it
+            // runs, and its header (where its limbs are) one product earlier.
+            for (k, entry) in entries.iter().enumerate() {
+                if let Some(after) = entries.get(k + 2) {
+                    Modulus::prefetch_header(after);
+                }
+                if let Some(next) = entries.get(k + 1) {
+                    Modulus::prefetch(next);
                 }
                 match acc.as_mut() {
-                    None => acc = Some(table[d - 1].clone()),
-                    Some(a) => self.modulus.mul_assign(a, &table[d - 1]),
+                    None => acc = Some((*entry).clone()),
+                    Some(a) => self.modulus.mul_assign(a, entry),
                 }
             }
         }
