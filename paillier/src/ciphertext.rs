@@ -283,7 +283,7 @@ impl PublicKey {
     /// `[Σ_{j ∈ chunk} (W_j·a + c_j)·2^{β·(j − j₀)}]` over consecutive chunks of
     /// `k = rows_per_ciphertext` rows starting at `j₀`, with `β = slot_bits`. The caller
     /// chooses `β` and the offsets so that every slot stays in `[0, 2^β)` (the server adds
-    /// `2^(β−1)`; docs/DESIGN.md, "Packing").
+    /// `2^(β−1)`; docs/DESIGN.md, "Batches and packing").
     ///
     /// Equal to [`PublicKey::matvec`], [`PublicKey::add_plain`] per row and the Horner
     /// packing `acc ← acc^{2^β}·[z_j]` from the last row of a chunk down, and faster on

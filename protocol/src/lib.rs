@@ -12,13 +12,15 @@
 //! | --- | --- | --- |
 //! | [`spec`] | [`ModelSpec`], [`Activation`] | paper §2.1 |
 //! | [`fixed`] | [`Scales`], [`ValueKind`], rounding | docs/DESIGN.md "Fixed-point numbers" |
-//! | [`arch`] | [`arch::Arch`]: layer syntax, the named `conv1` and `lenet5`, shape inference (not yet in the protocol) | paper §5, Table 4 |
-//! | [`conv`] | [`conv::ConvGeometry`], its index map, convolution, transpose, kernel gradients (not yet in the protocol) | paper §4 end, Table 4; docs/DESIGN.md "Convolutional layers" |
-//! | [`conv_net`] | [`conv_net::ConvNet`]: plaintext fixed-point training of an [`arch::Arch`] (not yet in the reference or the protocol) | docs/DESIGN.md "Convolutional layers" |
-//! | [`pool`] | [`pool::MeanPool2`]: 2×2 mean pooling as an exact sum (not yet in the protocol) | docs/DESIGN.md "Convolutional layers" |
+//! | [`arch`] | [`arch::Arch`]: layer syntax, the named `conv1` and `lenet5`, shape inference | paper §5, Table 4 |
+//! | [`conv`] | [`conv::ConvGeometry`], its index map, convolution, transpose, kernel gradients | paper §4 end, Table 4; docs/DESIGN.md "Convolutional layers" |
+//! | [`conv_net`] | [`conv_net::ConvNet`]: plaintext fixed-point training of an [`arch::Arch`] (the reference of conv models, [`ReferenceTrainer`]) | docs/DESIGN.md "Convolutional layers" |
+//! | [`pool`] | [`pool::MeanPool2`]: 2×2 mean pooling as an exact sum (the server pools ciphertexts through [`linear_layer`]) | docs/DESIGN.md "Convolutional layers" |
+//! | [`linear_layer`] | [`linear_layer::LinearLayer`]: a dense layer or a convolution with its sum pooling, one index logic for every party | paper §4 end; docs/DESIGN.md "Convolutional layers" |
+//! | [`learning_rate`] | [`LearningRateSchedule`]: the public rate `η_s` of each session | docs/DESIGN.md "Learning-rate schedule" |
 //! | [`math`] | forward, softmax error, backward, gradients, SGD | paper Eq. 1, Alg. 1–2 |
 //! | [`mask`] | [`MaskMode`], modular helpers | paper Alg. 3–4, docs/DESIGN.md "Masked update" |
-//! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, docs/DESIGN.md "Sessions" |
+//! | [`schedule`] | [`Scheduler`], the `d_max` bound | paper §4.1, docs/DESIGN.md "Sessions and the d_max bound" |
 //! | [`data`] | [`Dataset`], [`BatchSampler`] | |
 //! | [`messages`] | wire messages | paper Alg. 1–5, inference |
 //! | [`envelope`] | the shells' frames around them (registration, refusal, summary) | |

@@ -1,5 +1,5 @@
 //! `gelunet keys encrypt|decrypt`: numbers in and out of python-paillier ciphertext JSON
-//! ([`gelunet_paillier::phe_json`]; docs/DESIGN.md "Key files"). Values are encrypted as
+//! ([`gelunet_paillier::phe_json`]; docs/DESIGN.md "Code layout"). Values are encrypted as
 //! `pheutil encrypt` does (python-paillier's float encoding, exponent −32 where possible),
 //! into a document that names the public key
 //! (`{"public_key": {…}, "ciphertexts": [{"v": "<decimal>", "e": -32}, …]}`); decryption
