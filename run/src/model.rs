@@ -191,11 +191,8 @@ impl ModelOptions {
                 "protocol v2 works with the statistical mask only; add --protocol paper for the paper's uniform mask",
             ));
         }
-        if let Some(lr) = self.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
-            return Err(RunError::option(
-                "--lr",
-                format!("{lr}: must be a positive number"),
-            ));
+        if let Some(lr) = self.lr {
+            check_learning_rate(lr, &Scales::default())?;
         }
         Ok(rule)
     }
@@ -274,6 +271,39 @@ impl ModelOptions {
     }
 }
 
+/// `--lr`: a positive number whose value at the learning rate's scale `2^fe` is at least 1
+/// and below `2^max_bits(LearningRate)` (docs/DESIGN.md "Fixed-point numbers"), checked
+/// before any data is loaded.
+///
+/// # Errors
+/// [`RunError::InvalidOption`] (`--lr`) for NaN, ±∞, zero, a negative rate, a rate that
+/// rounds to 0 at `2^fe` or one at or above `2^(max_bits − fe)`; the message gives the
+/// usable range.
+fn check_learning_rate(lr: f64, scales: &Scales) -> Result<()> {
+    use gelunet_protocol::ValueKind;
+    let fe = scales.frac_bits(ValueKind::LearningRate);
+    let top = scales.max_bits(ValueKind::LearningRate) - fe;
+    let (low, high) = (0.5f64.powi(fe as i32), 2f64.powi(top as i32));
+    let range = format!("from 2^-{fe} ({low:.3e}) to below 2^{top} ({high})");
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(RunError::option(
+            "--lr",
+            format!("{lr:?}: must be a positive number {range}"),
+        ));
+    }
+    match scales.encode(ValueKind::LearningRate, lr) {
+        Ok(eta) if eta >= 1 => Ok(()),
+        Ok(_) => Err(RunError::option(
+            "--lr",
+            format!("{lr:?} rounds to 0 at the learning rate's scale 2^-{fe}: it must be {range}"),
+        )),
+        Err(_) => Err(RunError::option(
+            "--lr",
+            format!("{lr:?} is too large: it must be {range}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +336,40 @@ mod tests {
         let (r, _) = sessions.resolve(Some("csv:x.csv"), (38, 2), &keys).unwrap();
         assert_eq!((r.epochs, r.batch_size), (None, Some(12)));
         assert_eq!(r.lr, Some(crate::CSV_DEFAULTS.lr));
+    }
+
+    #[test]
+    fn learning_rates_outside_the_scale_are_refused_with_the_range() {
+        let m = |lr| ModelOptions {
+            lr: Some(lr),
+            ..ModelOptions::default()
+        };
+        for (lr, says) in [
+            (f64::NAN, "NaN: must be a positive number from 2^-16"),
+            (f64::INFINITY, "inf: must be a positive number"),
+            (0.0, "0.0: must be a positive number"),
+            (-1.0, "-1.0: must be a positive number"),
+            (
+                1e-30,
+                "1e-30 rounds to 0 at the learning rate's scale 2^-16",
+            ),
+            (
+                16.0,
+                "16.0 is too large: it must be from 2^-16 (1.526e-5) to below 2^4 (16)",
+            ),
+        ] {
+            match m(lr).validate() {
+                Err(RunError::InvalidOption { option, reason }) => {
+                    assert_eq!(option, "--lr");
+                    assert!(reason.contains(says), "{lr}: {reason}");
+                }
+                other => panic!("{lr}: {other:?}"),
+            }
+        }
+        // The ends of the range are accepted: 2^-16 (η = 1) and just below 16.
+        for lr in [0.5f64.powi(16), 15.99, 0.01] {
+            assert!(m(lr).validate().is_ok(), "{lr}");
+        }
     }
 
     #[test]
