@@ -67,6 +67,11 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
     p.expect_success(3 * MIN);
     let r = read_json(&report);
     assert_eq!(r["arch"], arch, "{r}");
+    // The dense-model fields the architecture replaces are not written.
+    assert!(
+        r.get("hidden").is_none() && r.get("activation").is_none(),
+        "{r}"
+    );
     assert_eq!(r["sessions"], 4, "{r}");
     let file = gelunet_run::ModelFile::load(&model).unwrap();
     assert!(!file.model.spec.is_dense());

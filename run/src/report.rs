@@ -104,13 +104,16 @@ pub struct TrainReport {
     pub test_samples: usize,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Hidden widths (of a dense model; see `arch`).
-    pub hidden: Vec<usize>,
+    /// Hidden widths of a dense model; `None` (not written) when `arch` replaced them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<usize>>,
     /// The `--arch` architecture, when one replaced `hidden` and `activation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
-    /// Hidden activation.
-    pub activation: String,
+    /// Hidden activation of a dense model; `None` (not written) when `arch` replaced it
+    /// (the architecture names each layer's activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
     /// Learning rate (the largest of any session).
     pub learning_rate: f64,
     /// The learning-rate schedule (`constant`, `step:F:E`, `cosine:E`; docs/DESIGN.md
@@ -434,9 +437,13 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         train_samples: log.samples_held,
         test_samples: i.prepared.map_or(0, |p| p.test.n_samples()),
         batch_size: i.model.batch(),
-        hidden: i.model.hidden.clone(),
+        hidden: i.model.arch.is_none().then(|| i.model.hidden.clone()),
         arch: i.model.arch.as_ref().map(ToString::to_string),
-        activation: activation_name(i.model.activation).into(),
+        activation: i
+            .model
+            .arch
+            .is_none()
+            .then(|| activation_name(i.model.activation).into()),
         learning_rate: i.model.learning_rate(),
         lr_schedule: i.model.lr_schedule.to_string(),
         seed: i.model.seed,
@@ -568,7 +575,11 @@ impl fmt::Display for TrainReport {
         }
         let layers = match &self.arch {
             Some(a) => format!("arch {a}"),
-            None => format!("hidden {:?} {}", self.hidden, self.activation),
+            None => format!(
+                "hidden {:?} {}",
+                self.hidden.as_deref().unwrap_or_default(),
+                self.activation.as_deref().unwrap_or_default()
+            ),
         };
         writeln!(
             f,
