@@ -291,8 +291,10 @@ fn check_learning_rate(lr: f64, scales: &Scales) -> Result<()> {
             format!("{lr:?}: must be a positive number {range}"),
         ));
     }
+    // The protocol's own range check of `η` (positive, below `2^max_bits`) decides; this
+    // only words its refusal for the option.
     match scales.encode(ValueKind::LearningRate, lr) {
-        Ok(eta) if eta >= 1 => Ok(()),
+        Ok(eta) if scales.check_learning_rate(eta).is_ok() => Ok(()),
         Ok(_) => Err(RunError::option(
             "--lr",
             format!("{lr:?} rounds to 0 at the learning rate's scale 2^-{fe}: it must be {range}"),

@@ -407,6 +407,8 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         per_client.insert(c.name.clone(), c.sessions);
     }
     let training = log.training_time.as_secs_f64();
+    // `hidden` and `activation` describe a dense model; an `--arch` replaces both.
+    let dense = i.model.arch.is_none();
     TrainReport {
         command: i.command.into(),
         dataset: i.prepared.map(|p| p.name.clone()),
@@ -437,13 +439,9 @@ pub(crate) fn build_report(i: ReportInput<'_>) -> TrainReport {
         train_samples: log.samples_held,
         test_samples: i.prepared.map_or(0, |p| p.test.n_samples()),
         batch_size: i.model.batch(),
-        hidden: i.model.arch.is_none().then(|| i.model.hidden.clone()),
+        hidden: dense.then(|| i.model.hidden.clone()),
         arch: i.model.arch.as_ref().map(ToString::to_string),
-        activation: i
-            .model
-            .arch
-            .is_none()
-            .then(|| activation_name(i.model.activation).into()),
+        activation: dense.then(|| activation_name(i.model.activation).into()),
         learning_rate: i.model.learning_rate(),
         lr_schedule: i.model.lr_schedule.to_string(),
         seed: i.model.seed,
