@@ -125,6 +125,13 @@ fn a_conv_architecture_trains_in_plaintext_and_its_model_reads_back() {
         let r = read_json(&infer_report);
         assert_eq!(r["samples"], 6, "{extra:?}: {r}");
         assert_eq!(r["accuracy"], r["plaintext_accuracy"], "{extra:?}: {r}");
+        // The single-sample latency, and no preparation figure without --preprocess.
+        let median = r["median_batch_secs"].as_f64().unwrap_or(0.0);
+        assert!(
+            median > 0.0 && median <= r["max_batch_secs"].as_f64().unwrap_or(0.0),
+            "{r}"
+        );
+        assert!(r.get("median_preparation_secs").is_none(), "{r}");
     }
 
     // Widths the model cannot be served at, and a remote server, are refused before any

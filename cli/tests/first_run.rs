@@ -104,6 +104,13 @@ fn infer_on_an_unlabeled_csv_matches_infer_on_the_same_rows() {
         "{}",
         p.stdout()
     );
+    // The latency of the 4 request batches (8, 8, 8 and 6 samples).
+    assert!(
+        p.stdout()
+            .contains(" ms per request of 8 samples (median; slowest "),
+        "{}",
+        p.stdout()
+    );
     let split_json = dir.join("split.json");
     infer(
         "split",
@@ -132,6 +139,17 @@ fn infer_on_an_unlabeled_csv_matches_infer_on_the_same_rows() {
     let r = read_json(&pre_report);
     assert_eq!(r["prepared_layers"], 60, "2 layers × 30 samples: {r}");
     assert_eq!(r["requests"], 60);
+    // Per-sample timings: the online part and the preparation, each within the command.
+    assert_eq!(r["batch"], 1);
+    let secs = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
+    let (median, max, total) = (
+        secs("median_batch_secs"),
+        secs("max_batch_secs"),
+        secs("seconds"),
+    );
+    assert!(0.0 < median && median <= max && max < total, "{r}");
+    let prep = secs("median_preparation_secs");
+    assert!(0.0 < prep && prep < total, "{r}");
     let mut c = gelunet();
     c.args(["infer", "--model", model.to_str().unwrap(), "--preprocess"])
         .args(["--batch", "4", "--dataset", "iris"])

@@ -200,19 +200,20 @@ impl fmt::Display for InferOutcome {
             return writeln!(
                 f,
                 "classified {} unlabeled samples of {}, encrypted with {}-bit keys; \
-                 {} requests, {:.2} MiB sent, {:.2} MiB received",
+                 {} requests, {:.2} MiB sent, {:.2} MiB received{}",
                 r.samples,
                 r.dataset,
                 r.key_bits,
                 r.requests,
                 mib(r.bytes_sent),
-                mib(r.bytes_received)
+                mib(r.bytes_received),
+                latency_clause(r)
             );
         };
         writeln!(
             f,
             "accuracy {:.4} ({}/{}) on the {} split of {}, encrypted with {}-bit keys{plaintext}; \
-             {} requests, {:.2} MiB sent, {:.2} MiB received",
+             {} requests, {:.2} MiB sent, {:.2} MiB received{}",
             accuracy,
             self.correct,
             r.samples,
@@ -221,9 +222,37 @@ impl fmt::Display for InferOutcome {
             r.key_bits,
             r.requests,
             mib(r.bytes_sent),
-            mib(r.bytes_received)
+            mib(r.bytes_received),
+            latency_clause(r)
         )
     }
+}
+
+/// `"; 412.3 ms per request of 1 sample (median; slowest 450.1 ms)"`, and the
+/// preparation's median with `--preprocess`; empty when nothing was classified.
+fn latency_clause(r: &InferReport) -> String {
+    let (Some(median), Some(max)) = (r.median_batch_secs, r.max_batch_secs) else {
+        return String::new();
+    };
+    let ms = |s: f64| format!("{:.1} ms", 1e3 * s);
+    let samples = if r.batch == 1 { "sample" } else { "samples" };
+    let mut s = format!(
+        "; {} per request of {} {samples} (median; slowest {})",
+        ms(median),
+        r.batch,
+        ms(max)
+    );
+    if let Some(p) = r.median_preparation_secs {
+        let _ = write!(s, ", after {} of preparation", ms(p));
+    }
+    s
+}
+
+/// The median of `v` (the upper one of an even count); `None` for no values.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 /// A server role holding `file`'s model (its spec and scales; test keys accepted from
@@ -524,6 +553,10 @@ pub fn infer(c: &InferConfig) -> Result<InferOutcome> {
         bytes_sent: run.bytes_sent,
         bytes_received: run.bytes_received,
         key_bits: c.keys.key_bits,
+        batch: c.batch,
+        median_batch_secs: median(&run.batch_secs),
+        max_batch_secs: run.batch_secs.iter().copied().reduce(f64::max),
+        median_preparation_secs: median(&run.preparation_secs),
         seconds: t0.elapsed().as_secs_f64(),
         backend: gelunet_paillier::BACKEND.into(),
     };

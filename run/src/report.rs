@@ -535,6 +535,20 @@ pub struct InferReport {
     pub bytes_received: u64,
     /// Paillier modulus bits of the client's key.
     pub key_bits: u64,
+    /// Samples per encrypted request (`--batch`; 1 with `--preprocess`).
+    pub batch: usize,
+    /// Median wall-clock seconds of one request batch, from the client's encryption of
+    /// its samples to their predictions: every layer's round trip, the server's work and
+    /// the client's decryptions, without connecting and key setup (with `--preprocess`,
+    /// the online part). With `--batch 1`, the single-sample latency `bench paper`
+    /// reports. `None` when nothing was classified.
+    pub median_batch_secs: Option<f64>,
+    /// The slowest request batch, seconds (`None` as above).
+    pub max_batch_secs: Option<f64>,
+    /// `--preprocess`: median wall-clock seconds of one sample's preparation (the offline
+    /// part, docs/DESIGN.md "Preprocessed inference"); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_preparation_secs: Option<f64>,
     /// Whole command, in seconds.
     pub seconds: f64,
     /// Big-integer backend.

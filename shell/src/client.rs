@@ -475,6 +475,20 @@ pub struct InferenceRun {
     pub bytes_sent: u64,
     /// Bytes received.
     pub bytes_received: u64,
+    /// Wall-clock seconds of each request batch, in order: from the client's encryption
+    /// of the batch to its predictions (every layer's round trip, the server's work and
+    /// the client's decryptions; with `preprocess`, the online part only).
+    pub batch_secs: Vec<f64>,
+    /// With `preprocess`: wall-clock seconds of each batch's preparation round trips
+    /// (the offline part, before [`InferenceRun::batch_secs`]); empty otherwise.
+    pub preparation_secs: Vec<f64>,
+}
+
+/// The per-batch timings of an inference conversation.
+#[derive(Default)]
+struct BatchTimes {
+    online: Vec<f64>,
+    preparation: Vec<f64>,
 }
 
 /// Encrypted inference over QUIC (paper Alg. 1 with the server's trained model): registers
@@ -514,7 +528,7 @@ where
     conn.close(0u32.into(), b"bye");
     endpoint.close(0u32.into(), b"bye");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-    let (predictions, probabilities, (requests, prepared)) = result?;
+    let (predictions, probabilities, (requests, prepared), times) = result?;
     Ok(InferenceRun {
         predictions,
         probabilities,
@@ -522,6 +536,8 @@ where
         prepared,
         bytes_sent: channel.bytes_sent(),
         bytes_received: channel.bytes_received(),
+        batch_secs: times.online,
+        preparation_secs: times.preparation,
     })
 }
 
@@ -544,7 +560,7 @@ async fn infer_conversation<F>(
     (batch, preprocess): (usize, bool),
     channel: &mut Channel,
     config: &ClientShellConfig,
-) -> Result<(Vec<usize>, Array2<f64>, (u64, u64)), ClientShellError>
+) -> Result<(Vec<usize>, Array2<f64>, (u64, u64), BatchTimes), ClientShellError>
 where
     F: FnOnce(&ServerHello) -> Result<InferenceClient, ClientError> + Send + 'static,
 {
@@ -581,9 +597,11 @@ where
     let mut predictions = Vec::with_capacity(samples.nrows());
     let mut parts = Vec::new();
     let (mut requests, mut prepared) = (0u64, 0u64);
+    let mut times = BatchTimes::default();
     let batch = batch.max(1);
     for chunk in samples.axis_chunks_iter(Axis(0), batch) {
         if preprocess && chunk.nrows() == 1 {
+            let t = Instant::now();
             let preps = blocking(&mut slot, |c| c.prepare())
                 .await?
                 .map_err(ClientShellError::Inference)?;
@@ -594,7 +612,9 @@ where
                     .await?
                     .map_err(ClientShellError::Inference)?;
             }
+            times.preparation.push(t.elapsed().as_secs_f64());
         }
+        let t = Instant::now();
         let chunk = chunk.to_owned();
         let mut msg = blocking(&mut slot, move |c| c.start(&chunk))
             .await?
@@ -610,6 +630,7 @@ where
             {
                 InferStep::Next(m) => msg = m,
                 InferStep::Done(p, probs) => {
+                    times.online.push(t.elapsed().as_secs_f64());
                     predictions.extend(p);
                     parts.push(probs);
                     break;
@@ -626,5 +647,5 @@ where
     };
     // Tell the server we are done.
     let _ = tokio::time::timeout(Duration::from_secs(2), channel.finish()).await;
-    Ok((predictions, probabilities, (requests, prepared)))
+    Ok((predictions, probabilities, (requests, prepared), times))
 }
