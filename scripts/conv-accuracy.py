@@ -89,7 +89,8 @@ def main():
                 cpath = os.path.join(a.out, f"{arch}-seed{seed}-encrypted.json")
                 with open(cpath, "w") as out:
                     cmd = [a.gelunet, "bench", "train", "--dataset", "mnist", "--arch", arch,
-                           "--lr", str(lr), "--batch-size", str(r["batch_size"]),
+                           "--lr", str(lr), "--lr-schedule", schedule,
+                           "--batch-size", str(r["batch_size"]),
                            "--seed", str(seed), "--sessions", str(a.check_sessions),
                            "--key-bits", "2048", "--json"] + data
                     print(" ".join(cmd), file=sys.stderr, flush=True)

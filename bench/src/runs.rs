@@ -14,7 +14,9 @@ use gelunet_baselines::{FloatNet, FloatTrainer, TrainActivation};
 use gelunet_client::{Client, ClientConfig};
 use gelunet_paillier::PrivateKey;
 use gelunet_protocol::schedule::SessionPlan;
-use gelunet_protocol::{Dataset, FixedModel, ReferenceTrainer, Scales, SessionPolicy, ValueKind};
+use gelunet_protocol::{
+    Dataset, FixedModel, LearningRateSchedule, ReferenceTrainer, Scales, SessionPolicy, ValueKind,
+};
 use gelunet_server::{InsecureOptions, Server, ServerConfig};
 use gelunet_sim::{IterationStats, Simulation};
 use ndarray::{Array2, ArrayView2, Axis};
@@ -261,6 +263,10 @@ pub struct EncryptedCheck {
     pub test_accuracy: Option<f64>,
     /// Rayon threads.
     pub threads: usize,
+    /// The learning-rate schedule (`constant`, `step:F:E`, `cosine:E`).
+    pub lr_schedule: String,
+    /// `η_s` of each session run, as the server scheduled it (decoded from `2^fe`).
+    pub session_rates: Vec<f64>,
 }
 
 /// A Paillier key of `bits` bits from `seed`: a real key at 2048 bits and above, a test
@@ -307,15 +313,19 @@ pub fn encrypted_run(
         allow_test_keys,
         max_sessions,
         gelunet_protocol::v2::Protocol::Paper,
+        LearningRateSchedule::Constant,
     )
     .map(|(check, _)| check)
 }
 
-/// [`encrypted_run`] under `protocol`, also returning the driver's per-iteration costs
-/// (`gelunet bench train`, [`crate::train_throughput`]).
+/// [`encrypted_run`] under `protocol` with each session's rate from `lr_schedule`
+/// (docs/DESIGN.md "Learning-rate schedule"; the reference runs each session at the same
+/// `η_s`), also returning the driver's per-iteration costs (`gelunet bench train`,
+/// [`crate::train_throughput`]).
 ///
 /// # Errors
-/// As [`encrypted_run`].
+/// As [`encrypted_run`]; [`BenchError::Server`] for an `lr_schedule` the server's
+/// configuration refuses.
 pub fn encrypted_run_with(
     prep: &Prepared,
     setup: &TrainSetup,
@@ -323,11 +333,14 @@ pub fn encrypted_run_with(
     allow_test_keys: bool,
     max_sessions: Option<usize>,
     protocol: gelunet_protocol::v2::Protocol,
+    lr_schedule: LearningRateSchedule,
 ) -> Result<(EncryptedCheck, Vec<IterationStats>)> {
     let scales = setup.scales();
     let spec = setup.spec()?;
     let mut cfg = ServerConfig::new(spec.clone(), setup.lr, setup.batch);
     cfg.protocol = protocol;
+    cfg.lr_schedule = lr_schedule;
+    let eta = scales.encode(ValueKind::LearningRate, setup.lr)?;
     cfg.scales = scales;
     cfg.model_seed = setup.model_seed();
     cfg.schedule_seed = setup.schedule_seed();
@@ -362,7 +375,11 @@ pub fn encrypted_run_with(
     let sessions = max_sessions.map_or(total, |m| m.min(total));
     let mut schedule = Schedule::new(setup, &prep.shares)?;
     let t = Instant::now();
+    let mut session_rates = Vec::with_capacity(sessions);
     for s in 0..sessions {
+        let (done, held) = sim.progress();
+        let eta_s = lr_schedule.eta_at(eta, done, held);
+        session_rates.push(scales.decode(ValueKind::LearningRate, eta_s));
         let rec = sim.run_session()?;
         let expected = schedule.next_session().plan;
         if rec.plan != expected || !rec.completed {
@@ -371,7 +388,7 @@ pub fn encrypted_run_with(
                 rec.plan, rec.completed, expected
             )));
         }
-        reference.run_session(rec.plan)?;
+        reference.run_session_at(rec.plan, eta_s)?;
         if sim.model() != reference.model() {
             return Err(BenchError::Check(format!(
                 "session {s}: the encrypted weights differ from the fixed-point reference"
@@ -422,6 +439,8 @@ pub fn encrypted_run_with(
         identical_to_reference: true,
         test_accuracy,
         threads: rayon::current_num_threads(),
+        lr_schedule: lr_schedule.to_string(),
+        session_rates,
     };
     Ok((check, stats.to_vec()))
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use gelunet_paillier::BACKEND;
 use gelunet_protocol::v2::Protocol;
+use gelunet_protocol::LearningRateSchedule;
 use serde::Serialize;
 
 use gelunet_protocol::arch::Arch;
@@ -54,6 +55,9 @@ pub struct TrainBenchConfig {
     pub protocol: Protocol,
     /// Learning rate `η`.
     pub lr: f64,
+    /// How each session's rate falls from `lr` (docs/DESIGN.md "Learning-rate
+    /// schedule"); the reference follows the same `η_s`.
+    pub lr_schedule: LearningRateSchedule,
     /// MNIST: training and test samples loaded (the first ones of each file).
     pub mnist: MnistLimits,
     /// Seed of the split, the initialization, the schedule and the keys.
@@ -96,6 +100,10 @@ pub struct TrainBenchReport {
     pub arithmetic: &'static str,
     /// `v2` or `paper`.
     pub protocol: String,
+    /// The learning-rate schedule (`constant`, `step:F:E`, `cosine:E`).
+    pub lr_schedule: String,
+    /// `η_s` of each session run (the reference ran each at the same rate).
+    pub session_rates: Vec<f64>,
     /// Rayon threads / logical cores.
     pub threads: usize,
     /// Sessions run.
@@ -199,6 +207,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
         c.allow_test_keys,
         Some(c.sessions),
         c.protocol,
+        c.lr_schedule,
     )?;
     let iterations = stats.len().max(1);
     #[allow(clippy::cast_precision_loss)]
@@ -272,6 +281,8 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
         backend: BACKEND,
         arithmetic: gelunet_paillier::arithmetic(),
         protocol: format!("{:?}", c.protocol).to_lowercase(),
+        lr_schedule: check.lr_schedule.clone(),
+        session_rates: check.session_rates.clone(),
         threads: check.threads,
         sessions: check.sessions,
         iterations: stats.len(),
@@ -294,6 +305,17 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     })
 }
 
+/// `", η schedule cosine:1 (0.2 → 0.0191)"`: the schedule and the first and last
+/// session's rates; empty for a constant rate.
+fn schedule_clause(r: &TrainBenchReport) -> String {
+    match (r.session_rates.first(), r.session_rates.last()) {
+        (Some(first), Some(last)) if r.lr_schedule != "constant" => {
+            format!(", η schedule {} ({first:.4} → {last:.4})", r.lr_schedule)
+        }
+        _ => String::new(),
+    }
+}
+
 /// The report as Markdown: a summary line and the split table.
 #[must_use]
 pub fn render(r: &TrainBenchReport) -> String {
@@ -302,7 +324,7 @@ pub fn render(r: &TrainBenchReport) -> String {
     let widths: Vec<String> = r.widths.iter().map(ToString::to_string).collect();
     let _ = writeln!(
         s,
-        "{} [{}]{}, {} clients, B = {}, {}-bit keys, backend {} ({}), protocol {}, {} threads\n",
+        "{} [{}]{}, {} clients, B = {}, {}-bit keys, backend {} ({}), protocol {}, {} threads{}\n",
         r.dataset,
         widths.join(", "),
         r.arch
@@ -314,7 +336,8 @@ pub fn render(r: &TrainBenchReport) -> String {
         r.backend,
         r.arithmetic,
         r.protocol,
-        r.threads
+        r.threads,
+        schedule_clause(r)
     );
     let _ = writeln!(
         s,

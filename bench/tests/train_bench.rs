@@ -9,6 +9,7 @@ use gelunet_bench::pipeline::MnistLimits;
 use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 use gelunet_bench::BenchError;
 use gelunet_protocol::v2::Protocol;
+use gelunet_protocol::LearningRateSchedule;
 
 fn config(protocol: Protocol) -> TrainBenchConfig {
     TrainBenchConfig {
@@ -23,6 +24,7 @@ fn config(protocol: Protocol) -> TrainBenchConfig {
         allow_test_keys: true,
         protocol,
         lr: 0.2,
+        lr_schedule: LearningRateSchedule::Constant,
         mnist: MnistLimits { train: 0, test: 0 },
         seed: 3,
     }
@@ -73,6 +75,51 @@ fn train_bench_reports_a_consistent_split() {
         assert!(table.contains("| server | ForwardRequest |"), "{table}");
         assert!(table.contains("samples/s"));
     }
+}
+
+/// With a schedule the sessions run at falling rates, and the encrypted run still equals
+/// the reference that follows the same rates (under both protocols).
+#[test]
+fn train_bench_follows_the_learning_rate_schedule() {
+    for protocol in [Protocol::V2, Protocol::Paper] {
+        let c = TrainBenchConfig {
+            sessions: 6,
+            lr_schedule: "cosine:1".parse().unwrap(),
+            ..config(protocol)
+        };
+        let r = run_train(&c).unwrap();
+        assert!(r.identical_to_reference, "{protocol:?}");
+        assert_eq!(r.lr_schedule, "cosine:1");
+        assert_eq!(r.session_rates.len(), 6);
+        // The first session runs at η; the later ones lower, never rising.
+        assert!(
+            (r.session_rates[0] - 0.2).abs() < 1e-4,
+            "{:?}",
+            r.session_rates
+        );
+        assert!(
+            r.session_rates[5] < r.session_rates[0],
+            "{:?}",
+            r.session_rates
+        );
+        assert!(
+            r.session_rates.windows(2).all(|w| w[1] <= w[0]),
+            "{:?}",
+            r.session_rates
+        );
+        assert!(
+            render(&r).contains(", η schedule cosine:1 (0.2000 → "),
+            "{}",
+            render(&r)
+        );
+    }
+    let constant = run_train(&config(Protocol::V2)).unwrap();
+    assert_eq!(constant.lr_schedule, "constant");
+    assert!(constant
+        .session_rates
+        .iter()
+        .all(|&e| (e - 0.2).abs() < 1e-4));
+    assert!(!render(&constant).contains("η schedule"));
 }
 
 /// Without `batch`, the run takes the largest mini-batch `gelunet train` would.

@@ -8,6 +8,7 @@ use gelunet_bench::train_throughput::{render, run_train, TrainBenchConfig};
 
 use gelunet_protocol::arch::Arch;
 use gelunet_protocol::v2::Protocol;
+use gelunet_protocol::LearningRateSchedule;
 use gelunet_run::KeyOptions;
 
 /// A short encrypted training run: samples/s and the split of an iteration.
@@ -36,6 +37,10 @@ pub struct TrainBenchArgs {
     /// Learning rate.
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
+    /// How each session's rate falls from --lr, as for `gelunet train`: constant,
+    /// step:F:E or cosine:E; the reference follows the same rates.
+    #[arg(long, default_value = "constant")]
+    lr_schedule: LearningRateSchedule,
     /// The protocol.
     #[arg(long, value_enum, default_value_t = Protocol::V2)]
     protocol: Protocol,
@@ -72,6 +77,7 @@ pub fn run(a: TrainBenchArgs) -> Result<(), String> {
         allow_test_keys: a.keys.allow_test_keys,
         protocol: a.protocol,
         lr: a.lr,
+        lr_schedule: a.lr_schedule,
         mnist: MnistLimits {
             train: a.max_train,
             test: a.max_test,
