@@ -305,7 +305,7 @@ pub fn run_train(c: &TrainBenchConfig) -> Result<TrainBenchReport> {
     })
 }
 
-/// `", η schedule cosine:1 (0.2 → 0.0191)"`: the schedule and the first and last
+/// `", η schedule cosine:1 (0.2000 → 0.0191)"`: the schedule and the first and last
 /// session's rates; empty for a constant rate.
 fn schedule_clause(r: &TrainBenchReport) -> String {
     match (r.session_rates.first(), r.session_rates.last()) {
