@@ -265,7 +265,8 @@ pub struct EncryptedCheck {
     pub threads: usize,
     /// The learning-rate schedule (`constant`, `step:F:E`, `cosine:E`).
     pub lr_schedule: String,
-    /// `η_s` of each session run, as the server scheduled it (decoded from `2^fe`).
+    /// `η_s` of each session run, from the schedule (decoded from `2^fe`); the reference
+    /// ran each session at it, so a server that scheduled another rate fails the check.
     pub session_rates: Vec<f64>,
 }
 
